@@ -1,0 +1,55 @@
+"""One exception hierarchy for the serving core.
+
+Each class names the gRPC status code it becomes; the transport layer
+(``serving.grpc_status``) does the mapping in one place, so the core never imports grpc.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base of every error the serving core raises on purpose."""
+
+    status_name = "INTERNAL"
+
+
+class InvalidInputError(ServingError):
+    """The client sent something we cannot classify (bad image, shape, dtype, count...)."""
+
+    status_name = "INVALID_ARGUMENT"
+
+
+class ImageDecodeError(InvalidInputError):
+    """Bytes that Pillow cannot decode, or a truncated image."""
+
+
+class ImageTooLargeError(InvalidInputError):
+    """An image whose pixel count exceeds the limit (decompression-bomb guard)."""
+
+
+class UnknownModelError(InvalidInputError):
+    """A request named a model name or version this server does not serve."""
+
+
+class OverloadedError(ServingError):
+    """The request queue is full: back off and retry."""
+
+    status_name = "RESOURCE_EXHAUSTED"
+
+
+class UnavailableError(ServingError):
+    """The server is starting up or shutting down."""
+
+    status_name = "UNAVAILABLE"
+
+
+class DeadlineExceededError(ServingError):
+    """The caller's deadline passed before the request was computed."""
+
+    status_name = "DEADLINE_EXCEEDED"
+
+
+class ModelLoadError(ServingError):
+    """A model file is missing, unreadable or breaks the model contract."""
+
+    status_name = "FAILED_PRECONDITION"

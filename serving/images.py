@@ -1,0 +1,114 @@
+"""The one shared image preprocessing, used by the server and by every client.
+
+Any input becomes a uint8 array of shape (32, 32, 3), RGB, HWC:
+
+1. Encoded bytes are decoded by Pillow (PNG, JPEG, GIF, BMP, WebP, TIFF, ...). Only the
+   first frame of an animated image is used. EXIF orientation is applied.
+2. The mode is converted to RGB with Pillow's ``Image.convert("RGB")``: grayscale is
+   replicated, palette images are expanded, an alpha channel is dropped (not composited).
+3. An image that is not 32x32 is resized to exactly 32x32 with Pillow's BILINEAR filter
+   (antialiased when shrinking); the aspect ratio is not kept (no crop, no padding), as
+   CIFAR-10 pictures are square.
+
+Raw arrays (HxW, HxWx1, HxWx3 or HxWx4 uint8) go through steps 2 and 3, so a client that
+sends raw pixels and one that sends a lossless file of the same picture get the same answer.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from serving.contract import IMAGE_SIZE, INPUT_SHAPE
+from serving.errors import ImageDecodeError, ImageTooLargeError, InvalidInputError
+
+RESAMPLE = Image.Resampling.BILINEAR
+DEFAULT_MAX_PIXELS = 16_000_000
+"""Largest decoded image accepted (width * height), a guard against decompression bombs."""
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image of {width}x{height} = {width * height} pixels exceeds the limit of "
+            f"{max_pixels} pixels"
+        )
+
+
+def _to_model_input(image: Image.Image) -> np.ndarray:
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), RESAMPLE)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def from_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A PIL image as a (32, 32, 3) uint8 RGB array."""
+    _check_pixels(image.width, image.height, max_pixels)
+    return _to_model_input(image)
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes as a (32, 32, 3) uint8 RGB array.
+
+    Raises ImageDecodeError for empty, unknown or truncated data and ImageTooLargeError
+    before decoding pixels when the header announces more than ``max_pixels``.
+    """
+    if not data:
+        raise ImageDecodeError("image bytes are empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_pixels(image.width, image.height, max_pixels)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except InvalidInputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}") from exc
+    except Exception as exc:  # Pillow raises many types for bad data
+        raise ImageDecodeError(f"cannot decode image ({len(data)} bytes): {exc}") from exc
+    return _to_model_input(image)
+
+
+def from_array(array: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A raw uint8 HxW, HxWx1, HxWx3 or HxWx4 array as a (32, 32, 3) uint8 RGB array."""
+    if array.dtype != np.uint8:
+        raise InvalidInputError(f"raw image must be uint8, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InvalidInputError(
+            f"raw image must have shape HxW, HxWx1, HxWx3 or HxWx4, got {tuple(array.shape)}"
+        )
+    height, width = array.shape[:2]
+    if height == 0 or width == 0:
+        raise InvalidInputError(f"raw image has an empty side: {tuple(array.shape)}")
+    _check_pixels(width, height, max_pixels)
+    if array.shape == INPUT_SHAPE:
+        return np.ascontiguousarray(array)
+    return _to_model_input(Image.fromarray(np.ascontiguousarray(array)))
+
+
+def from_raw_bytes(
+    data: bytes, height: int, width: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Raw HWC uint8 bytes with their declared shape, checked, as a (32, 32, 3) array."""
+    if height <= 0 or width <= 0 or channels not in (1, 3, 4):
+        raise InvalidInputError(
+            f"raw image shape must be height>0, width>0, channels in (1, 3, 4); "
+            f"got {height}x{width}x{channels}"
+        )
+    _check_pixels(width, height, max_pixels)
+    expected = height * width * channels
+    if len(data) != expected:
+        raise InvalidInputError(
+            f"raw image of {height}x{width}x{channels} needs {expected} bytes, got {len(data)}"
+        )
+    array = np.frombuffer(data, dtype=np.uint8).reshape(height, width, channels)
+    return from_array(array, max_pixels)
