@@ -1,0 +1,66 @@
+# Thin wrappers. Each target sets up what it needs first: a virtual environment in .venv
+# with exact versions from requirements/constraints.txt; stamp files make a second run fast.
+#   make serve   serve the bundled model (serve + client extras)
+#   make test    run the tests (dev extra: everything)
+
+PYTHON      ?= python3.11
+VENV        ?= .venv
+CONSTRAINTS := requirements/constraints.txt
+BIN         := $(VENV)/bin
+PIP         := $(BIN)/python -m pip --disable-pip-version-check
+# --no-build-isolation: build the project with the venv's pinned setuptools and wheel.
+INSTALL     := $(PIP) install --quiet --no-build-isolation -c $(CONSTRAINTS)
+
+MODEL       ?= models/cifar10-cnn.onnx
+DATA        ?= ../shared/data/cifar10-jpeg/train
+EPOCHS      ?= 20
+RUN_DIR     ?= runs/latest
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup setup-serve serve test protos bench train clean-venv
+
+help:
+	@echo "make serve    set up (serve + client extras) and serve $(MODEL) on :8500"
+	@echo "make test     set up (dev extra) and run pytest (PYTEST_ARGS='-m \"not slow\"' to narrow)"
+	@echo "make setup    create $(VENV) with the dev extra, pinned by $(CONSTRAINTS)"
+	@echo "make protos   regenerate serving/proto/ from protos/"
+	@echo "make bench    run the benchmarks"
+	@echo "make train    train on DATA=$(DATA) for EPOCHS=$(EPOCHS), export to RUN_DIR=$(RUN_DIR)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(INSTALL) pip setuptools wheel
+
+$(VENV)/.installed-serve: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	@echo "Installing the serve and client extras into $(VENV) (pinned)..."
+	$(INSTALL) -e ".[serve,client]"
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	@echo "Installing the dev extra (serve, client, train, test tools) into $(VENV) (pinned; a few minutes the first time)..."
+	$(INSTALL) -e ".[dev]"
+	@touch $@ $(VENV)/.installed-serve
+
+setup: $(VENV)/.installed-dev
+setup-serve: $(VENV)/.installed-serve
+
+serve: $(VENV)/.installed-serve
+	@echo "Serving $${CIFAR10_MODEL_PATH:-$(MODEL)}; from a second terminal: $(BIN)/cifar10-client classify IMAGE.png"
+	CIFAR10_MODEL_PATH="$${CIFAR10_MODEL_PATH:-$(MODEL)}" $(BIN)/cifar10-serve
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+protos: $(VENV)/.installed-dev
+	$(BIN)/python protos/generate.py
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench
+
+train: $(VENV)/.installed-dev
+	$(BIN)/cifar10-train train --data "$(DATA)" --epochs $(EPOCHS) --run-dir "$(RUN_DIR)"
+	$(BIN)/cifar10-train export --run-dir "$(RUN_DIR)" --output "$(RUN_DIR)/cifar10-cnn.onnx"
+
+clean-venv:
+	rm -rf $(VENV)
