@@ -1,0 +1,286 @@
+"""Dynamic batching: concurrent requests merged into one model run. No gRPC in here.
+
+``Batcher.submit(images, deadline)`` is awaited from an asyncio event loop. Requests wait
+in a bounded queue; ONE worker thread takes as many queued images as fit in
+``max_batch_size``, runs them as one batch off the event loop, splits the answer and
+hands each caller its rows back through ``loop.call_soon_threadsafe``.
+
+Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
+
+* While the worker is busy, new requests queue up; when it is free it takes everything
+  queued (up to ``max_batch_size``) at once. With ``max_queue_delay`` 0 (the default, chosen
+  by measurement: on a CPU the model run itself is the natural batching window) an idle
+  worker never waits, so a lone request pays no batching delay.
+* ``max_queue_delay`` > 0 makes the worker wait up to that long for a batch to fill.
+* The queue holds at most ``max_queue_size`` images; beyond that ``submit`` raises
+  ``OverloadedError`` (RESOURCE_EXHAUSTED) at once instead of letting latency grow.
+* A request whose deadline passed while it waited is not computed: it gets
+  ``DeadlineExceededError``. A cancelled caller's request is dropped the same way.
+* A request larger than ``max_batch_size`` is split into chunks that run in order;
+  the caller gets the rows back concatenated.
+* One worker thread means one model run at a time, so runs never fight over the
+  onnxruntime thread pool (which already uses every CPU we may use).
+
+``run`` is any callable ``run(batch) -> (outputs, tag)``: ``outputs`` has one row per input
+row, ``tag`` is handed back unchanged to every caller in that batch (the serving core uses it
+to say which model version computed the rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from serving.errors import DeadlineExceededError, OverloadedError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[np.ndarray], tuple[np.ndarray, Any]]
+
+
+class _Item:
+    __slots__ = ("images", "size", "future", "loop", "deadline")
+
+    def __init__(self, images, size, future, loop, deadline):
+        self.images = images
+        self.size = size
+        self.future = future
+        self.loop = loop
+        self.deadline = deadline
+
+
+def _set_result(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _deliver(results: list) -> None:
+    """Runs on the event loop: resolve the futures of one batch."""
+    for future, value, exc in results:
+        if not future.done():
+            if exc is None:
+                future.set_result(value)
+            else:
+                future.set_exception(exc)
+
+
+class Batcher:
+    """Merges concurrent ``submit`` calls into batched ``run`` calls on one worker thread."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        max_batch_size: int = 64,
+        max_queue_delay: float = 0.0,
+        max_queue_size: int = 2048,
+        on_batch: Callable[[int], None] | None = None,
+        name: str = "batcher",
+    ):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if max_queue_size < max_batch_size:
+            raise ValueError("max_queue_size must be at least max_batch_size")
+        self._run = run
+        self.max_batch_size = int(max_batch_size)
+        self.max_queue_delay = float(max_queue_delay)
+        self.max_queue_size = int(max_queue_size)
+        self._on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._queued = 0  # images in _queue
+        self._cond = threading.Condition(threading.Lock())
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+        self.batches = 0  # counters, for tests and logs
+        self.images = 0
+
+    @property
+    def queued(self) -> int:
+        """Images waiting in the queue (not yet taken into a batch)."""
+        return self._queued
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    async def submit(self, images: np.ndarray, deadline: float | None = None) -> tuple[np.ndarray, Any]:
+        """Queue ``images`` (N rows, N >= 1) and wait for ``(outputs, tag)``.
+
+        ``deadline`` is a ``time.monotonic()`` instant; None waits as long as needed.
+        Raises OverloadedError, UnavailableError (closed), DeadlineExceededError, or
+        whatever ``run`` raised for the batch holding these images.
+        """
+        n = len(images)
+        if n > self.max_batch_size:
+            return await self._submit_split(images, deadline)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._cond:
+            if self._closing:
+                raise UnavailableError("server is shutting down")
+            if self._queued + n > self.max_queue_size:
+                raise OverloadedError(
+                    f"request queue is full ({self._queued} of {self.max_queue_size} images "
+                    f"queued); retry later"
+                )
+            self._queue.append(_Item(images, n, future, loop, deadline))
+            self._queued += n
+            self._cond.notify()
+        return await future
+
+    async def _submit_split(self, images: np.ndarray, deadline: float | None):
+        step = self.max_batch_size
+        n = len(images)
+        loop = asyncio.get_running_loop()
+        futures = []
+        with self._cond:
+            if self._closing:
+                raise UnavailableError("server is shutting down")
+            if self._queued + n > self.max_queue_size:
+                raise OverloadedError(
+                    f"request of {n} images does not fit in the queue ({self._queued} of "
+                    f"{self.max_queue_size} images queued); retry later or send fewer"
+                )
+            for start in range(0, n, step):
+                chunk = images[start:start + step]
+                future = loop.create_future()
+                futures.append(future)
+                self._queue.append(_Item(chunk, len(chunk), future, loop, deadline))
+            self._queued += n
+            self._cond.notify()
+        try:
+            parts = await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return np.concatenate([p[0] for p in parts]), parts[-1][1]
+
+    # -- worker thread ------------------------------------------------------------------
+
+    def _take(self) -> tuple[list[_Item], list[_Item]]:
+        """Under the lock: pop the next batch, and the expired or cancelled items."""
+        batch: list[_Item] = []
+        dropped: list[_Item] = []
+        total = 0
+        now = None
+        queue = self._queue
+        while queue:
+            item = queue[0]
+            if item.future.done():  # cancelled by the caller
+                queue.popleft()
+                self._queued -= item.size
+                continue
+            if item.deadline is not None:
+                if now is None:
+                    now = time.monotonic()
+                if item.deadline <= now:
+                    queue.popleft()
+                    self._queued -= item.size
+                    dropped.append(item)
+                    continue
+            if total + item.size > self.max_batch_size:
+                break
+            queue.popleft()
+            self._queued -= item.size
+            batch.append(item)
+            total += item.size
+        return batch, dropped
+
+    def _work(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._queue:
+                    if self._closing:
+                        return
+                    cond.wait()
+                if self.max_queue_delay > 0 and self._queued < self.max_batch_size:
+                    end = time.monotonic() + self.max_queue_delay
+                    while self._queued < self.max_batch_size and not self._closing:
+                        remaining = end - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        cond.wait(remaining)
+                batch, dropped = self._take()
+            if dropped:
+                self._fail(dropped, None)
+            if batch:
+                self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        try:
+            if len(batch) == 1:
+                inputs = batch[0].images
+            else:
+                inputs = np.concatenate([item.images for item in batch])
+            outputs, tag = self._run(inputs)
+        except BaseException as exc:  # handed to every caller of the batch
+            self._fail(batch, exc)
+            return
+        self.batches += 1
+        self.images += len(inputs)
+        if self._on_batch is not None:
+            try:
+                self._on_batch(len(inputs))
+            except Exception:
+                log.exception("on_batch callback failed")
+        if len(batch) == 1:
+            item = batch[0]
+            self._post(item.loop, [(item.future, (outputs, tag), None)])
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        start = 0
+        for item in batch:
+            end = start + item.size
+            by_loop.setdefault(item.loop, []).append((item.future, (outputs[start:end], tag), None))
+            start = end
+        for loop, results in by_loop.items():
+            self._post(loop, results)
+
+    def _fail(self, items: list[_Item], exc: BaseException | None) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for item in items:
+            error = exc if exc is not None else DeadlineExceededError(
+                "deadline expired while the request was queued; not computed"
+            )
+            by_loop.setdefault(item.loop, []).append((item.future, None, error))
+        for loop, results in by_loop.items():
+            self._post(loop, results)
+
+    @staticmethod
+    def _post(loop: asyncio.AbstractEventLoop, results: list) -> None:
+        try:
+            loop.call_soon_threadsafe(_deliver, results)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            pass
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close_nowait(self) -> None:
+        """Refuse new requests; the worker finishes what is queued, then exits."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    async def close(self, timeout: float | None = None) -> bool:
+        """Refuse new requests, finish the queued ones; True if the worker ended in time."""
+        self.close_nowait()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, timeout)
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

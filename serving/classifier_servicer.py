@@ -1,0 +1,197 @@
+"""cifar10.v1.Classifier: a thin adapter between protobuf and the serving core.
+
+Decoding follows ``serving.images`` (the one shared preprocessing); errors become status
+codes in ``serving.grpc_status``. Raw 32x32x3 images skip Pillow entirely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+
+from serving import contract, images
+from serving.core import Prediction, ServingCore, deadline_after
+from serving.errors import InvalidInputError, ServingError
+from serving.grpc_status import rpc, status_of
+from serving.proto.cifar10.v1 import classifier_pb2 as pb
+from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Classifier"].full_name
+_RAW_SIZE = contract.IMAGE_SIZE * contract.IMAGE_SIZE * contract.CHANNELS
+_OFFLOAD_BYTES = 256 * 1024  # decode bigger encoded payloads on a worker thread
+_STREAM_WINDOW = 64  # messages in flight per stream
+
+ClassScore = pb.ClassScore
+Classification = pb.Classification
+
+
+def check_top_k(top_k: int) -> int:
+    if top_k == 0:
+        return 1
+    if top_k > contract.NUM_CLASSES:
+        raise InvalidInputError(f"top_k must be between 0 and {contract.NUM_CLASSES}, got {top_k}")
+    return top_k
+
+
+def decode_images(request_images, max_images: int, max_pixels: int) -> np.ndarray:
+    """The request's images as uint8 [N, 32, 32, 3]; InvalidInputError naming the image."""
+    n = len(request_images)
+    if n == 0:
+        raise InvalidInputError("the request holds no images")
+    if n > max_images:
+        raise InvalidInputError(f"too many images in one request: {n} > {max_images}")
+    # Fast path: every image raw 32x32x3 -> one join, one frombuffer, no Pillow.
+    raws = []
+    for image in request_images:
+        if image.WhichOneof("data") != "raw":
+            break
+        raw = image.raw
+        if raw.height != 32 or raw.width != 32 or raw.channels != 3 or len(raw.data) != _RAW_SIZE:
+            break
+        raws.append(raw.data)
+    else:
+        data = raws[0] if n == 1 else b"".join(raws)
+        return np.frombuffer(data, dtype=np.uint8).reshape(n, *contract.INPUT_SHAPE)
+    out = np.empty((n, *contract.INPUT_SHAPE), dtype=np.uint8)
+    for i, image in enumerate(request_images):
+        kind = image.WhichOneof("data")
+        try:
+            if kind == "raw":
+                raw = image.raw
+                out[i] = images.from_raw_bytes(raw.data, raw.height, raw.width, raw.channels, max_pixels)
+            elif kind == "encoded":
+                out[i] = images.decode(image.encoded, max_pixels)
+            else:
+                raise InvalidInputError("no data: set either `encoded` or `raw`")
+        except InvalidInputError as exc:
+            raise type(exc)(f"image {i}: {exc}") from None
+    return out
+
+
+def _encoded_bytes(request_images) -> int:
+    return sum(len(image.encoded) for image in request_images)
+
+
+def build_response(pred: Prediction, top_k: int, request_id: str = "") -> pb.ClassifyResponse:
+    labels = pred.model.labels
+    probs = pred.probabilities
+    rows = probs.tolist()
+    if top_k == 1:
+        tops = [[j] for j in probs.argmax(axis=1).tolist()]
+    else:
+        tops = np.argsort(-probs, axis=1, kind="stable")[:, :top_k].tolist()
+    indices = range(len(labels))
+    results = [
+        Classification(
+            scores=[ClassScore(index=i, label=labels[i], probability=row[i]) for i in indices],
+            top=[ClassScore(index=j, label=labels[j], probability=row[j]) for j in top],
+        )
+        for row, top in zip(rows, tops)
+    ]
+    return pb.ClassifyResponse(
+        results=results, model_name=pred.model.name, model_version=pred.model.version,
+        request_id=request_id,
+    )
+
+
+class ClassifierServicer(pb_grpc.ClassifierServicer):
+    def __init__(self, core: ServingCore):
+        self.core = core
+        self._max_pixels = core.settings.max_image_pixels
+
+    async def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> pb.ClassifyResponse:
+        core = self.core
+        top_k = check_top_k(request.top_k)
+        if request.model_name or request.model_version:
+            core.check_model(request.model_name, request.model_version)
+        if len(request.images) > 1 and _encoded_bytes(request.images) > _OFFLOAD_BYTES:
+            batch = await asyncio.to_thread(
+                decode_images, request.images, core.max_images_per_request, self._max_pixels
+            )
+        else:
+            batch = decode_images(request.images, core.max_images_per_request, self._max_pixels)
+        pred = await core.classify(
+            batch, deadline=deadline_after(timeout),
+            model_name=request.model_name, model_version=request.model_version,
+        )
+        return build_response(pred, top_k, request.request_id)
+
+    @rpc("Classify")
+    async def Classify(self, request, context):
+        return await self._classify(request, context.time_remaining())
+
+    async def ClassifyStream(self, request_iterator, context):
+        """Pipelined: up to _STREAM_WINDOW messages in flight, answered in order."""
+        metrics = self.core.metrics
+        pending: asyncio.Queue = asyncio.Queue(maxsize=_STREAM_WINDOW)
+        done = object()
+
+        async def one(request):
+            started = time.perf_counter()
+            try:
+                response = await self._classify(request, context.time_remaining())
+                code = "OK"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                status, message = status_of(exc, "ClassifyStream")
+                code = status.name
+                response = pb.ClassifyResponse(
+                    request_id=request.request_id, error=pb.Error(code=code, message=message)
+                )
+            if metrics is not None:
+                metrics.observe("ClassifyStream", code, time.perf_counter() - started)
+            return response
+
+        async def read():
+            try:
+                async for request in request_iterator:
+                    await pending.put(asyncio.ensure_future(one(request)))
+            finally:
+                await pending.put(done)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                item = await pending.get()
+                if item is done:
+                    break
+                yield await item
+            await reader  # re-raise a reader failure, if any
+        finally:
+            reader.cancel()
+            while not pending.empty():
+                item = pending.get_nowait()
+                if item is not done:
+                    item.cancel()
+
+    @rpc("GetModelInfo")
+    async def GetModelInfo(self, request, context):
+        return model_info_message(self.core)
+
+
+def model_info_message(core: ServingCore) -> pb.ModelInfo:
+    info = core.info
+
+    def spec(s) -> pb.TensorSpec:
+        return pb.TensorSpec(name=s.name, dtype=s.dtype, shape=list(s.shape), description=s.description)
+
+    return pb.ModelInfo(
+        name=info.name, version=info.version, labels=list(info.labels),
+        input=spec(info.input), output=spec(info.output),
+        max_batch_size=core.max_batch_size, metadata=dict(info.metadata),
+    )
+
+
+def add_to_server(server, core: ServingCore) -> list[str]:
+    """Register the servicer; return the full service names (for health and reflection)."""
+    pb_grpc.add_ClassifierServicer_to_server(ClassifierServicer(core), server)
+    return [SERVICE_NAME]
+
+
+__all__ = ["ClassifierServicer", "add_to_server", "SERVICE_NAME", "ServingError"]

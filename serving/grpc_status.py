@@ -1,0 +1,79 @@
+"""The one place where exceptions become gRPC status codes.
+
+``ServingError.status_name`` names the code (``serving.errors``); anything else is a bug on
+our side: INTERNAL with a generic message, the traceback goes to the log, and the server
+keeps serving. Servicers wrap their async unary handlers with ``@rpc("Method")``, which
+also records the request in the Prometheus metrics (``self.core.metrics``)::
+
+    class MyServicer(my_pb2_grpc.MyServicer):
+        def __init__(self, core): self.core = core
+
+        @rpc("MyMethod")
+        async def MyMethod(self, request, context): ...
+
+For streams, ``status_of(exc)`` gives ``(code, message)`` to report per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+
+import grpc
+
+from serving.errors import ServingError
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal server error (details in the server log)"
+
+
+def code_of(name: str) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, name, grpc.StatusCode.INTERNAL)
+
+
+def status_of(exc: BaseException, method: str = "") -> tuple[grpc.StatusCode, str]:
+    """(status code, message) for an exception; logs unexpected ones with a traceback."""
+    if isinstance(exc, ServingError):
+        code = code_of(exc.status_name)
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("%s failed: %s", method or "request", exc)
+        return code, str(exc)
+    log.error("%s failed unexpectedly", method or "request", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def rpc(method: str):
+    """Decorate an async unary handler ``(self, request, context)``: map errors, count, time."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def wrapper(self, request, context):
+            metrics = self.core.metrics
+            started = time.perf_counter()
+            try:
+                response = await handler(self, request, context)
+            except asyncio.CancelledError:
+                if metrics is not None:
+                    metrics.observe(method, "CANCELLED", time.perf_counter() - started)
+                raise
+            except grpc.aio.AbortError:  # the handler aborted on its own
+                if metrics is not None:
+                    code = context.code() if hasattr(context, "code") else None
+                    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+                    metrics.observe(method, name, time.perf_counter() - started)
+                raise
+            except Exception as exc:
+                code, message = status_of(exc, method)
+                if metrics is not None:
+                    metrics.observe(method, code.name, time.perf_counter() - started)
+                await context.abort(code, message)
+            if metrics is not None:
+                metrics.observe(method, "OK", time.perf_counter() - started)
+            return response
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,204 @@
+"""The gRPC server: every service on one port, health, reflection, TLS, graceful shutdown.
+
+``cifar10-serve`` (``main``) loads the model, starts metrics and the server, and runs until
+SIGTERM or SIGINT. Shutdown: health turns NOT_SERVING at once, new requests are refused
+with UNAVAILABLE, requests in flight finish within ``grace_seconds``, exit status 0.
+SIGHUP reloads the model. A missing or invalid model at start-up prints one error line
+on stderr and exits with status 1 (2 for a bad flag or environment value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from serving.core import ServingCore
+from serving.errors import ModelLoadError
+from serving.metrics import Metrics, setup_logging
+from serving.settings import Settings
+
+log = logging.getLogger("serving.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+Registrar = Callable[[grpc.aio.Server, ServingCore], Iterable[str] | None]
+
+
+def servicer_registrations() -> list[Registrar]:
+    """Every API served on the port: ``add_to_server(server, core) -> [full service names]``.
+
+    To add a servicer, append its module's ``add_to_server`` here.
+    """
+    from serving import classifier_servicer
+
+    registrations: list[Registrar] = [classifier_servicer.add_to_server]
+    # Open Inference Protocol (KServe v2): serving/inference_servicer.py, written
+    # separately. Tolerated as absent only until that module lands.
+    try:
+        inference_servicer = importlib.import_module("serving.inference_servicer")
+    except ModuleNotFoundError as exc:
+        if exc.name != "serving.inference_servicer":
+            raise
+        log.debug("serving.inference_servicer not present; Open Inference Protocol off")
+    else:
+        registrations.append(inference_servicer.add_to_server)
+    return registrations
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    key, cert = _read(settings.tls_key), _read(settings.tls_cert)
+    client_ca = _read(settings.tls_client_ca) if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a port in use is an error, not a silent second listener
+        ("grpc.max_concurrent_streams", 1000),
+    ]
+
+
+class ServingServer:
+    """A grpc.aio server with our servicers, health and reflection. Make one on the loop."""
+
+    def __init__(self, settings: Settings, core: ServingCore):
+        self.settings = settings
+        self.core = core
+        self.grpc_server = grpc.aio.server(options=grpc_options(settings))
+        self.health = HealthServicer()
+        self.service_names: list[str] = []
+        for register in servicer_registrations():
+            names = register(self.grpc_server, core)
+            self.service_names.extend(names or [])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self.grpc_server,
+        )
+        address = f"{settings.host}:{settings.port}"
+        if ":" in settings.host and not settings.host.startswith("["):
+            address = f"[{settings.host}]:{settings.port}"
+        if settings.tls:
+            self.port = self.grpc_server.add_secure_port(address, server_credentials(settings))
+        else:
+            self.port = self.grpc_server.add_insecure_port(address)
+        if not self.port:
+            raise RuntimeError(f"cannot bind {address}")
+        self._stopping: asyncio.Task | None = None
+        self.stopped = asyncio.Event()
+
+    async def _set_health(self, status) -> None:
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        """Start serving; health turns SERVING (the model is already loaded and warm)."""
+        await self._set_health(NOT_SERVING)
+        await self.grpc_server.start()
+        await self.core.start()
+        if self.core.ready:
+            await self._set_health(SERVING)
+        log.info("serving %s on port %d (%s): %s", self.core.info.name, self.port,
+                 "TLS" if self.settings.tls else "plaintext", ", ".join(self.service_names))
+
+    def stop(self, grace: float | None = None) -> asyncio.Task:
+        """Begin a graceful stop (idempotent); await the returned task to wait for the end."""
+        if self._stopping is None:
+            grace = self.settings.grace_seconds if grace is None else grace
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        return self._stopping
+
+    async def _stop(self, grace: float) -> None:
+        started = time.monotonic()
+        log.info("shutting down: health NOT_SERVING, refusing new requests, %.1f s grace", grace)
+        self.core.begin_shutdown()
+        await self.health.enter_graceful_shutdown()
+        await self.grpc_server.stop(grace)
+        await self.core.stop(timeout=max(1.0, grace - (time.monotonic() - started)))
+        log.info("stopped after %.2f s", time.monotonic() - started)
+        self.stopped.set()
+
+    async def wait_for_termination(self) -> None:
+        await self.stopped.wait()
+
+
+def create_server(settings: Settings, core: ServingCore) -> tuple[ServingServer, int]:
+    """Build the server (not started) bound to settings.host:port; returns it and the port."""
+    server = ServingServer(settings, core)
+    return server, server.port
+
+
+async def serve(settings: Settings, metrics: Metrics | None = None,
+                core: ServingCore | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status."""
+    if core is None:
+        core = await asyncio.get_running_loop().run_in_executor(
+            None, ServingCore.load, settings, metrics
+        )
+    server, port = create_server(settings, core)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    loop.add_signal_handler(signal.SIGHUP, core.request_reload)
+    await server.start()
+    print(f"cifar10-serve: listening on port {port}", file=sys.stderr, flush=True)
+    await server.wait_for_termination()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    try:
+        settings = Settings.from_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        print(f"cifar10-serve: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    log.info("settings: %s", " ".join(f"{k}={v}" for k, v in settings.as_dict().items()))
+    metrics = Metrics()
+    try:
+        core = ServingCore.load(settings, metrics)
+        if settings.metrics_port >= 0:
+            port = metrics.serve(settings.host, settings.metrics_port)
+            log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, port)
+        code = asyncio.run(_serve_with_timing(settings, metrics, core, started))
+    except ModelLoadError as exc:
+        print(f"cifar10-serve: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError) as exc:
+        print(f"cifar10-serve: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        metrics.close()
+    return code
+
+
+async def _serve_with_timing(settings, metrics, core, started) -> int:
+    log.info("model ready %.0f ms after start", (time.perf_counter() - started) * 1000)
+    return await serve(settings, metrics, core)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
