@@ -1,0 +1,274 @@
+"""``cifar10-client``: health, model info and classification from the command line.
+
+    cifar10-client health
+    cifar10-client info [--json]
+    cifar10-client classify cat.png 'photos/**/*.jpg' - [--json] [--top-k 3]
+
+Exit codes (shared with ``cifar10-batch``), for scripts:
+
+    0  success
+    1  some item failed (an unreadable or undecodable image), or health is not SERVING
+    2  usage error (bad flags, no input, unreadable TLS files)
+    3  server unavailable: could not connect, deadline exceeded or overloaded, after retries
+    4  other server error (INTERNAL, UNIMPLEMENTED, UNAUTHENTICATED, ...)
+    5  an optional dependency is missing (the message says what to install)
+  130  interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import grpc
+
+from .connection import ADDRESS_ENV, DEFAULT_TIMEOUT_S, RetryPolicy, TLSConfig, default_address
+from .errors import ClientError
+
+EXIT_OK = 0
+EXIT_ITEM_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_SERVER_ERROR = 4
+EXIT_MISSING_DEPENDENCY = 5
+EXIT_INTERRUPTED = 130
+
+UNAVAILABLE_CODES = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+})
+
+
+def exit_code_for(error: ClientError) -> int:
+    return EXIT_UNAVAILABLE if error.code in UNAVAILABLE_CODES else EXIT_SERVER_ERROR
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit 2)."""
+
+
+# -- shared by cifar10-client and cifar10-batch -----------------------------------------
+def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument("--address", default=default_address(),
+                       help=f"server host:port [env {ADDRESS_ENV}; default %(default)s]")
+    group.add_argument("--timeout", type=float, default=timeout,
+                       help="deadline of each call in seconds, retries included [default %(default)s]")
+    group.add_argument("--retries", type=int, default=RetryPolicy().max_attempts - 1,
+                       help="retries on UNAVAILABLE / RESOURCE_EXHAUSTED, with exponential "
+                            "backoff and jitter [default %(default)s]")
+    group.add_argument("--tls", action="store_true", help="connect with TLS (system CAs unless --ca-cert)")
+    group.add_argument("--ca-cert", metavar="PEM", help="CA certificate to verify the server (implies --tls)")
+    group.add_argument("--client-cert", metavar="PEM", help="client certificate for mutual TLS (implies --tls)")
+    group.add_argument("--client-key", metavar="PEM", help="client private key for mutual TLS")
+    group.add_argument("--server-name", metavar="NAME",
+                       help="name to check the server certificate against (implies --tls)")
+
+
+def connection_kwargs(args: argparse.Namespace) -> dict:
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if args.retries < 0:
+        raise UsageError("--retries must not be negative")
+    tls = None
+    if args.tls or args.ca_cert or args.client_cert or args.client_key or args.server_name:
+        if bool(args.client_cert) != bool(args.client_key):
+            raise UsageError("--client-cert and --client-key go together")
+        for path in (args.ca_cert, args.client_cert, args.client_key):
+            if path and not os.path.isfile(path):
+                raise UsageError(f"cannot read {path}")
+        tls = TLSConfig(args.ca_cert, args.client_cert, args.client_key, args.server_name)
+    return {
+        "address": args.address,
+        "timeout": args.timeout,
+        "tls": tls,
+        "retry": RetryPolicy(max_attempts=args.retries + 1),
+    }
+
+
+def run_main(body: Callable[[], int], prog: str) -> int:
+    """Run a command body; turn expected failures into a message and an exit code."""
+    try:
+        return body()
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ClientError as exc:
+        print(f"{prog}: error: {exc.code.name}: {exc.message}", file=sys.stderr)
+        return exit_code_for(exc)
+    except ImportError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_MISSING_DEPENDENCY
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (e.g. `| head`): not an error worth a traceback.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
+
+
+# -- cifar10-client ---------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cifar10-client",
+        description="Talk to a cifar10-serving gRPC server (cifar10.v1).",
+        epilog="exit codes: 0 ok, 1 some item failed or not SERVING, 2 usage, 3 server "
+               "unavailable (after retries), 4 other server error, 5 missing optional "
+               "dependency, 130 interrupted",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_args(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    health = commands.add_parser("health", help="print the server's health status")
+    health.add_argument("--service", default="", help="service name (default: the whole server)")
+    health.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to SECONDS for SERVING before answering")
+    health.add_argument("--json", action="store_true", help="print JSON")
+
+    info = commands.add_parser("info", help="model name, version, labels and input spec")
+    info.add_argument("--json", action="store_true", help="print JSON")
+
+    classify = commands.add_parser("classify", help="classify image files")
+    classify.add_argument("files", nargs="+", metavar="FILE",
+                          help="image files or glob patterns ('**' recurses); '-' reads stdin")
+    classify.add_argument("--top-k", type=int, default=1, help="classes to show per image (1..10)")
+    classify.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    classify.add_argument("--batch-size", type=int, default=64, help="images per request")
+    classify.add_argument("--preprocess", choices=("server", "client"), default="server",
+                          help="decode and resize on the server (send files as-is) or here "
+                               "(send 32x32 pixels) [default %(default)s]")
+    return parser
+
+
+def expand_files(patterns: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``(name, problem)`` per input: globs expanded; a pattern matching nothing is a problem."""
+    out: list[tuple[str, str | None]] = []
+    for pattern in patterns:
+        if pattern == "-" or not glob.has_magic(pattern):
+            out.append((pattern, None))
+            continue
+        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        if not matches:
+            out.append((pattern, "no file matches this pattern"))
+        out.extend((m, None) for m in matches)
+    return out
+
+
+def _cmd_health(client, args) -> int:
+    if args.wait > 0:
+        try:
+            client.wait_until_serving(args.wait, args.service)
+        except ClientError:
+            pass  # fall through: answer with whatever the server says now
+    status = client.health(args.service)
+    if args.json:
+        print(json.dumps({"service": args.service, "status": status}))
+    else:
+        print(status)
+    return EXIT_OK if status == "SERVING" else EXIT_ITEM_FAILED
+
+
+def _cmd_info(client, args) -> int:
+    info = client.model_info()
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return EXIT_OK
+    print(f"name:           {info.name}")
+    print(f"version:        {info.version}")
+    print(f"labels:         {', '.join(info.labels)}")
+    print(f"input:          {info.input.name} {info.input.dtype} {list(info.input.shape)}")
+    print(f"output:         {info.output.name} {info.output.dtype} {list(info.output.shape)}")
+    print(f"max batch size: {info.max_batch_size}")
+    for key in sorted(info.metadata):
+        value = info.metadata[key]
+        print(f"  {key}: {value if len(value) <= 100 else value[:97] + '...'}")
+    return EXIT_OK
+
+
+def _cmd_classify(client, args) -> int:
+    from .inputs import to_image
+
+    if not 1 <= args.top_k <= 10:
+        raise UsageError("--top-k must be in 1..10")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if args.files.count("-") > 1:
+        raise UsageError("'-' (stdin) may appear only once")
+    preprocess = args.preprocess == "client"
+    names: list[str] = []
+    outcomes: dict[int, object] = {}
+    pending: list[tuple[int, object]] = []
+    for name, problem in expand_files(args.files):
+        index = len(names)
+        names.append(name)
+        if problem:
+            outcomes[index] = ClientError(grpc.StatusCode.INVALID_ARGUMENT, problem, item=name)
+            continue
+        try:
+            source = sys.stdin.buffer.read() if name == "-" else name
+            pending.append((index, to_image(source, preprocess)))
+        except ClientError as error:
+            outcomes[index] = error
+    for start in range(0, len(pending), args.batch_size):
+        chunk = pending[start:start + args.batch_size]
+        results = client.classify_each([image for _, image in chunk], top_k=args.top_k)
+        for (index, _), result in zip(chunk, results):
+            outcomes[index] = result
+    failed = 0
+    records = []
+    for index, name in enumerate(names):
+        outcome = outcomes[index]
+        if isinstance(outcome, ClientError):
+            failed += 1
+            records.append({"file": name, "error": outcome.to_dict()})
+        else:
+            records.append({"file": name, **outcome.to_dict()})
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        _print_table(records, args.top_k)
+    for record in records:
+        if "error" in record:
+            print(f"cifar10-client: {record['file']}: {record['error']['code']}: "
+                  f"{record['error']['message']}", file=sys.stderr)
+    return EXIT_ITEM_FAILED if failed else EXIT_OK
+
+
+def _print_table(records: list[dict], top_k: int) -> None:
+    headers = ["FILE", "LABEL", "PROBABILITY"] + [f"TOP-{i}" for i in range(2, top_k + 1)]
+    rows = []
+    for r in records:
+        if "error" in r:
+            rows.append([r["file"], "ERROR", r["error"]["code"]] + [""] * (top_k - 1))
+            continue
+        rest = [f"{t['label']} {t['probability']:.4f}" for t in r["top"][1:top_k]]
+        rows.append([r["file"], r["label"], f"{r['probability']:.4f}"] + rest + [""] * (top_k - 1 - len(rest)))
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from .sync import Client
+
+        with Client(**connection_kwargs(args)) as client:
+            command = {"health": _cmd_health, "info": _cmd_info, "classify": _cmd_classify}[args.command]
+            return command(client, args)
+
+    return run_main(body, "cifar10-client")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

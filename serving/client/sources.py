@@ -1,0 +1,311 @@
+"""Inputs of the batch script: what to classify, in a stable order, with known labels.
+
+* a folder of images, searched recursively (keys: paths relative to the folder; the label
+  is the parent folder's name when it is a CIFAR-10 class, as in ``train/cat/0001.jpg``);
+* a text file of image paths, one a line (blank lines and ``#`` comments skipped; relative
+  paths are relative to the current directory; keys: the paths as written);
+* a ``.npy`` array (NxHxW or NxHxWxC uint8; keys: the row index), or a ``.npz`` holding
+  one (key ``images``/``x``/``data``, labels from ``labels``/``y`` if present);
+* the official CIFAR-10 python archive ``cifar-10-python.tar.gz`` or its extracted
+  ``cifar-10-batches-py`` folder (keys: ``data_batch_1/0`` ... ``test_batch/9999``).
+
+The archive is read safely: nothing is extracted to disk, only regular members named
+``data_batch_1..5`` / ``test_batch`` are read (size-capped), and their pickles are loaded
+by an unpickler that accepts only the few numpy types a CIFAR batch contains.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.contract import CLASS_NAMES
+from serving.proto.cifar10.v1 import classifier_pb2 as pb
+
+from .inputs import encoded_image, raw_image, read_file
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST = ("test_batch",)
+MAX_CIFAR_MEMBER_BYTES = 64 * 1024 * 1024  # a real batch is about 31 MB
+_LABEL_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
+
+
+class SourceError(Exception):
+    """The input cannot be used at all (missing, unknown kind, malformed array/archive)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: a unique key, its true label index (or None) and its payload."""
+
+    key: str
+    label: int | None
+    path: Path | None = None
+    array: np.ndarray | None = None
+
+    def to_image(self, preprocess: bool) -> pb.Image:
+        """The protobuf image to send (raises ClientError for an unreadable/undecodable file)."""
+        if self.array is not None:
+            return raw_image(self.array)
+        return encoded_image(read_file(self.path), preprocess, item=self.key)
+
+    def to_array(self) -> np.ndarray:
+        """The model input (32x32x3 uint8), preprocessed here with serving.images."""
+        from serving import images
+
+        if self.array is not None:
+            return images.from_array(self.array)
+        return images.decode(read_file(self.path))
+
+
+class Source:
+    kind = "source"
+    labels_known = False
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Item]:
+        raise NotImplementedError
+
+
+def _label_of(path: Path) -> int | None:
+    return _LABEL_INDEX.get(path.parent.name)
+
+
+class FolderSource(Source):
+    kind = "image folder"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        found = []
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            for name in files:
+                if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    found.append(Path(folder, name))
+        self.paths = sorted(found, key=lambda p: p.relative_to(root).as_posix())
+        self.labels_known = bool(self.paths) and all(_label_of(p) is not None for p in self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Item]:
+        for path in self.paths:
+            label = _label_of(path) if self.labels_known else None
+            yield Item(path.relative_to(self.root).as_posix(), label, path=path)
+
+
+class ListSource(Source):
+    kind = "list of paths"
+
+    def __init__(self, list_file: Path) -> None:
+        try:
+            text = list_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"cannot read the list of paths {list_file}: {exc}") from exc
+        self.paths = [
+            line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+        ]
+        self.labels_known = bool(self.paths) and all(_label_of(Path(p)) is not None for p in self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Item]:
+        for p in self.paths:
+            yield Item(p, _label_of(Path(p)) if self.labels_known else None, path=Path(p))
+
+
+def _check_images(array: np.ndarray, what: str) -> np.ndarray:
+    if array.dtype != np.uint8:
+        raise SourceError(f"{what}: images must be uint8, got {array.dtype}")
+    if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[3] not in (1, 3, 4)):
+        raise SourceError(f"{what}: images must have shape NxHxW or NxHxWxC, got {array.shape}")
+    return array
+
+
+def _check_labels(labels: np.ndarray | None, count: int, what: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != count or not np.issubdtype(labels.dtype, np.integer):
+        raise SourceError(f"{what}: labels must be {count} integers, got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
+        raise SourceError(f"{what}: labels must be in 0..{len(CLASS_NAMES) - 1}")
+    return labels
+
+
+class ArraySource(Source):
+    kind = "array"
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None, keys: list[str] | None = None) -> None:
+        self.images = images
+        self.labels = labels
+        self.keys = keys
+        self.labels_known = labels is not None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __iter__(self) -> Iterator[Item]:
+        for i in range(len(self)):
+            key = self.keys[i] if self.keys is not None else str(i)
+            label = int(self.labels[i]) if self.labels is not None else None
+            yield Item(key, label, array=self.images[i])
+
+
+def npy_source(path: Path) -> ArraySource:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"cannot read {path} as a .npy array: {exc}") from exc
+    return ArraySource(_check_images(array, str(path)), None)
+
+
+def npz_source(path: Path) -> ArraySource:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"cannot read {path} as a .npz archive: {exc}") from exc
+    with archive:
+        names = list(archive.files)
+        image_key = next((k for k in ("images", "x", "X", "data", "x_test", "x_train") if k in names), None)
+        if image_key is None and len(names) == 1:
+            image_key = names[0]
+        if image_key is None:
+            raise SourceError(f"{path}: no image array (keys images, x or data) among {names}")
+        label_key = next((k for k in ("labels", "y", "Y", "y_test", "y_train") if k in names), None)
+        images = _check_images(archive[image_key], f"{path}[{image_key}]")
+        labels = _check_labels(archive[label_key], images.shape[0], f"{path}[{label_key}]") if label_key else None
+    return ArraySource(images, labels)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Loads a CIFAR-10 batch pickle and nothing else: no arbitrary code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch")
+        if name == "ndarray":
+            return np.ndarray
+        if name == "dtype":
+            return np.dtype
+        from numpy._core import multiarray
+
+        return getattr(multiarray, name)
+
+
+def _parse_cifar_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as exc:
+        raise SourceError(f"{name}: not a CIFAR-10 python batch: {exc}") from exc
+    if not isinstance(batch, dict):
+        raise SourceError(f"{name}: not a CIFAR-10 python batch (not a dict)")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    pixels = np.asarray(batch.get("data"))
+    labels = batch.get("labels")
+    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072 or labels is None:
+        raise SourceError(f"{name}: expected uint8 data of shape Nx3072 and labels")
+    images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = _check_labels(np.asarray(labels, dtype=np.int64), images.shape[0], name)
+    return images, labels
+
+
+def _wanted(split: str) -> tuple[str, ...]:
+    return {"train": CIFAR_TRAIN, "test": CIFAR_TEST, "all": CIFAR_TRAIN + CIFAR_TEST}[split]
+
+
+def _cifar_source(batches: list[tuple[str, bytes]]) -> ArraySource:
+    images, labels, keys = [], [], []
+    for name, data in batches:
+        x, y = _parse_cifar_batch(data, name)
+        images.append(x)
+        labels.append(y)
+        keys.extend(f"{name}/{i}" for i in range(x.shape[0]))
+    source = ArraySource(np.concatenate(images), np.concatenate(labels), keys)
+    source.kind = "CIFAR-10 python batches"
+    return source
+
+
+def cifar_folder_source(folder: Path, split: str = "all") -> ArraySource:
+    batches = []
+    for name in _wanted(split):
+        path = folder / name
+        if path.is_file():
+            if path.stat().st_size > MAX_CIFAR_MEMBER_BYTES:
+                raise SourceError(f"{path} is larger than a CIFAR-10 batch can be")
+            batches.append((name, path.read_bytes()))
+    if not batches:
+        raise SourceError(f"{folder}: no {' / '.join(_wanted(split))} file")
+    return _cifar_source(batches)
+
+
+_MEMBER = re.compile(r"^(?:\./)?(?:[^/]+/)?(data_batch_[1-5]|test_batch)$")
+
+
+def cifar_archive_source(archive: Path, split: str = "all") -> ArraySource:
+    wanted = set(_wanted(split))
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            for member in tar:
+                match = _MEMBER.match(member.name)
+                if not match or match.group(1) not in wanted:
+                    continue  # only the data files; never readme.html, links, devices, ...
+                if not member.isreg():
+                    raise SourceError(f"{archive}: {member.name} is not a regular file")
+                if member.size > MAX_CIFAR_MEMBER_BYTES:
+                    raise SourceError(f"{archive}: {member.name} is larger than a CIFAR-10 batch can be")
+                handle = tar.extractfile(member)
+                if handle is None:
+                    raise SourceError(f"{archive}: cannot read {member.name}")
+                found[match.group(1)] = handle.read(MAX_CIFAR_MEMBER_BYTES + 1)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise SourceError(f"cannot read the CIFAR-10 archive {archive}: {exc}") from exc
+    batches = [(name, found[name]) for name in _wanted(split) if name in found]
+    if not batches:
+        raise SourceError(f"{archive}: holds no {' / '.join(_wanted(split))} member")
+    return _cifar_source(batches)
+
+
+def open_source(path: str | os.PathLike, split: str = "all") -> Source:
+    """The right source for ``path`` (see the module docstring). Raises SourceError."""
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        if any((path / n).is_file() for n in CIFAR_TRAIN + CIFAR_TEST):
+            return cifar_folder_source(path, split)
+        return FolderSource(path)
+    if not path.exists():
+        raise SourceError(f"input not found: {path}")
+    if name.endswith((".tar.gz", ".tgz", ".tar")):
+        return cifar_archive_source(path, split)
+    if name.endswith(".npy"):
+        return npy_source(path)
+    if name.endswith(".npz"):
+        return npz_source(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise SourceError(f"{path} is an image: use `cifar10-client classify` or put it in a folder")
+    return ListSource(path)
