@@ -1,0 +1,126 @@
+"""``cifar10-train``: train, export, evaluate and compare (the lab's experiment).
+
+    cifar10-train train   --run-dir runs/augmented [--no-augment] [--epochs 100] [--data DIR]
+    cifar10-train export  --run-dir runs/augmented --output models/cifar10-cnn.onnx
+    cifar10-train evaluate --model models/cifar10-cnn.onnx --data DIR [--split-of runs/augmented]
+    cifar10-train compare --out runs/compare [--epochs 100]
+
+Problems with the data or the run folder print one ``error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from training import config as config_module
+from training.config import TrainConfig
+
+log = logging.getLogger("training")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    group = parser.add_argument_group("training config (defaults: the lab's recipe)")
+    for field in config_module.fields():
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"(default: {default})")
+        else:
+            group.add_argument(flag, dest=field.name, type=type(default), default=None,
+                               help=f"(default: {default!r})")
+
+
+def config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in config_module.fields() if getattr(args, f.name, None) is not None}
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training import run
+
+    config = config_from_args(args)
+    result = run.train_run(config, args.run_dir, export=not args.no_export)
+    log.info("run finished: %s", result)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from training import run
+
+    path = run.export_run(args.run_dir, args.output)
+    log.info("exported %s", path)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training import run
+
+    run.evaluate_command(args.model, args.data, args.split, args.val_of, args.out)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from training import run
+
+    base = config_from_args(args)
+    run.compare(base, args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cifar10-train", description="Train, export, evaluate and compare the CIFAR-10 seed CNN.")
+    parser.add_argument("--log-level", default=os.environ.get("CIFAR10_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one arm (resumes if the run folder has checkpoints), then export and evaluate")
+    p.add_argument("--run-dir", type=Path, required=True, help="folder of the run (created; resumed if it exists)")
+    p.add_argument("--no-export", action="store_true", help="stop after fitting")
+    _add_config_flags(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="export a run's last checkpoint to ONNX (with the parity check)")
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--output", type=Path, default=None, help="default: RUN_DIR/model.onnx")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of an ONNX model, via onnxruntime")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data", required=True, help="image folder, cifar-10-python.tar.gz, cifar-10-batches-py/ or keras")
+    p.add_argument("--split", default="train", choices=["train", "test"], help="which split of an archive")
+    p.add_argument("--val-of", type=Path, default=None, help="evaluate only the validation images of this run folder")
+    p.add_argument("--out", type=Path, default=None, help="folder for evaluation.json and confusion_matrix.png")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="the lab's experiment: train without and with augmentation, overlay the curves")
+    p.add_argument("--out", type=Path, required=True, help="folder holding both runs and the comparison")
+    _add_config_flags(p)
+    p.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from training.data import DataError
+    from training.train import RunConfigMismatch
+
+    try:
+        return args.func(args)
+    except (DataError, RunConfigMismatch) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last finished epoch", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Labelled CIFAR-10 data from any of three sources, and the fixed validation split.
+
+Sources (``load(source)``):
+- an image folder with one sub-folder per class, named as in ``serving.contract.CLASS_NAMES``
+  (PNG/JPEG/...; decoded and converted to 32x32 RGB by ``serving.images``, the same code
+  the server uses), e.g. ``../shared/data/cifar10-jpeg/train``;
+- the official archive ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/``
+  folder: only its batch files are read, with an unpickler that admits nothing but the
+  plain containers and numpy arrays those files hold;
+- ``"keras"``: ``keras.datasets.cifar10`` (downloads; needs a network).
+
+Every problem with the data raises ``DataError`` with one line that names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import sys
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving import contract, images
+from serving.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+ARCHIVE_DIR = "cifar-10-batches-py"
+ARCHIVE_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+class DataError(Exception):
+    """The data cannot be used; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    images: np.ndarray  # uint8 [N, 32, 32, 3]
+    labels: np.ndarray  # int64 [N], indices into CLASS_NAMES
+    source: str
+    names: tuple[str, ...] = ()  # one per image where the source has names (file paths)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the pixels and labels: identical data gives an identical fingerprint."""
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(self.images).tobytes())
+        digest.update(self.labels.astype(np.int64).tobytes())
+        return digest.hexdigest()
+
+
+def load(source: str | os.PathLike, split: str = "train", progress: bool = True) -> LabelledImages:
+    """Load labelled images from an image folder, the official archive or folder, or keras."""
+    if str(source) == "keras":
+        return _load_keras(split)
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"data path does not exist: {path}")
+    if path.is_file():
+        if path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            return _load_archive(path, split)
+        raise DataError(
+            f"{path} is a file but not a CIFAR-10 archive (expected cifar-10-python.tar.gz)"
+        )
+    if (path / ARCHIVE_BATCHES["test"][0]).is_file() or (path / "data_batch_1").is_file():
+        return _load_batches_folder(path, split)
+    if (path / ARCHIVE_DIR).is_dir():
+        return _load_batches_folder(path / ARCHIVE_DIR, split)
+    return _load_image_folder(path, progress)
+
+
+# --- image folders ----------------------------------------------------------------------
+
+
+def list_image_folder(root: Path) -> tuple[list[Path], list[int]]:
+    """The image files under root/<class>/ (recursively), sorted, with their label indices."""
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root} has no class sub-folders (expected {', '.join(contract.CLASS_NAMES)})")
+    unknown = [d.name for d in class_dirs if d.name not in contract.CLASS_NAMES]
+    if unknown:
+        raise DataError(
+            f"{root} has folders that are not CIFAR-10 classes: {', '.join(unknown)} "
+            f"(expected {', '.join(contract.CLASS_NAMES)})"
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    for class_dir in class_dirs:
+        files = sorted(
+            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        paths.extend(files)
+        labels.extend([contract.CLASS_NAMES.index(class_dir.name)] * len(files))
+    if not paths:
+        raise DataError(f"{root} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths, labels
+
+
+def _decode_file(path: Path) -> np.ndarray:
+    try:
+        return images.decode(path.read_bytes())
+    except (OSError, InvalidInputError) as exc:
+        raise DataError(f"unreadable image {path}: {exc}") from None
+
+
+def _load_image_folder(root: Path, progress: bool) -> LabelledImages:
+    paths, labels = list_image_folder(root)
+    decoded = np.empty((len(paths), *contract.INPUT_SHAPE), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        results = pool.map(_decode_file, paths, chunksize=256)
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(paths), desc=f"loading {root.name}", unit="img",
+                           mininterval=0.5 if sys.stderr.isatty() else 15)
+        for i, array in enumerate(results):
+            decoded[i] = array
+    log.info("loaded %d images from %s", len(paths), root)
+    return LabelledImages(
+        decoded, np.asarray(labels, dtype=np.int64), f"image folder {root}", tuple(map(str, paths))
+    )
+
+
+# --- the official archive ---------------------------------------------------------------
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Admits only what CIFAR-10's batch files hold: builtins containers and numpy arrays."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
+        pixels = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        pixels = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    except Exception as exc:
+        raise DataError(f"{where} is not a CIFAR-10 batch file: {exc}") from None
+    if len(pixels) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise DataError(f"{where} has inconsistent images and labels")
+    return np.ascontiguousarray(pixels), labels
+
+
+def _concat(parts: list[tuple[np.ndarray, np.ndarray]], source: str) -> LabelledImages:
+    return LabelledImages(
+        np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), source
+    )
+
+
+def _check_split(split: str) -> list[str]:
+    if split not in ARCHIVE_BATCHES:
+        raise DataError(f"unknown split {split!r} (expected train or test)")
+    return ARCHIVE_BATCHES[split]
+
+
+def _load_archive(path: Path, split: str) -> LabelledImages:
+    wanted = _check_split(split)
+    try:
+        with tarfile.open(path) as tar:
+            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+            parts = []
+            for batch in wanted:
+                member = members.get(f"{ARCHIVE_DIR}/{batch}")
+                if member is None:
+                    raise DataError(f"{path} is not the CIFAR-10 python archive: no {ARCHIVE_DIR}/{batch}")
+                parts.append(_read_batch(tar.extractfile(member).read(), f"{path}:{member.name}"))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read archive {path}: {exc}") from None
+    return _concat(parts, f"CIFAR-10 archive {path} ({split})")
+
+
+def _load_batches_folder(folder: Path, split: str) -> LabelledImages:
+    parts = []
+    for batch in _check_split(split):
+        file = folder / batch
+        if not file.is_file():
+            raise DataError(f"{folder} is not a cifar-10-batches-py folder: {batch} is missing")
+        parts.append(_read_batch(file.read_bytes(), str(file)))
+    return _concat(parts, f"CIFAR-10 batches folder {folder} ({split})")
+
+
+# --- keras.datasets ---------------------------------------------------------------------
+
+
+def _load_keras(split: str) -> LabelledImages:
+    _check_split(split)
+    try:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as exc:
+        raise DataError(
+            f"keras.datasets.cifar10 could not be loaded ({type(exc).__name__}: {exc}); "
+            "without a network, pass a local image folder or cifar-10-python.tar.gz"
+        ) from None
+    x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+    return LabelledImages(x.astype(np.uint8), y.reshape(-1).astype(np.int64), f"keras.datasets.cifar10 ({split})")
+
+
+# --- the validation split ---------------------------------------------------------------
+
+
+def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): val has val_size images, as equal per class as possible.
+
+    Deterministic for given labels, size and seed; both index arrays are sorted.
+    """
+    if not 0 < val_size < len(labels):
+        raise DataError(f"val_size must be between 1 and {len(labels) - 1}, got {val_size}")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    counts = {c: len(idx) for c, idx in per_class.items()}
+    # Share val_size proportionally to class sizes; hand out the remainder largest-first.
+    quotas = {c: val_size * counts[c] // len(labels) for c in classes}
+    for c in sorted(classes, key=lambda c: -counts[c])[: val_size - sum(quotas.values())]:
+        quotas[c] += 1
+    val = np.sort(np.concatenate([per_class[c][: quotas[c]] for c in classes]))
+    train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
+    return train, val
