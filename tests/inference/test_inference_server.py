@@ -1,0 +1,106 @@
+"""The Open Inference Protocol service on the real server (port 0), with our own stubs.
+
+Runs without the Triton venv; tests/inference/test_triton_client.py repeats the important
+cases with Triton's own client.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import grpc
+import numpy as np
+import pytest
+
+from serving.inference_codec import deserialize_bytes
+from serving.inference_servicer import extensions
+from serving.proto.inference import grpc_service_pb2 as pb
+from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+
+def images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+
+
+def infer_request(array: np.ndarray, model="tiny-cnn", typed=False, **fields):
+    request = pb.ModelInferRequest(model_name=model, **fields)
+    tensor = request.inputs.add(name="images", datatype="UINT8", shape=list(array.shape))
+    if typed:
+        tensor.contents.uint_contents.extend(array.reshape(-1).tolist())
+    else:
+        request.raw_input_contents.append(array.tobytes())
+    return request
+
+
+@pytest.fixture
+def stub(server, channel):
+    return pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def test_infer_raw_typed_and_classification(server, stub):
+    x = images(4)
+    raw = stub.ModelInfer(infer_request(x, id="a"), timeout=10)
+    typed = stub.ModelInfer(infer_request(x, typed=True), timeout=10)
+    assert raw.id == "a" and (raw.model_name, raw.model_version) == ("tiny-cnn", "1")
+    assert raw.raw_output_contents == typed.raw_output_contents
+    probs = np.frombuffer(raw.raw_output_contents[0], dtype="<f4").reshape(4, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    want = server.core.model.predict(x)
+    np.testing.assert_allclose(probs, want, rtol=1e-6)
+
+    request = infer_request(x)
+    request.outputs.add(name="probabilities").parameters["classification"].int64_param = 2
+    reply = stub.ModelInfer(request, timeout=10)
+    assert reply.outputs[0].datatype == "BYTES" and list(reply.outputs[0].shape) == [4, 2]
+    strings = deserialize_bytes(reply.raw_output_contents[0])
+    best = int(np.argmax(probs[0]))
+    assert strings[0].decode().split(":")[1:] == [str(best), server.core.info.labels[best]]
+
+
+def test_bad_requests_are_invalid_argument_and_server_keeps_serving(stub):
+    cases = [
+        infer_request(images(1), model="nope"),
+        infer_request(images(1), model_version="7"),
+        pb.ModelInferRequest(model_name="tiny-cnn"),
+        infer_request(images(0)),
+    ]
+    short = infer_request(images(2))
+    short.raw_input_contents[0] = short.raw_input_contents[0][:100]
+    cases.append(short)
+    for request in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert stub.ServerReady(pb.ServerReadyRequest()).ready
+
+
+def test_metadata_config_ready(stub):
+    assert stub.ServerLive(pb.ServerLiveRequest()).live
+    assert stub.ModelReady(pb.ModelReadyRequest(name="tiny-cnn")).ready
+    assert not stub.ModelReady(pb.ModelReadyRequest(name="other")).ready
+    meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="tiny-cnn"))
+    assert list(meta.inputs[0].shape) == [-1, 32, 32, 3] and meta.inputs[0].datatype == "UINT8"
+    config = stub.ModelConfig(pb.ModelConfigRequest(name="tiny-cnn")).config
+    assert config.input[0].data_type == pb.TYPE_UINT8 and list(config.input[0].dims) == [32, 32, 3]
+    assert config.HasField("dynamic_batching")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelConfig(pb.ModelConfigRequest(name="other"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_stream_in_order_with_errors(stub):
+    requests = [infer_request(images(1, i), id=str(i)) for i in range(20)]
+    requests.insert(5, pb.ModelInferRequest(model_name="tiny-cnn", id="bad"))
+    replies = list(stub.ModelStreamInfer(iter(requests), timeout=30))
+    assert [r.infer_response.id for r in replies] == [r.id for r in requests]
+    assert replies[5].error_message.startswith("INVALID_ARGUMENT: missing input")
+    assert all(not r.error_message for i, r in enumerate(replies) if i != 5)
+
+
+def test_statistics_extension_only_for_integer_versions():
+    def core(version):
+        return SimpleNamespace(info=SimpleNamespace(version=version))
+
+    assert "statistics" in extensions(core("3"))
+    assert "statistics" not in extensions(core("2026.11.28-0413"))
+    assert "classification" in extensions(core("x"))
