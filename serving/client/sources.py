@@ -202,6 +202,7 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 carry bytes
     }
 
     def find_class(self, module: str, name: str):
@@ -211,9 +212,17 @@ class _CifarUnpickler(pickle.Unpickler):
             return np.ndarray
         if name == "dtype":
             return np.dtype
+        if module == "_codecs":
+            return _latin1_encode
         from numpy._core import multiarray
 
         return getattr(multiarray, name)
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refusing codecs.encode with {encoding!r}")
+    return text.encode("latin1")
 
 
 def _parse_cifar_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:

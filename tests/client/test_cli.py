@@ -1,0 +1,91 @@
+"""cifar10-client against the real server: commands, table/JSON output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.client.cli import main
+from tests.client.helpers import image_folder
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_health_and_info(server, capsys):
+    code, out, _ = run(capsys, "--address", server.address, "health")
+    assert (code, out.strip()) == (0, "SERVING")
+    code, out, _ = run(capsys, "--address", server.address, "health", "--json", "--service", "cifar10.v1.Classifier")
+    assert code == 0 and json.loads(out) == {"service": "cifar10.v1.Classifier", "status": "SERVING"}
+    code, out, _ = run(capsys, "--address", server.address, "info")
+    assert code == 0 and "tiny-cnn" in out and "airplane, automobile" in out and "[-1, 32, 32, 3]" in out
+    code, out, _ = run(capsys, "--address", server.address, "info", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["name"] == "tiny-cnn" and info["version"] == "1" and len(info["labels"]) == 10
+
+
+def test_classify_table_json_globs_and_top_k(server, tmp_path, capsys, monkeypatch):
+    paths = image_folder(tmp_path / "imgs", per_class=2)
+    monkeypatch.setenv("CIFAR10_ADDRESS", server.address)  # the env default for --address
+    code, out, err = run(capsys, "classify", str(tmp_path / "imgs" / "**" / "*.png"), "--top-k", "3")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["FILE", "LABEL", "PROBABILITY", "TOP-2", "TOP-3"]
+    assert len(lines) == 1 + len(paths)
+    code, out, _ = run(capsys, "classify", *map(str, paths), "--json", "--top-k", "2", "--preprocess", "client")
+    records = json.loads(out)
+    assert code == 0 and [r["file"] for r in records] == list(map(str, paths))
+    for r in records:
+        assert len(r["top"]) == 2 and len(r["probabilities"]) == 10 and r["label"] == r["top"][0]["label"]
+
+
+def test_classify_failures_exit_1_and_keep_the_others(server, tmp_path, capsys):
+    good = image_folder(tmp_path, per_class=1, classes=("cat",))[0]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    code, out, err = run(capsys, "--address", server.address, "classify", str(good), str(bad),
+                         str(tmp_path / "missing.png"), str(tmp_path / "*.nothing"), "--json")
+    records = json.loads(out)
+    assert code == 1
+    assert "error" not in records[0]
+    assert [r["error"]["code"] for r in records[1:]] == ["INVALID_ARGUMENT"] * 3
+    assert "Traceback" not in err and "bad.png" in err
+
+
+def test_usage_and_unavailable_exit_codes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["classify"])  # no files
+    assert info.value.code == 2
+    code, _, err = run(capsys, "--address", f"localhost:{free_port()}", "classify", "x.png", "--top-k", "11")
+    assert code == 2 and "--top-k" in err
+    code, _, err = run(capsys, "--address", "localhost:1", "--ca-cert", str(tmp_path / "none.pem"), "health")
+    assert code == 2
+    code, _, err = run(capsys, "--address", f"localhost:{free_port()}", "--timeout", "1", "--retries", "1", "info")
+    assert code == 3 and "UNAVAILABLE" in err and "Traceback" not in err
+
+
+def test_stdin_and_missing_extra_in_a_subprocess(server, tmp_path):
+    image = image_folder(tmp_path, per_class=1, classes=("dog",))[0]
+    env = {**os.environ, "CIFAR10_ADDRESS": server.address, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "serving.client.cli", "classify", "-", "--json"],
+                          input=image.read_bytes(), capture_output=True, env=env, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["file"] == "-"
+    # The health check needs grpcio-health-checking (the client extra): a clear message, exit 5.
+    code = ("import sys; sys.modules['grpc_health'] = None; "
+            "from serving.client.cli import main; sys.exit(main(['health']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=60)
+    assert done.returncode == 5
+    assert "pip install 'cifar10-serving[client]'" in done.stderr and "Traceback" not in done.stderr

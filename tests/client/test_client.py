@@ -1,0 +1,259 @@
+"""The client library against the real server (tests/conftest.py `server`, tiny model)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving import images
+from serving.client import (
+    AsyncClient,
+    Classification,
+    Client,
+    ClientError,
+    RetryPolicy,
+    TLSConfig,
+)
+from serving.client.connection import _Attempts
+from serving.contract import CLASS_NAMES
+from tests.client.helpers import make_certs, random_image, write_png
+from tests.conftest import free_port
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.address, timeout=10.0) as c:
+        yield c
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_classify_every_input_kind_gives_typed_results(client, tmp_path):
+    array = random_image(1)
+    path = write_png(tmp_path / "a.png", array)
+    results = [
+        client.classify(path),
+        client.classify(str(path)),
+        client.classify(path.read_bytes()),
+        client.classify(Image.fromarray(array)),
+        client.classify(array),
+        client.classify(array, preprocess=True),
+    ]
+    first = results[0]
+    assert isinstance(first, Classification)
+    assert first.labels == CLASS_NAMES
+    assert len(first.probabilities) == 10
+    assert abs(sum(first.probabilities) - 1.0) < 1e-4
+    assert first.index == int(np.argmax(first.probabilities))
+    assert first.label == CLASS_NAMES[first.index]
+    assert first.probability == first.probabilities[first.index]
+    assert first.model_name == "tiny-cnn" and first.model_version == "1"
+    for other in results[1:]:
+        assert other.probabilities == first.probabilities
+
+
+def test_batches_list_and_array_and_top_k(client):
+    batch = np.stack([random_image(i) for i in range(5)])
+    from_array = client.classify_batch(batch, top_k=3)
+    from_list = client.classify_batch(list(batch), top_k=3)
+    assert len(from_array) == 5
+    assert [r.probabilities for r in from_array] == [r.probabilities for r in from_list]
+    for r in from_array:
+        assert len(r.top) == 3
+        probs = [s.probability for s in r.top]
+        assert probs == sorted(probs, reverse=True)
+        assert r.top[0].label == r.label
+
+
+@pytest.mark.parametrize("size,channels", [((32, 32), 3), ((45, 37), 3), ((32, 32), 4), ((50, 40), 1)])
+def test_raw_and_encoded_give_the_same_answer(client, tmp_path, size, channels):
+    """Lossless file sent as-is (server decodes), raw pixels (server resizes), and local
+    preprocessing (32x32 raw) all agree, for any size and mode."""
+    array = random_image(7, size=size, channels=channels)
+    path = write_png(tmp_path / "p.png", array)
+    encoded = client.classify(path)
+    raw = client.classify(array)
+    local = client.classify(path, preprocess=True)
+    expected = images.decode(path.read_bytes())
+    assert np.array_equal(images.from_array(array), expected)
+    assert encoded.probabilities == raw.probabilities == local.probabilities
+
+
+def test_bad_image_is_one_client_error_with_server_message(client):
+    with pytest.raises(ClientError) as info:
+        client.classify(b"definitely not an image")
+    error = info.value
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "decode" in error.message
+    assert error.attempts == 1  # never retried
+
+
+def test_local_input_problems_are_client_errors(client, tmp_path):
+    with pytest.raises(ClientError) as info:
+        client.classify(tmp_path / "missing.png")
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and "missing.png" in info.value.message
+    with pytest.raises(ClientError):
+        client.classify(np.zeros((32, 32, 3), dtype=np.float32))
+    with pytest.raises(ClientError):
+        client.classify(object())
+    with pytest.raises(ClientError):
+        client.classify_batch(np.zeros((32, 32), dtype=np.uint8))
+
+
+def test_classify_each_isolates_bad_items(client):
+    from serving.client.inputs import to_image
+
+    good = [to_image(random_image(i)) for i in range(6)]
+    mixed = good[:2] + [to_image(b"junk")] + good[2:5] + [to_image(b"\x89PNG broken")] + good[5:]
+    results = client.classify_each(mixed)
+    assert [isinstance(r, ClientError) for r in results] == [False, False, True, False, False, False, True, False]
+    expected = client.classify_images(good)
+    assert [r.probabilities for r in results if not isinstance(r, ClientError)] == [
+        e.probabilities for e in expected
+    ]
+
+
+def test_deadline_exceeded_is_a_client_error(client):
+    with pytest.raises(ClientError) as info:
+        client.classify_batch(np.stack([random_image(i) for i in range(64)]), timeout=1e-4)
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_model_info_and_health(client):
+    info = client.model_info()
+    assert info.name == "tiny-cnn" and info.version == "1"
+    assert info.labels == CLASS_NAMES
+    assert info.input.dtype == "uint8" and list(info.input.shape) == [-1, 32, 32, 3]
+    assert info.max_batch_size >= 1
+    assert client.health() == "SERVING"
+    assert client.health("cifar10.v1.Classifier") == "SERVING"
+
+
+def test_retries_are_bounded_in_count_and_time():
+    address = f"localhost:{free_port()}"  # nothing listens there
+    with Client(address, retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)) as c:
+        started = time.monotonic()
+        with pytest.raises(ClientError) as info:
+            c.classify(random_image(0), timeout=5.0)
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert info.value.attempts == 3
+        assert time.monotonic() - started < 3.0
+    with Client(address, retry=RetryPolicy(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.2)) as c:
+        started = time.monotonic()
+        with pytest.raises(ClientError) as info:
+            c.model_info(timeout=1.0)
+        elapsed = time.monotonic() - started
+        assert info.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert 1 < info.value.attempts < 1000
+        assert elapsed < 2.0
+
+
+def test_unavailable_is_retried_until_the_server_comes_up(server_factory):
+    port = free_port()
+    started = []
+    timer = threading.Timer(1.0, lambda: started.append(server_factory(port=port)))
+    timer.start()
+    try:
+        policy = RetryPolicy(max_attempts=50, initial_backoff_s=0.1, max_backoff_s=0.3)
+        with Client(f"localhost:{port}", retry=policy, timeout=30.0) as c:
+            t0 = time.monotonic()
+            result = c.classify(random_image(3))
+            assert time.monotonic() - t0 >= 0.9
+            assert result.model_name == "tiny-cnn"
+    finally:
+        timer.join()
+
+
+class _Status(grpc.RpcError):
+    """A status as the channel reports it, for the retry decision alone."""
+
+    def __init__(self, code):
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return "said the server"
+
+
+def test_retry_policy_decisions():
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.1, max_backoff_s=0.25, multiplier=2.0)
+    for retry, ceiling in ((1, 0.1), (2, 0.2), (3, 0.25), (8, 0.25)):
+        assert all(0 <= policy.backoff(retry) <= ceiling for _ in range(50))
+    for code, retried in ((grpc.StatusCode.UNAVAILABLE, True), (grpc.StatusCode.RESOURCE_EXHAUSTED, True),
+                          (grpc.StatusCode.INVALID_ARGUMENT, False), (grpc.StatusCode.DEADLINE_EXCEEDED, False),
+                          (grpc.StatusCode.INTERNAL, False)):
+        attempts = _Attempts(policy, timeout=10.0)
+        attempts.next_timeout()
+        error, sleep = attempts.on_error(_Status(code))
+        assert isinstance(error, ClientError) and error.code == code and error.message == "said the server"
+        assert (sleep is not None) == retried
+    attempts = _Attempts(policy, timeout=10.0)
+    for _ in range(3):
+        attempts.next_timeout()
+    assert attempts.on_error(_Status(grpc.StatusCode.UNAVAILABLE))[1] is None  # count exhausted
+    attempts = _Attempts(RetryPolicy(initial_backoff_s=5.0, max_backoff_s=5.0), timeout=0.001)
+    attempts.next_timeout()
+    time.sleep(0.002)
+    assert attempts.on_error(_Status(grpc.StatusCode.UNAVAILABLE))[1] is None  # time exhausted
+
+
+def test_async_client(server, tmp_path):
+    array = random_image(5)
+    path = write_png(tmp_path / "a.png", array)
+
+    async def go():
+        async with AsyncClient(server.address, timeout=10.0) as c:
+            single = await c.classify(path)
+            batch = await asyncio.gather(*(c.classify_batch([array, path.read_bytes()]) for _ in range(4)))
+            info = await c.model_info()
+            health = await c.health()
+            with pytest.raises(ClientError) as bad:
+                await c.classify(b"junk")
+            with pytest.raises(ClientError) as late:
+                await c.classify_batch(np.stack([array] * 64), timeout=1e-4)
+            from serving.client.inputs import to_image
+
+            streamed = [r async for r in c.classify_stream([[to_image(array)], [to_image(b"junk")], [to_image(path)]])]
+            return single, batch, info, health, bad.value, late.value, streamed
+
+    single, batch, info, health, bad, late, streamed = asyncio.run(go())
+    assert all(r.probabilities == single.probabilities for b in batch for r in b)
+    assert info.name == "tiny-cnn" and health == "SERVING"
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert late.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert streamed[0][0].probabilities == single.probabilities
+    assert isinstance(streamed[1], ClientError) and streamed[1].code == grpc.StatusCode.INVALID_ARGUMENT
+    assert streamed[2][0].probabilities == single.probabilities
+
+
+def test_tls_and_mutual_tls(server_factory, tmp_path):
+    certs = make_certs(tmp_path / "certs")
+    srv = server_factory(tls_cert=str(certs["server.pem"]), tls_key=str(certs["server.key"]),
+                         tls_client_ca=str(certs["ca.pem"]))
+    tls = TLSConfig(ca_cert=certs["ca.pem"], client_cert=certs["client.pem"], client_key=certs["client.key"])
+    with Client(srv.address, tls=tls, timeout=10.0) as c:
+        assert c.classify(random_image(1)).model_name == "tiny-cnn"
+    no_retry = RetryPolicy(max_attempts=1)
+    with Client(srv.address, tls=TLSConfig(ca_cert=certs["ca.pem"]), retry=no_retry, timeout=5.0) as c:
+        with pytest.raises(ClientError) as info:  # the server demands a client certificate
+            c.model_info()
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    with Client(srv.address, retry=no_retry, timeout=5.0) as c:  # plaintext to a TLS port
+        with pytest.raises(ClientError):
+            c.model_info()
+    with pytest.raises(ClientError) as info:
+        Client(srv.address, tls=TLSConfig(ca_cert=tmp_path / "nope.pem"))
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
