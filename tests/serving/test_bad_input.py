@@ -1,0 +1,136 @@
+"""Table-driven bad input over real gRPC: INVALID_ARGUMENT naming the problem, server lives on."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.proto.cifar10.v1 import classifier_pb2 as pb
+from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+
+MAX_IMAGES = 4
+MAX_PIXELS = 100_000
+
+
+def png(width=32, height=32, mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (width, height), "red" if mode == "RGB" else 128).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header announces width x height: a decompression bomb's calling card."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def raw(data: bytes | None = None, h=32, w=32, c=3) -> pb.Image:
+    if data is None:
+        data = bytes(h * w * c)
+    return pb.Image(raw=pb.RawImage(data=data, height=h, width=w, channels=c))
+
+
+def enc(data: bytes) -> pb.Image:
+    return pb.Image(encoded=data)
+
+
+GOOD = raw()
+
+CASES = [
+    ("zero images", pb.ClassifyRequest(), "no images"),
+    ("too many images", pb.ClassifyRequest(images=[GOOD] * (MAX_IMAGES + 1)), "too many images"),
+    ("raw byte length", pb.ClassifyRequest(images=[raw(bytes(3000))]), "needs 3072 bytes, got 3000"),
+    ("raw channels", pb.ClassifyRequest(images=[raw(bytes(2048), c=2)]), "channels in (1, 3, 4)"),
+    ("raw zero side", pb.ClassifyRequest(images=[raw(b"", h=0)]), "height>0"),
+    ("raw pixel bomb", pb.ClassifyRequest(images=[raw(b"", h=1000, w=1000)]), "exceeds the limit"),
+    ("undecodable", pb.ClassifyRequest(images=[enc(b"definitely not an image")]), "cannot decode image"),
+    ("truncated", pb.ClassifyRequest(images=[enc(png(64, 64)[:-30])]), "cannot decode image"),
+    ("empty bytes", pb.ClassifyRequest(images=[enc(b"")]), "empty"),
+    ("no data", pb.ClassifyRequest(images=[pb.Image()]), "no data"),
+    ("pixel bomb", pb.ClassifyRequest(images=[enc(png_header_only(100_000, 100_000))]),
+     "decompression bomb"),
+    ("bomb under Pillow's limit", pb.ClassifyRequest(images=[enc(png_header_only(5000, 5000))]),
+     "25000000 pixels exceeds the limit"),
+    ("too many pixels", pb.ClassifyRequest(images=[enc(png(400, 400))]), "exceeds the limit"),
+    ("second image bad", pb.ClassifyRequest(images=[GOOD, enc(b"junk")]), "image 1:"),
+    ("top_k", pb.ClassifyRequest(images=[GOOD], top_k=11), "top_k"),
+    ("unknown model", pb.ClassifyRequest(images=[GOOD], model_name="resnet"),
+     "unknown model 'resnet'"),
+    ("unknown version", pb.ClassifyRequest(images=[GOOD], model_version="7"),
+     "unknown version '7'"),
+]
+
+
+@pytest.fixture(scope="module")
+def stub():
+    from serving.background import BackgroundServer
+    from serving.settings import Settings
+    from tests.tiny_model import write_tiny_model
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_tiny_model(f"{tmp}/tiny.onnx")
+        settings = Settings(model_path=str(path), host="127.0.0.1", port=0, metrics_port=-1,
+                            max_images_per_request=MAX_IMAGES, max_image_pixels=MAX_PIXELS,
+                            max_message_bytes=1_000_000, reload_interval_s=0)
+        with BackgroundServer(settings) as srv:
+            with grpc.insecure_channel(srv.address) as channel:
+                yield pb_grpc.ClassifierStub(channel)
+
+
+@pytest.mark.parametrize("name, request_, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_invalid_argument_and_server_keeps_serving(stub, name, request_, message):
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Classify(request_, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert message in info.value.details()
+    # the same problem on the stream: an error in that message, the stream goes on
+    replies = list(stub.ClassifyStream(iter([request_, pb.ClassifyRequest(images=[GOOD])]), timeout=10))
+    assert replies[0].error.code == "INVALID_ARGUMENT" and message in replies[0].error.message
+    assert not replies[1].HasField("error") and len(replies[1].results) == 1
+    # and the server still answers
+    assert len(stub.Classify(pb.ClassifyRequest(images=[GOOD]), timeout=10).results) == 1
+
+
+def test_message_over_the_size_limit_is_resource_exhausted(stub):
+    big = pb.ClassifyRequest(images=[enc(bytes(1_100_000))])
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Classify(big, timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(stub.Classify(pb.ClassifyRequest(images=[GOOD]), timeout=10).results) == 1
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_valid_images_in_any_mode_and_size(stub, mode):
+    image = enc(png(50, 20, mode))
+    rgba = raw(np.full((7, 9, 4), 200, np.uint8).tobytes(), h=7, w=9, c=4)
+    gray = raw(bytes(16 * 16), h=16, w=16, c=1)
+    resp = stub.Classify(pb.ClassifyRequest(images=[image, rgba, gray], top_k=0), timeout=10)
+    assert len(resp.results) == 3
+    assert all(len(r.top) == 1 and len(r.scores) == 10 for r in resp.results)
+
+
+def test_core_rejects_wrong_dtype_and_shape_for_other_apis(tiny_model_path):
+    """The v2 servicer hands arrays straight to the core: it names dtype and shape."""
+    from serving.core import ServingCore
+    from serving.errors import InvalidInputError
+    from serving.settings import Settings
+
+    core = ServingCore.load(Settings(model_path=str(tiny_model_path), reload_interval_s=0))
+    with pytest.raises(InvalidInputError, match="must be uint8, got float32"):
+        core.check_images(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(InvalidInputError, match=r"shape \[N, 32, 32, 3\], got \[1, 32, 32\]"):
+        core.check_images(np.zeros((1, 32, 32), np.uint8))
+    with pytest.raises(InvalidInputError, match="no images"):
+        core.check_images(np.zeros((0, 32, 32, 3), np.uint8))
+    core.batcher.close_nowait()
