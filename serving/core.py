@@ -80,6 +80,7 @@ class ServingCore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reload_task: asyncio.Future | None = None
         self.max_images_per_request = settings.max_images_per_request
+        self._count_images = metrics.images.inc if metrics is not None else None
         self._batcher = Batcher(
             self._run,
             max_batch_size=settings.max_batch_size,
@@ -189,6 +190,8 @@ class ServingCore:
             self.check_model(model_name, model_version)
         images = self.check_images(images)
         probabilities, model = await self._batcher.submit(images, deadline)
+        if self._count_images is not None:
+            self._count_images(len(probabilities))
         return Prediction(probabilities, model.info)
 
     def _run(self, batch: np.ndarray):

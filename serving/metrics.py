@@ -6,7 +6,7 @@ one test process do not collide) and are served over HTTP by ``Metrics.serve``:
 * ``cifar10_requests_total{method, code}``: finished RPCs by method and gRPC status code name
 * ``cifar10_request_duration_seconds{method}``: latency histogram (server side, per RPC or
   per stream message)
-* ``cifar10_images_total{method}``: images classified
+* ``cifar10_images_total``: images classified, all APIs together
 * ``cifar10_batch_size``: histogram of images per model run (dynamic batching at work)
 * ``cifar10_queue_depth_images``: images waiting for the model right now
 * ``cifar10_model_info{name, version}``: 1 for the model being served
@@ -42,7 +42,7 @@ class Metrics:
             "cifar10_request_duration_seconds", "Server-side request latency.",
             ["method"], buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.images = Counter("cifar10_images", "Images classified.", ["method"], registry=r)
+        self.images = Counter("cifar10_images", "Images classified (all APIs).", registry=r)
         self.batch_size = Histogram(
             "cifar10_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r
         )
@@ -58,12 +58,11 @@ class Metrics:
         )
         self._children: dict[tuple[str, str], Callable[[], None]] = {}
         self._latency_children: dict[str, Histogram] = {}
-        self._image_children: dict[str, Counter] = {}
         self._model_labels: tuple[str, str] | None = None
         self.http_server = None
         self.port: int | None = None
 
-    def observe(self, method: str, code: str, seconds: float, images: int = 0) -> None:
+    def observe(self, method: str, code: str, seconds: float) -> None:
         """Record one finished request (cheap: children are cached)."""
         key = (method, code)
         inc = self._children.get(key)
@@ -74,11 +73,6 @@ class Metrics:
         if hist is None:
             hist = self._latency_children[method] = self.latency.labels(method)
         hist.observe(seconds)
-        if images:
-            counter = self._image_children.get(method)
-            if counter is None:
-                counter = self._image_children[method] = self.images.labels(method)
-            counter.inc(images)
 
     def set_model(self, name: str, version: str) -> None:
         if self._model_labels is not None:

@@ -1,0 +1,169 @@
+"""The real server in-process: health, reflection, model info, metrics, TLS and mTLS."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from serving import contract
+from serving.proto.cifar10.v1 import classifier_pb2 as pb
+from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def image(seed=0) -> pb.Image:
+    data = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8).tobytes()
+    return pb.Image(raw=pb.RawImage(data=data, height=32, width=32, channels=3))
+
+
+def test_model_info(channel):
+    info = pb_grpc.ClassifierStub(channel).GetModelInfo(pb.GetModelInfoRequest())
+    assert (info.name, info.version) == ("tiny-cnn", "1")
+    assert list(info.labels) == list(contract.CLASS_NAMES)
+    assert (info.input.name, info.input.dtype, list(info.input.shape)) == ("images", "uint8", [-1, 32, 32, 3])
+    assert (info.output.name, info.output.dtype, list(info.output.shape)) == ("probabilities", "float32", [-1, 10])
+    assert info.max_batch_size == 64
+    assert set(contract.REQUIRED_METADATA) <= set(info.metadata)
+
+
+def test_answers_match_the_model_and_top_k_is_sorted(server, channel):
+    stub = pb_grpc.ClassifierStub(channel)
+    images = [image(i) for i in range(5)]
+    resp = stub.Classify(pb.ClassifyRequest(images=images, top_k=10))
+    batch = np.stack([np.frombuffer(i.raw.data, np.uint8).reshape(32, 32, 3) for i in images])
+    expected = server.core.model.predict(batch)
+    for row, result in zip(expected, resp.results):
+        np.testing.assert_allclose([s.probability for s in result.scores], row, rtol=1e-6)
+        assert [s.label for s in result.scores] == list(contract.CLASS_NAMES)
+        assert [s.index for s in result.top] == list(np.argsort(-row, kind="stable"))
+        assert all(s.label == contract.CLASS_NAMES[s.index] for s in result.top)
+
+
+def test_health_serving_then_not_serving_from_the_start_of_shutdown(server, channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "cifar10.v1.Classifier"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == SERVING
+    with pytest.raises(grpc.RpcError) as info:
+        health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert next(watch).status == SERVING
+    server.begin_stop(grace=2.0)
+    assert next(watch).status == NOT_SERVING
+    watch.cancel()
+
+
+def test_reflection_lists_every_service(channel):
+    services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {"cifar10.v1.Classifier", "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection"} <= services
+    try:
+        import serving.inference_servicer  # noqa: F401
+    except ModuleNotFoundError:
+        pass
+    else:
+        assert "inference.GRPCInferenceService" in services
+
+
+def test_metrics_endpoint(server_factory):
+    srv = server_factory(metrics_port=0)
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        for _ in range(3):
+            stub.Classify(pb.ClassifyRequest(images=[image(), image(1)]))
+        with pytest.raises(grpc.RpcError):
+            stub.Classify(pb.ClassifyRequest())
+        list(stub.ClassifyStream(iter([pb.ClassifyRequest(images=[image()])])))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'cifar10_requests_total{code="OK",method="Classify"} 3.0' in text
+    assert 'cifar10_requests_total{code="INVALID_ARGUMENT",method="Classify"} 1.0' in text
+    assert 'cifar10_requests_total{code="OK",method="ClassifyStream"} 1.0' in text
+    assert 'cifar10_request_duration_seconds_bucket{le="0.005",method="Classify"}' in text
+    assert "cifar10_images_total 7.0" in text
+    assert "cifar10_batch_size_count" in text
+    assert "cifar10_queue_depth_images 0.0" in text
+    assert 'cifar10_model_info{name="tiny-cnn",version="1"} 1.0' in text
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, a server certificate for localhost and a client certificate, via openssl."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem", cwd=d)
+    return d
+
+
+def _classify(address, credentials):
+    with grpc.secure_channel(address, credentials) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        return stub.Classify(pb.ClassifyRequest(images=[image()]), timeout=10)
+
+
+def test_tls(server_factory, pki):
+    srv = server_factory(tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"))
+    ca = (pki / "ca.pem").read_bytes()
+    assert len(_classify(srv.address, grpc.ssl_channel_credentials(ca)).results) == 1
+    with grpc.insecure_channel(srv.address) as channel, pytest.raises(grpc.RpcError) as info:
+        pb_grpc.ClassifierStub(channel).Classify(pb.ClassifyRequest(images=[image()]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_mutual_tls(server_factory, pki):
+    srv = server_factory(tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"),
+                         tls_client_ca=str(pki / "ca.pem"))
+    ca = (pki / "ca.pem").read_bytes()
+    with pytest.raises(grpc.RpcError) as info:
+        _classify(srv.address, grpc.ssl_channel_credentials(ca))  # no client certificate
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    creds = grpc.ssl_channel_credentials(
+        ca, private_key=(pki / "client.key").read_bytes(),
+        certificate_chain=(pki / "client.pem").read_bytes(),
+    )
+    assert len(_classify(srv.address, creds).results) == 1
+
+
+def test_concurrent_clients_are_batched(server, channel):
+    stub = pb_grpc.ClassifierStub(channel)
+    errors = []
+
+    def client(seed):
+        try:
+            for i in range(20):
+                resp = stub.Classify(pb.ClassifyRequest(images=[image(seed)]), timeout=10)
+                assert len(resp.results) == 1
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert server.core.batcher.images == 320
+    assert server.core.batcher.batches < 320  # some requests shared a run
