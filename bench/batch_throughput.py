@@ -1,0 +1,229 @@
+"""Batch-inference throughput: ``cifar10-batch`` against a local server, compared with the
+server's best measured images/s under the same conditions.
+
+    python -m bench.batch_throughput [--model PATH] [--images 10000] [--rounds 2]
+        [--data ../shared/data/cifar10-jpeg/train] [--json docs/batch-throughput.json]
+
+1. Starts ``cifar10-serve`` (its defaults: onnxruntime threads = CPUs available, dynamic
+   batching up to 64) on a free port in a subprocess, with the bundled model
+   (models/cifar10-cnn.onnx) or, while that is missing, the seed-CNN stand-in of
+   ``bench.standin_model`` (same architecture and speed, random weights).
+2. Takes ``--images`` JPEGs from the CIFAR-10 folder (the same number from each class) and
+   the same pictures decoded into a .npy array.
+3. Server ceiling, per input kind (raw 32x32 pixels / JPEG files decoded by the server): a
+   lean closed-loop driver in its own process (requests serialized once up front, sent as
+   bytes on a generic grpc.aio channel, answers not decoded) tries several batch sizes
+   and concurrencies; the best images/s is the ceiling.
+4. Runs ``cifar10-batch`` (subprocess, default settings: --batch-size 64 --concurrency 4)
+   on the .npy and on a list of the JPEG paths, writing JSONL, and reads the images/s it
+   reports (classification time, start-up excluded).
+Rounds alternate ceiling and batch runs so background load hits both alike; the report
+gives each measurement and the ratio of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSIFY = "/cifar10.v1.Classifier/Classify"
+CEILING_CONFIGS = ((32, 4), (64, 2), (64, 4), (64, 8), (128, 4))
+
+
+# -- the lean driver (runs in a child process) ------------------------------------------
+def _requests(kind: str, source: str, batch: int, variants: int = 16) -> list[bytes]:
+    import numpy as np
+
+    from serving.proto.cifar10.v1 import classifier_pb2 as pb
+
+    out = []
+    if kind == "raw":
+        array = np.load(source, mmap_mode="r")
+        for v in range(variants):
+            idx = [(v * batch + i) % len(array) for i in range(batch)]
+            images = [pb.Image(raw=pb.RawImage(data=array[i].tobytes(), height=32, width=32, channels=3))
+                      for i in idx]
+            out.append(pb.ClassifyRequest(images=images).SerializeToString())
+    else:
+        paths = Path(source).read_text().split()
+        for v in range(variants):
+            idx = [(v * batch + i) % len(paths) for i in range(batch)]
+            images = [pb.Image(encoded=Path(paths[i]).read_bytes()) for i in idx]
+            out.append(pb.ClassifyRequest(images=images).SerializeToString())
+    return out
+
+
+async def _drive(address: str, requests: list[bytes], batch: int, concurrency: int, duration: float) -> dict:
+    import grpc
+
+    identity = lambda b: b  # noqa: E731
+    async with grpc.aio.insecure_channel(address, options=[("grpc.max_receive_message_length", -1)]) as channel:
+        call = channel.unary_unary(CLASSIFY, request_serializer=identity, response_deserializer=identity)
+        await call(requests[0], timeout=30)  # warm
+        done = [0]
+        stop_at = time.perf_counter() + duration
+
+        async def caller(offset: int) -> None:
+            i = offset
+            while time.perf_counter() < stop_at:
+                await call(requests[i % len(requests)], timeout=60)
+                done[0] += 1
+                i += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(c) for c in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"batch": batch, "concurrency": concurrency, "images_per_s": done[0] * batch / elapsed}
+
+
+def drive_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("address")
+    parser.add_argument("kind", choices=("raw", "jpeg"))
+    parser.add_argument("source")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=4.0)
+    args = parser.parse_args(argv)
+    requests = _requests(args.kind, args.source, args.batch)
+    print(json.dumps(asyncio.run(_drive(args.address, requests, args.batch, args.concurrency, args.duration))))
+
+
+# -- orchestration ----------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _model(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    bundled = ROOT / "models" / "cifar10-cnn.onnx"
+    if bundled.exists():
+        return bundled
+    from bench.standin_model import DEFAULT_PATH, build
+
+    standin = ROOT / DEFAULT_PATH
+    return standin if standin.exists() else build(standin)
+
+
+def _prepare(data: Path, count: int, workdir: Path) -> tuple[Path, Path]:
+    import numpy as np
+
+    from serving import images
+
+    classes = sorted(p for p in data.iterdir() if p.is_dir())
+    per_class = max(1, count // len(classes))
+    paths = [p for c in classes for p in sorted(c.iterdir())[:per_class]]
+    listing = workdir / "jpegs.txt"
+    listing.write_text("\n".join(str(p) for p in paths) + "\n")
+    npy = workdir / "images.npy"
+    np.save(npy, np.stack([images.decode(p.read_bytes()) for p in paths]))
+    return listing, npy
+
+
+def _ceiling(address: str, kind: str, source: Path, duration: float) -> dict:
+    runs = []
+    for batch, concurrency in CEILING_CONFIGS:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.batch_throughput", "--drive", address, kind, str(source),
+             "--batch", str(batch), "--concurrency", str(concurrency), "--duration", str(duration)],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        )
+        runs.append(json.loads(out.stdout))
+    return max(runs, key=lambda r: r["images_per_s"]) | {"tried": runs}
+
+
+def _batch_run(address: str, source: Path, workdir: Path, extra: list[str]) -> dict:
+    output = workdir / f"out-{time.monotonic_ns()}.jsonl"
+    command = [sys.executable, "-m", "serving.client.batch", str(source), "-o", str(output),
+               "--address", address, "--no-progress", *extra]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    match = re.search(r"classified (\d+) items \((\d+) failed\) in ([\d.]+) s: (\d+) images/s", done.stderr)
+    if done.returncode != 0 or not match:
+        raise RuntimeError(f"cifar10-batch failed ({done.returncode}): {done.stderr[-2000:]}")
+    items = int(match.group(1))
+    output.unlink()
+    return {"command": "cifar10-batch " + " ".join(command[3:]), "items": items,
+            "images_per_s": int(match.group(4)), "wall_s_with_startup": round(wall, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--drive":
+        drive_main(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per ceiling config")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train"))
+    parser.add_argument("--kinds", default="raw,jpeg")
+    parser.add_argument("--batch-args", default="", help="extra cifar10-batch flags")
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args(argv)
+
+    model = _model(args.model)
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--model-path", str(model), "--port", str(port),
+         "--host", "127.0.0.1", "--metrics-port", "-1", "--log-level", "WARNING", "--reload-interval-s", "0"],
+        cwd=ROOT,
+    )
+    report: dict = {"model": str(model), "host": platform.node(), "cpus": os.cpu_count(),
+                    "load_average_at_start": os.getloadavg(), "results": {}}
+    try:
+        from serving.client import Client
+
+        with Client(address) as client:
+            client.wait_until_serving(60)
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            listing, npy = _prepare(Path(args.data), args.images, workdir)
+            sources = {"raw": npy, "jpeg": listing}
+            for kind in args.kinds.split(","):
+                ceilings, batches = [], []
+                for _ in range(args.rounds):
+                    ceilings.append(_ceiling(address, kind, sources[kind], args.duration))
+                    batches.append(_batch_run(address, sources[kind], workdir, args.batch_args.split()))
+                    print(f"{kind}: ceiling {ceilings[-1]['images_per_s']:.0f} images/s "
+                          f"(batch {ceilings[-1]['batch']}, concurrency {ceilings[-1]['concurrency']}); "
+                          f"cifar10-batch {batches[-1]['images_per_s']} images/s", file=sys.stderr)
+                ceiling = statistics.median(c["images_per_s"] for c in ceilings)
+                achieved = statistics.median(b["images_per_s"] for b in batches)
+                report["results"][kind] = {
+                    "server_ceiling_images_per_s": round(ceiling), "batch_images_per_s": round(achieved),
+                    "ratio": round(achieved / ceiling, 3), "ceiling_runs": ceilings, "batch_runs": batches,
+                }
+    finally:
+        server.terminate()
+        server.wait(30)
+    report["load_average_at_end"] = os.getloadavg()
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(json.dumps({k: {x: v[x] for x in ("server_ceiling_images_per_s", "batch_images_per_s", "ratio")}
+                      for k, v in report["results"].items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

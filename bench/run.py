@@ -1,0 +1,397 @@
+"""The benchmark, all in one run on one machine (issue 4): ceiling, our server, perf_analyzer.
+
+    python -m bench                       # tiny test model: a quick check that it all works
+    python -m bench --real                # models/cifar10-cnn.onnx (or the seed-CNN stand-in)
+    python -m bench --model PATH --repeats 5 --duration 5 --out results.json --report report.md
+    python -m bench --smoke               # seconds, tiny request counts (tests/bench)
+
+(a) ceiling: raw onnxruntime in-process images/s at batch 1..256 (bench.ceiling, own process);
+(b) our server (a fresh ``cifar10-serve`` process, default settings, port picked here) over
+    cifar10.v1 Classify with our closed-loop load generator (bench.loadgen, own process):
+    1-image calls at concurrency 1, 4, 16, 64 and 32-image calls at concurrency 1, 4;
+    images/s and p50/p99 latency; cold start (process start to the first answer, several
+    fresh processes); resident memory of the server process after the load;
+(c) the same calls through the Open Inference Protocol with Triton's perf_analyzer.
+Each figure is the median of ``--repeats`` runs (scenarios interleaved, so slow drift of
+the machine's load spreads over all of them). Results: JSON (``--out``) and a Markdown
+report (``--report``, also printed), with the issue-4 targets marked met or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import perf_analyzer
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_MODEL = ROOT / "models" / "cifar10-cnn.onnx"
+STANDIN_MODEL = ROOT / ".cache" / "bench" / "seed-cnn-standin.onnx"
+SCENARIOS = [(1, 1), (1, 4), (1, 16), (1, 64), (32, 1), (32, 4)]  # (images per call, concurrency)
+SERVER_CODE = "import sys; from serving.server import main; sys.exit(main())"
+
+TARGETS = {
+    "batch32_c4_vs_ceiling": 0.90,
+    "single_c64_images_per_s": 3000.0,
+    "single_c1_p99_ms": 1.5,
+    "cold_start_s": 1.5,
+    "rss_mb": 150.0,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def python_json(args: list[str], timeout: float) -> dict:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
+    """pid -> (name, nice, utime + stime ticks) for every process."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text[text.rindex(")") + 2 :].split()
+            out[int(stat.parent.name)] = (name, int(fields[16]), int(fields[11]) + int(fields[12]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def background_load(seconds: float = 1.0) -> dict:
+    """The machine's load around a measurement: load average and the processes that used
+    more than 10% of a CPU over ``seconds`` (name, nice value, % of one CPU)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    before = _cpu_ticks()
+    time.sleep(seconds)
+    after = _cpu_ticks()
+    busy = []
+    for pid, (name, nice, ticks) in after.items():
+        if pid in before and pid != os.getpid():
+            share = (ticks - before[pid][2]) / hz / seconds * 100
+            if share > 10:
+                busy.append(f"{name} (nice {nice}, {share:.0f}%)")
+    return {"loadavg_1m": round(os.getloadavg()[0], 2), "busy_processes": sorted(busy)}
+
+
+# -- the server process ---------------------------------------------------------------------
+
+class Server:
+    """``cifar10-serve`` in its own process with default settings (port and model aside)."""
+
+    def __init__(self, model: str, extra_env: dict[str, str] | None = None):
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update({"CIFAR10_MODEL_PATH": model, "CIFAR10_PORT": str(self.port),
+                    "CIFAR10_HOST": "127.0.0.1", "CIFAR10_METRICS_PORT": "0"})
+        env.update(extra_env or {})
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen([sys.executable, "-c", SERVER_CODE], env=env, cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def first_answer(self, timeout: float = 60.0) -> float:
+        """Seconds from process start to the first Classify answer."""
+        import grpc
+        import numpy as np
+
+        from serving.proto.cifar10.v1 import classifier_pb2 as pb
+        from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+
+        request = pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(
+            data=np.zeros(3072, np.uint8).tobytes(), height=32, width=32, channels=3))])
+        options = [("grpc.initial_reconnect_backoff_ms", 5), ("grpc.min_reconnect_backoff_ms", 5),
+                   ("grpc.max_reconnect_backoff_ms", 20)]
+        with grpc.insecure_channel(self.address, options=options) as channel:
+            stub = pb_grpc.ClassifierStub(channel)
+            stub.Classify(request, timeout=timeout, wait_for_ready=True)
+        return time.perf_counter() - self.started
+
+    def memory_mb(self) -> dict:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        values = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+                  if line.startswith(("VmRSS", "VmHWM"))}
+        return {"rss_mb": round(values["VmRSS"] / 1024, 1), "peak_rss_mb": round(values["VmHWM"] / 1024, 1)}
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+# -- the parts ----------------------------------------------------------------------------
+
+def run_ceiling(model: str, repeats: int, smoke: bool) -> dict:
+    args = ["-m", "bench.ceiling", "--model", model]
+    args += ["--batches", "1,8,32", "--runs", "3"] if smoke else ["--seconds", "2"]
+    runs = [python_json(args, timeout=600) for _ in range(repeats)]
+    out = {"threads": runs[0]["threads"], "batches": {}}
+    for batch in runs[0]["batches"]:
+        out["batches"][batch] = {
+            "images_per_s": median([r["batches"][batch]["images_per_s"] for r in runs]),
+            "all": [r["batches"][batch]["images_per_s"] for r in runs],
+        }
+    return out
+
+
+def run_cold_start(model: str, repeats: int) -> dict:
+    times, codes = [], []
+    for _ in range(repeats):
+        server = Server(model)
+        try:
+            times.append(round(server.first_answer(), 3))
+        finally:
+            codes.append(server.stop())
+    return {"seconds": median(times), "all": times, "exit_codes": codes}
+
+
+def loadgen(address: str, api: str, batch: int, concurrency: int, args) -> dict:
+    cmd = ["-m", "bench.loadgen", "--address", address, "--api", api, "--batch", str(batch),
+           "--concurrency", str(concurrency), "--processes", str(args.client_processes)]
+    if args.smoke:
+        cmd += ["--requests", str(max(concurrency, 8))]
+    else:
+        cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+    return python_json(cmd, timeout=args.duration + args.warmup + 300)
+
+
+def summarize_runs(runs: list[dict]) -> dict:
+    return {
+        "images_per_s": median([r.get("images_per_s") for r in runs]),
+        "p50_ms": median([r.get("p50_ms") for r in runs]),
+        "p99_ms": median([r.get("p99_ms") for r in runs]),
+        "images_per_s_all": [r.get("images_per_s") for r in runs],
+        "errors": [r["errors"] for r in runs if r.get("errors")] +
+                  [r["error"] for r in runs if r.get("error")],
+    }
+
+
+def run_server_parts(model: str, model_name: str, args) -> dict:
+    server = Server(model)
+    out: dict = {}
+    try:
+        out["first_answer_s"] = round(server.first_answer(), 3)
+        ours = {s: [] for s in SCENARIOS}
+        theirs = {s: [] for s in SCENARIOS}
+        for _ in range(args.repeats):
+            for batch, concurrency in SCENARIOS:
+                ours[(batch, concurrency)].append(
+                    loadgen(server.address, "v1", batch, concurrency, args))
+        out["memory_after_load"] = server.memory_mb()
+        if not args.no_perf_analyzer:
+            for _ in range(args.repeats):
+                for batch, concurrency in SCENARIOS:
+                    theirs[(batch, concurrency)].append(perf_analyzer.run(
+                        model_name, server.address, batch, concurrency,
+                        window_ms=args.pa_window_ms,
+                        request_count=max(concurrency, 8) * 2 if args.smoke else 0))
+        out["memory_end"] = server.memory_mb()
+        out["v1_loadgen"] = {f"{b}x{c}": summarize_runs(ours[(b, c)]) for b, c in SCENARIOS}
+        if not args.no_perf_analyzer:
+            out["v2_perf_analyzer"] = {f"{b}x{c}": summarize_runs(theirs[(b, c)])
+                                       for b, c in SCENARIOS}
+    finally:
+        out["exit_code"] = server.stop()
+        stderr = server.process.stderr.read().decode(errors="replace") if server.process.stderr else ""
+        out["server_errors_logged"] = [line for line in stderr.splitlines() if " ERROR " in line][:10]
+    return out
+
+
+# -- report -------------------------------------------------------------------------------
+
+def targets(results: dict) -> dict:
+    ceiling = results["ceiling"]["batches"]
+    big = [v["images_per_s"] for b, v in ceiling.items() if int(b) >= 8]
+    ceiling_max = max(big) if big else None
+    v1 = results["server"]["v1_loadgen"]
+    b32c4 = v1["32x4"]["images_per_s"]
+    mem = results["server"]["memory_end"]
+    figures = {
+        "batch32_c4_vs_ceiling": round(b32c4 / ceiling_max, 3) if ceiling_max else None,
+        "single_c64_images_per_s": v1["1x64"]["images_per_s"],
+        "single_c1_p99_ms": v1["1x1"]["p99_ms"],
+        "cold_start_s": results["cold_start"]["seconds"],
+        "rss_mb": max(mem["rss_mb"], results["server"]["memory_after_load"]["rss_mb"]),
+    }
+    out = {}
+    for name, limit in TARGETS.items():
+        value = figures[name]
+        higher_is_better = name in ("batch32_c4_vs_ceiling", "single_c64_images_per_s")
+        met = None if value is None else (value >= limit if higher_is_better else value <= limit)
+        out[name] = {"value": value, "target": limit, "met": met}
+    out["ceiling_images_per_s_batch8_256_max"] = ceiling_max
+    return out
+
+
+def report(results: dict) -> str:
+    lines = []
+    env = results["environment"]
+    lines.append(f"Model: `{results['model']['path']}` ({results['model']['name']} "
+                 f"version {results['model']['version']}); {env['cpus']} CPUs, "
+                 f"onnxruntime {env['onnxruntime']}, grpcio {env['grpcio']}, "
+                 f"Python {env['python']}; medians of {results['repeats']} runs"
+                 f"{' (SMOKE: tiny request counts, figures meaningless)' if results['smoke'] else ''}.")
+    before, after = env["load_before"], env["load_after"]
+    lines.append(f"Machine load: 1-min load average {before['loadavg_1m']} before, "
+                 f"{after['loadavg_1m']} after; other busy processes (share of one CPU) before: "
+                 f"{', '.join(before['busy_processes']) or 'none'}; after: "
+                 f"{', '.join(after['busy_processes']) or 'none'}.")
+    lines.append("")
+    lines.append("(a) Ceiling, raw onnxruntime in-process "
+                 f"({results['ceiling']['threads']} threads):")
+    lines.append("")
+    lines.append("| batch | images/s |")
+    lines.append("|---:|---:|")
+    for batch, value in results["ceiling"]["batches"].items():
+        lines.append(f"| {batch} | {value['images_per_s']:,.0f} |")
+    lines.append("")
+    lines.append("(b) our server over cifar10.v1 (bench.loadgen) and (c) over the Open Inference "
+                 "Protocol (perf_analyzer):")
+    lines.append("")
+    lines.append("| images/call | concurrency | v1 images/s | v1 p50 ms | v1 p99 ms "
+                 "| v2 images/s | v2 p50 ms | v2 p99 ms |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    server = results["server"]
+    for batch, concurrency in SCENARIOS:
+        key = f"{batch}x{concurrency}"
+        ours = server["v1_loadgen"][key]
+        theirs = server.get("v2_perf_analyzer", {}).get(key, {})
+
+        def fmt(value, spec):
+            return "n/a" if value is None else format(value, spec)
+
+        lines.append(
+            f"| {batch} | {concurrency} | {fmt(ours['images_per_s'], ',.0f')} | "
+            f"{fmt(ours['p50_ms'], '.2f')} | {fmt(ours['p99_ms'], '.2f')} | "
+            f"{fmt(theirs.get('images_per_s'), ',.0f')} | {fmt(theirs.get('p50_ms'), '.2f')} | "
+            f"{fmt(theirs.get('p99_ms'), '.2f')} |")
+    errors = {k: v["errors"] for part in ("v1_loadgen", "v2_perf_analyzer")
+              for k, v in server.get(part, {}).items() if v["errors"]}
+    lines.append("")
+    cold = results["cold_start"]
+    lines.append(f"Cold start (process start to first answer): median {cold['seconds']} s "
+                 f"of {cold['all']}. Server memory: {server['memory_after_load']['rss_mb']} MB "
+                 f"RSS after (b), {server['memory_end']['rss_mb']} MB after (c), peak "
+                 f"{server['memory_end']['peak_rss_mb']} MB. Server exit status on SIGTERM: "
+                 f"{server['exit_code']}. Request errors: {errors or 'none'}.")
+    lines.append("")
+    lines.append("| target | measured | limit | met |")
+    lines.append("|---|---:|---:|---|")
+    names = {
+        "batch32_c4_vs_ceiling": "32-image calls, concurrency 4, share of the ceiling",
+        "single_c64_images_per_s": "1-image calls, concurrency 64, images/s",
+        "single_c1_p99_ms": "1-image calls, concurrency 1, p99 ms",
+        "cold_start_s": "cold start, s",
+        "rss_mb": "server resident memory, MB",
+    }
+    for name, label in names.items():
+        t = results["targets"][name]
+        met = {True: "yes", False: "NO", None: "n/a"}[t["met"]]
+        lines.append(f"| {label} | {t['value']} | {t['target']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def resolve_model(args, tmp: str) -> str:
+    if args.model:
+        return args.model
+    if args.real:
+        if REAL_MODEL.exists():
+            return str(REAL_MODEL)
+        if not STANDIN_MODEL.exists():
+            from bench.standin_model import build
+
+            build(STANDIN_MODEL)
+        return str(STANDIN_MODEL)
+    sys.path.insert(0, str(ROOT))
+    from tests.tiny_model import write_tiny_model
+
+    return str(write_tiny_model(Path(tmp) / "tiny-cnn.onnx"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="ONNX model (default: the tiny test model)")
+    parser.add_argument("--real", action="store_true",
+                        help=f"{REAL_MODEL.relative_to(ROOT)}, or the seed-CNN stand-in while "
+                             "it does not exist")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each")
+    parser.add_argument("--cold-starts", type=int, default=5)
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="load generator processes")
+    parser.add_argument("--pa-window-ms", type=int, default=3000,
+                        help="perf_analyzer measurement window")
+    parser.add_argument("--no-perf-analyzer", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny request counts, 1 repeat: checks the machinery only")
+    parser.add_argument("--out", help="write the JSON results here")
+    parser.add_argument("--report", help="write the Markdown report here")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.repeats, args.cold_starts = 1, 1
+        args.pa_window_ms = 500
+
+    import grpc
+    import onnxruntime
+
+    from serving.model import OnnxModel
+    from serving.settings import available_cpus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = resolve_model(args, tmp)
+        info = OnnxModel.load(model, threads=1).info
+        results: dict = {
+            "model": {"path": os.path.relpath(model, ROOT) if model.startswith(str(ROOT)) else model,
+                      "name": info.name, "version": info.version},
+            "repeats": args.repeats, "smoke": args.smoke,
+            "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "environment": {
+                "cpus": available_cpus(), "python": platform.python_version(),
+                "onnxruntime": onnxruntime.__version__, "grpcio": grpc.__version__,
+                "platform": platform.platform(), "load_before": background_load(),
+            },
+        }
+        results["ceiling"] = run_ceiling(model, args.repeats, args.smoke)
+        results["cold_start"] = run_cold_start(model, args.cold_starts)
+        results["server"] = run_server_parts(model, info.name, args)
+        results["environment"]["load_after"] = background_load()
+        results["targets"] = targets(results)
+    text = report(results)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(text)
+    print(text)
+    return 0

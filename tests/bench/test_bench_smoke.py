@@ -1,0 +1,41 @@
+"""The benchmark still runs end to end (tiny model, tiny request counts; figures unchecked).
+
+Not a timed test: it only checks that every part produces its figures, that no request
+failed and that the server exited cleanly, so bench/ cannot rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_smoke(tmp_path):
+    out = tmp_path / "results.json"
+    report = tmp_path / "report.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--report", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["model"]["name"] == "tiny-cnn"
+    assert all(v["images_per_s"] > 0 for v in results["ceiling"]["batches"].values())
+    assert 0 < results["cold_start"]["seconds"] < 60
+    server = results["server"]
+    assert server["exit_code"] == 0 and not server["server_errors_logged"]
+    for key, value in server["v1_loadgen"].items():
+        assert value["images_per_s"] > 0 and not value["errors"], (key, value)
+    pa = server.get("v2_perf_analyzer", {})
+    for key, value in pa.items():
+        # perf_analyzer needs the separate Triton venv (bench/setup_triton_env.sh).
+        if any("not found" in str(e) for e in value["errors"]):
+            continue
+        assert value["images_per_s"] and not value["errors"], (key, value)
+    assert server["memory_end"]["rss_mb"] > 0
+    assert set(results["targets"]) >= {"cold_start_s", "rss_mb", "single_c64_images_per_s"}
+    assert "| target |" in report.read_text()
