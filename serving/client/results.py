@@ -54,13 +54,27 @@ class Classification:
         }
 
     @classmethod
-    def from_proto(cls, result: pb.Classification, model_name: str, model_version: str) -> "Classification":
-        scores = sorted(result.scores, key=lambda s: s.index)
-        labels = tuple(s.label for s in scores)
-        probabilities = tuple(float(s.probability) for s in scores)
-        top = tuple(ClassScore(int(s.index), s.label, float(s.probability)) for s in result.top)
+    def from_proto(
+        cls,
+        result: pb.Classification,
+        model_name: str,
+        model_version: str,
+        labels: tuple[str, ...] | None = None,
+    ) -> "Classification":
+        """One result of a response. ``labels`` (all results of one response share them,
+        from one model) skips reading the ten label strings again."""
+        scores = result.scores
+        if labels is None or len(scores) != len(labels) or any(
+            s.index != i for i, s in enumerate(scores)
+        ):
+            ordered = sorted(scores, key=lambda s: s.index)
+            labels = tuple([s.label for s in ordered])
+            probabilities = tuple([s.probability for s in ordered])
+        else:
+            probabilities = tuple([s.probability for s in scores])
+        top = tuple([ClassScore(s.index, s.label, s.probability) for s in result.top])
         if not top and scores:
-            best = max(range(len(scores)), key=lambda i: probabilities[i])
+            best = max(range(len(probabilities)), key=probabilities.__getitem__)
             top = (ClassScore(best, labels[best], probabilities[best]),)
         best_score = top[0]
         return cls(

@@ -36,10 +36,13 @@ def _health_modules():
 
 
 def responses_to_results(response: pb.ClassifyResponse) -> list[Classification]:
-    return [
-        Classification.from_proto(r, response.model_name, response.model_version)
-        for r in response.results
-    ]
+    results = response.results
+    if not results:
+        return []
+    name, version = response.model_name, response.model_version
+    first = Classification.from_proto(results[0], name, version)
+    labels = first.labels
+    return [first] + [Classification.from_proto(r, name, version, labels) for r in results[1:]]
 
 
 def build_request(images: Sequence[pb.Image], top_k: int, model_name: str, model_version: str) -> pb.ClassifyRequest:
