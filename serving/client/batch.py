@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -232,28 +233,30 @@ class Progress:
 
 
 async def pump(
-    items: Sequence[Item],
+    items: Iterable[Item],
     classify: Classify,
     write: Callable[[list[dict]], None],
     batch_size: int,
     concurrency: int,
     progress: Progress,
 ) -> tuple[int, int]:
-    """Classify ``items`` in batches with at most ``concurrency`` in flight; write each
-    batch's rows as it completes. Returns (items done, items failed). A ClientError other
-    than a per-item one propagates and stops the pump (written rows stay)."""
+    """Classify ``items`` (read lazily) in batches with at most ``concurrency`` in flight;
+    write each batch's rows as it completes. Returns (items done, items failed). A
+    ClientError other than a per-item one propagates and stops the pump (rows written
+    so far stay; batches in flight are dropped and redone by the next run)."""
     queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency * 2)
     counts = [0, 0]
 
     async def producer() -> None:
-        for start in range(0, len(items), batch_size):
-            await queue.put(items[start:start + batch_size])
+        iterator = iter(items)
+        while batch := list(itertools.islice(iterator, batch_size)):
+            await queue.put(batch)
         for _ in range(concurrency):
             await queue.put(None)
 
     async def worker() -> None:
         while (batch := await queue.get()) is not None:
-            rows = await classify(list(batch))
+            rows = await classify(batch)
             write(rows)
             failed = sum(1 for r in rows if r.get("error"))
             counts[0] += len(rows)
@@ -273,28 +276,28 @@ async def pump(
     return counts[0], counts[1]
 
 
-def plan(source: Source, skip_sets: list[set[str]], limit: int) -> list[Item]:
-    """The items still to do, in source order, each key once."""
+def plan(source: Source, skip_sets: list[set[str]], limit: int) -> Iterator[Item]:
+    """The items still to do, lazily, in source order, each key once."""
     seen: set[str] = set()
-    todo = []
+    taken = 0
     for item in source:
+        if limit and taken >= limit:
+            return
         if item.key in seen or all(item.key in s for s in skip_sets):
             continue
         seen.add(item.key)
-        todo.append(item)
-        if limit and len(todo) >= limit:
-            break
-    return todo
+        taken += 1
+        yield item
 
 
-async def _run_async(args, backend, todo, files, skip_sets) -> tuple[int, int, float, str]:
+async def _run_async(args, backend, todo, total, files, skip_sets) -> tuple[int, int, float, str]:
     description = await backend.start()
 
     def write(rows: list[dict]) -> None:
         for file, skip in zip(files, skip_sets):
             file.write([r for r in rows if r[KEY] not in skip] if skip else rows)
 
-    progress = Progress(len(todo), enabled=not args.no_progress)
+    progress = Progress(total, enabled=not args.no_progress)
     started = time.perf_counter()
     try:
         done, failed = await pump(
@@ -336,13 +339,12 @@ def run(args: argparse.Namespace) -> int:
             f.close()
         raise UsageError(str(exc)) from None
     try:
-        todo = plan(source, skip_sets, args.limit)
-        already = len(set.intersection(*skip_sets)) if skip_sets else 0
-        print(f"{PROG}: {args.input} ({source.kind}): {len(source)} items, {already} already in "
-              f"the output, {len(todo)} to do", file=sys.stderr)
-        if todo:
+        total = sum(1 for _ in plan(source, skip_sets, args.limit))
+        print(f"{PROG}: {args.input} ({source.kind}): {len(source)} items, {len(source) - total} "
+              f"already in the output, {total} to do", file=sys.stderr)
+        if total:
             done, failed, seconds, description = asyncio.run(
-                _run_async(args, backend, todo, files, skip_sets)
+                _run_async(args, backend, plan(source, skip_sets, args.limit), total, files, skip_sets)
             )
             print(f"{PROG}: {description}", file=sys.stderr)
             print(f"{PROG}: classified {done} items ({failed} failed) in {seconds:.1f} s: "

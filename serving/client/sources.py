@@ -51,7 +51,7 @@ class Item:
 
     key: str
     label: int | None
-    path: Path | None = None
+    path: str | None = None
     array: np.ndarray | None = None
 
     def to_image(self, preprocess: bool) -> pb.Image:
@@ -80,8 +80,10 @@ class Source:
         raise NotImplementedError
 
 
-def _label_of(path: Path) -> int | None:
-    return _LABEL_INDEX.get(path.parent.name)
+def _label_of(path: str) -> int | None:
+    """The class of ``.../<class>/<file>``, if that folder is a CIFAR-10 class."""
+    parts = path.replace(os.sep, "/").rsplit("/", 2)
+    return _LABEL_INDEX.get(parts[-2]) if len(parts) >= 2 else None
 
 
 class FolderSource(Source):
@@ -89,22 +91,24 @@ class FolderSource(Source):
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        found = []
+        found: list[str] = []  # relative posix paths: a million of them stay small
         for folder, dirs, files in os.walk(root):
             dirs.sort()
-            for name in files:
-                if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                    found.append(Path(folder, name))
-        self.paths = sorted(found, key=lambda p: p.relative_to(root).as_posix())
-        self.labels_known = bool(self.paths) and all(_label_of(p) is not None for p in self.paths)
+            relative = Path(folder).relative_to(root).as_posix()
+            prefix = "" if relative == "." else relative + "/"
+            found.extend(prefix + name for name in files if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
+        found.sort()
+        self.keys = found
+        self.labels_known = bool(found) and all(_label_of(k) is not None for k in found)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.keys)
 
     def __iter__(self) -> Iterator[Item]:
-        for path in self.paths:
-            label = _label_of(path) if self.labels_known else None
-            yield Item(path.relative_to(self.root).as_posix(), label, path=path)
+        root = os.fspath(self.root)
+        for key in self.keys:
+            label = _label_of(key) if self.labels_known else None
+            yield Item(key, label, path=os.path.join(root, key))
 
 
 class ListSource(Source):
@@ -118,14 +122,14 @@ class ListSource(Source):
         self.paths = [
             line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
         ]
-        self.labels_known = bool(self.paths) and all(_label_of(Path(p)) is not None for p in self.paths)
+        self.labels_known = bool(self.paths) and all(_label_of(p) is not None for p in self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __iter__(self) -> Iterator[Item]:
         for p in self.paths:
-            yield Item(p, _label_of(Path(p)) if self.labels_known else None, path=Path(p))
+            yield Item(p, _label_of(p) if self.labels_known else None, path=p)
 
 
 def _check_images(array: np.ndarray, what: str) -> np.ndarray:
