@@ -49,6 +49,7 @@ BACKEND = "onnxruntime"
 EXTENSIONS = ("classification", "model_configuration")
 STATISTICS_EXTENSION = "statistics"
 _STREAM_WINDOW = 64  # messages in flight per ModelStreamInfer stream
+_OFFLOAD_VALUES = 32 * 3072  # typed contents bigger than this are converted off the loop
 
 
 @dataclass
@@ -208,7 +209,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             core = self.core
             core.check_model(request.model_name, request.model_version)
             output = requested_output(request)
-            batch = decode_images(request, core.max_images_per_request)
+            if (
+                len(request.inputs) == 1
+                and len(request.inputs[0].contents.uint_contents) > _OFFLOAD_VALUES
+            ):
+                batch = await asyncio.to_thread(
+                    decode_images, request, core.max_images_per_request
+                )
+            else:
+                batch = decode_images(request, core.max_images_per_request)
             images = batch.shape[0]
             pred = await core.classify(
                 batch,

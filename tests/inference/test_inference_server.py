@@ -104,3 +104,11 @@ def test_statistics_extension_only_for_integer_versions():
     assert "statistics" in extensions(core("3"))
     assert "statistics" not in extensions(core("2026.11.28-0413"))
     assert "classification" in extensions(core("x"))
+
+
+def test_large_typed_request(server, stub):
+    x = images(40, seed=9)  # above the size converted off the event loop
+    typed = stub.ModelInfer(infer_request(x, typed=True), timeout=30)
+    raw = stub.ModelInfer(infer_request(x), timeout=30)
+    assert typed.raw_output_contents == raw.raw_output_contents
+    assert list(typed.outputs[0].shape) == [40, 10]
