@@ -74,6 +74,7 @@ class ServingCore:
         self.metrics = metrics
         self._model = model
         self._draining = False
+        self._inflight = 0  # classify() calls admitted and not yet answered
         self._reload_lock = threading.Lock()
         self._rejected: FileSignature | None = None
         self._watcher: asyncio.Task | None = None
@@ -123,6 +124,18 @@ class ServingCore:
     @property
     def ready(self) -> bool:
         return not self._draining
+
+    @property
+    def inflight(self) -> int:
+        """classify() calls admitted and not yet answered (all APIs)."""
+        return self._inflight
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait (polling, for shutdown) until no admitted request is left; True if none."""
+        end = time.monotonic() + timeout
+        while self._inflight and time.monotonic() < end:
+            await asyncio.sleep(0.005)
+        return not self._inflight
 
     @property
     def draining(self) -> bool:
@@ -189,7 +202,11 @@ class ServingCore:
         if model_name or model_version:
             self.check_model(model_name, model_version)
         images = self.check_images(images)
-        probabilities, model = await self._batcher.submit(images, deadline)
+        self._inflight += 1
+        try:
+            probabilities, model = await self._batcher.submit(images, deadline)
+        finally:
+            self._inflight -= 1
         if self._count_images is not None:
             self._count_images(len(probabilities))
         return Prediction(probabilities, model.info)

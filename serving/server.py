@@ -133,9 +133,16 @@ class ServingServer:
     async def _stop(self, grace: float) -> None:
         started = time.monotonic()
         log.info("shutting down: health NOT_SERVING, refusing new requests, %.1f s grace", grace)
-        self.core.begin_shutdown()
+        self.core.begin_shutdown()  # from here on, new requests get UNAVAILABLE
         await self.health.enter_graceful_shutdown()
-        await self.grpc_server.stop(grace)
+        inflight = self.core.inflight
+        # Let admitted requests finish while the port is still open, then close it. (grpc's
+        # own stop cancels calls it has received but not yet handed to us, so closing
+        # first would turn late arrivals into CANCELLED instead of a clean UNAVAILABLE.)
+        finished = await self.core.drained(grace)
+        log.info("%d request(s) in flight at shutdown: %s", inflight,
+                 "all finished" if finished else f"{self.core.inflight} still running")
+        await self.grpc_server.stop(max(0.0, grace - (time.monotonic() - started)))
         await self.core.stop(timeout=max(1.0, grace - (time.monotonic() - started)))
         log.info("stopped after %.2f s", time.monotonic() - started)
         self.stopped.set()
