@@ -94,13 +94,15 @@ def decode_images(request: pb.ModelInferRequest, max_images: int) -> np.ndarray:
         raise InvalidInputError(
             f"input '{contract.INPUT_NAME}' has datatype {shown}; expected {INPUT_DATATYPE}"
         )
-    shape = tuple(tensor.shape)
-    if len(shape) != 4 or shape[1:] != contract.INPUT_SHAPE:
+    dims = tensor.shape  # indexed, not iterated: iterating a repeated field is slow
+    if len(dims) != 4 or (dims[1], dims[2], dims[3]) != contract.INPUT_SHAPE:
+        shape = tuple(dims)
         raise InvalidInputError(
             f"input '{contract.INPUT_NAME}' has shape {list(shape)}; expected "
             f"[N, {', '.join(map(str, contract.INPUT_SHAPE))}] (N images, HWC, RGB)"
         )
-    count = shape[0]
+    count = dims[0]
+    shape = (count, *contract.INPUT_SHAPE)
     if count < 1:
         raise InvalidInputError(
             f"input '{contract.INPUT_NAME}' has shape {list(shape)}: zero images"
@@ -112,7 +114,11 @@ def decode_images(request: pb.ModelInferRequest, max_images: int) -> np.ndarray:
             f"input '{contract.INPUT_NAME}' has {count} images; at most {max_images} per request"
         )
     expected = count * IMAGE_BYTES
-    typed = [name for name in _TYPED_FIELDS if len(getattr(tensor.contents, name))]
+    typed = (
+        [name for name in _TYPED_FIELDS if len(getattr(tensor.contents, name))]
+        if tensor.HasField("contents")
+        else []
+    )
     raw = request.raw_input_contents
     if len(raw):
         if typed:
