@@ -200,11 +200,15 @@ def run_server_parts(model: str, model_name: str, args) -> dict:
     try:
         out["first_answer_s"] = round(server.first_answer(), 3)
         ours = {s: [] for s in SCENARIOS}
+        ours_v2 = {s: [] for s in SCENARIOS}
         theirs = {s: [] for s in SCENARIOS}
         for _ in range(args.repeats):
             for batch, concurrency in SCENARIOS:
                 ours[(batch, concurrency)].append(
                     loadgen(server.address, "v1", batch, concurrency, args))
+                if args.v2_loadgen:
+                    ours_v2[(batch, concurrency)].append(
+                        loadgen(server.address, "v2", batch, concurrency, args))
         out["memory_after_load"] = server.memory_mb()
         if not args.no_perf_analyzer:
             for _ in range(args.repeats):
@@ -215,6 +219,9 @@ def run_server_parts(model: str, model_name: str, args) -> dict:
                         request_count=max(concurrency, 8) * 2 if args.smoke else 0))
         out["memory_end"] = server.memory_mb()
         out["v1_loadgen"] = {f"{b}x{c}": summarize_runs(ours[(b, c)]) for b, c in SCENARIOS}
+        if args.v2_loadgen:
+            out["v2_loadgen"] = {f"{b}x{c}": summarize_runs(ours_v2[(b, c)])
+                                 for b, c in SCENARIOS}
         if not args.no_perf_analyzer:
             out["v2_perf_analyzer"] = {f"{b}x{c}": summarize_runs(theirs[(b, c)])
                                        for b, c in SCENARIOS}
@@ -276,10 +283,12 @@ def report(results: dict) -> str:
     lines.append("(b) our server over cifar10.v1 (bench.loadgen) and (c) over the Open Inference "
                  "Protocol (perf_analyzer):")
     lines.append("")
-    lines.append("| images/call | concurrency | v1 images/s | v1 p50 ms | v1 p99 ms "
-                 "| v2 images/s | v2 p50 ms | v2 p99 ms |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
     server = results["server"]
+    has_v2_ours = "v2_loadgen" in server
+    lines.append("| images/call | concurrency | v1 images/s | v1 p50 ms | v1 p99 ms "
+                 "| v2 (perf_analyzer) images/s | p50 ms | p99 ms |"
+                 + (" v2 (bench.loadgen) images/s | p50 ms | p99 ms |" if has_v2_ours else ""))
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if has_v2_ours else ""))
     for batch, concurrency in SCENARIOS:
         key = f"{batch}x{concurrency}"
         ours = server["v1_loadgen"][key]
@@ -292,8 +301,11 @@ def report(results: dict) -> str:
             f"| {batch} | {concurrency} | {fmt(ours['images_per_s'], ',.0f')} | "
             f"{fmt(ours['p50_ms'], '.2f')} | {fmt(ours['p99_ms'], '.2f')} | "
             f"{fmt(theirs.get('images_per_s'), ',.0f')} | {fmt(theirs.get('p50_ms'), '.2f')} | "
-            f"{fmt(theirs.get('p99_ms'), '.2f')} |")
-    errors = {k: v["errors"] for part in ("v1_loadgen", "v2_perf_analyzer")
+            f"{fmt(theirs.get('p99_ms'), '.2f')} |"
+            + (f" {fmt(server['v2_loadgen'][key]['images_per_s'], ',.0f')} | "
+               f"{fmt(server['v2_loadgen'][key]['p50_ms'], '.2f')} | "
+               f"{fmt(server['v2_loadgen'][key]['p99_ms'], '.2f')} |" if has_v2_ours else ""))
+    errors = {f"{part} {k}": v["errors"] for part in ("v1_loadgen", "v2_loadgen", "v2_perf_analyzer")
               for k, v in server.get(part, {}).items() if v["errors"]}
     lines.append("")
     cold = results["cold_start"]
@@ -351,6 +363,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pa-window-ms", type=int, default=3000,
                         help="perf_analyzer measurement window")
     parser.add_argument("--no-perf-analyzer", action="store_true")
+    parser.add_argument("--v2-loadgen", action="store_true",
+                        help="also drive the v2 API (ModelInfer) with our load generator")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny request counts, 1 repeat: checks the machinery only")
     parser.add_argument("--out", help="write the JSON results here")
