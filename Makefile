@@ -1,7 +1,7 @@
 # Thin wrappers. Each target sets up what it needs first: a virtual environment in .venv
 # with exact versions from requirements/constraints.txt; stamp files make a second run fast.
 #   make serve   serve the bundled model (serve + client extras)
-#   make test    run the tests (dev extra: everything)
+#   make test    run the tests (dev extra: everything; plus .venv-triton for the OIP tests)
 
 PYTHON      ?= python3.11
 VENV        ?= .venv
@@ -18,12 +18,13 @@ RUN_DIR     ?= runs/latest
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-serve serve test protos bench train clean-venv
+.PHONY: help setup setup-serve triton-env serve test protos bench train clean-venv
 
 help:
 	@echo "make serve    set up (serve + client extras) and serve $(MODEL) on :8500"
 	@echo "make test     set up (dev extra) and run pytest (PYTEST_ARGS='-m \"not slow\"' to narrow)"
 	@echo "make setup    create $(VENV) with the dev extra, pinned by $(CONSTRAINTS)"
+	@echo "make triton-env  the separate Triton-client venv (.venv-triton) for OIP tests and perf_analyzer"
 	@echo "make protos   regenerate serving/proto/ from protos/"
 	@echo "make bench    run the benchmarks"
 	@echo "make train    train on DATA=$(DATA) for EPOCHS=$(EPOCHS), export to RUN_DIR=$(RUN_DIR)"
@@ -45,11 +46,16 @@ $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 setup: $(VENV)/.installed-dev
 setup-serve: $(VENV)/.installed-serve
 
+# The separate Triton-client venv (.venv-triton) for the Open Inference Protocol tests and
+# perf_analyzer; the script returns at once when it is already set up.
+triton-env:
+	@bash bench/setup_triton_env.sh
+
 serve: $(VENV)/.installed-serve
 	@echo "Serving $${CIFAR10_MODEL_PATH:-$(MODEL)}; from a second terminal: $(BIN)/cifar10-client classify IMAGE.png"
 	CIFAR10_MODEL_PATH="$${CIFAR10_MODEL_PATH:-$(MODEL)}" $(BIN)/cifar10-serve
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev triton-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 protos: $(VENV)/.installed-dev
