@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+import grpc
 import numpy as np
 
 from serving import contract, images
@@ -99,12 +100,108 @@ def build_response(pred: Prediction, top_k: int, request_id: str = "") -> pb.Cla
     )
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, data: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(data)) + data
+
+
+class ResponseEncoder:
+    """Writes ClassifyResponse wire bytes directly, vectorised over the batch.
+
+    Building ~11 ClassScore messages per image through the protobuf API costs ~35 us per
+    image; this costs a few. The bytes are plain proto3 wire format (test_encoding.py checks
+    that they parse to exactly what ``build_response`` builds).
+    """
+
+    def __init__(self, labels: tuple[str, ...]):
+        self.labels = labels
+        # ClassScore body for label i, float last: 08 i | 12 len label | 1d <float32 LE>
+        self._heads = [b"\x08" + _varint(i) + _field(0x12, label.encode()) + b"\x1d"
+                       for i, label in enumerate(labels)]
+        self._score_len = [len(h) + 4 for h in self._heads]
+        template = bytearray()
+        self._offsets = []
+        for head, length in zip(self._heads, self._score_len):
+            template += b"\x0a" + _varint(length) + head  # Classification.scores entry
+            self._offsets.append(len(template))
+            template += b"\0\0\0\0"
+        self._template = np.frombuffer(bytes(template), dtype=np.uint8)
+        self._entries = [b"\x0a" + _varint(length) + head
+                         for head, length in zip(self._heads, self._score_len)]
+        self._top_heads = [b"\x12" + _varint(length) + head  # Classification.top entry
+                           for head, length in zip(self._heads, self._score_len)]
+
+    def encode(self, pred: Prediction, top_k: int, request_id: str = "") -> bytes:
+        probs = np.ascontiguousarray(pred.probabilities, dtype="<f4")
+        n, classes = probs.shape
+        if n == 1:
+            return self._encode_one(probs, top_k, pred.model, request_id)
+        rows = np.tile(self._template, (n, 1))
+        as_bytes = probs.view(np.uint8).reshape(n, classes, 4)
+        for i, offset in enumerate(self._offsets):
+            rows[:, offset:offset + 4] = as_bytes[:, i]
+        if top_k == 1:
+            tops = probs.argmax(axis=1).reshape(n, 1).tolist()
+        else:
+            tops = np.argsort(-probs, axis=1, kind="stable")[:, :top_k].tolist()
+        flat = probs.tobytes()
+        top_heads = self._top_heads
+        parts = []
+        for r, (row, top) in enumerate(zip(rows, tops)):
+            base = r * classes
+            body = row.tobytes() + b"".join(
+                [top_heads[j] + flat[(base + j) * 4:(base + j) * 4 + 4] for j in top]
+            )
+            parts.append(b"\x0a" + _varint(len(body)) + body)
+        return b"".join(parts) + self._tail(pred.model, request_id)
+
+    @staticmethod
+    def _tail(info, request_id: str) -> bytes:
+        tail = _field(0x12, info.name.encode()) + _field(0x1a, info.version.encode())
+        if request_id:
+            tail += _field(0x22, request_id.encode())
+        return tail
+
+    def _encode_one(self, probs: np.ndarray, top_k: int, info, request_id: str) -> bytes:
+        """One image: plain bytes joins beat numpy's per-call overhead."""
+        flat = probs.tobytes()
+        floats = [flat[i:i + 4] for i in range(0, len(flat), 4)]
+        if top_k == 1:
+            top = [int(probs[0].argmax())]
+        else:
+            top = np.argsort(-probs[0], kind="stable")[:top_k].tolist()
+        body = b"".join([e + f for e, f in zip(self._entries, floats)]
+                        + [self._top_heads[j] + floats[j] for j in top])
+        return b"\x0a" + _varint(len(body)) + body + self._tail(info, request_id)
+
+
+def _serialize(response) -> bytes:
+    """ClassifyResponse messages or bytes already in its wire format."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
 class ClassifierServicer(pb_grpc.ClassifierServicer):
     def __init__(self, core: ServingCore):
         self.core = core
         self._max_pixels = core.settings.max_image_pixels
+        self._encoders: dict[tuple[str, ...], ResponseEncoder] = {}
 
-    async def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> pb.ClassifyResponse:
+    def _encode(self, pred: Prediction, top_k: int, request_id: str) -> bytes:
+        encoder = self._encoders.get(pred.model.labels)
+        if encoder is None:
+            encoder = self._encoders[pred.model.labels] = ResponseEncoder(pred.model.labels)
+        return encoder.encode(pred, top_k, request_id)
+
+    async def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> bytes:
+        """Serialized ClassifyResponse bytes (see ResponseEncoder)."""
         core = self.core
         top_k = check_top_k(request.top_k)
         if request.model_name or request.model_version:
@@ -119,7 +216,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             batch, deadline=deadline_after(timeout),
             model_name=request.model_name, model_version=request.model_version,
         )
-        return build_response(pred, top_k, request.request_id)
+        return self._encode(pred, top_k, request.request_id)
 
     @rpc("Classify")
     async def Classify(self, request, context):
@@ -189,8 +286,28 @@ def model_info_message(core: ServingCore) -> pb.ModelInfo:
 
 
 def add_to_server(server, core: ServingCore) -> list[str]:
-    """Register the servicer; return the full service names (for health and reflection)."""
-    pb_grpc.add_ClassifierServicer_to_server(ClassifierServicer(core), server)
+    """Register the servicer; return the full service names (for health and reflection).
+
+    Same as the generated ``add_ClassifierServicer_to_server`` except that Classify and
+    ClassifyStream responses may be pre-encoded bytes (ResponseEncoder).
+    """
+    servicer = ClassifierServicer(core)
+    handlers = {
+        "Classify": grpc.unary_unary_rpc_method_handler(
+            servicer.Classify, request_deserializer=pb.ClassifyRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "ClassifyStream": grpc.stream_stream_rpc_method_handler(
+            servicer.ClassifyStream, request_deserializer=pb.ClassifyRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo, request_deserializer=pb.GetModelInfoRequest.FromString,
+            response_serializer=pb.ModelInfo.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
     return [SERVICE_NAME]
 
 
