@@ -17,8 +17,10 @@ server's best measured images/s under the same conditions.
 4. Runs ``cifar10-batch`` (subprocess, default settings: --batch-size 64 --concurrency 4)
    on the .npy and on a list of the JPEG paths, writing JSONL, and reads the images/s it
    reports (classification time, start-up excluded).
-Rounds alternate ceiling and batch runs so background load hits both alike; the report
-gives each measurement and the ratio of the medians.
+After one sweep finds the server's best configuration, ``--rounds`` pairs (ceiling at that
+configuration, then a batch run) are measured back to back, so that background load on a
+shared machine hits both sides of a pair alike; the report gives every pair, the median
+ceiling, the median batch images/s and the median of the per-pair ratios.
 """
 
 from __future__ import annotations
@@ -136,9 +138,9 @@ def _prepare(data: Path, count: int, workdir: Path) -> tuple[Path, Path]:
     return listing, npy
 
 
-def _ceiling(address: str, kind: str, source: Path, duration: float) -> dict:
+def _ceiling(address: str, kind: str, source: Path, duration: float, configs) -> dict:
     runs = []
-    for batch, concurrency in CEILING_CONFIGS:
+    for batch, concurrency in configs:
         out = subprocess.run(
             [sys.executable, "-m", "bench.batch_throughput", "--drive", address, kind, str(source),
              "--batch", str(batch), "--concurrency", str(concurrency), "--duration", str(duration)],
@@ -200,18 +202,27 @@ def main(argv: list[str] | None = None) -> int:
             listing, npy = _prepare(Path(args.data), args.images, workdir)
             sources = {"raw": npy, "jpeg": listing}
             for kind in args.kinds.split(","):
-                ceilings, batches = [], []
+                # Find the server's best configuration once, then measure in pairs (ceiling
+                # at that configuration, then cifar10-batch), so that the background load
+                # of a shared machine hits both sides of each pair alike.
+                sweep = _ceiling(address, kind, sources[kind], args.duration, CEILING_CONFIGS)
+                best = (sweep["batch"], sweep["concurrency"])
+                pairs = []
                 for _ in range(args.rounds):
-                    ceilings.append(_ceiling(address, kind, sources[kind], args.duration))
-                    batches.append(_batch_run(address, sources[kind], workdir, args.batch_args.split()))
-                    print(f"{kind}: ceiling {ceilings[-1]['images_per_s']:.0f} images/s "
-                          f"(batch {ceilings[-1]['batch']}, concurrency {ceilings[-1]['concurrency']}); "
-                          f"cifar10-batch {batches[-1]['images_per_s']} images/s", file=sys.stderr)
-                ceiling = statistics.median(c["images_per_s"] for c in ceilings)
-                achieved = statistics.median(b["images_per_s"] for b in batches)
+                    ceiling = _ceiling(address, kind, sources[kind], args.duration, (best,))
+                    run = _batch_run(address, sources[kind], workdir, args.batch_args.split())
+                    pairs.append({"ceiling_images_per_s": round(ceiling["images_per_s"]),
+                                  "batch_images_per_s": run["images_per_s"],
+                                  "ratio": round(run["images_per_s"] / ceiling["images_per_s"], 3)})
+                    print(f"{kind}: ceiling {ceiling['images_per_s']:.0f} images/s (batch {best[0]}, "
+                          f"concurrency {best[1]}); cifar10-batch {run['images_per_s']} images/s",
+                          file=sys.stderr)
                 report["results"][kind] = {
-                    "server_ceiling_images_per_s": round(ceiling), "batch_images_per_s": round(achieved),
-                    "ratio": round(achieved / ceiling, 3), "ceiling_runs": ceilings, "batch_runs": batches,
+                    "server_ceiling_images_per_s": round(statistics.median(p["ceiling_images_per_s"] for p in pairs)),
+                    "batch_images_per_s": round(statistics.median(p["batch_images_per_s"] for p in pairs)),
+                    "ratio": statistics.median(p["ratio"] for p in pairs),
+                    "best_server_config": {"batch": best[0], "concurrency": best[1]},
+                    "sweep": sweep["tried"], "pairs": pairs, "batch_command": run["command"],
                 }
     finally:
         server.terminate()

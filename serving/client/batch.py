@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="result file, .csv or .jsonl (repeat for both)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per request [%(default)s]")
     parser.add_argument("--concurrency", type=int, default=4,
-                        help="requests in flight at once [%(default)s]")
+                        help="requests in flight at once (--local: batches on threads) [%(default)s]")
     parser.add_argument("--preprocess", choices=("server", "client"), default="server",
                         help="files: decode on the server (send as-is) or here (send 32x32 "
                              "pixels) [%(default)s]")
@@ -186,6 +186,11 @@ class LocalBackend:
         return f"local model {self.model.name} version {self.model.version} ({self.model_path})"
 
     async def classify(self, batch: list[Item]) -> list[dict]:
+        # Decoding (Pillow) and onnxruntime both release the GIL: run batches on threads so
+        # that --concurrency batches overlap, as they do on a server.
+        return await asyncio.get_running_loop().run_in_executor(None, self._classify, batch)
+
+    def _classify(self, batch: list[Item]) -> list[dict]:
         model = self.model
         rows: list[dict | None] = [None] * len(batch)
         arrays, positions = [], []
@@ -301,8 +306,7 @@ async def _run_async(args, backend, todo, total, files, skip_sets) -> tuple[int,
     started = time.perf_counter()
     try:
         done, failed = await pump(
-            todo, backend.classify, write, args.batch_size,
-            1 if args.local else args.concurrency, progress,
+            todo, backend.classify, write, args.batch_size, args.concurrency, progress,
         )
     finally:
         progress.close()

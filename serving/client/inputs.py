@@ -99,7 +99,7 @@ def to_image(value: ImageInput, preprocess: bool = False) -> pb.Image:
             raise _invalid(str(exc)) from exc
     raise _invalid(
         f"cannot classify a {type(value).__name__}: pass a path, encoded bytes, a PIL image "
-        "or a uint8 numpy array"
+        "or a uint8 numpy array (several images: classify_batch)"
     )
 
 
