@@ -237,3 +237,14 @@ def test_server_unavailable_stops_the_run_with_exit_3(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "UNAVAILABLE" in err and "Traceback" not in err
     assert not (tmp_path / "o.jsonl").read_text()  # nothing recorded for items not done
+
+
+def test_local_without_onnxruntime_says_what_to_install(tmp_path, tiny_model_path):
+    np.save(tmp_path / "a.npy", np.stack([random_image(0)]))
+    code = ("import sys; sys.modules['onnxruntime'] = None; from serving.client.batch import main; "
+            f"sys.exit(main([{str(tmp_path / 'a.npy')!r}, '-o', {str(tmp_path / 'o.csv')!r}, "
+            f"'--local', {str(tiny_model_path)!r}, '--no-progress']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert done.returncode == 5, done.stderr
+    assert "pip install" in done.stderr and "onnxruntime" in done.stderr and "Traceback" not in done.stderr

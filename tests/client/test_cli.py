@@ -89,3 +89,35 @@ def test_stdin_and_missing_extra_in_a_subprocess(server, tmp_path):
                           timeout=60)
     assert done.returncode == 5
     assert "pip install 'cifar10-serving[client]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_other_server_errors_exit_4(capsys):
+    """A gRPC server without the cifar10.v1 service answers UNIMPLEMENTED: exit 4."""
+    from concurrent import futures
+
+    import grpc
+
+    bare = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = bare.add_insecure_port("127.0.0.1:0")
+    bare.start()
+    try:
+        code, _, err = run(capsys, "--address", f"127.0.0.1:{port}", "info")
+    finally:
+        bare.stop(0)
+    assert code == 4 and "UNIMPLEMENTED" in err
+
+
+def test_tls_flags(server_factory, tmp_path, capsys):
+    from tests.client.helpers import make_certs
+
+    certs = make_certs(tmp_path / "certs")
+    srv = server_factory(tls_cert=str(certs["server.pem"]), tls_key=str(certs["server.key"]),
+                         tls_client_ca=str(certs["ca.pem"]))
+    flags = ["--address", srv.address, "--ca-cert", str(certs["ca.pem"])]
+    code, out, _ = run(capsys, *flags, "--client-cert", str(certs["client.pem"]),
+                       "--client-key", str(certs["client.key"]), "health")
+    assert (code, out.strip()) == (0, "SERVING")
+    code, _, err = run(capsys, *flags, "--client-cert", str(certs["client.pem"]), "health")
+    assert code == 2 and "--client-key" in err
+    code, _, err = run(capsys, *flags, "--retries", "0", "--timeout", "5", "health")  # no client cert
+    assert code == 3 and "Traceback" not in err
