@@ -203,25 +203,26 @@ def _cmd_classify(client, args) -> int:
     if args.files.count("-") > 1:
         raise UsageError("'-' (stdin) may appear only once")
     preprocess = args.preprocess == "client"
-    names: list[str] = []
+    expanded = expand_files(args.files)
+    names = [name for name, _ in expanded]
     outcomes: dict[int, object] = {}
-    pending: list[tuple[int, object]] = []
-    for name, problem in expand_files(args.files):
-        index = len(names)
-        names.append(name)
-        if problem:
-            outcomes[index] = ClientError(grpc.StatusCode.INVALID_ARGUMENT, problem, item=name)
-            continue
-        try:
-            source = sys.stdin.buffer.read() if name == "-" else name
-            pending.append((index, to_image(source, preprocess)))
-        except ClientError as error:
-            outcomes[index] = error
-    for start in range(0, len(pending), args.batch_size):
-        chunk = pending[start:start + args.batch_size]
-        results = client.classify_each([image for _, image in chunk], top_k=args.top_k)
-        for (index, _), result in zip(chunk, results):
-            outcomes[index] = result
+    # Read and send one batch at a time, so a long list of files is never all in memory.
+    for start in range(0, len(expanded), args.batch_size):
+        pending: list[tuple[int, object]] = []
+        for index in range(start, min(start + args.batch_size, len(expanded))):
+            name, problem = expanded[index]
+            if problem:
+                outcomes[index] = ClientError(grpc.StatusCode.INVALID_ARGUMENT, problem, item=name)
+                continue
+            try:
+                source = sys.stdin.buffer.read() if name == "-" else name
+                pending.append((index, to_image(source, preprocess)))
+            except ClientError as error:
+                outcomes[index] = error
+        if pending:
+            results = client.classify_each([image for _, image in pending], top_k=args.top_k)
+            for (index, _), result in zip(pending, results):
+                outcomes[index] = result
     failed = 0
     records = []
     for index, name in enumerate(names):

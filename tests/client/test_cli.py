@@ -43,7 +43,8 @@ def test_classify_table_json_globs_and_top_k(server, tmp_path, capsys, monkeypat
     lines = out.strip().splitlines()
     assert lines[0].split() == ["FILE", "LABEL", "PROBABILITY", "TOP-2", "TOP-3"]
     assert len(lines) == 1 + len(paths)
-    code, out, _ = run(capsys, "classify", *map(str, paths), "--json", "--top-k", "2", "--preprocess", "client")
+    code, out, _ = run(capsys, "classify", *map(str, paths), "--json", "--top-k", "2", "--preprocess", "client",
+                       "--batch-size", "4")
     records = json.loads(out)
     assert code == 0 and [r["file"] for r in records] == list(map(str, paths))
     for r in records:
