@@ -30,15 +30,17 @@ def measure(model_path: str, batches, seconds: float, threads: int, runs: int = 
         images = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
         for _ in range(3):  # warm-up for this shape
             model.predict(images)
-        count, began = 0, time.perf_counter()
+        count, began, cpu_began = 0, time.perf_counter(), time.process_time()
         while True:
             model.predict(images)
             count += 1
             elapsed = time.perf_counter() - began
             if (runs and count >= runs) or (not runs and elapsed >= seconds):
                 break
+        cpu = time.process_time() - cpu_began
         out["batches"][str(batch)] = {
             "images_per_s": round(count * batch / elapsed, 1),
+            "cpu_us_per_image": round(cpu / (count * batch) * 1e6, 2),
             "ms_per_run": round(elapsed / count * 1000, 3),
             "runs": count,
         }

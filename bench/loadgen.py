@@ -85,9 +85,11 @@ async def _run(args) -> dict:
         measuring = False
         stop = False
         sent = 0
+        completed = 0  # answers, warm-up included (for the CPU cost per call)
+        cpu_started = time.process_time()
 
         async def worker(index: int) -> None:
-            nonlocal sent
+            nonlocal sent, completed
             i = index
             while not stop:
                 if args.requests and sent >= args.requests:
@@ -102,6 +104,7 @@ async def _run(args) -> dict:
                     if measuring:
                         errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
                     continue
+                completed += 1
                 if measuring:
                     latencies.append(time.perf_counter() - started)
 
@@ -119,7 +122,9 @@ async def _run(args) -> dict:
             measuring = False
             await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - began if args.requests else elapsed_at_stop
-    return {"latencies": latencies, "errors": errors, "elapsed": elapsed}
+        cpu = time.process_time() - cpu_started
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed,
+            "completed": completed, "cpu_s": cpu}
 
 
 def _child(args, queue) -> None:
@@ -134,6 +139,8 @@ def summarize(parts: list[dict], batch: int) -> dict:
         for code, count in part["errors"].items():
             errors[code] = errors.get(code, 0) + count
     n = len(latencies)
+    completed = sum(p["completed"] for p in parts)
+    cpu = sum(p["cpu_s"] for p in parts)
 
     def pct(q: float) -> float | None:
         return round(float(np.percentile(latencies, q)) * 1000, 3) if n else None
@@ -148,6 +155,8 @@ def summarize(parts: list[dict], batch: int) -> dict:
         "p99_ms": pct(99),
         "mean_ms": round(float(latencies.mean()) * 1000, 3) if n else None,
         "errors": errors,
+        "completed_all": completed,  # warm-up included
+        "client_cpu_us_per_call": round(cpu / completed * 1e6, 1) if completed else None,
     }
 
 

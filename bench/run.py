@@ -131,6 +131,11 @@ class Server:
             stub.Classify(request, timeout=timeout, wait_for_ready=True)
         return time.perf_counter() - self.started
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (all its threads) so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def memory_mb(self) -> dict:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         values = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
@@ -157,6 +162,7 @@ def run_ceiling(model: str, repeats: int, smoke: bool) -> dict:
     for batch in runs[0]["batches"]:
         out["batches"][batch] = {
             "images_per_s": median([r["batches"][batch]["images_per_s"] for r in runs]),
+            "cpu_us_per_image": median([r["batches"][batch]["cpu_us_per_image"] for r in runs]),
             "all": [r["batches"][batch]["images_per_s"] for r in runs],
         }
     return out
@@ -173,7 +179,17 @@ def run_cold_start(model: str, repeats: int) -> dict:
     return {"seconds": median(times), "all": times, "exit_codes": codes}
 
 
-def loadgen(address: str, api: str, batch: int, concurrency: int, args) -> dict:
+def loadgen(server: Server, api: str, batch: int, concurrency: int, args) -> dict:
+    """One load run; adds the server's CPU time per image over the whole run."""
+    cpu_before = server.cpu_seconds()
+    result = _loadgen(server.address, api, batch, concurrency, args)
+    cpu = server.cpu_seconds() - cpu_before
+    images = result["completed_all"] * batch
+    result["server_cpu_us_per_image"] = round(cpu / images * 1e6, 1) if images else None
+    return result
+
+
+def _loadgen(address: str, api: str, batch: int, concurrency: int, args) -> dict:
     cmd = ["-m", "bench.loadgen", "--address", address, "--api", api, "--batch", str(batch),
            "--concurrency", str(concurrency), "--processes", str(args.client_processes)]
     if args.smoke:
@@ -189,6 +205,8 @@ def summarize_runs(runs: list[dict]) -> dict:
         "p50_ms": median([r.get("p50_ms") for r in runs]),
         "p99_ms": median([r.get("p99_ms") for r in runs]),
         "images_per_s_all": [r.get("images_per_s") for r in runs],
+        "server_cpu_us_per_image": median([r.get("server_cpu_us_per_image") for r in runs]),
+        "client_cpu_us_per_call": median([r.get("client_cpu_us_per_call") for r in runs]),
         "errors": [r["errors"] for r in runs if r.get("errors")] +
                   [r["error"] for r in runs if r.get("error")],
     }
@@ -205,10 +223,10 @@ def run_server_parts(model: str, model_name: str, args) -> dict:
         for _ in range(args.repeats):
             for batch, concurrency in SCENARIOS:
                 ours[(batch, concurrency)].append(
-                    loadgen(server.address, "v1", batch, concurrency, args))
+                    loadgen(server, "v1", batch, concurrency, args))
                 if args.v2_loadgen:
                     ours_v2[(batch, concurrency)].append(
-                        loadgen(server.address, "v2", batch, concurrency, args))
+                        loadgen(server, "v2", batch, concurrency, args))
         out["memory_after_load"] = server.memory_mb()
         if not args.no_perf_analyzer:
             for _ in range(args.repeats):
@@ -275,10 +293,14 @@ def report(results: dict) -> str:
     lines.append("(a) Ceiling, raw onnxruntime in-process "
                  f"({results['ceiling']['threads']} threads):")
     lines.append("")
-    lines.append("| batch | images/s |")
-    lines.append("|---:|---:|")
+    cpus = env["cpus"]
+    lines.append(f"| batch | images/s | CPU us/image | images/s if {cpus} CPUs were all ours |")
+    lines.append("|---:|---:|---:|---:|")
     for batch, value in results["ceiling"]["batches"].items():
-        lines.append(f"| {batch} | {value['images_per_s']:,.0f} |")
+        cost = value.get("cpu_us_per_image")
+        lines.append(f"| {batch} | {value['images_per_s']:,.0f} | {cost} | "
+                     f"{cpus * 1e6 / cost:,.0f} |" if cost else f"| {batch} | "
+                     f"{value['images_per_s']:,.0f} | n/a | n/a |")
     lines.append("")
     lines.append("(b) our server over cifar10.v1 (bench.loadgen) and (c) over the Open Inference "
                  "Protocol (perf_analyzer):")
@@ -307,6 +329,21 @@ def report(results: dict) -> str:
                f"{fmt(server['v2_loadgen'][key]['p99_ms'], '.2f')} |" if has_v2_ours else ""))
     errors = {f"{part} {k}": v["errors"] for part in ("v1_loadgen", "v2_loadgen", "v2_perf_analyzer")
               for k, v in server.get(part, {}).items() if v["errors"]}
+    lines.append("")
+    lines.append("CPU cost per image (whole runs, warm-up included; server: all threads of the "
+                 "server process; client: the load generator process):")
+    lines.append("")
+    lines.append(f"| API | images/call | concurrency | server CPU us/image | client CPU us/call "
+                 f"| server images/s if {cpus} CPUs were all its own |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for part, api in (("v1_loadgen", "v1"), ("v2_loadgen", "v2")):
+        for batch, concurrency in SCENARIOS:
+            row = server.get(part, {}).get(f"{batch}x{concurrency}")
+            if not row or not row.get("server_cpu_us_per_image"):
+                continue
+            cost = row["server_cpu_us_per_image"]
+            lines.append(f"| {api} | {batch} | {concurrency} | {cost} | "
+                         f"{row['client_cpu_us_per_call']} | {cpus * 1e6 / cost:,.0f} |")
     lines.append("")
     cold = results["cold_start"]
     lines.append(f"Cold start (process start to first answer): median {cold['seconds']} s "
