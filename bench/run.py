@@ -207,6 +207,7 @@ def summarize_runs(runs: list[dict]) -> dict:
         "images_per_s_all": [r.get("images_per_s") for r in runs],
         "server_cpu_us_per_image": median([r.get("server_cpu_us_per_image") for r in runs]),
         "client_cpu_us_per_call": median([r.get("client_cpu_us_per_call") for r in runs]),
+        "unstable_runs": sum(1 for r in runs if r.get("unstable_windows")),
         "errors": [r["errors"] for r in runs if r.get("errors")] +
                   [r["error"] for r in runs if r.get("error")],
     }
@@ -322,13 +323,19 @@ def report(results: dict) -> str:
         lines.append(
             f"| {batch} | {concurrency} | {fmt(ours['images_per_s'], ',.0f')} | "
             f"{fmt(ours['p50_ms'], '.2f')} | {fmt(ours['p99_ms'], '.2f')} | "
-            f"{fmt(theirs.get('images_per_s'), ',.0f')} | {fmt(theirs.get('p50_ms'), '.2f')} | "
+            f"{fmt(theirs.get('images_per_s'), ',.0f')}{'*' if theirs.get('unstable_runs') else ''} | "
+            f"{fmt(theirs.get('p50_ms'), '.2f')} | "
             f"{fmt(theirs.get('p99_ms'), '.2f')} |"
             + (f" {fmt(server['v2_loadgen'][key]['images_per_s'], ',.0f')} | "
                f"{fmt(server['v2_loadgen'][key]['p50_ms'], '.2f')} | "
                f"{fmt(server['v2_loadgen'][key]['p99_ms'], '.2f')} |" if has_v2_ours else ""))
     errors = {f"{part} {k}": v["errors"] for part in ("v1_loadgen", "v2_loadgen", "v2_perf_analyzer")
               for k, v in server.get(part, {}).items() if v["errors"]}
+    if any(v.get("unstable_runs") for v in server.get("v2_perf_analyzer", {}).values()):
+        lines.append("")
+        lines.append("\\* perf_analyzer found no 3 consecutive windows within 30% of each other in "
+                     "at least one run; such a run counts with the median of its windows "
+                     "(no percentiles).")
     lines.append("")
     lines.append("CPU cost per image (whole runs, warm-up included; server: all threads of the "
                  "server process; client: the load generator process):")
