@@ -96,12 +96,13 @@ def test_serve_starts_only_after_train_completed_successfully(doc):
     assert doc["services"]["train"]["restart"] == "no", "a one-shot job must not restart"
 
 
-def test_serve_bundled_stands_alone_on_the_bundled_model(doc):
+def test_serve_bundled_stands_alone_on_the_bundled_model(doc, tmp_path):
     svc = doc["services"]["serve-bundled"]
     assert svc["profiles"] == ["bundled"]
     assert not compose.depends_on(svc)
     assert not svc.get("volumes")
-    local = compose.local_service(doc, "serve-bundled", ROOT / "unused")
+    assert (ROOT / "models").is_dir(), "models/ (the bundled model the serving image copies) is missing"
+    local = compose.local_service(doc, "serve-bundled", tmp_path)
     assert local.local_path(local.env["CIFAR10_MODEL_PATH"]) == ROOT / "models" / "cifar10-cnn.onnx"
 
 
