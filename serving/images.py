@@ -71,6 +71,10 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}") from exc
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError(
+            f"cannot decode image ({len(data)} bytes): not a format Pillow recognises"
+        ) from None
     except Exception as exc:  # Pillow raises many types for bad data
         raise ImageDecodeError(f"cannot decode image ({len(data)} bytes): {exc}") from exc
     return _to_model_input(image)

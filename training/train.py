@@ -112,7 +112,7 @@ def make_datasets(x_train, y_train, x_val, y_val, config: TrainConfig, epoch_see
     """tf.data pipelines: shuffled, batched, scaled to [0, 1], augmented (training only)."""
     import tensorflow as tf
 
-    from training.augment import build_augmenter
+    from training.augment import augment_batch
 
     autotune = tf.data.AUTOTUNE
     one_hot = lambda y: tf.one_hot(y, 10)  # noqa: E731
@@ -122,8 +122,7 @@ def make_datasets(x_train, y_train, x_val, y_val, config: TrainConfig, epoch_see
     train = train.shuffle(len(x_train), seed=epoch_seed, reshuffle_each_iteration=True)
     train = train.batch(config.batch_size).map(scale, num_parallel_calls=autotune)
     if config.augment:
-        augmenter = build_augmenter(config)
-        train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=autotune)
+        train = train.map(lambda x, y: (augment_batch(x, config), y), num_parallel_calls=autotune)
     train = train.prefetch(autotune)
 
     val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(1024).map(scale).prefetch(autotune)
@@ -174,8 +173,8 @@ def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int):
 
 def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
     """Train (or resume) the run in ``run_dir``; return the fitted model and its history."""
+    dataset = data_module.load(config.data, progress=progress)  # bad data: nothing written
     prepare_run_dir(config, run_dir)
-    dataset = data_module.load(config.data, progress=progress)
     train_idx, val_idx = data_module.stratified_split(dataset.labels, config.val_size, config.split_seed)
     _write_atomically(
         run_dir / "split.json",

@@ -1,0 +1,84 @@
+"""The seed CNN layer for layer, and the augmentation's geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.training
+
+# The lab's model.summary(): (layer type, output shape, parameters).
+LAB_TABLE = [
+    ("Conv2D", (32, 32, 32), 896),
+    ("Conv2D", (30, 30, 32), 9248),
+    ("MaxPooling2D", (15, 15, 32), 0),
+    ("Dropout", (15, 15, 32), 0),
+    ("Conv2D", (15, 15, 64), 18496),
+    ("Conv2D", (13, 13, 64), 36928),
+    ("MaxPooling2D", (6, 6, 64), 0),
+    ("Dropout", (6, 6, 64), 0),
+    ("Conv2D", (6, 6, 64), 36928),
+    ("Conv2D", (4, 4, 64), 36928),
+    ("MaxPooling2D", (2, 2, 64), 0),
+    ("Dropout", (2, 2, 64), 0),
+    ("Flatten", (256,), 0),
+    ("Dense", (512,), 131584),
+    ("Dropout", (512,), 0),
+    ("Dense", (10,), 5130),
+]
+
+
+def test_seed_cnn_matches_the_lab_table():
+    from training.model import SEED_CNN_PARAMETERS, build_seed_cnn
+
+    model = build_seed_cnn()
+    got = [(type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params()) for layer in model.layers]
+    assert got == LAB_TABLE
+    assert model.count_params() == SEED_CNN_PARAMETERS == 276_138
+    paddings = [layer.padding for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert paddings == ["same", "valid"] * 3
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+def _ramp() -> np.ndarray:
+    """A 1x32x32x3 image whose value is its column index."""
+    return np.tile(np.arange(32, dtype=np.float32)[None, None, :, None], (1, 32, 1, 3))
+
+
+def test_augmentation_switched_off_is_the_identity():
+    from training.augment import augment_batch
+    from training.config import TrainConfig
+
+    off = TrainConfig(rotation_degrees=0, width_shift=0, height_shift=0, zoom=0, horizontal_flip=False)
+    np.testing.assert_allclose(augment_batch(_ramp(), off).numpy(), _ramp(), atol=1e-4)
+
+
+def test_flip_mirrors_and_shift_stays_within_range():
+    import tensorflow as tf
+
+    from training.augment import augment_batch
+    from training.config import TrainConfig
+
+    tf.random.set_seed(0)
+    batch = np.repeat(_ramp(), 64, axis=0)
+    flip_only = TrainConfig(rotation_degrees=0, width_shift=0, height_shift=0, zoom=0, horizontal_flip=True)
+    out = augment_batch(batch, flip_only).numpy()
+    mirrored = np.all(np.isclose(out, batch[:, :, ::-1]), axis=(1, 2, 3))
+    same = np.all(np.isclose(out, batch), axis=(1, 2, 3))
+    assert np.all(mirrored | same) and 10 < mirrored.sum() < 54
+
+    shift_only = TrainConfig(rotation_degrees=0, width_shift=0.1, height_shift=0, zoom=0, horizontal_flip=False)
+    out = augment_batch(batch, shift_only).numpy()
+    offsets = out[:, 16, 16, 0] - 16  # the ramp shows where each pixel came from
+    assert np.all(np.abs(offsets) <= 0.1 * 32 + 1e-3) and offsets.std() > 0.5
+
+
+def test_full_lab_augmentation_keeps_shape_range_and_varies():
+    from training.augment import augment_batch
+    from training.config import TrainConfig
+
+    images = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
+    out = augment_batch(images, TrainConfig()).numpy()
+    assert out.shape == images.shape
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not np.allclose(out, images)
