@@ -27,7 +27,7 @@ help:
 	@echo "make triton-env  the separate Triton-client venv (.venv-triton) for OIP tests and perf_analyzer"
 	@echo "make protos   regenerate serving/proto/ from protos/"
 	@echo "make bench    run the benchmarks"
-	@echo "make train    train on DATA=$(DATA) for EPOCHS=$(EPOCHS), export to RUN_DIR=$(RUN_DIR)"
+	@echo "make train    train on DATA=$(DATA) for EPOCHS=$(EPOCHS) in RUN_DIR=$(RUN_DIR) (exports RUN_DIR/model.onnx)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,7 +66,6 @@ bench: $(VENV)/.installed-dev
 
 train: $(VENV)/.installed-dev
 	$(BIN)/cifar10-train train --data "$(DATA)" --epochs $(EPOCHS) --run-dir "$(RUN_DIR)"
-	$(BIN)/cifar10-train export --run-dir "$(RUN_DIR)" --output "$(RUN_DIR)/cifar10-cnn.onnx"
 
 clean-venv:
 	rm -rf $(VENV)
