@@ -14,8 +14,11 @@ import json
 import os
 import re
 import shlex
+import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +135,16 @@ def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
         keyword, _, rest = line.partition(" ")
         out.append((keyword.upper(), rest.strip()))
     return out
+
+
+def dockerfile_stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    """The instructions of each stage, FROM first."""
+    stages: list[list[tuple[str, str]]] = []
+    for keyword, rest in _instructions(dockerfile):
+        if keyword == "FROM":
+            stages.append([])
+        stages[-1].append((keyword, rest))
+    return stages
 
 
 def _exec_form(rest: str) -> list[str]:
@@ -303,3 +316,38 @@ def local_service(doc: dict, name: str, volume_root: Path, compose_dir: Path = R
         paths=paths,
         cwd=cwd,
     )
+
+
+# --- running them ---------------------------------------------------------------------------
+
+def tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_healthy(process: subprocess.Popen, healthcheck: list[str], env: Mapping[str, str], cwd: Path,
+                 log: Path, timeout: float) -> None:
+    """Run the health check every half second until it passes; raise AssertionError when
+    the process exits first or ``timeout`` seconds pass (the process is then stopped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"exited {process.returncode} before healthy:\n{tail(log)}")
+        check = subprocess.run(healthcheck, env=env, cwd=cwd, capture_output=True, text=True, timeout=30)
+        if check.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            stop(process)
+            raise AssertionError(f"not healthy after {timeout:.0f} s ({check.stderr.strip()}):\n{tail(log)}")
+        time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group (started with start_new_session=True); SIGKILL after 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

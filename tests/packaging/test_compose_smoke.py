@@ -11,10 +11,7 @@ and the code cannot drift apart without this failing.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +45,6 @@ def synthetic_data(tmp_path_factory) -> Path:
     return root
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def run_to_completion(svc: compose.LocalService, logs: Path, timeout: float) -> None:
     log = logs / f"{svc.name}.log"
     with open(log, "wb") as out:
@@ -60,39 +52,22 @@ def run_to_completion(svc: compose.LocalService, logs: Path, timeout: float) -> 
             result = subprocess.run(svc.argv, env=svc.env, cwd=svc.cwd, stdout=out,
                                     stderr=subprocess.STDOUT, timeout=timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"service {svc.name} ran past {timeout:.0f} s:\n{_tail(log)}")
-    assert result.returncode == 0, f"service {svc.name} exited {result.returncode}:\n{_tail(log)}"
+            pytest.fail(f"service {svc.name} ran past {timeout:.0f} s:\n{compose.tail(log)}")
+    assert result.returncode == 0, f"service {svc.name} exited {result.returncode}:\n{compose.tail(log)}"
 
 
 def start_and_wait_healthy(svc: compose.LocalService, logs: Path, timeout: float) -> subprocess.Popen:
     """Start a long-running service; return once its compose health check passes."""
-    log = logs / f"{svc.name}.log"
-    process = subprocess.Popen(svc.argv, env=svc.env, cwd=svc.cwd, stdout=open(log, "wb"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
     assert svc.healthcheck, f"service {svc.name} declares no health check"
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"service {svc.name} exited {process.returncode} before healthy:\n{_tail(log)}")
-        check = subprocess.run(svc.healthcheck, env=svc.env, cwd=svc.cwd, capture_output=True,
-                               text=True, timeout=30)
-        if check.returncode == 0:
-            return process
-        if time.monotonic() > deadline:
-            stop(process)
-            pytest.fail(f"service {svc.name} not healthy after {timeout:.0f} s "
-                        f"({check.stderr.strip()}):\n{_tail(log)}")
-        time.sleep(0.5)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    log = logs / f"{svc.name}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(svc.argv, env=svc.env, cwd=svc.cwd, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        compose.wait_healthy(process, svc.healthcheck, svc.env, svc.cwd, log, timeout)
+    except AssertionError as exc:
+        pytest.fail(f"service {svc.name}: {exc}")
+    return process
 
 
 def classify(svc: compose.LocalService, image: Path) -> list:
@@ -132,7 +107,7 @@ def run_compose_up(doc: dict, profiles: tuple[str, ...], volume_root: Path, logs
             answers[name] = classify(svc, image)
     finally:
         for _svc, process in running.values():
-            stop(process)
+            compose.stop(process)
     return answers
 
 

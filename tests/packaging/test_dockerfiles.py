@@ -23,17 +23,8 @@ TRAINING = ROOT / "training" / "Dockerfile"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def instructions(path):
-    return compose._instructions(path)
-
-
 def stages(path) -> list[list[tuple[str, str]]]:
-    out: list[list[tuple[str, str]]] = []
-    for keyword, rest in instructions(path):
-        if keyword == "FROM":
-            out.append([])
-        out[-1].append((keyword, rest))
-    return out
+    return compose.dockerfile_stages(path)
 
 
 def values(stage, keyword) -> list[str]:

@@ -12,31 +12,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.packaging import compose
-from tests.packaging.test_compose_smoke import stop
 
 ROOT = compose.ROOT
 DOCKERFILE = ROOT / "serving" / "Dockerfile"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def stages() -> list[list[tuple[str, str]]]:
-    out: list[list[tuple[str, str]]] = []
-    for keyword, rest in compose._instructions(DOCKERFILE):
-        if keyword == "FROM":
-            out.append([])
-        out[-1].append((keyword, rest))
-    return out
 
 
 def copy_into(src: Path, dest: Path) -> None:
@@ -52,12 +42,14 @@ def copy_into(src: Path, dest: Path) -> None:
 def test_serving_image_builds_and_becomes_healthy(tmp_path):
     root = tmp_path / "image"  # stands for the image's filesystem root
     root.mkdir()
-    translate = lambda text: text.replace(" /", f" {root}/").replace("=/", f"={root}/").replace(":/", f":{root}/")
+    def translate(text: str) -> str:
+        """Absolute image paths after a space, '=' or ':' (RUN lines, ENV values) -> under root."""
+        return re.sub(r"(?<=[ =:])/", f"{root}/", text)
 
     def local(path: str) -> Path:
         return root / path.lstrip("/")
 
-    builder, final = stages()[0], stages()[-1]
+    builder = compose.dockerfile_stages(DOCKERFILE)[0]
 
     # The builder stage: COPY from the context, ENV, RUN, as written.
     env = dict(os.environ)
@@ -76,8 +68,8 @@ def test_serving_image_builds_and_becomes_healthy(tmp_path):
             *sources, dest = rest.split()
             target = dest if dest.startswith("/") else os.path.join(workdir, dest)
             for src in sources:
-                place = local(target) / Path(src).name if target.endswith("/") and not (ROOT / src).is_dir() else local(target)
-                copy_into(ROOT / src, place)
+                into_folder = target.endswith("/") and not (ROOT / src).is_dir()
+                copy_into(ROOT / src, local(target) / Path(src).name if into_folder else local(target))
         elif keyword == "RUN":
             with open(log, "ab") as out:
                 result = subprocess.run(["/bin/sh", "-c", translate(" " + rest)], cwd=local(workdir), env=env,
@@ -111,18 +103,14 @@ def test_serving_image_builds_and_becomes_healthy(tmp_path):
         assert probe.returncode != 0, f"{module} is importable in the serving image"
 
     server_log = tmp_path / "serve.log"
-    process = subprocess.Popen(image.cmd, env=run_env, cwd=local(image.workdir), stdout=open(server_log, "wb"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    with open(server_log, "wb") as out:
+        process = subprocess.Popen(image.cmd, env=run_env, cwd=local(image.workdir), stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        healthcheck = ["python", "-m", "serving.healthcheck"]
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"cifar10-serve exited {process.returncode}:\n{server_log.read_text()}"
-            check = subprocess.run(healthcheck, env=run_env, cwd=local(image.workdir), capture_output=True, timeout=30)
-            if check.returncode == 0:
-                break
-            assert time.monotonic() < deadline, f"not healthy in 120 s:\n{server_log.read_text()}"
-            time.sleep(0.5)
+        (healthcheck,) = [rest for keyword, rest in compose.dockerfile_stages(DOCKERFILE)[-1]
+                          if keyword == "HEALTHCHECK"]
+        command = json.loads(healthcheck.split("CMD", 1)[1])
+        compose.wait_healthy(process, command, run_env, local(image.workdir), server_log, timeout=120)
         # The image's packages answer a real request too (client from the dev environment).
         from PIL import Image
 
@@ -134,4 +122,4 @@ def test_serving_image_builds_and_becomes_healthy(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         assert json.loads(result.stdout)
     finally:
-        stop(process)
+        compose.stop(process)
