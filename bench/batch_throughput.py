@@ -83,10 +83,12 @@ async def _drive(address: str, requests: list[bytes], batch: int, concurrency: i
                 done[0] += 1
                 i += 1
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(caller(c) for c in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {"batch": batch, "concurrency": concurrency, "images_per_s": done[0] * batch / elapsed}
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    images = done[0] * batch
+    return {"batch": batch, "concurrency": concurrency, "images_per_s": images / elapsed,
+            "driver_cpu_us_per_image": cpu / images * 1e6}
 
 
 def drive_main(argv: list[str]) -> None:
@@ -138,32 +140,48 @@ def _prepare(data: Path, count: int, workdir: Path) -> tuple[Path, Path]:
     return listing, npy
 
 
-def _ceiling(address: str, kind: str, source: Path, duration: float, configs) -> dict:
+def _server_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the server process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ceiling(address: str, kind: str, source: Path, duration: float, configs, server_pid: int) -> dict:
     runs = []
     for batch, concurrency in configs:
+        cpu = _server_cpu(server_pid)
         out = subprocess.run(
             [sys.executable, "-m", "bench.batch_throughput", "--drive", address, kind, str(source),
              "--batch", str(batch), "--concurrency", str(concurrency), "--duration", str(duration)],
             cwd=ROOT, capture_output=True, text=True, check=True,
         )
-        runs.append(json.loads(out.stdout))
+        result = json.loads(out.stdout)
+        # The driver's warm-up call is negligible next to a few seconds of load.
+        result["server_cpu_us_per_image"] = (_server_cpu(server_pid) - cpu) / (
+            result["images_per_s"] * duration) * 1e6
+        runs.append(result)
     return max(runs, key=lambda r: r["images_per_s"]) | {"tried": runs}
 
 
-def _batch_run(address: str, source: Path, workdir: Path, extra: list[str]) -> dict:
+def _batch_run(address: str, source: Path, workdir: Path, extra: list[str], server_pid: int) -> dict:
     output = workdir / f"out-{time.monotonic_ns()}.jsonl"
+    cpu = _server_cpu(server_pid)
     command = [sys.executable, "-m", "serving.client.batch", str(source), "-o", str(output),
                "--address", address, "--no-progress", *extra]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    server_cpu = _server_cpu(server_pid) - cpu
     match = re.search(r"classified (\d+) items \((\d+) failed\) in ([\d.]+) s: (\d+) images/s", done.stderr)
-    if done.returncode != 0 or not match:
+    client = re.search(r"client CPU (\d+) us per image", done.stderr)
+    if done.returncode != 0 or not match or not client:
         raise RuntimeError(f"cifar10-batch failed ({done.returncode}): {done.stderr[-2000:]}")
     items = int(match.group(1))
     output.unlink()
     return {"command": "cifar10-batch " + " ".join(command[3:]), "items": items,
-            "images_per_s": int(match.group(4)), "wall_s_with_startup": round(wall, 2)}
+            "images_per_s": int(match.group(4)), "wall_s_with_startup": round(wall, 2),
+            "client_cpu_us_per_image": int(client.group(1)),
+            "server_cpu_us_per_image": server_cpu / items * 1e6}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,22 +223,32 @@ def main(argv: list[str] | None = None) -> int:
                 # Find the server's best configuration once, then measure in pairs (ceiling
                 # at that configuration, then cifar10-batch), so that the background load
                 # of a shared machine hits both sides of each pair alike.
-                sweep = _ceiling(address, kind, sources[kind], args.duration, CEILING_CONFIGS)
+                sweep = _ceiling(address, kind, sources[kind], args.duration, CEILING_CONFIGS, server.pid)
                 best = (sweep["batch"], sweep["concurrency"])
                 pairs = []
                 for _ in range(args.rounds):
-                    ceiling = _ceiling(address, kind, sources[kind], args.duration, (best,))
-                    run = _batch_run(address, sources[kind], workdir, args.batch_args.split())
+                    ceiling = _ceiling(address, kind, sources[kind], args.duration, (best,), server.pid)
+                    run = _batch_run(address, sources[kind], workdir, args.batch_args.split(), server.pid)
+                    # CPU per image on both paths: on a shared machine the steadier figure.
+                    # With the CPUs to themselves, both paths are CPU-bound, so the ratio of
+                    # their throughputs is the inverse ratio of their total CPU per image.
+                    ceiling_cpu = ceiling["server_cpu_us_per_image"] + ceiling["driver_cpu_us_per_image"]
+                    batch_cpu = run["server_cpu_us_per_image"] + run["client_cpu_us_per_image"]
                     pairs.append({"ceiling_images_per_s": round(ceiling["images_per_s"]),
                                   "batch_images_per_s": run["images_per_s"],
-                                  "ratio": round(run["images_per_s"] / ceiling["images_per_s"], 3)})
+                                  "ratio": round(run["images_per_s"] / ceiling["images_per_s"], 3),
+                                  "ceiling_cpu_us_per_image": round(ceiling_cpu),
+                                  "batch_cpu_us_per_image": round(batch_cpu),
+                                  "batch_client_cpu_us_per_image": run["client_cpu_us_per_image"],
+                                  "cpu_ratio": round(ceiling_cpu / batch_cpu, 3)})
                     print(f"{kind}: ceiling {ceiling['images_per_s']:.0f} images/s (batch {best[0]}, "
-                          f"concurrency {best[1]}); cifar10-batch {run['images_per_s']} images/s",
-                          file=sys.stderr)
+                          f"concurrency {best[1]}); cifar10-batch {run['images_per_s']} images/s; "
+                          f"CPU us/image {ceiling_cpu:.0f} vs {batch_cpu:.0f}", file=sys.stderr)
                 report["results"][kind] = {
                     "server_ceiling_images_per_s": round(statistics.median(p["ceiling_images_per_s"] for p in pairs)),
                     "batch_images_per_s": round(statistics.median(p["batch_images_per_s"] for p in pairs)),
                     "ratio": statistics.median(p["ratio"] for p in pairs),
+                    "cpu_ratio": statistics.median(p["cpu_ratio"] for p in pairs),
                     "best_server_config": {"batch": best[0], "concurrency": best[1]},
                     "sweep": sweep["tried"], "pairs": pairs, "batch_command": run["command"],
                 }
@@ -231,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")
-    print(json.dumps({k: {x: v[x] for x in ("server_ceiling_images_per_s", "batch_images_per_s", "ratio")}
+    print(json.dumps({k: {x: v[x] for x in ("server_ceiling_images_per_s", "batch_images_per_s", "ratio", "cpu_ratio")}
                       for k, v in report["results"].items()}, indent=2))
     return 0
 

@@ -303,7 +303,7 @@ async def _run_async(args, backend, todo, total, files, skip_sets) -> tuple[int,
             file.write([r for r in rows if r[KEY] not in skip] if skip else rows)
 
     progress = Progress(total, enabled=not args.no_progress)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         done, failed = await pump(
             todo, backend.classify, write, args.batch_size, args.concurrency, progress,
@@ -311,7 +311,8 @@ async def _run_async(args, backend, todo, total, files, skip_sets) -> tuple[int,
     finally:
         progress.close()
         await backend.close()
-    return done, failed, time.perf_counter() - started, description
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return done, failed, seconds, f"{description}; client CPU {cpu / max(done, 1) * 1e6:.0f} us per image"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -357,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
         for f in files:
             f.close()
 
-    summary = summarize(files[0].read_rows())
+    summary = summarize(files[0].outcomes)
     print(summary.text())
     if source.labels_known and summary.labelled and not args.no_confusion_matrix:
         target = args.confusion_matrix or str(Path(args.output[0]).with_suffix(".confusion.png"))

@@ -11,6 +11,7 @@ skips them: every input ends up exactly once in the output.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -38,7 +39,25 @@ def _fmt(p: float) -> str:
 
 
 
-_PREFIXES = [f'"{name}": ' for name in CLASS_NAMES]
+@functools.lru_cache(maxsize=8)
+def _probabilities_template(labels: tuple[str, ...]) -> str:
+    """``"airplane": %.8g, ...``: one %-format per row instead of ten."""
+    return ", ".join(f"{json.dumps(name, ensure_ascii=False)}: %.8g" for name in labels)
+
+
+_PROBABILITIES = _probabilities_template(CLASS_NAMES)
+
+
+@functools.lru_cache(maxsize=256)
+def _small_json(value) -> str:
+    """JSON of a value from a small set (labels, None), computed once."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _tail(model_name: str, model_version: str) -> str:
+    return (f', "model_name": {json.dumps(model_name, ensure_ascii=False)}'
+            f', "model_version": {json.dumps(model_version, ensure_ascii=False)}}}\n')
 
 
 class ResultFile:
@@ -51,6 +70,9 @@ class ResultFile:
         self.fsync_interval = fsync_interval
         self._file = None
         self._last_sync = 0.0
+        self.outcomes: list[tuple[Any, Any, bool]] = []
+        """(true_label, label, failed) of every line the file holds once opened: the
+        end-of-run summary needs no second read of a large file."""
 
     # -- reading an existing file ---------------------------------------------------
     def _repair(self) -> None:
@@ -93,6 +115,7 @@ class ResultFile:
         if drop_errors and any(r.get("error") for r in rows):
             rows = [r for r in rows if not r.get("error")]
             self._rewrite(rows)
+        self.outcomes = [(r.get("true_label"), r.get("label"), bool(r.get("error"))) for r in rows]
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "a", encoding="utf-8", newline="")
         if new:
@@ -126,6 +149,7 @@ class ResultFile:
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         self._write_text(self.format(rows))
+        self.outcomes.extend((r.get("true_label"), r.get("label"), bool(r.get("error"))) for r in rows)
 
     def close(self) -> None:
         if self._file is not None:
@@ -148,18 +172,17 @@ class JsonlFile(ResultFile):
         dumps = json.dumps
         lines = []
         for row in rows:
-            head = f'{{"{KEY}": {dumps(row[KEY], ensure_ascii=False)}, "true_label": {dumps(row.get("true_label"))}'
-            tail = (f', "model_name": {dumps(row.get("model_name", ""), ensure_ascii=False)}'
-                    f', "model_version": {dumps(row.get("model_version", ""), ensure_ascii=False)}}}\n')
+            head = f'{{"{KEY}": {dumps(row[KEY], ensure_ascii=False)}, "true_label": {_small_json(row.get("true_label"))}'
+            tail = _tail(row.get("model_name", ""), row.get("model_version", ""))
             if row.get("error"):
                 error = dumps({"code": row["error_code"], "message": row["error"]}, ensure_ascii=False)
                 lines.append(f'{head}, "error": {error}{tail}')
                 continue
             labels = row["labels"]
-            prefixes = _PREFIXES if labels == CLASS_NAMES else [f"{dumps(n)}: " for n in labels]
-            probabilities = ", ".join([k + _fmt(v) for k, v in zip(prefixes, row["probabilities"])])
+            template = _PROBABILITIES if labels == CLASS_NAMES else _probabilities_template(tuple(labels))
+            probabilities = template % tuple(row["probabilities"])
             lines.append(
-                f'{head}, "label": {dumps(row["label"])}, "index": {int(row["index"])}, '
+                f'{head}, "label": {_small_json(row["label"])}, "index": {int(row["index"])}, '
                 f'"probability": {_fmt(row["probability"])}, "probabilities": {{{probabilities}}}{tail}'
             )
         return "".join(lines)

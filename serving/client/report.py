@@ -46,19 +46,20 @@ class Summary:
         return "\n".join(lines)
 
 
-def summarize(rows: list[dict[str, Any]]) -> Summary:
+def summarize(outcomes: list[tuple[Any, Any, bool]]) -> Summary:
+    """From ``(true_label, predicted_label, failed)`` per output line."""
     index = {name: i for i, name in enumerate(CLASS_NAMES)}
     confusion = np.zeros((len(CLASS_NAMES), len(CLASS_NAMES)), dtype=np.int64)
     failed = 0
-    for row in rows:
-        if row.get("error"):
+    for true_label, label, error in outcomes:
+        if error:
             failed += 1
             continue
-        true, predicted = index.get(row.get("true_label") or ""), index.get(row.get("label") or "")
+        true, predicted = index.get(true_label or ""), index.get(label or "")
         if true is not None and predicted is not None:
             confusion[true, predicted] += 1
     labelled = int(confusion.sum())
-    return Summary(len(rows), failed, labelled, int(np.trace(confusion)), confusion)
+    return Summary(len(outcomes), failed, labelled, int(np.trace(confusion)), confusion)
 
 
 def write_confusion_png(summary: Summary, path: str | os.PathLike, title: str = "") -> Path:

@@ -64,9 +64,9 @@ class Classification:
         """One result of a response. ``labels`` (all results of one response share them,
         from one model) skips reading the ten label strings again."""
         scores = result.scores
-        if labels is None or len(scores) != len(labels) or any(
-            s.index != i for i, s in enumerate(scores)
-        ):
+        # Scores come in label order (the proto says so); check the ends, cheaply.
+        n = len(scores)
+        if labels is None or n != len(labels) or (n and (scores[0].index != 0 or scores[n - 1].index != n - 1)):
             ordered = sorted(scores, key=lambda s: s.index)
             labels = tuple([s.label for s in ordered])
             probabilities = tuple([s.probability for s in ordered])
