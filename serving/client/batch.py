@@ -345,7 +345,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         total = sum(1 for _ in plan(source, skip_sets, args.limit))
-        print(f"{PROG}: {args.input} ({source.kind}): {len(source)} items, {len(source) - total} "
+        already = sum(1 for item in source if all(item.key in s for s in skip_sets))
+        print(f"{PROG}: {args.input} ({source.kind}): {len(source)} items, {already} "
               f"already in the output, {total} to do", file=sys.stderr)
         if total:
             done, failed, seconds, description = asyncio.run(

@@ -248,3 +248,16 @@ def test_local_without_onnxruntime_says_what_to_install(tmp_path, tiny_model_pat
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert done.returncode == 5, done.stderr
     assert "pip install" in done.stderr and "onnxruntime" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_limit_and_csv_resume_after_a_torn_line(server, tmp_path):
+    np.save(tmp_path / "a.npy", np.stack([random_image(i) for i in range(10)]))
+    out = tmp_path / "o.csv"
+    assert batch(tmp_path / "a.npy", "-o", out, "--limit", "4", address=server.address) == 0
+    assert len(out.read_text().splitlines()) == 1 + 4
+    with open(out, "a") as f:
+        f.write("7,,cat,0.5")  # a crash in the middle of a line
+    assert batch(tmp_path / "a.npy", "-o", out, address=server.address) == 0
+    with open(out, newline="") as f:
+        items = [row["item"] for row in csv.DictReader(f)]
+    assert sorted(items, key=int) == [str(i) for i in range(10)]
