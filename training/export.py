@@ -66,11 +66,11 @@ def check_parity(model, model_proto, images: np.ndarray) -> dict:
     return report
 
 
-def build_metadata(config: dict, dataset: str, fingerprint: str, metrics: dict) -> dict[str, str]:
+def build_metadata(config: dict, version: str, dataset: str, fingerprint: str, metrics: dict) -> dict[str, str]:
     return {
         contract.META_CLASS_NAMES: json.dumps(list(contract.CLASS_NAMES)),
         contract.META_MODEL_NAME: config["model_name"],
-        contract.META_MODEL_VERSION: config["model_version"],
+        contract.META_MODEL_VERSION: version,
         contract.META_TRAINING_CONFIG: json.dumps(config, sort_keys=True),
         contract.META_DATASET: dataset,
         contract.META_DATASET_FINGERPRINT: fingerprint,

@@ -69,6 +69,11 @@ def plot_confusion(confusion: list[list[int]], output: Path, title: str) -> None
     plt.close(fig)
 
 
+def model_version(config: dict, epochs: int) -> str:
+    """The exported weights' version: the run's version and the epoch they come from."""
+    return f"{config['model_version']}-e{epochs:03d}"
+
+
 def best_and_final(history: list[dict]) -> dict:
     best = max(history, key=lambda row: row["val_accuracy"])
     final = history[-1]
@@ -96,8 +101,12 @@ def model_card(config: dict, history: list[dict], evaluation: dict, parity: dict
         f"fill {config['fill_mode']}"
         if config["augment"] else "none"
     )
-    return f"""# Model card: {config['model_name']} {config['model_version']}
-
+    interim = (
+        f"\n**Interim export:** epoch {summary['epochs']} of a run planned for {config['epochs']} epochs.\n"
+        if summary["epochs"] < config["epochs"] else ""
+    )
+    return f"""# Model card: {config['model_name']} {model_version(config, summary['epochs'])}
+{interim}
 File: `{model_file}` (ONNX, opset 17). Input `images`: uint8 [N, 32, 32, 3], RGB, NHWC, scaled to
 [0, 1] inside the graph. Output `probabilities`: float32 [N, 10] in label order
 {', '.join(contract.CLASS_NAMES)}.

@@ -49,7 +49,8 @@ def finish(run_dir: Path, result: FitResult, output: Path | None = None) -> dict
         "split_seed": split["split_seed"],
     }
     output = output or run_dir / MODEL_FILE
-    metadata = export.build_metadata(config, result.data.source, result.data.fingerprint, metrics)
+    version = report.model_version(config, summary["epochs"])
+    metadata = export.build_metadata(config, version, result.data.source, result.data.fingerprint, metrics)
     parity = export.export(result.model, output, metadata, x_val)
 
     # The serving path: the written file through onnxruntime.
