@@ -112,3 +112,17 @@ def test_large_typed_request(server, stub):
     raw = stub.ModelInfer(infer_request(x), timeout=30)
     assert typed.raw_output_contents == raw.raw_output_contents
     assert list(typed.outputs[0].shape) == [40, 10]
+
+
+def test_health_and_reflection_name_the_service(server, channel):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    (answer,) = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+        list_services="")]))
+    names = {s.name for s in answer.list_services_response.service}
+    assert "inference.GRPCInferenceService" in names
