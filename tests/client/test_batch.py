@@ -26,8 +26,10 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def batch(*argv, address=None):
+def batch(*argv, address=None, png=False):
     args = [str(a) for a in argv] + ["--no-progress"]
+    if not png:  # matplotlib is slow to import and draw: only where the PNG is checked
+        args.append("--no-confusion-matrix")
     if address:
         args += ["--address", address]
     return main(args)
@@ -60,7 +62,7 @@ def folder(tmp_path):
 
 def test_folder_to_csv_and_jsonl_with_bad_item_labels_and_resume(server, folder, tmp_path, capsys):
     out_csv, out_jsonl = tmp_path / "out" / "r.csv", tmp_path / "out" / "r.jsonl"
-    code = batch(folder, "-o", out_csv, "-o", out_jsonl, "--batch-size", "4", address=server.address)
+    code = batch(folder, "-o", out_csv, "-o", out_jsonl, "--batch-size", "4", address=server.address, png=True)
     assert code == 1  # one bad item
     records = jsonl(out_jsonl)
     assert len(records) == 13 and len({r["item"] for r in records}) == 13

@@ -122,3 +122,16 @@ def test_tls_flags(server_factory, tmp_path, capsys):
     assert code == 2 and "--client-key" in err
     code, _, err = run(capsys, *flags, "--retries", "0", "--timeout", "5", "health")  # no client cert
     assert code == 3 and "Traceback" not in err
+
+
+def test_client_imports_need_no_optional_packages():
+    """The client extra has no onnxruntime, matplotlib or TensorFlow: importing the client,
+    the CLI and the batch script must not need them (they are imported only when used)."""
+    code = ("import sys\n"
+            "for name in ('onnxruntime', 'matplotlib', 'tensorflow', 'tqdm', 'onnx'):\n"
+            "    sys.modules[name] = None\n"
+            "import serving.client, serving.client.cli, serving.client.batch\n"
+            "assert serving.client.batch.build_parser()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert done.returncode == 0, done.stderr
