@@ -150,8 +150,9 @@ class AsyncClient:
         """Send batches over one ``ClassifyStream`` call; yield, in order, one list of
         results per batch, or a ClientError for a batch the server refused.
 
-        ``timeout`` bounds the whole stream (default: none). A stream is not retried: a
-        transport failure raises ClientError.
+        ``timeout`` bounds the whole stream (default: the client's timeout; pass a longer
+        one for long streams). A stream is not retried: a transport failure raises
+        ClientError.
         """
 
         async def requests():
@@ -165,7 +166,7 @@ class AsyncClient:
                     yield _req(batch, top_k, index)
                     index += 1
 
-        call = self._stub.ClassifyStream(requests(), timeout=timeout)
+        call = self._stub.ClassifyStream(requests(), timeout=self.timeout if timeout is None else timeout)
         try:
             async for response in call:
                 if response.HasField("error") and response.error.code:

@@ -89,6 +89,10 @@ class RetryPolicy:
     max_backoff_s: float = 2.0
     multiplier: float = 2.0
 
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.multiplier < 1:
+            raise ValueError(f"invalid retry policy: {self}")
+
     def backoff(self, retry: int, rng: random.Random | None = None) -> float:
         ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (retry - 1))
         return (rng or random).uniform(0.0, ceiling)
