@@ -66,7 +66,7 @@ def model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def results(model_path):
+def triton_server(model_path):
     from serving.background import BackgroundServer
     from serving.settings import Settings
 
@@ -75,10 +75,29 @@ def results(model_path):
         reload_interval_s=0.0, max_images_per_request=MAX_IMAGES, grace_seconds=1.0,
     )
     server = BackgroundServer(settings).start()
-    try:
-        yield run_checks(f"127.0.0.1:{server.port}", "tiny-cnn", str(MAX_IMAGES))
-    finally:
-        server.stop(grace=0.0)
+    yield server
+    server.stop(grace=0.0)
+
+
+@pytest.fixture(scope="module")
+def results(triton_server):
+    return run_checks(f"127.0.0.1:{triton_server.port}", "tiny-cnn", str(MAX_IMAGES))
+
+
+def test_perf_analyzer_can_benchmark_us(triton_server):
+    """Triton's perf_analyzer (ModelMetadata, ModelConfig, ModelStatistics, ModelInfer)."""
+    from bench import perf_analyzer
+
+    ensure_triton_python()
+    if perf_analyzer.binary() is None:
+        pytest.skip("perf_analyzer not installed (bash bench/setup_triton_env.sh)")
+    address = f"127.0.0.1:{triton_server.port}"
+    for batch in (1, 4):
+        result = perf_analyzer.run("tiny-cnn", address, batch, 2, request_count=20, timeout=60)
+        if "error while loading shared libraries" in result.get("error", ""):
+            pytest.skip(f"perf_analyzer cannot start here: {result['error']}")
+        assert "error" not in result, result
+        assert result["images_per_s"] > 0 and result["p99_ms"] > 0
 
 
 def expected(model_path, batch: np.ndarray) -> np.ndarray:
