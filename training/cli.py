@@ -2,7 +2,7 @@
 
     cifar10-train train   --run-dir runs/augmented [--no-augment] [--epochs 100] [--data DIR]
     cifar10-train export  --run-dir runs/augmented --output models/cifar10-cnn.onnx
-    cifar10-train evaluate --model models/cifar10-cnn.onnx --data DIR [--split-of runs/augmented]
+    cifar10-train evaluate --model models/cifar10-cnn.onnx --data DIR [--validation | --val-of RUN_DIR]
     cifar10-train compare --out runs/compare [--epochs 100]
 
 Problems with the data or the run folder print one ``error:`` line and exit 2.
@@ -62,7 +62,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from training import run
 
-    run.evaluate_command(args.model, args.data, args.split, args.val_of, args.out)
+    run.evaluate_command(args.model, args.data, args.split, args.val_of, args.out, args.validation)
     return 0
 
 
@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="image folder, cifar-10-python.tar.gz, cifar-10-batches-py/ or keras")
     p.add_argument("--split", default="train", choices=["train", "test"], help="which split of an archive")
     p.add_argument("--val-of", type=Path, default=None, help="evaluate only the validation images of this run folder")
+    p.add_argument("--validation", action="store_true",
+                   help="evaluate only the model's validation split, recomputed from its metadata")
     p.add_argument("--out", type=Path, default=None, help="folder for evaluation.json and confusion_matrix.png")
     p.set_defaults(func=_cmd_evaluate)
 

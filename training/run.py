@@ -100,15 +100,39 @@ def export_run(run_dir: Path, output: Path | None = None) -> str:
     return finish(run_dir, _reload(run_dir), output)["model"]
 
 
-def evaluate_command(model: Path, source: str, split: str, val_of: Path | None, out: Path | None) -> dict:
-    """``cifar10-train evaluate``: print and optionally save an ONNX model's figures."""
+def validation_indices_of(model: Path, dataset: data_module.LabelledImages) -> np.ndarray:
+    """The validation split a model was trained with, recomputed from its own metadata."""
+    import onnx
+
+    from serving import contract
+
+    meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+    if contract.META_TRAINING_CONFIG not in meta:
+        raise data_module.DataError(f"{model} carries no training config to find its validation split")
+    if meta.get(contract.META_DATASET_FINGERPRINT) != dataset.fingerprint:
+        raise data_module.DataError(f"{dataset.source} is not the data {model.name} was trained on (fingerprint differs)")
+    config = json.loads(meta[contract.META_TRAINING_CONFIG])
+    return data_module.stratified_split(dataset.labels, config["val_size"], config["split_seed"])[1]
+
+
+def evaluate_command(model: Path, source: str, split: str, val_of: Path | None, out: Path | None,
+                     validation: bool = False) -> dict:
+    """``cifar10-train evaluate``: print and optionally save an ONNX model's figures.
+
+    ``val_of`` (a run folder) or ``validation`` (the model's own metadata) restricts the
+    evaluation to the validation images the model was trained without.
+    """
     dataset = data_module.load(source, split=split)
     images, labels = dataset.images, dataset.labels
+    idx = None
     if val_of is not None:
         recorded = json.loads((val_of / "split.json").read_text())
         if recorded["dataset_fingerprint"] != dataset.fingerprint:
             raise data_module.DataError(f"{source} is not the data {val_of} was split from")
         idx = np.asarray(recorded["val_indices"])
+    elif validation:
+        idx = validation_indices_of(model, dataset)
+    if idx is not None:
         images, labels = images[idx], labels[idx]
     result = evaluate.evaluate_onnx(model, images, labels)
     print(f"{model}: accuracy {result.accuracy:.2%} on {result.images} images, loss {result.loss:.4f}")

@@ -109,6 +109,11 @@ def test_evaluate_command_on_the_validation_split(finished_run, image_folder, tm
     assert evaluation["accuracy"] == recorded["accuracy"] and evaluation["images"] == 20
     assert (out / "confusion_matrix.png").stat().st_size > 1000
     assert "accuracy" in capsys.readouterr().out
+    # The same split, found from the model's own metadata instead of the run folder.
+    code = main(["evaluate", "--model", str(finished_run / "model.onnx"), "--data", str(image_folder),
+                 "--validation", "--out", str(tmp_path / "eval2")])
+    assert code == 0
+    assert json.loads((tmp_path / "eval2" / "evaluation.json").read_text()) == evaluation
 
 
 def test_killed_run_resumes_with_the_same_command(image_folder, tmp_path):
