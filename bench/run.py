@@ -11,7 +11,10 @@
     1-image calls at concurrency 1, 4, 16, 64 and 32-image calls at concurrency 1, 4;
     images/s and p50/p99 latency; cold start (process start to the first answer, several
     fresh processes); resident memory of the server process after the load;
-(c) the same calls through the Open Inference Protocol with Triton's perf_analyzer.
+(c) the same calls through the Open Inference Protocol with Triton's perf_analyzer;
+(d) the gRPC floor: 1-image calls at concurrency 1 and 64 against ``bench.echo_server``, a
+    grpc.aio server that parses each request and computes nothing: the most calls/s and the
+    least latency any grpcio server can give with this client on these CPUs.
 Each figure is the median of ``--repeats`` runs (scenarios interleaved, so slow drift of
 the machine's load spreads over all of them). Results: JSON (``--out``) and a Markdown
 report (``--report``, also printed), with the issue-4 targets marked met or not.
@@ -264,6 +267,28 @@ def run_server_parts(model: str, model_name: str, args) -> dict:
     return out
 
 
+FLOOR_SCENARIOS = [(1, 1), (1, 64)]
+
+
+def run_grpc_floor(args) -> dict:
+    """(d): the same 1-image load against bench.echo_server (no model, no batching)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.echo_server", "--port", str(port)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if not process.stdout.readline().startswith("listening"):
+            raise RuntimeError(f"bench.echo_server did not start: {process.stderr.read()[-2000:]}")
+        runs = {s: [] for s in FLOOR_SCENARIOS}
+        for _ in range(args.repeats):
+            for batch, concurrency in FLOOR_SCENARIOS:
+                runs[(batch, concurrency)].append(
+                    _loadgen(f"127.0.0.1:{port}", "v1", batch, concurrency, args))
+        return {f"{b}x{c}": summarize_runs(runs[(b, c)]) for b, c in FLOOR_SCENARIOS}
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 # -- report -------------------------------------------------------------------------------
 
 def targets(results: dict) -> dict:
@@ -375,6 +400,21 @@ def report(results: dict) -> str:
                  f"{server['memory_end']['peak_rss_mb']} MB. Server exit status on SIGTERM: "
                  f"{server['exit_code']}. Request errors: {errors or 'none'}.")
     lines.append("")
+    floor = results.get("grpc_floor")
+    if floor:
+        lines.append("(d) The gRPC floor: the same 1-image calls (bench.loadgen, cifar10.v1) against "
+                     "bench.echo_server, which parses each request and answers without computing:")
+        lines.append("")
+        lines.append("| images/call | concurrency | echo calls/s | p50 ms | p99 ms | our server images/s "
+                     "| our server / echo |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|")
+        for key, row in floor.items():
+            batch, concurrency = key.split("x")
+            ours = server["v1_loadgen"][key]["images_per_s"]
+            share = f"{ours / row['images_per_s']:.2f}" if ours and row["images_per_s"] else "n/a"
+            lines.append(f"| {batch} | {concurrency} | {row['images_per_s']:,.0f} | {row['p50_ms']:.2f} "
+                         f"| {row['p99_ms']:.2f} | {ours:,.0f} | {share} |")
+        lines.append("")
     paired = server.get("paired_32x4_vs_ceiling") or []
     if paired:
         lines.append("32-image calls at concurrency 4 against the ceiling (batch 8-128, best) "
@@ -465,6 +505,7 @@ def main(argv=None) -> int:
         results["ceiling"] = run_ceiling(model, args.repeats, args.smoke)
         results["cold_start"] = run_cold_start(model, args.cold_starts)
         results["server"] = run_server_parts(model, info.name, args)
+        results["grpc_floor"] = run_grpc_floor(args)
         results["environment"]["load_after"] = background_load()
         results["targets"] = targets(results)
     text = report(results)

@@ -37,5 +37,8 @@ def test_bench_smoke(tmp_path):
             continue
         assert value["images_per_s"] and not value["errors"], (key, value)
     assert server["memory_end"]["rss_mb"] > 0
+    floor = results["grpc_floor"]
+    assert set(floor) == {"1x1", "1x64"}
+    assert all(v["images_per_s"] > 0 and not v["errors"] for v in floor.values()), floor
     assert set(results["targets"]) >= {"cold_start_s", "rss_mb", "single_c64_images_per_s"}
-    assert "| target |" in report.read_text()
+    assert "| target |" in report.read_text() and "(d) The gRPC floor" in report.read_text()
