@@ -178,8 +178,12 @@ def test_shutdown_accounting_in_process(server_factory, tmp_path):
     srv = server_factory(max_queue_delay_ms=30, grace_seconds=5)
     with grpc.insecure_channel(srv.address) as channel:
         load = Load(channel, threads=6)
-        time.sleep(0.5)
-        queued = srv.core.inflight
+        # Stop while requests are admitted and waiting (the 30 ms batching window keeps
+        # them queued); on a busy machine the load may need a moment to get going.
+        queued, end = 0, time.monotonic() + 15
+        while queued == 0 and time.monotonic() < end:
+            time.sleep(0.002)
+            queued = srv.core.inflight
         srv.begin_stop(5.0).result(20)
         load.finish()
     counts = {s.labels["code"]: s.value for m in srv.metrics.requests.collect()
