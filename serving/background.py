@@ -11,7 +11,9 @@ For tests, benchmarks and notebooks: the same ``ServingCore`` and ``ServingServe
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
+import time
 
 from serving.core import ServingCore
 from serving.metrics import Metrics
@@ -31,6 +33,8 @@ class BackgroundServer:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
+        self._lock = threading.Lock()  # guards _loop_ending against begin_stop
+        self._loop_ending = False
 
     @property
     def address(self) -> str:
@@ -51,7 +55,18 @@ class BackgroundServer:
         try:
             self.loop.run_until_complete(self._run())
         finally:
+            with self._lock:
+                self._loop_ending = True
+            # Run what begin_stop scheduled just before the end, so its futures complete.
+            self.loop.run_until_complete(self._finish_pending())
             self.loop.close()
+
+    @staticmethod
+    async def _finish_pending() -> None:
+        await asyncio.sleep(0)
+        current = asyncio.current_task()
+        await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not current),
+                             return_exceptions=True)
 
     async def _run(self) -> None:
         try:
@@ -71,20 +86,34 @@ class BackgroundServer:
         """Run a coroutine on the server's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def begin_stop(self, grace: float | None = None):
-        """Start a graceful stop without waiting (a concurrent.futures.Future)."""
+    def begin_stop(self, grace: float | None = None) -> concurrent.futures.Future:
+        """Start a graceful stop without waiting (a concurrent.futures.Future).
+
+        Once the server has ended on its own, the future is already done.
+        """
 
         async def go():
             await self.server.stop(grace)
 
-        return asyncio.run_coroutine_threadsafe(go(), self.loop)
+        with self._lock:
+            if not self._loop_ending:
+                return asyncio.run_coroutine_threadsafe(go(), self.loop)
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        done.set_result(None)
+        return done
 
     def stop(self, grace: float | None = 0.0, timeout: float = 30.0) -> None:
-        if self._thread is None or not self._thread.is_alive():
+        """Stop gracefully and wait for the server thread to end (TimeoutError if it does not)."""
+        if self._thread is None:
             return
-        if self.server is not None:
-            self.begin_stop(grace).result(timeout)
-        self._thread.join(timeout)
+        end = time.monotonic() + timeout
+        if self._thread.is_alive() and self.server is not None:
+            future = self.begin_stop(grace)
+            while not future.done() and self._thread.is_alive() and time.monotonic() < end:
+                self._thread.join(0.05)
+        self._thread.join(max(0.0, end - time.monotonic()))
+        if self._thread.is_alive():
+            raise TimeoutError(f"server did not stop within {timeout:.0f} s")
         self.metrics.close()
 
     def __enter__(self) -> BackgroundServer:

@@ -167,3 +167,18 @@ def test_concurrent_clients_are_batched(server, channel):
     assert not errors
     assert server.core.batcher.images == 320
     assert server.core.batcher.batches < 320  # some requests shared a run
+
+
+def test_stop_after_the_server_ended_on_its_own_returns_at_once(server_factory):
+    """Regression: a stop requested while the loop was ending used to wait 30 s for nothing."""
+    import time
+
+    for i in range(30):
+        srv = server_factory()
+        srv.begin_stop(grace=0.0)  # the server ends by itself...
+        time.sleep(i * 0.0005)  # (sweep the moment so that some stops land as its loop ends)
+        started = time.monotonic()
+        srv.stop(grace=0.0, timeout=10.0)  # ...while this request races with its loop's end
+        assert time.monotonic() - started < 5.0
+        assert not srv._thread.is_alive()
+        srv.stop()  # and again, once everything is closed
