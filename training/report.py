@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,7 @@ def best_and_final(history: list[dict]) -> dict:
         "best_epoch": best["epoch"],
         "min_val_loss": min(row["val_loss"] for row in history),
         "train_seconds": round(sum(row["seconds"] for row in history), 1),
+        "median_epoch_seconds": round(statistics.median(row["seconds"] for row in history), 1),
     }
 
 
@@ -118,7 +120,8 @@ dropout {config['dense_dropout']}, Dense 10 softmax; 276,138 parameters), traine
 `cifar10-train train` for {summary['epochs']} epochs: {config['optimizer']} (learning rate
 {config['learning_rate']}), batch {config['batch_size']}, categorical cross-entropy, seed {config['seed']}.
 Augmentation (training batches only): {augment}.
-Training time: {summary['train_seconds'] / 60:.0f} minutes on 2 CPU cores.
+Training time: {summary['train_seconds'] / 60:.0f} minutes, the epochs' wall times summed (median epoch
+{summary['median_epoch_seconds']:.0f} s; epochs far above it ran on a busy machine or while the job was paused).
 
 ## Data
 {split['dataset']}, fingerprint `{split['dataset_fingerprint'][:16]}...`:
