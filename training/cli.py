@@ -3,7 +3,7 @@
     cifar10-train train   --run-dir runs/augmented [--no-augment] [--epochs 100] [--data DIR]
     cifar10-train export  --run-dir runs/augmented --output models/cifar10-cnn.onnx
     cifar10-train evaluate --model models/cifar10-cnn.onnx --data DIR [--validation | --val-of RUN_DIR]
-    cifar10-train compare --out runs/compare [--epochs 100]
+    cifar10-train compare --out runs/compare [--epochs 100] [--no-train]
 
 Problems with the data or the run folder print one ``error:`` line and exit 2.
 """
@@ -70,7 +70,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from training import run
 
     base = config_from_args(args)
-    run.compare(base, args.out)
+    run.compare(base, args.out, train=not args.no_train)
     return 0
 
 
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="the lab's experiment: train without and with augmentation, overlay the curves")
     p.add_argument("--out", type=Path, required=True, help="folder holding both runs and the comparison")
+    p.add_argument("--no-train", action="store_true",
+                   help="train nothing: draw the figure and table from the runs as they are now")
     _add_config_flags(p)
     p.set_defaults(func=_cmd_compare)
     return parser

@@ -148,18 +148,27 @@ def evaluate_command(model: Path, source: str, split: str, val_of: Path | None, 
 ARMS = {"baseline": False, "augmented": True}
 
 
-def compare(base: TrainConfig, out: Path) -> dict:
-    """The lab's experiment: both arms (resumable), curves overlaid, a table of figures."""
+def compare(base: TrainConfig, out: Path, train: bool = True) -> dict:
+    """The lab's experiment: both arms (resumable), curves overlaid, a table of figures.
+
+    With ``train=False`` nothing is trained: the figure and table are drawn from the runs as
+    they stand (an arm still training shows the epochs it has done), e.g. to watch a long run.
+    """
     out.mkdir(parents=True, exist_ok=True)
     histories, rows = {}, []
     for arm, augment in ARMS.items():
         run_dir = out / arm
         config = dataclasses.replace(base, augment=augment)
         finished = (run_dir / MODEL_FILE).exists() and latest_checkpoint(run_dir)[0] >= config.epochs
-        if not finished:
+        if not finished and train:
             train_run(config, run_dir)
         history = read_history(run_dir)
-        histories[f"{arm} (augment={augment})"] = history
+        if not history:
+            raise data_module.DataError(f"{run_dir} has no finished epoch yet: nothing to compare")
+        label = f"{arm} (augment={augment})"
+        if history[-1]["epoch"] < config.epochs:
+            label += f", epoch {history[-1]['epoch']}/{config.epochs}"
+        histories[label] = history
         rows.append((arm, report.best_and_final(history)))
     report.plot_curves(histories, out / "comparison.png", "seed CNN: without vs with augmentation")
     table = ["| arm | epochs | final val acc | best val acc (epoch) | final val loss | min val loss | final train acc |",

@@ -166,3 +166,12 @@ def test_compare_runs_both_arms_and_overlays_them(image_folder, tmp_path, capsys
     # A second compare finds both arms finished and only redraws.
     assert main(["compare", "--out", str(out), "--data", str(image_folder), "--epochs", "1", *TINY]) == 0
     assert "training " not in capsys.readouterr().err
+    # --no-train draws runs that are still short of their epochs, and trains nothing.
+    (out / "comparison.md").unlink()
+    assert main(["compare", "--out", str(out), "--no-train", "--epochs", "3", *TINY]) == 0
+    assert "training " not in capsys.readouterr().err
+    assert "| baseline | 1 |" in (out / "comparison.md").read_text()
+    assert not (out / "baseline" / "checkpoints" / "epoch-0002.keras").exists()
+    # ...and says so in one line when there is nothing to draw.
+    assert main(["compare", "--out", str(tmp_path / "empty"), "--no-train", *TINY]) == 2
+    assert "no finished epoch yet" in capsys.readouterr().err
