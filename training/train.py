@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from training import data as data_module
 from training.config import TrainConfig
@@ -165,7 +166,7 @@ def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int):
             log.info(
                 "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  %.1fs  ETA %s",
                 done, total_epochs, logs["loss"], logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
-                seconds, time.strftime("%H:%M:%S", time.gmtime(eta)),
+                seconds, tqdm.format_interval(eta),  # H:MM:SS, hours unbounded (no wrap at a day)
             )
 
     return EpochEnd()

@@ -138,6 +138,7 @@ def test_killed_run_resumes_with_the_same_command(image_folder, tmp_path):
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming {run_dir} after epoch {done}" in resumed.stderr
+    assert "epoch 6/6  loss " in resumed.stderr and "ETA 00:00" in resumed.stderr  # per-epoch progress line
     assert [row["epoch"] for row in read_history(run_dir)] == [1, 2, 3, 4, 5, 6]
     assert latest_checkpoint(run_dir)[0] == 6
 
