@@ -4,6 +4,10 @@ Uses serving.model.OnnxModel, so the session options (threads, no spinning, grap
 optimizations) are exactly the server's. Run in its own process by bench.run.
 
     python -m bench.ceiling --model PATH [--batches 1,8,32,256] [--seconds 2] [--threads 0]
+                            [--instances 1]
+
+``--instances K`` runs K model runs side by side on one session, each from its own thread,
+with ``threads / K`` intra-op threads (the server's ``--instances``); images/s is their sum.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,30 +23,42 @@ import numpy as np
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-def measure(model_path: str, batches, seconds: float, threads: int, runs: int = 0) -> dict:
+def measure(model_path: str, batches, seconds: float, threads: int, runs: int = 0,
+            instances: int = 1) -> dict:
     from serving.model import OnnxModel
     from serving.settings import available_cpus
 
-    threads = threads or available_cpus()
-    model = OnnxModel.load(model_path, threads=threads, spinning=False)
+    threads = threads or max(1, available_cpus() // instances)
+    model = OnnxModel.load(model_path, threads=threads, spinning=False)  # shared, as in the server
     rng = np.random.default_rng(0)
-    out = {"threads": threads, "batches": {}}
+    out = {"threads": threads, "instances": instances, "batches": {}}
     for batch in batches:
         images = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
         for _ in range(3):  # warm-up for this shape
             model.predict(images)
-        count, began, cpu_began = 0, time.perf_counter(), time.process_time()
-        while True:
-            model.predict(images)
-            count += 1
-            elapsed = time.perf_counter() - began
-            if (runs and count >= runs) or (not runs and elapsed >= seconds):
-                break
+        counts = [0] * instances
+        began, cpu_began = time.perf_counter(), time.process_time()
+        stop = began + seconds
+
+        def loop(i: int) -> None:
+            while True:
+                model.predict(images)
+                counts[i] += 1
+                if (runs and counts[i] >= runs) or (not runs and time.perf_counter() >= stop):
+                    break
+
+        workers = [threading.Thread(target=loop, args=(i,)) for i in range(instances)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        elapsed = time.perf_counter() - began
         cpu = time.process_time() - cpu_began
+        count = sum(counts)
         out["batches"][str(batch)] = {
             "images_per_s": round(count * batch / elapsed, 1),
             "cpu_us_per_image": round(cpu / (count * batch) * 1e6, 2),
-            "ms_per_run": round(elapsed / count * 1000, 3),
+            "ms_per_run": round(elapsed / count * 1000 * instances, 3),
             "runs": count,
         }
     return out
@@ -53,10 +70,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
     parser.add_argument("--seconds", type=float, default=2.0, help="per batch size")
     parser.add_argument("--runs", type=int, default=0, help="fixed runs per batch (smoke)")
-    parser.add_argument("--threads", type=int, default=0, help="0: the CPUs we may use")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="per instance; 0: the CPUs we may use / instances")
+    parser.add_argument("--instances", type=int, default=1, help="sessions run side by side")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
-    print(json.dumps(measure(args.model, batches, args.seconds, args.threads, args.runs)))
+    print(json.dumps(measure(args.model, batches, args.seconds, args.threads, args.runs,
+                             args.instances)))
     return 0
 
 

@@ -1,9 +1,10 @@
 """Dynamic batching: concurrent requests merged into one model run. No gRPC in here.
 
 ``Batcher.submit(images, deadline)`` is awaited from an asyncio event loop. Requests wait
-in a bounded queue; ONE worker thread takes as many queued images as fit in
+in a bounded queue; a worker thread takes as many queued images as fit in
 ``max_batch_size``, runs them as one batch off the event loop, splits the answer and
-hands each caller its rows back through ``loop.call_soon_threadsafe``.
+hands each caller its rows back through ``loop.call_soon_threadsafe``. ``workers`` (default
+1) worker threads share the queue: Triton's model instances, one model run per worker.
 
 Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
 
@@ -18,8 +19,11 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   ``DeadlineExceededError``. A cancelled caller's request is dropped the same way.
 * A request larger than ``max_batch_size`` is split into chunks that run in order;
   the caller gets the rows back concatenated.
-* One worker thread means one model run at a time, so runs never fight over the
-  onnxruntime thread pool (which already uses every CPU we may use).
+* With one worker (the default) there is one model run at a time, so runs never fight over
+  the onnxruntime thread pool (which then uses every CPU we may use). With ``workers`` > 1,
+  that many runs overlap; each should then get a share of the CPUs (the server gives each
+  run ``threads / instances`` onnxruntime threads), so a worker that loses its CPU for a
+  moment delays only its own batch instead of every thread of one shared run.
 
 ``run`` is any callable ``run(batch) -> (outputs, tag)``: ``outputs`` has one row per input
 row, ``tag`` is handed back unchanged to every caller in that batch (the serving core uses it
@@ -87,7 +91,10 @@ class Batcher:
         max_queue_size: int = 2048,
         on_batch: Callable[[int], None] | None = None,
         name: str = "batcher",
+        workers: int = 1,
     ):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_queue_size < max_batch_size:
@@ -101,10 +108,19 @@ class Batcher:
         self._queued = 0  # images in _queue
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
+        self._stats_lock = threading.Lock()
         self.batches = 0  # counters, for tests and logs
         self.images = 0
+        self._threads = [
+            threading.Thread(target=self._work, name=name if workers == 1 else f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
 
     @property
     def queued(self) -> int:
@@ -230,8 +246,9 @@ class Batcher:
         except BaseException as exc:  # handed to every caller of the batch
             self._fail(batch, exc)
             return
-        self.batches += 1
-        self.images += len(inputs)
+        with self._stats_lock:
+            self.batches += 1
+            self.images += len(inputs)
         if self._on_batch is not None:
             try:
                 self._on_batch(len(inputs))
@@ -276,11 +293,13 @@ class Batcher:
             self._cond.notify_all()
 
     async def close(self, timeout: float | None = None) -> bool:
-        """Refuse new requests, finish the queued ones; True if the worker ended in time."""
+        """Refuse new requests, finish the queued ones; True if the workers ended in time."""
         self.close_nowait()
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, timeout)
-        return not self._thread.is_alive()
+        return await asyncio.get_running_loop().run_in_executor(None, self.join, timeout)
 
     def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait for every worker (``timeout`` for all of them together); True if all ended."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)

@@ -88,6 +88,7 @@ class ServingCore:
             max_queue_delay=settings.max_queue_delay_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             on_batch=metrics.batch_size.observe if metrics else None,
+            workers=settings.instances,
         )
         if metrics is not None:
             metrics.set_model(model.name, model.version)

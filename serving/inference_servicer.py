@@ -11,7 +11,7 @@ codes in ``serving.grpc_status``. What the v2 API shows of the served model:
   serve, as Triton does; ModelMetadata, ModelConfig, ModelInfer and ModelStatistics
   answer INVALID_ARGUMENT for one;
 * ``ModelConfig`` (Triton): max_batch_size = the most images one request may carry,
-  dynamic batching with the batcher's queue delay, one CPU instance;
+  dynamic batching with the batcher's queue delay, ``--instances`` CPU instances;
 * ``ModelStatistics`` (Triton): counts of this API's ModelInfer / ModelStreamInfer calls
   since start (execution_count counts requests, not merged batches; the queue/compute
   split of the time is not measured). ServerMetadata announces the ``statistics``
@@ -186,7 +186,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             dynamic_batching=pb.ModelDynamicBatching(max_queue_delay_microseconds=delay_us),
             instance_group=[
                 pb.ModelInstanceGroup(
-                    name=f"{info.name}_cpu", count=1, kind=pb.ModelInstanceGroup.KIND_CPU
+                    name=f"{info.name}_cpu", count=self.core.settings.instances,
+                    kind=pb.ModelInstanceGroup.KIND_CPU,
                 )
             ],
             model_transaction_policy=pb.ModelTransactionPolicy(decoupled=False),

@@ -13,8 +13,11 @@ CIFAR10_HOST                   0.0.0.0                     gRPC bind address
 CIFAR10_PORT                   8500                        gRPC port; 0 picks a free port
 CIFAR10_METRICS_PORT           8501                        Prometheus HTTP port; 0 picks a free
                                                            port, -1 turns metrics off
-CIFAR10_THREADS                CPUs this process may use   onnxruntime intra-op threads
-                               (affinity and cgroup quota)
+CIFAR10_INSTANCES              1                           model runs at a time (batcher
+                                                           workers; Triton's instance count)
+CIFAR10_THREADS                CPUs this process may use   onnxruntime intra-op threads of
+                               (affinity and cgroup        each run
+                               quota) / instances
 CIFAR10_SPINNING               false                       onnxruntime intra-op thread spinning
 CIFAR10_MAX_BATCH_SIZE         64                          largest merged session run (images)
 CIFAR10_MAX_QUEUE_DELAY_MS     0                           extra wait for a batch to fill; 0 =
@@ -103,8 +106,12 @@ class Settings:
     metrics_port: int = field(
         default=8501, metadata={"help": "Prometheus metrics port (0: a free port, -1: off)"}
     )
+    instances: int = field(
+        default=1, metadata={"help": "model runs at a time: batcher workers sharing one session"}
+    )
     threads: int = field(
-        default=0, metadata={"help": "onnxruntime intra-op threads (0: the CPUs we may use)"}
+        default=0,
+        metadata={"help": "onnxruntime intra-op threads per run (0: the CPUs we may use / instances)"},
     )
     spinning: bool = field(
         default=False, metadata={"help": "let onnxruntime's threads spin while idle"}
@@ -138,9 +145,11 @@ class Settings:
     log_format: str = field(default="text", metadata={"help": "text or json"})
 
     def __post_init__(self) -> None:
-        if self.threads <= 0:
-            object.__setattr__(self, "threads", available_cpus())
         problems = []
+        if self.instances < 1:
+            problems.append("instances must be at least 1")
+        elif self.threads <= 0:
+            object.__setattr__(self, "threads", max(1, available_cpus() // self.instances))
         if not 0 <= self.port <= 65535:
             problems.append(f"port {self.port} out of range")
         if not -1 <= self.metrics_port <= 65535:

@@ -242,3 +242,30 @@ def test_close_finishes_queued_work_then_refuses():
 
     results = run(main())
     assert [r[0].item() for r in results] == [2.0 * i for i in range(10)]
+
+
+def test_workers_run_batches_at_the_same_time_and_close_waits_for_all():
+    """Two workers (model instances): two batches in flight at once, every caller answered."""
+    both_in = threading.Barrier(2, timeout=5)  # breaks (and fails the run) unless two overlap
+    threads = set()
+
+    def overlapping(batch):
+        threads.add(threading.current_thread().name)
+        both_in.wait()
+        return batch * 2, "tag"
+
+    async def main():
+        batcher = Batcher(overlapping, max_batch_size=1, workers=2, name="w")
+        assert batcher.workers == 2
+        results = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(6)))
+        assert await batcher.close(5)
+        return results
+
+    results = run(main())
+    assert [float(r[0][0, 0]) for r in results] == [2.0 * i for i in range(6)]
+    assert threads == {"w-0", "w-1"}
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError, match="workers"):
+        Batcher(Recorder(), workers=0)

@@ -169,6 +169,35 @@ def test_concurrent_clients_are_batched(server, channel):
     assert server.core.batcher.batches < 320  # some requests shared a run
 
 
+def test_two_instances_run_batches_side_by_side_with_correct_answers(server_factory):
+    """--instances 2: two batcher workers share the session; every answer is still its own."""
+    srv = server_factory(instances=2, threads=1)
+    assert srv.core.batcher.workers == 2
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        errors = []
+
+        def client(seed):
+            try:
+                for i in range(10):
+                    img = image(seed * 100 + i)
+                    resp = stub.Classify(pb.ClassifyRequest(images=[img]), timeout=10)
+                    pixels = np.frombuffer(img.raw.data, np.uint8).reshape(1, 32, 32, 3)
+                    expected = srv.core.model.predict(pixels)[0]
+                    got = [s.probability for s in resp.results[0].scores]
+                    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=client, args=(s,)) for s in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert srv.core.batcher.images == 80
+
+
 def test_stop_after_the_server_ended_on_its_own_returns_at_once(server_factory):
     """Regression: a stop requested while the loop was ending used to wait 30 s for nothing."""
     import time

@@ -1,0 +1,31 @@
+"""Settings: flag over environment over default, derived defaults, one error per bad value."""
+
+import pytest
+
+from serving.settings import Settings, available_cpus
+
+
+def test_flag_wins_over_environment_which_wins_over_default():
+    env = {"CIFAR10_MAX_BATCH_SIZE": "16", "CIFAR10_INSTANCES": "2"}
+    assert Settings.from_args([], env).max_batch_size == 16
+    assert Settings.from_args(["--max-batch-size", "8"], env).max_batch_size == 8
+    assert Settings.from_args([], {}).max_batch_size == 64
+    assert Settings.from_args([], env).instances == 2
+
+
+def test_threads_default_to_the_cpus_shared_among_instances():
+    cpus = available_cpus()
+    assert Settings().threads == cpus
+    assert Settings(instances=2).threads == max(1, cpus // 2)
+    assert Settings(instances=4 * cpus).threads == 1
+    assert Settings(instances=2, threads=3).threads == 3  # explicit threads are kept
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--instances", "0"], "instances must be at least 1"),
+    (["--instances", "two"], "invalid value for --instances"),
+    (["--max-queue-size", "8", "--max-batch-size", "16"], "max_queue_size must be at least max_batch_size"),
+])
+def test_bad_values_are_named(argv, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_args(argv, {})
