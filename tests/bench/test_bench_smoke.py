@@ -42,3 +42,23 @@ def test_bench_smoke(tmp_path):
     assert all(v["images_per_s"] > 0 and not v["errors"] for v in floor.values()), floor
     assert set(results["targets"]) >= {"cold_start_s", "rss_mb", "single_c64_images_per_s"}
     assert "| target |" in report.read_text() and "(d) The gRPC floor" in report.read_text()
+
+
+def test_settings_sweep_smoke(tmp_path, tiny_model_path):
+    """bench.sweep: one configuration per value, each served and loaded, ratios to defaults."""
+    out = tmp_path / "sweep.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sweep", "--model", str(tiny_model_path), "--set", "instances=2",
+         "--set", "max_batch_size=8", "--scenarios", "1x4,4x2", "--repeats", "1", "--requests", "8",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    configs = json.loads(out.read_text())["configs"]
+    assert list(configs) == ["defaults", "instances=2", "max_batch_size=8"]
+    for name, scenarios in configs.items():
+        assert set(scenarios) == {"1x4", "4x2"}
+        for value in scenarios.values():
+            assert value["images_per_s"] > 0 and not value["errors"], (name, value)
+    assert all(v["vs_defaults"] == 1.0 for v in configs["defaults"].values())
+    assert "| instances=2 | 1x4 |" in done.stdout
