@@ -147,24 +147,33 @@ def test_mutual_tls(server_factory, pki):
     assert len(_classify(srv.address, creds).results) == 1
 
 
-def test_concurrent_clients_are_batched(server, channel):
-    stub = pb_grpc.ClassifierStub(channel)
-    errors = []
+def run_clients(call, clients: int, calls: int) -> list[Exception]:
+    """``call(client, i)`` from ``clients`` threads, ``calls`` times each; the errors raised."""
+    errors: list[Exception] = []
 
     def client(seed):
         try:
-            for i in range(20):
-                resp = stub.Classify(pb.ClassifyRequest(images=[image(seed)]), timeout=10)
-                assert len(resp.results) == 1
-        except Exception as exc:  # pragma: no cover - reported below
+            for i in range(calls):
+                call(seed, i)
+        except Exception as exc:  # reported by the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=client, args=(s,)) for s in range(16)]
+    threads = [threading.Thread(target=client, args=(s,)) for s in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    return errors
+
+
+def test_concurrent_clients_are_batched(server, channel):
+    stub = pb_grpc.ClassifierStub(channel)
+
+    def call(seed, i):
+        resp = stub.Classify(pb.ClassifyRequest(images=[image(seed)]), timeout=10)
+        assert len(resp.results) == 1
+
+    assert not run_clients(call, clients=16, calls=20)
     assert server.core.batcher.images == 320
     assert server.core.batcher.batches < 320  # some requests shared a run
 
@@ -173,28 +182,19 @@ def test_two_instances_run_batches_side_by_side_with_correct_answers(server_fact
     """--instances 2: two batcher workers share the session; every answer is still its own."""
     srv = server_factory(instances=2, threads=1)
     assert srv.core.batcher.workers == 2
+
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.ClassifierStub(channel)
-        errors = []
 
-        def client(seed):
-            try:
-                for i in range(10):
-                    img = image(seed * 100 + i)
-                    resp = stub.Classify(pb.ClassifyRequest(images=[img]), timeout=10)
-                    pixels = np.frombuffer(img.raw.data, np.uint8).reshape(1, 32, 32, 3)
-                    expected = srv.core.model.predict(pixels)[0]
-                    got = [s.probability for s in resp.results[0].scores]
-                    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+        def call(seed, i):
+            img = image(seed * 100 + i)
+            resp = stub.Classify(pb.ClassifyRequest(images=[img]), timeout=10)
+            pixels = np.frombuffer(img.raw.data, np.uint8).reshape(1, 32, 32, 3)
+            expected = srv.core.model.predict(pixels)[0]
+            got = [s.probability for s in resp.results[0].scores]
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
-        threads = [threading.Thread(target=client, args=(s,)) for s in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert not errors
+        assert not run_clients(call, clients=8, calls=10)
     assert srv.core.batcher.images == 80
 
 
