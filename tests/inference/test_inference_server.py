@@ -74,7 +74,7 @@ def test_bad_requests_are_invalid_argument_and_server_keeps_serving(stub):
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
 
 
-def test_metadata_config_ready(stub):
+def test_metadata_config_ready(server, stub):
     assert stub.ServerLive(pb.ServerLiveRequest()).live
     assert stub.ModelReady(pb.ModelReadyRequest(name="tiny-cnn")).ready
     assert not stub.ModelReady(pb.ModelReadyRequest(name="other")).ready
@@ -83,7 +83,7 @@ def test_metadata_config_ready(stub):
     config = stub.ModelConfig(pb.ModelConfigRequest(name="tiny-cnn")).config
     assert config.input[0].data_type == pb.TYPE_UINT8 and list(config.input[0].dims) == [32, 32, 3]
     assert config.HasField("dynamic_batching")
-    assert [g.count for g in config.instance_group] == [1]  # --instances
+    assert [g.count for g in config.instance_group] == [server.core.settings.instances]
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelConfig(pb.ModelConfigRequest(name="other"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -153,7 +153,6 @@ def test_sigterm_under_load_loses_no_accepted_request_and_sighup_reloads(tmp_pat
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-        exited = time.monotonic()
     finally:
         load.finish()
         if proc.poll() is None:
@@ -167,7 +166,9 @@ def test_sigterm_under_load_loses_no_accepted_request_and_sighup_reloads(tmp_pat
     # handed to us (see test_shutdown_accounting_in_process for the server's side).
     refused = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     assert all(code in refused for _, code, _ in load.failed), load.failed
-    finished_after = [t for t, _ in load.ok if signalled <= t <= exited]
+    # Answered after the signal = accepted before it (later calls are refused). No upper bound
+    # at the process's exit: a client thread may note its answer a moment after the exit.
+    finished_after = [t for t, _ in load.ok if t >= signalled]
     assert finished_after, "no request was in flight at SIGTERM; the test proves nothing"
     assert "shutting down" in stderr and "Traceback" not in stderr
     assert "in flight at shutdown: all finished" in stderr
