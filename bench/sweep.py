@@ -49,6 +49,7 @@ def parse_scenarios(text: str) -> list[tuple[int, int]]:
 
 def sweep(model: str, configs: list[dict[str, str]], scenarios, args) -> dict:
     runs = {label(c): {f"{b}x{c_}": [] for b, c_ in scenarios} for c in configs}
+    memory = {label(c): [] for c in configs}
     for _ in range(args.repeats):
         for config in configs:
             env = {f"CIFAR10_{k.upper()}": v for k, v in config.items()}
@@ -58,6 +59,7 @@ def sweep(model: str, configs: list[dict[str, str]], scenarios, args) -> dict:
                 for batch, concurrency in scenarios:
                     runs[label(config)][f"{batch}x{concurrency}"].append(
                         loadgen(server, "v1", batch, concurrency, args))
+                memory[label(config)].append(server.memory_mb()["peak_rss_mb"])
             finally:
                 code = server.stop()
                 stderr = server.process.stderr.read().decode(errors="replace")
@@ -66,7 +68,7 @@ def sweep(model: str, configs: list[dict[str, str]], scenarios, args) -> dict:
     out = {}
     base = label(configs[0])
     for name, by_scenario in runs.items():
-        out[name] = {}
+        out[name] = {"peak_rss_mb": max(memory[name])}
         for scenario, rs in by_scenario.items():
             ratios = [r["images_per_s"] / b["images_per_s"]
                       for r, b in zip(rs, runs[base][scenario]) if b.get("images_per_s")]
@@ -87,13 +89,16 @@ def report(results: dict) -> str:
              f"{results['duration']} s; machine load before: {results['load_before']}, after: "
              f"{results['load_after']}.", "",
              "| configuration | images/call x concurrency | images/s | vs defaults (same repeat) "
-             "| p50 ms | p99 ms | server CPU us/image |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| p50 ms | p99 ms | server CPU us/image | server peak RSS MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, by_scenario in results["configs"].items():
         for scenario, v in by_scenario.items():
+            if scenario == "peak_rss_mb":
+                continue
             ratio = f"{v['vs_defaults']:.2f}" if v["vs_defaults"] is not None else "n/a"
             lines.append(f"| {name} | {scenario} | {v['images_per_s']:,.0f} | {ratio} | "
-                         f"{v['p50_ms']} | {v['p99_ms']} | {v['server_cpu_us_per_image']} |")
+                         f"{v['p50_ms']} | {v['p99_ms']} | {v['server_cpu_us_per_image']} | "
+                         f"{by_scenario['peak_rss_mb']} |")
     return "\n".join(lines) + "\n"
 
 

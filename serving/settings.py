@@ -13,7 +13,7 @@ CIFAR10_HOST                   0.0.0.0                     gRPC bind address
 CIFAR10_PORT                   8500                        gRPC port; 0 picks a free port
 CIFAR10_METRICS_PORT           8501                        Prometheus HTTP port; 0 picks a free
                                                            port, -1 turns metrics off
-CIFAR10_INSTANCES              2 (1 on a single CPU)       model runs at a time (batcher
+CIFAR10_INSTANCES              1                           model runs at a time (batcher
                                                            workers; Triton's instance count)
 CIFAR10_THREADS                CPUs this process may use   onnxruntime intra-op threads of
                                (affinity and cgroup        each run
@@ -107,9 +107,9 @@ class Settings:
         default=8501, metadata={"help": "Prometheus metrics port (0: a free port, -1: off)"}
     )
     instances: int = field(
-        default=0,
-        metadata={"help": "model runs at a time: batcher workers sharing one session "
-                          "(0: 2, or 1 on a single CPU; chosen by bench.sweep, docs/benchmarks.md)"},
+        default=1,
+        metadata={"help": "model runs at a time: batcher workers sharing one session (2 may serve "
+                          "large batches faster, for ~17 MB more; docs/benchmarks.md)"},
     )
     threads: int = field(
         default=0,
@@ -148,10 +148,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.instances == 0:
-            object.__setattr__(self, "instances", min(2, available_cpus()))
         if self.instances < 1:
-            problems.append("instances must be at least 1 (0: automatic)")
+            problems.append("instances must be at least 1")
         elif self.threads <= 0:
             object.__setattr__(self, "threads", max(1, available_cpus() // self.instances))
         if not 0 <= self.port <= 65535:

@@ -13,18 +13,16 @@ def test_flag_wins_over_environment_which_wins_over_default():
     assert Settings.from_args([], env).instances == 2
 
 
-def test_instances_default_to_two_and_threads_to_the_cpus_shared_among_them():
+def test_threads_default_to_the_cpus_shared_among_instances():
     cpus = available_cpus()
-    assert Settings().instances == min(2, cpus)
-    assert Settings().threads == max(1, cpus // min(2, cpus))
-    assert Settings(instances=1).threads == cpus
+    assert Settings().threads == cpus
     assert Settings(instances=2).threads == max(1, cpus // 2)
     assert Settings(instances=4 * cpus).threads == 1
     assert Settings(instances=2, threads=3).threads == 3  # explicit threads are kept
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--instances", "-1"], "instances must be at least 1"),
+    (["--instances", "0"], "instances must be at least 1"),
     (["--instances", "two"], "invalid value for --instances"),
     (["--max-queue-size", "8", "--max-batch-size", "16"], "max_queue_size must be at least max_batch_size"),
 ])
