@@ -108,8 +108,8 @@ class Settings:
     )
     instances: int = field(
         default=1,
-        metadata={"help": "model runs at a time: batcher workers sharing one session (2 may serve "
-                          "large batches faster, for ~17 MB more; docs/benchmarks.md)"},
+        metadata={"help": "model runs at a time: batcher workers sharing one session (2 with "
+                          "--max-batch-size 32 suits batch-heavy traffic; docs/benchmarks.md)"},
     )
     threads: int = field(
         default=0,
