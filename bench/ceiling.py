@@ -26,9 +26,9 @@ DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 def measure(model_path: str, batches, seconds: float, threads: int, runs: int = 0,
             instances: int = 1) -> dict:
     from serving.model import OnnxModel
-    from serving.settings import available_cpus
+    from serving.settings import Settings
 
-    threads = threads or max(1, available_cpus() // instances)
+    threads = threads or Settings(instances=instances).threads  # the server's own default
     model = OnnxModel.load(model_path, threads=threads, spinning=False)  # shared, as in the server
     rng = np.random.default_rng(0)
     out = {"threads": threads, "instances": instances, "batches": {}}

@@ -174,7 +174,8 @@ def run_ceiling(model: str, repeats: int, smoke: bool) -> dict:
         for k in runs:
             runs[k].append(python_json(args + ["--instances", str(k)], timeout=600))
     first = runs[1][0]
-    out = {"threads": first["threads"], "instances": list(runs), "batches": {}}
+    out = {"threads": first["threads"], "instances": list(runs),
+           "threads_by_instances": {str(k): rs[0]["threads"] for k, rs in runs.items()}, "batches": {}}
     for batch in first["batches"]:
         layouts = {
             str(k): {
@@ -365,7 +366,8 @@ def report(results: dict) -> str:
     lines.append("")
     cpus = env["cpus"]
     layouts = results["ceiling"].get("instances", [1])
-    names = [f"{k} x {max(1, cpus // k)} threads" for k in layouts]
+    threads = results["ceiling"].get("threads_by_instances", {"1": results["ceiling"]["threads"]})
+    names = [f"{k} x {threads[str(k)]} threads" for k in layouts]
     lines.append("(a) Ceiling, raw onnxruntime in-process, images/s for each layout (instances x "
                  "intra-op threads; K instances = K runs side by side on one session, from K threads); "
                  "CPU cost of the best layout:")

@@ -68,11 +68,11 @@ def sweep(model: str, configs: list[dict[str, str]], scenarios, args) -> dict:
     out = {}
     base = label(configs[0])
     for name, by_scenario in runs.items():
-        out[name] = {"peak_rss_mb": max(memory[name])}
+        out[name] = {"peak_rss_mb": max(memory[name]), "scenarios": {}}
         for scenario, rs in by_scenario.items():
             ratios = [r["images_per_s"] / b["images_per_s"]
                       for r, b in zip(rs, runs[base][scenario]) if b.get("images_per_s")]
-            out[name][scenario] = {
+            out[name]["scenarios"][scenario] = {
                 "images_per_s": median([r.get("images_per_s") for r in rs]),
                 "p50_ms": median([r.get("p50_ms") for r in rs]),
                 "p99_ms": median([r.get("p99_ms") for r in rs]),
@@ -91,14 +91,12 @@ def report(results: dict) -> str:
              "| configuration | images/call x concurrency | images/s | vs defaults (same repeat) "
              "| p50 ms | p99 ms | server CPU us/image | server peak RSS MB |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for name, by_scenario in results["configs"].items():
-        for scenario, v in by_scenario.items():
-            if scenario == "peak_rss_mb":
-                continue
+    for name, config in results["configs"].items():
+        for scenario, v in config["scenarios"].items():
             ratio = f"{v['vs_defaults']:.2f}" if v["vs_defaults"] is not None else "n/a"
             lines.append(f"| {name} | {scenario} | {v['images_per_s']:,.0f} | {ratio} | "
                          f"{v['p50_ms']} | {v['p99_ms']} | {v['server_cpu_us_per_image']} | "
-                         f"{by_scenario['peak_rss_mb']} |")
+                         f"{config['peak_rss_mb']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -56,10 +56,11 @@ def test_settings_sweep_smoke(tmp_path, tiny_model_path):
     assert done.returncode == 0, done.stderr[-3000:]
     configs = json.loads(out.read_text())["configs"]
     assert list(configs) == ["defaults", "instances=2", "max_batch_size=8"]
-    for name, scenarios in configs.items():
-        assert scenarios.pop("peak_rss_mb") > 0
+    for name, config in configs.items():
+        assert config["peak_rss_mb"] > 0
+        scenarios = config["scenarios"]
         assert set(scenarios) == {"1x4", "4x2"}
         for value in scenarios.values():
             assert value["images_per_s"] > 0 and not value["errors"], (name, value)
-    assert all(v["vs_defaults"] == 1.0 for v in configs["defaults"].values())  # (rss popped)
+    assert all(v["vs_defaults"] == 1.0 for v in configs["defaults"]["scenarios"].values())
     assert "| instances=2 | 1x4 |" in done.stdout
