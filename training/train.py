@@ -152,13 +152,16 @@ def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int):
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self.started
             done = epoch + 1
+            # History first, checkpoint second: a kill between the two leaves a row without
+            # its checkpoint, which resume drops (it keeps rows up to the newest checkpoint)
+            # and redoes; the other order lost the row of a checkpointed epoch for good.
+            history.append({"epoch": done, **{k: float(logs[k]) for k in HISTORY_FIELDS[1:5]}, "seconds": round(seconds, 2)})
+            write_history(run_dir, history)
             ckpt_dir = run_dir / "checkpoints"
             ckpt_dir.mkdir(exist_ok=True)
             tmp = ckpt_dir / f"tmp-{done:04d}.keras"
             self.model.save(tmp)
             os.replace(tmp, ckpt_dir / f"epoch-{done:04d}.keras")
-            history.append({"epoch": done, **{k: float(logs[k]) for k in HISTORY_FIELDS[1:5]}, "seconds": round(seconds, 2)})
-            write_history(run_dir, history)
             for old in sorted(ckpt_dir.glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
                 old.unlink()
             recent = [row["seconds"] for row in history[-5:]]
