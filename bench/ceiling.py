@@ -28,7 +28,8 @@ def measure(model_path: str, batches, seconds: float, threads: int, runs: int = 
     from serving.model import OnnxModel
     from serving.settings import Settings
 
-    threads = threads or Settings(instances=instances).threads  # the server's own default
+    # K runs side by side get what the server gives overlapping runs (threads / K each).
+    threads = threads or Settings(instances=instances).overlap_threads
     model = OnnxModel.load(model_path, threads=threads, spinning=False)  # shared, as in the server
     rng = np.random.default_rng(0)
     out = {"threads": threads, "instances": instances, "batches": {}}

@@ -10,7 +10,9 @@ fresh ``cifar10-serve`` process and every scenario (``BxC``: B images per call, 
 ``bench.loadgen`` in its own process); configurations are interleaved within a repeat, so the
 machine's drift spreads over all of them. The report gives medians of images/s, p50, p99 and
 the server's CPU per image, and each configuration's images/s as a ratio to the defaults'
-run in the same repeat (the steadier figure on a shared machine).
+run in the same repeat (the steadier figure on a shared machine). ``--config
+NAME=V,NAME=V`` adds one configuration that changes several settings at once (e.g. the old
+defaults next to new ones: ``--config instances=1,max_batch_size=64``).
 """
 
 from __future__ import annotations
@@ -23,15 +25,28 @@ from pathlib import Path
 from bench.run import REAL_MODEL, STANDIN_MODEL, Server, background_load, loadgen, median
 
 
-def parse_sets(items: list[str]) -> list[dict[str, str]]:
-    """``["instances=1,2", "max_batch_size=32,64"]`` -> configurations, defaults first."""
+def _setting_name(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def parse_sets(items: list[str], combined: list[str] = ()) -> list[dict[str, str]]:
+    """``["instances=1,2", "max_batch_size=32,64"]`` -> configurations, defaults first;
+    each of ``combined`` (``"instances=1,max_batch_size=64"``) adds one more."""
     configs: list[dict[str, str]] = [{}]
     for item in items:
         name, _, values = item.partition("=")
-        name = name.strip().lower().replace("-", "_")
+        name = _setting_name(name)
         if not name or not values:
             raise SystemExit(f"--set wants NAME=V1,V2,... (got {item!r})")
         configs += [{name: v.strip()} for v in values.split(",") if v.strip()]
+    for item in combined:
+        config = {}
+        for pair in item.split(","):
+            name, _, value = pair.partition("=")
+            if not _setting_name(name) or not value.strip():
+                raise SystemExit(f"--config wants NAME=V,NAME=V,... (got {item!r})")
+            config[_setting_name(name)] = value.strip()
+        configs.append(config)
     return configs
 
 
@@ -106,6 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument("--real", action="store_true", help="models/cifar10-cnn.onnx")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2",
                         help="a server setting to vary (repeatable)")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME=V,NAME=V",
+                        help="one configuration changing several settings at once (repeatable)")
     parser.add_argument("--scenarios", default="1x1,1x64,32x4", help="BxC,... (images x callers)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per load run")
@@ -120,7 +137,7 @@ def main(argv=None) -> int:
     model = args.model or str(REAL_MODEL if REAL_MODEL.exists() else STANDIN_MODEL)
     if not Path(model).exists():
         parser.error(f"no model at {model} (give --model)")
-    configs = parse_sets(args.set)
+    configs = parse_sets(args.set, args.config)
     results = {"model": model, "repeats": args.repeats, "duration": args.duration,
                "command": " ".join(["python -m bench.sweep", *(argv if argv is not None else sys.argv[1:])]),
                "load_before": background_load()}

@@ -19,11 +19,14 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   ``DeadlineExceededError``. A cancelled caller's request is dropped the same way.
 * A request larger than ``max_batch_size`` is split into chunks that run in order;
   the caller gets the rows back concatenated.
-* With one worker (the default) there is one model run at a time, so runs never fight over
-  the onnxruntime thread pool (which then uses every CPU we may use). With ``workers`` > 1,
-  that many runs overlap; each should then get a share of the CPUs (the server gives each
-  run ``threads / instances`` onnxruntime threads), so a worker that loses its CPU for a
-  moment delays only its own batch instead of every thread of one shared run.
+* With one worker there is one model run at a time, which then uses every CPU we may use.
+  With ``workers`` > 1, that many runs overlap; a run that starts beside another should get
+  a share of the CPUs (``serving.model``'s elastic threads), so a worker that loses its CPU
+  for a moment delays only its own batch instead of every thread of one shared run.
+* A worker starts a run beside another only for a full batch (``max_batch_size`` images
+  queued); otherwise it leaves the queue to fill until a run ends. So extra workers add
+  parallel runs under heavy traffic (big requests, deep queues) and never split light
+  traffic into many small runs.
 
 ``run`` is any callable ``run(batch) -> (outputs, tag)``: ``outputs`` has one row per input
 row, ``tag`` is handed back unchanged to every caller in that batch (the serving core uses it
@@ -108,6 +111,7 @@ class Batcher:
         self._queued = 0  # images in _queue
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
+        self._running = 0  # model runs in flight
         self._stats_lock = threading.Lock()
         self.batches = 0  # counters, for tests and logs
         self.images = 0
@@ -153,7 +157,7 @@ class Batcher:
                 )
             self._queue.append(_Item(images, n, future, loop, deadline))
             self._queued += n
-            self._cond.notify()
+            self._wake()
         return await future
 
     async def _submit_split(self, images: np.ndarray, deadline: float | None):
@@ -175,7 +179,7 @@ class Batcher:
                 futures.append(future)
                 self._queue.append(_Item(chunk, len(chunk), future, loop, deadline))
             self._queued += n
-            self._cond.notify()
+            self._wake()
         try:
             parts = await asyncio.gather(*futures)
         except BaseException:
@@ -184,7 +188,23 @@ class Batcher:
             raise
         return np.concatenate([p[0] for p in parts]), parts[-1][1]
 
+    def _wake(self) -> None:
+        """Under the lock: tell the workers the queue changed.
+
+        With several workers, all of them: one that waits for a full batch may ignore it.
+        """
+        if len(self._threads) == 1:
+            self._cond.notify()
+        else:
+            self._cond.notify_all()
+
     # -- worker thread ------------------------------------------------------------------
+
+    def _may_start(self) -> bool:
+        """Under the lock: a run may start now (see the module docstring)."""
+        if not self._queue:
+            return False
+        return self._running == 0 or self._queued >= self.max_batch_size or self._closing
 
     def _take(self) -> tuple[list[_Item], list[_Item]]:
         """Under the lock: pop the next batch, and the expired or cancelled items."""
@@ -219,8 +239,8 @@ class Batcher:
         cond = self._cond
         while True:
             with cond:
-                while not self._queue:
-                    if self._closing:
+                while not self._may_start():
+                    if self._closing and not self._queue:
                         return
                     cond.wait()
                 if self.max_queue_delay > 0 and self._queued < self.max_batch_size:
@@ -231,10 +251,18 @@ class Batcher:
                             break
                         cond.wait(remaining)
                 batch, dropped = self._take()
+                if batch:
+                    self._running += 1
             if dropped:
                 self._fail(dropped, None)
             if batch:
-                self._run_batch(batch)
+                try:
+                    self._run_batch(batch)
+                finally:
+                    with cond:
+                        self._running -= 1
+                        if self._queue:
+                            self._wake()  # a worker waiting for a full batch may take it now
 
     def _run_batch(self, batch: list[_Item]) -> None:
         try:

@@ -3,15 +3,27 @@
 Knows nothing of gRPC or batching. ``OnnxModel.load(path, threads=...)`` raises
 ``ModelLoadError`` with one clear message for a missing file, a file onnxruntime cannot
 read, or a model that breaks the contract in ``serving.contract``.
+
+Runs from several threads at once (the batcher's ``instances``) get elastic threads: a run
+that starts while no other is in flight uses all ``threads`` (lowest latency for a lone
+request); a run that starts beside another uses ``threads // instances`` (no run then waits
+at an operator barrier for a thread another run has taken). The two thread counts are two
+onnxruntime sessions of the same model; every session of the process draws its tensors from
+one shared CPU arena (``session.use_env_allocators``), so a second session costs its weights
+(about 1 MB for the seed CNN), not a second arena.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -70,8 +82,25 @@ class ModelInfo:
     output: TensorSpec = OUTPUT_SPEC
 
 
+_arena_lock = threading.Lock()
+_arena_registered = False
+
+
+def _register_shared_arena() -> None:
+    """Once per process: one CPU arena that every session (old and new model) draws from."""
+    global _arena_registered
+    with _arena_lock:
+        if _arena_registered:
+            return
+        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        # max_mem 0 (no limit), extend strategy -1 / chunk sizes -1: onnxruntime's defaults.
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+        _arena_registered = True
+
+
 def _session_options(threads: int, spinning: bool) -> ort.SessionOptions:
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.use_env_allocators", "1")
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -82,6 +111,17 @@ def _session_options(threads: int, spinning: bool) -> ort.SessionOptions:
     return options
 
 
+def _session(data: bytes, path: str, threads: int, spinning: bool) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(
+            data, sess_options=_session_options(threads, spinning),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as exc:  # onnxruntime raises its own types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"onnxruntime cannot load {path}: {first}") from None
+
+
 def _dim_ok(dim, expected: int | None) -> bool:
     """A static dim must equal ``expected``; None means 'the batch dim: anything symbolic'."""
     if expected is None:
@@ -89,11 +129,49 @@ def _dim_ok(dim, expected: int | None) -> bool:
     return dim == expected
 
 
+S = TypeVar("S")
+
+
+class ElasticSessions(Generic[S]):
+    """Picks the session for each run: ``wide`` when no other run is in flight, else ``narrow``.
+
+    ``with sessions.acquire() as session: ...`` holds the run's place until it ends. Without a
+    ``narrow`` session every run gets ``wide``.
+    """
+
+    def __init__(self, wide: S, narrow: S | None = None):
+        self.wide = wide
+        self.narrow = narrow
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.runs = {"wide": 0, "narrow": 0}  # for tests and logs
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @contextlib.contextmanager
+    def acquire(self) -> Iterator[S]:
+        with self._lock:
+            alone = self._in_flight == 0 or self.narrow is None
+            self._in_flight += 1
+            self.runs["wide" if alone else "narrow"] += 1
+        try:
+            yield self.wide if alone else self.narrow
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def all(self) -> list[S]:
+        return [self.wide] if self.narrow is None else [self.wide, self.narrow]
+
+
 class OnnxModel:
     """A loaded, validated and warmed-up model. Thread-safe ``predict``."""
 
-    def __init__(self, session: ort.InferenceSession, info: ModelInfo, signature: FileSignature | None):
-        self._session = session
+    def __init__(self, sessions: ElasticSessions[ort.InferenceSession], info: ModelInfo,
+                 signature: FileSignature | None):
+        self.sessions = sessions
         self.info = info
         self.signature = signature
         self._outputs = [contract.OUTPUT_NAME]
@@ -108,8 +186,12 @@ class OnnxModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int = 1, spinning: bool = False,
-             warmup_batch_sizes: tuple[int, ...] = (1, 8)) -> OnnxModel:
-        """Load ``path``, check the contract, warm up. Raises ModelLoadError."""
+             warmup_batch_sizes: tuple[int, ...] = (1, 8), instances: int = 1) -> OnnxModel:
+        """Load ``path``, check the contract, warm up. Raises ModelLoadError.
+
+        ``threads``: intra-op threads of a run alone; with ``instances`` > 1, runs that overlap
+        another get ``threads // instances`` (at least 1) from a second session.
+        """
         path = os.fspath(path)
         started = time.perf_counter()
         # Read the bytes through one file descriptor, so the signature and the content
@@ -126,21 +208,20 @@ class OnnxModel:
             raise ModelLoadError(f"cannot read model file {path}: {exc.strerror or exc}") from None
         if not data:
             raise ModelLoadError(f"model file is empty: {path}")
-        try:
-            session = ort.InferenceSession(
-                data, sess_options=_session_options(threads, spinning),
-                providers=["CPUExecutionProvider"],
-            )
-        except Exception as exc:  # onnxruntime raises its own types for a bad file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"onnxruntime cannot load {path}: {first}") from None
-        info = _check_contract(session, path)
-        model = cls(session, info, signature)
+        threads = max(1, int(threads))
+        overlap_threads = max(1, threads // max(1, int(instances)))
+        _register_shared_arena()
+        wide = _session(data, path, threads, spinning)
+        info = _check_contract(wide, path)
+        narrow = _session(data, path, overlap_threads, spinning) if overlap_threads < threads else None
+        model = cls(ElasticSessions(wide, narrow), info, signature)
         model.warm_up(warmup_batch_sizes)
         log.info(
-            "loaded model %s version %s from %s in %.0f ms (%d threads, spinning %s)",
+            "loaded model %s version %s from %s in %.0f ms (%s, spinning %s)",
             info.name, info.version, path, (time.perf_counter() - started) * 1000,
-            threads, "on" if spinning else "off",
+            f"{threads} threads" if narrow is None
+            else f"{threads} threads alone, {overlap_threads} beside another run",
+            "on" if spinning else "off",
         )
         return model
 
@@ -150,10 +231,10 @@ class OnnxModel:
         Also a functional check: a model that fails or answers garbage is rejected here.
         """
         rng = np.random.default_rng(0)
-        for n in batch_sizes:
+        for n, session in [(n, s) for s in self.sessions.all() for n in batch_sizes]:
             images = rng.integers(0, 256, size=(n, *contract.INPUT_SHAPE), dtype=np.uint8)
             try:
-                out = self.predict(images)
+                out = self._predict_on(session, images)
             except ServingError as exc:
                 raise ModelLoadError(f"model {self.info.path}: warm-up failed: {exc}") from None
             except Exception as exc:
@@ -166,7 +247,11 @@ class OnnxModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, 32, 32, 3] -> float32 [N, 10]. Raises NonFiniteOutputError on NaN/inf."""
-        (out,) = self._session.run(self._outputs, {contract.INPUT_NAME: images})
+        with self.sessions.acquire() as session:
+            return self._predict_on(session, images)
+
+    def _predict_on(self, session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
+        (out,) = session.run(self._outputs, {contract.INPUT_NAME: images})
         if out.dtype != np.float32:
             out = out.astype(np.float32)
         # One reduction instead of np.isfinite(...).all(): sum is NaN if any element is

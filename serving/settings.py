@@ -13,13 +13,13 @@ CIFAR10_HOST                   0.0.0.0                     gRPC bind address
 CIFAR10_PORT                   8500                        gRPC port; 0 picks a free port
 CIFAR10_METRICS_PORT           8501                        Prometheus HTTP port; 0 picks a free
                                                            port, -1 turns metrics off
-CIFAR10_INSTANCES              1                           model runs at a time (batcher
+CIFAR10_INSTANCES              2 (1 on a single CPU)       model runs at a time (batcher
                                                            workers; Triton's instance count)
-CIFAR10_THREADS                CPUs this process may use   onnxruntime intra-op threads of
-                               (affinity and cgroup        each run
-                               quota) / instances
+CIFAR10_THREADS                CPUs this process may use   onnxruntime intra-op threads of a
+                               (affinity and cgroup        run alone; a run beside another
+                               quota)                      gets threads / instances
 CIFAR10_SPINNING               false                       onnxruntime intra-op thread spinning
-CIFAR10_MAX_BATCH_SIZE         64                          largest merged session run (images)
+CIFAR10_MAX_BATCH_SIZE         32                          largest merged session run (images)
 CIFAR10_MAX_QUEUE_DELAY_MS     0                           extra wait for a batch to fill; 0 =
                                                            run whatever is queued at once
 CIFAR10_MAX_QUEUE_SIZE         2048                        queued images before
@@ -107,18 +107,19 @@ class Settings:
         default=8501, metadata={"help": "Prometheus metrics port (0: a free port, -1: off)"}
     )
     instances: int = field(
-        default=1,
-        metadata={"help": "model runs at a time: batcher workers sharing one session (2 with "
-                          "--max-batch-size 32 suits batch-heavy traffic; docs/benchmarks.md)"},
+        default=0,
+        metadata={"help": "model runs at a time (0: 2, or 1 on a single CPU); a second run "
+                          "starts only for a full batch (docs/benchmarks.md)"},
     )
     threads: int = field(
         default=0,
-        metadata={"help": "onnxruntime intra-op threads per run (0: the CPUs we may use / instances)"},
+        metadata={"help": "onnxruntime intra-op threads of a run alone (0: the CPUs we may use); "
+                          "a run beside another gets threads / instances"},
     )
     spinning: bool = field(
         default=False, metadata={"help": "let onnxruntime's threads spin while idle"}
     )
-    max_batch_size: int = field(default=64, metadata={"help": "largest merged batch (images)"})
+    max_batch_size: int = field(default=32, metadata={"help": "largest merged batch (images)"})
     max_queue_delay_ms: float = field(
         default=0.0, metadata={"help": "extra wait for a batch to fill (0: none)"}
     )
@@ -148,10 +149,13 @@ class Settings:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.instances < 1:
-            problems.append("instances must be at least 1")
-        elif self.threads <= 0:
-            object.__setattr__(self, "threads", max(1, available_cpus() // self.instances))
+        if self.instances < 0:
+            problems.append("instances must not be negative (0: the default)")
+        else:
+            if self.instances == 0:
+                object.__setattr__(self, "instances", min(2, available_cpus()))
+            if self.threads <= 0:
+                object.__setattr__(self, "threads", available_cpus())
         if not 0 <= self.port <= 65535:
             problems.append(f"port {self.port} out of range")
         if not -1 <= self.metrics_port <= 65535:
@@ -176,6 +180,11 @@ class Settings:
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
         object.__setattr__(self, "log_level", self.log_level.upper())
+
+    @property
+    def overlap_threads(self) -> int:
+        """Intra-op threads of a run that starts while another is in flight."""
+        return max(1, self.threads // self.instances)
 
     @property
     def tls(self) -> bool:

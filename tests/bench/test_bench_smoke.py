@@ -49,13 +49,14 @@ def test_settings_sweep_smoke(tmp_path, tiny_model_path):
     out = tmp_path / "sweep.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.sweep", "--model", str(tiny_model_path), "--set", "instances=2",
-         "--set", "max_batch_size=8", "--scenarios", "1x4,4x2", "--repeats", "1", "--requests", "8",
+         "--set", "max_batch_size=8", "--config", "instances=2,max_batch_size=4", "--scenarios", "1x4,4x2", "--repeats", "1", "--requests", "8",
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     configs = json.loads(out.read_text())["configs"]
-    assert list(configs) == ["defaults", "instances=2", "max_batch_size=8"]
+    assert list(configs) == ["defaults", "instances=2", "max_batch_size=8",
+                             "instances=2, max_batch_size=4"]
     for name, config in configs.items():
         assert config["peak_rss_mb"] > 0
         scenarios = config["scenarios"]

@@ -266,6 +266,63 @@ def test_workers_run_batches_at_the_same_time_and_close_waits_for_all():
     assert threads == {"w-0", "w-1"}
 
 
+def test_a_second_worker_starts_a_run_beside_the_first_only_for_a_full_batch():
+    """Light traffic is not split into many small runs; a full batch runs side by side."""
+    rec = Recorder()
+    in_flight = []
+
+    def run_fn(batch):
+        in_flight.append(len(batch))
+        try:
+            return rec(batch)
+        finally:
+            in_flight.remove(len(batch))
+
+    async def main():
+        batcher = Batcher(run_fn, max_batch_size=4, workers=2)
+        rec.gate.clear()  # hold every run
+        first = asyncio.ensure_future(batcher.submit(rows(0)))
+        await asyncio.sleep(0.05)
+        assert rec.entered.wait(5)
+        small = [asyncio.ensure_future(batcher.submit(rows(10 + i))) for i in range(3)]
+        await asyncio.sleep(0.1)
+        assert in_flight == [1]  # 3 queued images: the idle worker waits
+        assert batcher.queued == 3
+        fourth = asyncio.ensure_future(batcher.submit(rows(20)))
+        await asyncio.sleep(0.1)
+        assert sorted(in_flight) == [1, 4]  # a full batch: it runs beside the first
+        assert batcher.queued == 0
+        rec.gate.set()
+        results = await asyncio.gather(first, *small, fourth)
+        assert await batcher.close(5)
+        return results
+
+    results = run(main())
+    assert [float(r[0][0, 0]) for r in results] == [0.0, 20.0, 22.0, 24.0, 40.0]
+    assert sorted(rec.sizes) == [1, 4]
+
+
+def test_a_waiting_worker_takes_a_partial_batch_once_the_other_run_ends():
+    rec = Recorder()
+
+    async def main():
+        batcher = Batcher(rec, max_batch_size=8, workers=2)
+        rec.gate.clear()
+        first = asyncio.ensure_future(batcher.submit(rows(0)))
+        await asyncio.sleep(0.05)
+        assert rec.entered.wait(5)
+        queued = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(1, 4)]
+        await asyncio.sleep(0.05)
+        rec.gate.set()  # the first run ends; the 3 queued images run as one batch
+        results = await asyncio.gather(first, *queued)
+        assert await batcher.close(5)
+        return results
+
+    results = run(main())
+    assert [float(r[0][0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0]
+    assert rec.sizes == [1, 3]
+
+
 def test_workers_must_be_positive():
     with pytest.raises(ValueError, match="workers"):
         Batcher(Recorder(), workers=0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from serving import contract
 from serving.errors import ModelLoadError
-from serving.model import OnnxModel
+from serving.model import ElasticSessions, OnnxModel
 from tests.serving import models
 
 
@@ -52,3 +54,60 @@ def test_directory_and_empty_file(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ModelLoadError, match="empty"):
         OnnxModel.load(empty)
+
+
+def test_a_run_alone_gets_the_wide_session_and_a_run_beside_it_the_narrow_one():
+    sessions = ElasticSessions("wide", "narrow")
+    with sessions.acquire() as first:
+        assert first == "wide"
+        with sessions.acquire() as second:
+            assert second == "narrow"
+            assert sessions.in_flight == 2
+        with sessions.acquire() as third:  # the first run is still in flight
+            assert third == "narrow"
+    assert sessions.in_flight == 0
+    with sessions.acquire() as alone_again:
+        assert alone_again == "wide"
+    assert sessions.runs == {"wide": 2, "narrow": 2}
+
+
+def test_without_a_narrow_session_every_run_is_wide_and_a_failed_run_frees_its_place():
+    sessions = ElasticSessions("only")
+    with sessions.acquire() as a, sessions.acquire() as b:
+        assert a == b == "only"
+    with pytest.raises(RuntimeError), sessions.acquire():
+        raise RuntimeError("the run failed")
+    assert sessions.in_flight == 0
+
+
+def test_two_instances_load_two_sessions_that_give_the_same_answers(tiny_model_path):
+    model = OnnxModel.load(tiny_model_path, threads=2, instances=2)
+    assert len(model.sessions.all()) == 2
+    images = np.random.default_rng(1).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    wide, narrow = model.sessions.all()
+    np.testing.assert_allclose(model._predict_on(wide, images), model._predict_on(narrow, images),
+                               rtol=1e-5, atol=1e-6)
+    # Runs from two threads at once: both sessions serve, every answer is its own.
+    barrier = threading.Barrier(2)
+    results = {}
+
+    def caller(i):
+        barrier.wait()
+        results[i] = [model.predict(images[i:i + 1]) for _ in range(200)]
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        expected = model._predict_on(wide, images[i:i + 1])
+        for out in results[i]:
+            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert model.sessions.runs["wide"] > 0
+    assert model.sessions.in_flight == 0
+
+
+def test_one_instance_or_one_thread_loads_one_session(tiny_model_path):
+    assert len(OnnxModel.load(tiny_model_path, threads=2).sessions.all()) == 1
+    assert len(OnnxModel.load(tiny_model_path, threads=1, instances=2).sessions.all()) == 1

@@ -33,7 +33,7 @@ def test_model_info(channel):
     assert list(info.labels) == list(contract.CLASS_NAMES)
     assert (info.input.name, info.input.dtype, list(info.input.shape)) == ("images", "uint8", [-1, 32, 32, 3])
     assert (info.output.name, info.output.dtype, list(info.output.shape)) == ("probabilities", "float32", [-1, 10])
-    assert info.max_batch_size == 64
+    assert info.max_batch_size == 32
     assert set(contract.REQUIRED_METADATA) <= set(info.metadata)
 
 
@@ -179,9 +179,11 @@ def test_concurrent_clients_are_batched(server, channel):
 
 
 def test_two_instances_run_batches_side_by_side_with_correct_answers(server_factory):
-    """--instances 2: two batcher workers share the session; every answer is still its own."""
-    srv = server_factory(instances=2, threads=1)
+    """--instances 2: two batcher workers, elastic threads (a wide and a narrow session);
+    every answer is still its own."""
+    srv = server_factory(instances=2, threads=2)
     assert srv.core.batcher.workers == 2
+    assert len(srv.core.model.sessions.all()) == 2
 
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.ClassifierStub(channel)

@@ -9,20 +9,24 @@ def test_flag_wins_over_environment_which_wins_over_default():
     env = {"CIFAR10_MAX_BATCH_SIZE": "16", "CIFAR10_INSTANCES": "2"}
     assert Settings.from_args([], env).max_batch_size == 16
     assert Settings.from_args(["--max-batch-size", "8"], env).max_batch_size == 8
-    assert Settings.from_args([], {}).max_batch_size == 64
+    assert Settings.from_args([], {}).max_batch_size == 32
     assert Settings.from_args([], env).instances == 2
 
 
-def test_threads_default_to_the_cpus_shared_among_instances():
+def test_threads_default_to_the_cpus_and_overlapping_runs_share_them():
     cpus = available_cpus()
     assert Settings().threads == cpus
-    assert Settings(instances=2).threads == max(1, cpus // 2)
-    assert Settings(instances=4 * cpus).threads == 1
+    assert Settings().instances == min(2, cpus)  # 0 (the default) picks 2, 1 on a single CPU
+    assert Settings(instances=1).overlap_threads == cpus
+    assert Settings(instances=2).threads == cpus  # a run alone still gets every CPU
+    assert Settings(instances=2).overlap_threads == max(1, cpus // 2)
+    assert Settings(instances=4 * cpus).overlap_threads == 1
     assert Settings(instances=2, threads=3).threads == 3  # explicit threads are kept
+    assert Settings(instances=2, threads=3).overlap_threads == 1
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--instances", "0"], "instances must be at least 1"),
+    (["--instances", "-1"], "instances must not be negative"),
     (["--instances", "two"], "invalid value for --instances"),
     (["--max-queue-size", "8", "--max-batch-size", "16"], "max_queue_size must be at least max_batch_size"),
 ])
