@@ -45,6 +45,7 @@ SERVER_CODE = "import sys; from serving.server import main; sys.exit(main())"
 
 TARGETS = {
     "batch32_c4_vs_ceiling": 0.90,
+    "batch32_c4_vs_one_run_ceiling": 0.90,
     "single_c64_images_per_s": 3000.0,
     "single_c1_p99_ms": 1.5,
     "cold_start_s": 1.5,
@@ -190,15 +191,16 @@ def run_ceiling(model: str, repeats: int, smoke: bool) -> dict:
     return out
 
 
-def paired_ceiling(model: str, smoke: bool) -> float:
-    """The best batch-8..128 images/s over the layouts, measured now (for the 32x4 share)."""
-    best = 0.0
+def paired_ceiling(model: str, smoke: bool) -> dict[int, float]:
+    """The best batch-8..128 images/s of each layout (instances), measured now (for the
+    32x4 share)."""
+    best = {}
     for k in ceiling_instances():
         cargs = ["-m", "bench.ceiling", "--model", model, "--batches", "8,32,64,128",
                  "--instances", str(k)]
         cargs += ["--runs", "2"] if smoke else ["--seconds", "1"]
         ceiling = python_json(cargs, timeout=300)
-        best = max(best, *(v["images_per_s"] for v in ceiling["batches"].values()))
+        best[k] = max(v["images_per_s"] for v in ceiling["batches"].values())
     return best
 
 
@@ -266,8 +268,12 @@ def run_server_parts(model: str, model_name: str, args) -> dict:
                     loadgen(server, "v1", batch, concurrency, args))
                 if (batch, concurrency) == (32, 4):
                     run = ours[(32, 4)][-1]["images_per_s"]
-                    paired[-1] = {"ceiling_images_per_s": paired[-1], "images_per_s": run,
-                                  "share": round(run / paired[-1], 3)}
+                    layouts = paired[-1]
+                    best, one_run = max(layouts.values()), layouts[1]
+                    paired[-1] = {"ceiling_images_per_s": best, "images_per_s": run,
+                                  "share": round(run / best, 3),
+                                  "one_run_ceiling_images_per_s": one_run,
+                                  "share_one_run": round(run / one_run, 3)}
                 if args.v2_loadgen:
                     ours_v2[(batch, concurrency)].append(
                         loadgen(server, "v2", batch, concurrency, args))
@@ -331,6 +337,9 @@ def targets(results: dict) -> dict:
         # Median over repeats of (32x4 images/s) / (ceiling measured just before it).
         "batch32_c4_vs_ceiling": median([p["share"] for p in paired]) if paired else (
             round(b32c4 / ceiling_max, 3) if ceiling_max else None),
+        # The same against one run on all threads: the issue's and the design notes' ceiling.
+        "batch32_c4_vs_one_run_ceiling": median([p["share_one_run"] for p in paired])
+        if paired and "share_one_run" in paired[0] else None,
         "single_c64_images_per_s": v1["1x64"]["images_per_s"],
         "single_c1_p99_ms": v1["1x1"]["p99_ms"],
         "cold_start_s": results["cold_start"]["seconds"],
@@ -339,7 +348,8 @@ def targets(results: dict) -> dict:
     out = {}
     for name, limit in TARGETS.items():
         value = figures[name]
-        higher_is_better = name in ("batch32_c4_vs_ceiling", "single_c64_images_per_s")
+        higher_is_better = name in ("batch32_c4_vs_ceiling", "batch32_c4_vs_one_run_ceiling",
+                                    "single_c64_images_per_s")
         met = None if value is None else (value >= limit if higher_is_better else value <= limit)
         out[name] = {"value": value, "target": limit, "met": met}
     out["ceiling_images_per_s_batch8_256_max"] = ceiling_max
@@ -458,18 +468,27 @@ def report(results: dict) -> str:
                      "measured right before each run: " + "; ".join(
                          f"{p['images_per_s']:,.0f} / {p['ceiling_images_per_s']:,.0f} = "
                          f"{p['share']:.2f}" for p in paired) + ".")
+        if "share_one_run" in paired[0]:
+            lines.append("The same against the one-run layout alone (one onnxruntime run on all "
+                         "threads, as the issue's ceiling was measured): " + "; ".join(
+                             f"{p['images_per_s']:,.0f} / {p['one_run_ceiling_images_per_s']:,.0f} "
+                             f"= {p['share_one_run']:.2f}" for p in paired) + ".")
         lines.append("")
     lines.append("| target | measured | limit | met |")
     lines.append("|---|---:|---:|---|")
     names = {
-        "batch32_c4_vs_ceiling": "32-image calls, concurrency 4, share of the ceiling",
+        "batch32_c4_vs_ceiling": "32-image calls, concurrency 4, share of the ceiling (best layout)",
+        "batch32_c4_vs_one_run_ceiling": "32-image calls, concurrency 4, share of the one-run "
+                                         "ceiling (the issue's)",
         "single_c64_images_per_s": "1-image calls, concurrency 64, images/s",
         "single_c1_p99_ms": "1-image calls, concurrency 1, p99 ms",
         "cold_start_s": "cold start, s",
         "rss_mb": "server resident memory, MB",
     }
     for name, label in names.items():
-        t = results["targets"][name]
+        t = results["targets"].get(name)
+        if t is None:  # a results file from before this target was measured
+            continue
         met = {True: "yes", False: "NO", None: "n/a"}[t["met"]]
         lines.append(f"| {label} | {t['value']} | {t['target']} | {met} |")
     return "\n".join(lines) + "\n"

@@ -189,14 +189,10 @@ class Batcher:
         return np.concatenate([p[0] for p in parts]), parts[-1][1]
 
     def _wake(self) -> None:
-        """Under the lock: tell the workers the queue changed.
-
-        With several workers, all of them: one that waits for a full batch may ignore it.
-        """
-        if len(self._threads) == 1:
-            self._cond.notify()
-        else:
-            self._cond.notify_all()
+        """Under the lock: wake one idle worker. It passes the wake on if, after taking its
+        batch, another run may still start (see ``_work``); a worker that ends a run looks at
+        the queue itself, so nobody needs waking then."""
+        self._cond.notify()
 
     # -- worker thread ------------------------------------------------------------------
 
@@ -253,6 +249,8 @@ class Batcher:
                 batch, dropped = self._take()
                 if batch:
                     self._running += 1
+                if self._may_start():
+                    cond.notify()  # more than one run's worth is queued: the next worker
             if dropped:
                 self._fail(dropped, None)
             if batch:
@@ -261,8 +259,6 @@ class Batcher:
                 finally:
                     with cond:
                         self._running -= 1
-                        if self._queue:
-                            self._wake()  # a worker waiting for a full batch may take it now
 
     def _run_batch(self, batch: list[_Item]) -> None:
         try:
