@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -113,10 +114,18 @@ class Server:
         env.update({"CIFAR10_MODEL_PATH": model, "CIFAR10_PORT": str(self.port),
                     "CIFAR10_HOST": "127.0.0.1", "CIFAR10_METRICS_PORT": "0"})
         env.update(extra_env or {})
+        # Its log goes to a file, not a pipe: a pipe nobody reads until stop would block a
+        # server that logs more than the pipe holds (64 KB) during a long run.
+        self._log = tempfile.TemporaryFile()
         self.started = time.perf_counter()
         self.process = subprocess.Popen([sys.executable, "-c", SERVER_CODE], env=env, cwd=ROOT,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                        stdout=subprocess.DEVNULL, stderr=self._log)
         self.address = f"127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        """Everything the server has written to stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def first_answer(self, timeout: float = 60.0) -> float:
         """Seconds from process start to the first Classify answer."""
@@ -296,7 +305,7 @@ def run_server_parts(model: str, model_name: str, args) -> dict:
                                        for b, c in SCENARIOS}
     finally:
         out["exit_code"] = server.stop()
-        stderr = server.process.stderr.read().decode(errors="replace") if server.process.stderr else ""
+        stderr = server.log_text()
         out["server_errors_logged"] = [line for line in stderr.splitlines() if " ERROR " in line][:10]
     return out
 

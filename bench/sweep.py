@@ -77,7 +77,7 @@ def sweep(model: str, configs: list[dict[str, str]], scenarios, args) -> dict:
                 memory[label(config)].append(server.memory_mb()["peak_rss_mb"])
             finally:
                 code = server.stop()
-                stderr = server.process.stderr.read().decode(errors="replace")
+                stderr = server.log_text()
             if code != 0:
                 raise RuntimeError(f"server with {label(config)} exited {code}: {stderr[-2000:]}")
     out = {}
