@@ -231,19 +231,20 @@ class OnnxModel:
         Also a functional check: a model that fails or answers garbage is rejected here.
         """
         rng = np.random.default_rng(0)
-        for n, session in [(n, s) for s in self.sessions.all() for n in batch_sizes]:
-            images = rng.integers(0, 256, size=(n, *contract.INPUT_SHAPE), dtype=np.uint8)
-            try:
-                out = self._predict_on(session, images)
-            except ServingError as exc:
-                raise ModelLoadError(f"model {self.info.path}: warm-up failed: {exc}") from None
-            except Exception as exc:
-                raise ModelLoadError(f"model {self.info.path}: warm-up run failed: {exc}") from None
-            if out.shape != (n, contract.NUM_CLASSES):
-                raise ModelLoadError(
-                    f"model {self.info.path}: output shape {out.shape} for a batch of {n}, "
-                    f"expected {(n, contract.NUM_CLASSES)}"
-                )
+        for session in self.sessions.all():  # every session: each has its own lazy set-up
+            for n in batch_sizes:
+                images = rng.integers(0, 256, size=(n, *contract.INPUT_SHAPE), dtype=np.uint8)
+                try:
+                    out = self._predict_on(session, images)
+                except ServingError as exc:
+                    raise ModelLoadError(f"model {self.info.path}: warm-up failed: {exc}") from None
+                except Exception as exc:
+                    raise ModelLoadError(f"model {self.info.path}: warm-up run failed: {exc}") from None
+                if out.shape != (n, contract.NUM_CLASSES):
+                    raise ModelLoadError(
+                        f"model {self.info.path}: output shape {out.shape} for a batch of {n}, "
+                        f"expected {(n, contract.NUM_CLASSES)}"
+                    )
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, 32, 32, 3] -> float32 [N, 10]. Raises NonFiniteOutputError on NaN/inf."""
