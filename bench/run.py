@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import tempfile
 import time
 from pathlib import Path
 

@@ -28,7 +28,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from serving.contract import CLASS_NAMES
@@ -37,7 +36,6 @@ from serving.errors import InvalidInputError
 from .cli import (
     EXIT_ITEM_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
     UsageError,
     add_connection_args,
     connection_kwargs,
@@ -45,7 +43,7 @@ from .cli import (
 )
 from .errors import ClientError
 from .outputs import KEY, OutputError, ResultFile, result_file
-from .report import Summary, summarize, write_confusion_png
+from .report import summarize, write_confusion_png
 from .results import Classification
 from .sources import Item, Source, SourceError, open_source
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 
 from serving.proto.cifar10.v1 import classifier_pb2 as pb
