@@ -105,7 +105,7 @@ class ServingCore:
         sizes = tuple(sorted({1, min(8, settings.max_batch_size), settings.max_batch_size}))
         return OnnxModel.load(
             settings.model_path, threads=settings.threads, spinning=settings.spinning,
-            warmup_batch_sizes=sizes, instances=settings.instances,
+            warmup_batch_sizes=sizes, overlap_threads=settings.overlap_threads,
         )
 
     # -- information --------------------------------------------------------------------

@@ -186,11 +186,13 @@ class OnnxModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int = 1, spinning: bool = False,
-             warmup_batch_sizes: tuple[int, ...] = (1, 8), instances: int = 1) -> OnnxModel:
+             warmup_batch_sizes: tuple[int, ...] = (1, 8),
+             overlap_threads: int | None = None) -> OnnxModel:
         """Load ``path``, check the contract, warm up. Raises ModelLoadError.
 
-        ``threads``: intra-op threads of a run alone; with ``instances`` > 1, runs that overlap
-        another get ``threads // instances`` (at least 1) from a second session.
+        ``threads``: intra-op threads of a run alone; ``overlap_threads`` (fewer, e.g.
+        ``Settings.overlap_threads``): those of a run that starts beside another, from a second
+        session. None, or not fewer than ``threads``: one session for every run.
         """
         path = os.fspath(path)
         started = time.perf_counter()
@@ -209,18 +211,18 @@ class OnnxModel:
         if not data:
             raise ModelLoadError(f"model file is empty: {path}")
         threads = max(1, int(threads))
-        overlap_threads = max(1, threads // max(1, int(instances)))
         _register_shared_arena()
         wide = _session(data, path, threads, spinning)
         info = _check_contract(wide, path)
-        narrow = _session(data, path, overlap_threads, spinning) if overlap_threads < threads else None
+        overlap = threads if overlap_threads is None else max(1, int(overlap_threads))
+        narrow = _session(data, path, overlap, spinning) if overlap < threads else None
         model = cls(ElasticSessions(wide, narrow), info, signature)
         model.warm_up(warmup_batch_sizes)
         log.info(
             "loaded model %s version %s from %s in %.0f ms (%s, spinning %s)",
             info.name, info.version, path, (time.perf_counter() - started) * 1000,
             f"{threads} threads" if narrow is None
-            else f"{threads} threads alone, {overlap_threads} beside another run",
+            else f"{threads} threads alone, {overlap} beside another run",
             "on" if spinning else "off",
         )
         return model

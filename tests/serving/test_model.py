@@ -81,7 +81,7 @@ def test_without_a_narrow_session_every_run_is_wide_and_a_failed_run_frees_its_p
 
 
 def test_two_instances_load_two_sessions_that_give_the_same_answers(tiny_model_path):
-    model = OnnxModel.load(tiny_model_path, threads=2, instances=2)
+    model = OnnxModel.load(tiny_model_path, threads=2, overlap_threads=1)
     assert len(model.sessions.all()) == 2
     images = np.random.default_rng(1).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
     wide, narrow = model.sessions.all()
@@ -110,4 +110,4 @@ def test_two_instances_load_two_sessions_that_give_the_same_answers(tiny_model_p
 
 def test_one_instance_or_one_thread_loads_one_session(tiny_model_path):
     assert len(OnnxModel.load(tiny_model_path, threads=2).sessions.all()) == 1
-    assert len(OnnxModel.load(tiny_model_path, threads=1, instances=2).sessions.all()) == 1
+    assert len(OnnxModel.load(tiny_model_path, threads=1, overlap_threads=1).sessions.all()) == 1
