@@ -347,7 +347,7 @@ def targets(results: dict) -> dict:
             round(b32c4 / ceiling_max, 3) if ceiling_max else None),
         # The same against one run on all threads: the issue's and the design notes' ceiling.
         "batch32_c4_vs_one_run_ceiling": median([p["share_one_run"] for p in paired])
-        if paired and "share_one_run" in paired[0] else None,
+        if paired else None,
         "single_c64_images_per_s": v1["1x64"]["images_per_s"],
         "single_c1_p99_ms": v1["1x1"]["p99_ms"],
         "cold_start_s": results["cold_start"]["seconds"],
@@ -383,8 +383,8 @@ def report(results: dict) -> str:
             f"{k} {v}" for k, v in served.items()) + ".")
     lines.append("")
     cpus = env["cpus"]
-    layouts = results["ceiling"].get("instances", [1])
-    threads = results["ceiling"].get("threads_by_instances", {"1": results["ceiling"]["threads"]})
+    layouts = results["ceiling"]["instances"]
+    threads = results["ceiling"]["threads_by_instances"]
     names = [f"{k} x {threads[str(k)]} threads" for k in layouts]
     lines.append("(a) Ceiling, raw onnxruntime in-process, images/s for each layout (instances x "
                  "intra-op threads; K instances = K runs side by side on one session, from K threads); "
@@ -476,11 +476,10 @@ def report(results: dict) -> str:
                      "measured right before each run: " + "; ".join(
                          f"{p['images_per_s']:,.0f} / {p['ceiling_images_per_s']:,.0f} = "
                          f"{p['share']:.2f}" for p in paired) + ".")
-        if "share_one_run" in paired[0]:
-            lines.append("The same against the one-run layout alone (one onnxruntime run on all "
-                         "threads, as the issue's ceiling was measured): " + "; ".join(
-                             f"{p['images_per_s']:,.0f} / {p['one_run_ceiling_images_per_s']:,.0f} "
-                             f"= {p['share_one_run']:.2f}" for p in paired) + ".")
+        lines.append("The same against the one-run layout alone (one onnxruntime run on all "
+                     "threads, as the issue's ceiling was measured): " + "; ".join(
+                         f"{p['images_per_s']:,.0f} / {p['one_run_ceiling_images_per_s']:,.0f} "
+                         f"= {p['share_one_run']:.2f}" for p in paired) + ".")
         lines.append("")
     lines.append("| target | measured | limit | met |")
     lines.append("|---|---:|---:|---|")
@@ -494,9 +493,7 @@ def report(results: dict) -> str:
         "rss_mb": "server resident memory, MB",
     }
     for name, label in names.items():
-        t = results["targets"].get(name)
-        if t is None:  # a results file from before this target was measured
-            continue
+        t = results["targets"][name]
         met = {True: "yes", False: "NO", None: "n/a"}[t["met"]]
         lines.append(f"| {label} | {t['value']} | {t['target']} | {met} |")
     return "\n".join(lines) + "\n"
