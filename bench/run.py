@@ -14,7 +14,9 @@
 (c) the same calls through the Open Inference Protocol with Triton's perf_analyzer;
 (d) the gRPC floor: 1-image calls at concurrency 1 and 64 against ``bench.echo_server``, a
     grpc.aio server that parses each request and computes nothing: the most calls/s and the
-    least latency any grpcio server can give with this client on these CPUs.
+    least latency any grpcio server can give with this client on these CPUs;
+(e) (b) and (d) again with h2load (bench.h2load), a C HTTP/2 client that leaves the server
+    more of the shared CPUs than a Python client does (skipped when h2load is not installed).
 Each figure is the median of ``--repeats`` runs (scenarios interleaved, so slow drift of
 the machine's load spreads over all of them). Results: JSON (``--out``) and a Markdown
 report (``--report``, also printed), with the issue-4 targets marked met or not.
@@ -35,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import perf_analyzer
+from bench import h2load, perf_analyzer
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_MODEL = ROOT / "models" / "cifar10-cnn.onnx"
@@ -48,6 +50,8 @@ TARGETS = {
     "batch32_c4_vs_one_run_ceiling": 0.90,
     "single_c64_images_per_s": 3000.0,
     "single_c1_p99_ms": 1.5,
+    "single_c64_images_per_s_h2load": 3000.0,
+    "single_c1_p99_ms_h2load": 1.5,
     "cold_start_s": 1.5,
     "rss_mb": 150.0,
 }
@@ -294,6 +298,8 @@ def run_server_parts(model: str, model_name: str, args) -> dict:
                         model_name, server.address, batch, concurrency,
                         window_ms=args.pa_window_ms,
                         request_count=max(concurrency, 8) * 2 if args.smoke else 0))
+        if use_h2load(args):
+            out["v1_h2load"] = run_h2load(server.address, SCENARIOS, args)
         out["memory_end"] = server.memory_mb()
         out["v1_loadgen"] = {f"{b}x{c}": summarize_runs(ours[(b, c)]) for b, c in SCENARIOS}
         if args.v2_loadgen:
@@ -309,11 +315,27 @@ def run_server_parts(model: str, model_name: str, args) -> dict:
     return out
 
 
+def use_h2load(args) -> bool:
+    return not args.no_h2load and h2load.binary() is not None
+
+
+def run_h2load(address: str, scenarios, args) -> dict:
+    """(e): the scenarios with h2load, ``--repeats`` times, interleaved; medians."""
+    runs = {s: [] for s in scenarios}
+    for _ in range(args.repeats):
+        for batch, concurrency in scenarios:
+            runs[(batch, concurrency)].append(h2load.run(
+                address, batch, concurrency, args.duration, args.warmup,
+                requests=max(concurrency, 8) if args.smoke else 0))
+    return {f"{b}x{c}": summarize_runs(runs[(b, c)]) for b, c in scenarios}
+
+
 FLOOR_SCENARIOS = [(1, 1), (1, 64)]
 
 
-def run_grpc_floor(args) -> dict:
-    """(d): the same 1-image load against bench.echo_server (no model, no batching)."""
+def run_grpc_floor(args) -> tuple[dict, dict | None]:
+    """(d): the same 1-image load against bench.echo_server (no model, no batching), with
+    bench.loadgen, and with h2load for (e) (None without h2load)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "bench.echo_server", "--port", str(port)],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -325,7 +347,8 @@ def run_grpc_floor(args) -> dict:
             for batch, concurrency in FLOOR_SCENARIOS:
                 runs[(batch, concurrency)].append(
                     _loadgen(f"127.0.0.1:{port}", "v1", batch, concurrency, args))
-        return {f"{b}x{c}": summarize_runs(runs[(b, c)]) for b, c in FLOOR_SCENARIOS}
+        lean = run_h2load(f"127.0.0.1:{port}", FLOOR_SCENARIOS, args) if use_h2load(args) else None
+        return {f"{b}x{c}": summarize_runs(runs[(b, c)]) for b, c in FLOOR_SCENARIOS}, lean
     finally:
         process.terminate()
         process.wait(30)
@@ -341,6 +364,7 @@ def targets(results: dict) -> dict:
     b32c4 = v1["32x4"]["images_per_s"]
     mem = results["server"]["memory_end"]
     paired = results["server"].get("paired_32x4_vs_ceiling") or []
+    lean = results["server"].get("v1_h2load") or {}
     figures = {
         # Median over repeats of (32x4 images/s) / (ceiling measured just before it).
         "batch32_c4_vs_ceiling": median([p["share"] for p in paired]) if paired else (
@@ -350,6 +374,9 @@ def targets(results: dict) -> dict:
         if paired else None,
         "single_c64_images_per_s": v1["1x64"]["images_per_s"],
         "single_c1_p99_ms": v1["1x1"]["p99_ms"],
+        # The same two through h2load, the lean client (part (e)); None without h2load.
+        "single_c64_images_per_s_h2load": lean.get("1x64", {}).get("images_per_s"),
+        "single_c1_p99_ms_h2load": lean.get("1x1", {}).get("p99_ms"),
         "cold_start_s": results["cold_start"]["seconds"],
         "rss_mb": max(mem["rss_mb"], results["server"]["memory_after_load"]["rss_mb"]),
     }
@@ -357,11 +384,38 @@ def targets(results: dict) -> dict:
     for name, limit in TARGETS.items():
         value = figures[name]
         higher_is_better = name in ("batch32_c4_vs_ceiling", "batch32_c4_vs_one_run_ceiling",
-                                    "single_c64_images_per_s")
+                                    "single_c64_images_per_s", "single_c64_images_per_s_h2load")
         met = None if value is None else (value >= limit if higher_is_better else value <= limit)
         out[name] = {"value": value, "target": limit, "met": met}
     out["ceiling_images_per_s_batch8_256_max"] = ceiling_max
     return out
+
+
+def report_h2load(results: dict) -> list[str]:
+    """Part (e): our server and the echo server with h2load as the client."""
+    ours, echo = results["server"].get("v1_h2load"), results.get("grpc_floor_h2load") or {}
+    if not ours:
+        return []
+
+    def fmt(value, spec):
+        return "n/a" if value is None else format(value, spec)
+
+    lines = ["(e) The same cifar10.v1 calls with h2load (a C HTTP/2 client; bench.h2load) as the "
+             "client, our server and, for 1-image calls, bench.echo_server:", "",
+             "| images/call | concurrency | our server images/s | p50 ms | p99 ms | echo calls/s "
+             "| echo p50 ms | echo p99 ms | our server / echo |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, row in ours.items():
+        batch, concurrency = key.split("x")
+        floor = echo.get(key, {})
+        share = (f"{row['images_per_s'] / floor['images_per_s']:.2f}"
+                 if row.get("images_per_s") and floor.get("images_per_s") else "")
+        lines.append(f"| {batch} | {concurrency} | {fmt(row['images_per_s'], ',.0f')} | "
+                     f"{fmt(row['p50_ms'], '.2f')} | {fmt(row['p99_ms'], '.2f')} | "
+                     f"{fmt(floor.get('images_per_s'), ',.0f') if floor else ''} | "
+                     f"{fmt(floor.get('p50_ms'), '.2f') if floor else ''} | "
+                     f"{fmt(floor.get('p99_ms'), '.2f') if floor else ''} | {share} |")
+    return [*lines, ""]
 
 
 def report(results: dict) -> str:
@@ -425,7 +479,7 @@ def report(results: dict) -> str:
             + (f" {fmt(server['v2_loadgen'][key]['images_per_s'], ',.0f')} | "
                f"{fmt(server['v2_loadgen'][key]['p50_ms'], '.2f')} | "
                f"{fmt(server['v2_loadgen'][key]['p99_ms'], '.2f')} |" if has_v2_ours else ""))
-    errors = {f"{part} {k}": v["errors"] for part in ("v1_loadgen", "v2_loadgen", "v2_perf_analyzer")
+    errors = {f"{part} {k}": v["errors"] for part in ("v1_loadgen", "v2_loadgen", "v2_perf_analyzer", "v1_h2load")
               for k, v in server.get(part, {}).items() if v["errors"]}
     if any(v.get("unstable_runs") for v in server.get("v2_perf_analyzer", {}).values()):
         lines.append("")
@@ -470,6 +524,7 @@ def report(results: dict) -> str:
             lines.append(f"| {batch} | {concurrency} | {row['images_per_s']:,.0f} | {row['p50_ms']:.2f} "
                          f"| {row['p99_ms']:.2f} | {ours:,.0f} | {share} |")
         lines.append("")
+    lines += report_h2load(results)
     paired = server.get("paired_32x4_vs_ceiling") or []
     if paired:
         lines.append("32-image calls at concurrency 4 against the ceiling (batch 8-128, best) "
@@ -489,6 +544,8 @@ def report(results: dict) -> str:
                                          "ceiling (the issue's)",
         "single_c64_images_per_s": "1-image calls, concurrency 64, images/s",
         "single_c1_p99_ms": "1-image calls, concurrency 1, p99 ms",
+        "single_c64_images_per_s_h2load": "the same with h2load as the client: images/s",
+        "single_c1_p99_ms_h2load": "the same with h2load as the client: p99 ms",
         "cold_start_s": "cold start, s",
         "rss_mb": "server resident memory, MB",
     }
@@ -531,6 +588,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pa-window-ms", type=int, default=3000,
                         help="perf_analyzer measurement window")
     parser.add_argument("--no-perf-analyzer", action="store_true")
+    parser.add_argument("--no-h2load", action="store_true",
+                        help="skip part (e), the runs with h2load (skipped anyway without it)")
     parser.add_argument("--v2-loadgen", action="store_true",
                         help="also drive the v2 API (ModelInfer) with our load generator")
     parser.add_argument("--smoke", action="store_true",
@@ -571,7 +630,9 @@ def main(argv=None) -> int:
         results["ceiling"] = run_ceiling(model, args.repeats, args.smoke)
         results["cold_start"] = run_cold_start(model, args.cold_starts)
         results["server"] = run_server_parts(model, info.name, args)
-        results["grpc_floor"] = run_grpc_floor(args)
+        results["grpc_floor"], lean_floor = run_grpc_floor(args)
+        if lean_floor is not None:
+            results["grpc_floor_h2load"] = lean_floor
         results["environment"]["load_after"] = background_load()
         results["targets"] = targets(results)
     text = report(results)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import h2load
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,6 +44,14 @@ def test_bench_smoke(tmp_path):
     assert all(v["images_per_s"] > 0 and not v["errors"] for v in floor.values()), floor
     assert set(results["targets"]) >= {"cold_start_s", "rss_mb", "single_c64_images_per_s"}
     assert "| target |" in report.read_text() and "(d) The gRPC floor" in report.read_text()
+    if h2load.binary() is not None:  # part (e); CI installs h2load (nghttp2-client)
+        for key, value in server["v1_h2load"].items():
+            assert value["images_per_s"] > 0 and not value["errors"], (key, value)
+        lean_floor = results["grpc_floor_h2load"]
+        assert set(lean_floor) == {"1x1", "1x64"}
+        assert all(v["images_per_s"] > 0 and not v["errors"] for v in lean_floor.values()), lean_floor
+        assert results["targets"]["single_c64_images_per_s_h2load"]["value"] > 0
+        assert "(e) The same cifar10.v1 calls with h2load" in report.read_text()
 
 
 def test_settings_sweep_smoke(tmp_path, tiny_model_path):

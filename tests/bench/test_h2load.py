@@ -1,0 +1,84 @@
+"""bench.h2load: the pre-framed request, the connection layout, and real runs against the
+real server (skipped where Debian's nghttp2-client is not installed; CI installs it)."""
+
+from __future__ import annotations
+
+import struct
+
+import grpc
+import numpy as np
+import pytest
+
+from bench import h2load
+from serving.proto.cifar10.v1 import classifier_pb2 as pb
+
+needs_h2load = pytest.mark.skipif(h2load.binary() is None, reason="h2load not installed (nghttp2-client)")
+
+
+def test_frame_holds_the_request():
+    message = h2load.request_message(3)
+    frame = h2load.grpc_frame(message)
+    assert frame[0] == 0 and struct.unpack(">I", frame[1:5])[0] == len(message)
+    request = pb.ClassifyRequest.FromString(frame[5:])
+    assert len(request.images) == 3
+    raw = request.images[0].raw
+    assert (raw.height, raw.width, raw.channels, len(raw.data)) == (32, 32, 3, 3072)
+
+
+@pytest.mark.parametrize("concurrency, expected", [(1, (1, 1)), (4, (4, 1)), (16, (4, 4)), (64, (4, 16))])
+def test_layout(concurrency, expected):
+    assert h2load.layout(concurrency) == expected
+
+
+def test_layout_refuses_uneven_concurrency():
+    with pytest.raises(ValueError, match="not a multiple"):
+        h2load.layout(6)
+
+
+def test_parse_reads_summary_and_log(tmp_path):
+    log = tmp_path / "log.tsv"
+    log.write_text("".join(f"1700000000{i:06d}\t200\t{1000 + 10 * i}\n" for i in range(100)))
+    stdout = ("finished in 2.00s, 50.00 req/s, 1KB/s\n"
+              "requests: 101 total, 101 started, 100 done, 99 succeeded, 1 failed, 1 errored, 0 timeout\n")
+    out = h2load.parse(stdout, str(log), batch=32)
+    assert out["images_per_s"] == 1600.0 and out["requests"] == 99
+    assert out["errors"] == {"failed": 1, "errored": 1, "not done": 1}
+    assert out["p50_ms"] == pytest.approx(1.495) and out["p99_ms"] == pytest.approx(1.98, abs=0.001)
+
+
+def test_unreadable_summary_is_an_error(tmp_path):
+    log = tmp_path / "log.tsv"
+    log.write_text("")
+    assert "cannot read" in h2load.parse("connect failed", str(log), batch=1)["error"]
+
+
+def test_check_request_refuses_a_request_the_server_rejects(server):
+    bad = pb.ClassifyRequest().SerializeToString()  # no images: INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as caught:
+        h2load.check_request(server.address, bad)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    h2load.check_request(server.address, h2load.request_message(2))  # a good one passes
+
+
+@needs_h2load
+@pytest.mark.parametrize("batch, concurrency", [(1, 1), (4, 16)])
+def test_run_against_the_real_server(server, batch, concurrency):
+    before = server.core.batcher.images
+    out = h2load.run(server.address, batch, concurrency, requests=40)
+    assert "error" not in out, out
+    assert out["errors"] == {} and out["requests"] >= 40
+    assert out["images_per_s"] > 0 and 0 < out["p50_ms"] <= out["p99_ms"]
+    # Every request reached the model (the check request included): none failed unseen.
+    assert server.core.batcher.images - before == batch * (out["requests"] + 1)
+
+
+def test_missing_binary_is_reported(monkeypatch):
+    monkeypatch.setenv("H2LOAD", "/nonexistent/h2load")
+    out = h2load.run("127.0.0.1:1", 1, 1, requests=1)
+    assert out == {"error": "h2load not found: apt-get install nghttp2-client"}
+
+
+def test_request_matches_loadgen_shape():
+    request = pb.ClassifyRequest.FromString(h2load.request_message(2, seed=7))
+    pixels = np.frombuffer(request.images[1].raw.data, np.uint8)
+    assert pixels.shape == (3072,) and pixels.std() > 0  # random images, not zeros
