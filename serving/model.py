@@ -33,6 +33,10 @@ from serving.errors import ModelLoadError, ServingError
 
 log = logging.getLogger(__name__)
 
+# The contract says rows sum to 1; float32 softmax rows do within ~1e-6. A model answering
+# logits, or a quantized softmax (1/255 steps: off by up to ~0.01), is refused at load.
+ROW_SUM_TOLERANCE = 1e-3
+
 
 class NonFiniteOutputError(ServingError):
     """The model produced NaN or infinity; never returned to a client (INTERNAL)."""
@@ -246,6 +250,14 @@ class OnnxModel:
                     raise ModelLoadError(
                         f"model {self.info.path}: output shape {out.shape} for a batch of {n}, "
                         f"expected {(n, contract.NUM_CLASSES)}"
+                    )
+                sums = out.sum(axis=1, dtype=np.float64)
+                if np.abs(sums - 1.0).max() > ROW_SUM_TOLERANCE:
+                    worst = float(sums[np.abs(sums - 1.0).argmax()])
+                    raise ModelLoadError(
+                        f"model {self.info.path}: {contract.OUTPUT_NAME} rows sum to {worst:.4g}, "
+                        f"not 1 (within {ROW_SUM_TOLERANCE:g}): not probabilities (softmax "
+                        f"missing, or quantized?)"
                     )
 
     def predict(self, images: np.ndarray) -> np.ndarray:

@@ -61,3 +61,41 @@ def test_validation_accuracy_in_the_metadata_is_reproduced_through_onnxruntime(b
     result = evaluate_command(MODEL, str(DATA), "train", None, tmp_path, validation=True)
     assert result["images"] == metrics["val_images"]
     assert result["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-9)
+
+
+INT8 = ROOT / "models" / "cifar10-cnn-int8.onnx"
+
+
+@pytest.fixture(scope="module")
+def bundled_int8() -> OnnxModel:
+    assert INT8.is_file(), f"the INT8 copy {INT8.relative_to(ROOT)} is missing"
+    return OnnxModel.load(INT8)
+
+
+def test_int8_copy_is_the_quantized_bundled_model_and_its_card_says_so(bundled, bundled_int8):
+    import hashlib
+
+    from training.quantize import META_QUANTIZATION
+
+    record = json.loads(bundled_int8.info.metadata[META_QUANTIZATION])
+    assert record["source_model_sha256"] == hashlib.sha256(MODEL.read_bytes()).hexdigest()
+    assert bundled_int8.version == f"{bundled.version}-int8" and bundled_int8.name == bundled.name
+    _, metrics = _metadata(bundled)
+    assert record["fp32_val_accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-5)
+    assert record["int8_val_accuracy"] > record["fp32_val_accuracy"] - 0.01  # at most a point lost
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    p = bundled_int8.predict(images)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    card = INT8.with_suffix(".md").read_text()
+    assert bundled_int8.version in card and f"{record['int8_val_accuracy']:.2%}" in card
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/cifar10-jpeg is not here")
+def test_int8_validation_accuracy_is_reproduced_through_onnxruntime(bundled_int8, tmp_path):
+    from training.quantize import META_QUANTIZATION
+    from training.run import evaluate_command
+
+    record = json.loads(bundled_int8.info.metadata[META_QUANTIZATION])
+    result = evaluate_command(INT8, str(DATA), "train", None, tmp_path, validation=True)
+    assert result["images"] == record["validation_images"]
+    assert result["accuracy"] == pytest.approx(record["int8_val_accuracy"], abs=1e-5)

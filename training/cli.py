@@ -11,6 +11,7 @@ Problems with the data or the run folder print one ``error:`` line and exit 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -74,6 +75,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from training import quantize
+
+    record = quantize.quantize(args.model, args.data, args.output, args.calibration_images, args.seed)
+    print(json.dumps(record, indent=1, sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cifar10-train", description="Train, export, evaluate and compare the CIFAR-10 seed CNN.")
     parser.add_argument("--log-level", default=os.environ.get("CIFAR10_LOG_LEVEL", "INFO"))
@@ -106,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train nothing: draw the figure and table from the runs as they are now")
     _add_config_flags(p)
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("quantize", help="INT8 copy of an exported model (onnxruntime static "
+                                        "quantization), evaluated on its validation split")
+    p.add_argument("--model", type=Path, required=True, help="the exported FP32 model")
+    p.add_argument("--data", required=True, help="the data set it was trained on (fingerprint checked)")
+    p.add_argument("--output", type=Path, required=True, help="the INT8 model to write (atomically)")
+    p.add_argument("--calibration-images", type=int, default=512,
+                   help="seeded sample of the training part of the split (never validation images)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    p.set_defaults(func=_cmd_quantize)
     return parser
 
 
@@ -113,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from serving.errors import ModelLoadError
     from training.data import DataError
     from training.train import RunConfigMismatch
 
     try:
         return args.func(args)
-    except (DataError, RunConfigMismatch) as exc:
+    except (DataError, RunConfigMismatch, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -73,6 +73,15 @@ def nan_output(path) -> Path:
     return _save(model, path)
 
 
+def no_softmax(path) -> Path:
+    """Answers logits, not probabilities: the softmax replaced by Identity."""
+    model = build_tiny_model()
+    last = model.graph.node[-1]
+    assert last.op_type == "Softmax"
+    model.graph.node[-1].CopyFrom(helper.make_node("Identity", list(last.input), list(last.output)))
+    return _save(model, path)
+
+
 def garbage(path) -> Path:
     Path(path).write_bytes(b"this is not an onnx model\x00\x01\x02" * 10)
     return Path(path)
@@ -83,4 +92,4 @@ def version(path, version: str, name: str = "tiny-cnn", seed: int = 0) -> Path:
 
 
 __all__ = ["helper", "missing_metadata", "wrong_labels", "float_input", "renamed_output",
-           "wrong_input_shape", "nan_output", "garbage", "version"]
+           "wrong_input_shape", "nan_output", "no_softmax", "garbage", "version"]

@@ -35,8 +35,9 @@ def test_loads_the_tiny_model_and_predicts(tiny_model_path):
         (models.renamed_output, "output named 'probabilities'"),
         (models.wrong_input_shape, "shape [N, 32, 32, 3]"),
         (models.nan_output, "non-finite"),
+        (models.no_softmax, "rows sum to"),
     ],
-    ids=["missing", "garbage", "metadata", "labels", "dtype", "output", "shape", "nan"],
+    ids=["missing", "garbage", "metadata", "labels", "dtype", "output", "shape", "nan", "not-probabilities"],
 )
 def test_bad_model_files_are_rejected_with_one_clear_message(tmp_path, make, message):
     path = make(tmp_path / "bad.onnx")

@@ -1,0 +1,107 @@
+"""cifar10-train quantize: a real INT8 copy (onnxruntime's quantizer) of a model that carries
+its training metadata, on tiny synthetic data. No TensorFlow needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from serving import contract
+from serving.model import OnnxModel
+from tests.serving.models import _save, _set_meta
+from tests.tiny_model import build_tiny_model
+from tests.training import cifar_files
+from training import data as data_module
+from training import evaluate, quantize
+from training.cli import main
+
+VAL_SIZE, SPLIT_SEED = 20, 3
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    return cifar_files.write_image_folder(tmp_path_factory.mktemp("data") / "train", per_class=8)
+
+
+@pytest.fixture(scope="module")
+def trained_model(image_folder, tmp_path_factory) -> Path:
+    """The tiny model, stamped as if trained on ``image_folder`` with a 20-image split."""
+    model = build_tiny_model(version="7")
+    dataset = data_module.load(str(image_folder), progress=False)
+    _set_meta(model, contract.META_TRAINING_CONFIG,
+              json.dumps({"val_size": VAL_SIZE, "split_seed": SPLIT_SEED}))
+    _set_meta(model, contract.META_DATASET_FINGERPRINT, dataset.fingerprint)
+    return _save(model, tmp_path_factory.mktemp("models") / "fp32.onnx")
+
+
+@pytest.fixture(scope="module")
+def quantized(trained_model, image_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("int8") / "int8.onnx"
+    assert main(["quantize", "--model", str(trained_model), "--data", str(image_folder),
+                 "--output", str(out), "--calibration-images", "32"]) == 0
+    return out
+
+
+def test_the_int8_copy_honours_the_contract(quantized):
+    model = OnnxModel.load(quantized, threads=1)  # the server's own contract check
+    assert (model.name, model.version) == ("tiny-cnn", "7-int8")
+    ops = [node.op_type for node in onnx.load(str(quantized)).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert ops[-1] == "Softmax"  # probabilities stay float32, not quantized
+    images = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    out = model.predict(images)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_record_holds_the_figures_of_the_validation_split(quantized, trained_model, image_folder):
+    meta = OnnxModel.load(quantized, threads=1).info.metadata
+    record = json.loads(meta[quantize.META_QUANTIZATION])
+    assert record["calibration_images"] == 32 and record["validation_images"] == VAL_SIZE
+    assert record["source_model_version"] == "7"
+    dataset = data_module.load(str(image_folder), progress=False)
+    _, validation = data_module.stratified_split(dataset.labels, VAL_SIZE, SPLIT_SEED)
+    images, labels = dataset.images[validation], dataset.labels[validation]
+    int8 = evaluate.evaluate_onnx(quantized, images, labels)
+    fp32 = evaluate.evaluate_onnx(trained_model, images, labels)
+    assert record["int8_val_accuracy"] == pytest.approx(int8.accuracy, abs=1e-5)
+    assert record["fp32_val_accuracy"] == pytest.approx(fp32.accuracy, abs=1e-5)
+    metrics = json.loads(meta[contract.META_VALIDATION_METRICS])
+    assert metrics["val_accuracy"] == pytest.approx(int8.accuracy)
+    assert metrics["val_images"] == VAL_SIZE
+    # Everything else of the FP32 model's metadata is carried over.
+    assert meta[contract.META_DATASET_FINGERPRINT] == dataset.fingerprint
+    assert json.loads(meta[contract.META_TRAINING_CONFIG])["split_seed"] == SPLIT_SEED
+    card = quantized.with_suffix(".md").read_text()
+    assert "7-int8" in card and f"{record['int8_val_accuracy']:.2%}" in card
+
+
+def test_calibration_never_uses_validation_images():
+    labels = np.repeat(np.arange(10), 10)
+    _, validation = data_module.stratified_split(labels, 30, 0)
+    chosen = quantize.calibration_indices(labels, validation, 70, seed=5)
+    assert len(set(chosen.tolist())) == 70 and not set(chosen.tolist()) & set(validation.tolist())
+    np.testing.assert_array_equal(chosen, quantize.calibration_indices(labels, validation, 70, seed=5))
+    with pytest.raises(data_module.DataError, match="between 1 and 70"):
+        quantize.calibration_indices(labels, validation, 71, seed=5)
+
+
+def test_other_data_is_refused_and_nothing_is_written(trained_model, tmp_path, capsys):
+    other = cifar_files.write_image_folder(tmp_path / "other", per_class=8, seed=9)
+    out = tmp_path / "int8.onnx"
+    assert main(["quantize", "--model", str(trained_model), "--data", str(other),
+                 "--output", str(out)]) == 2
+    assert "fingerprint differs" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_too_many_calibration_images_is_one_clear_error(trained_model, image_folder, tmp_path, capsys):
+    out = tmp_path / "int8.onnx"
+    assert main(["quantize", "--model", str(trained_model), "--data", str(image_folder),
+                 "--output", str(out), "--calibration-images", "500"]) == 2
+    assert "calibration needs between 1 and 60 training images" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
