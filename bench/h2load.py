@@ -113,8 +113,13 @@ def run(address: str, batch: int, concurrency: int, duration: float = 5.0, warmu
     """One h2load measurement: images/s and latency percentiles (ms), or ``{"error": ...}``."""
     if binary() is None:
         return {"error": "h2load not found: apt-get install nghttp2-client"}
+    import grpc
+
     message = request_message(batch)
-    check_request(address, message)
+    try:
+        check_request(address, message)
+    except grpc.RpcError as exc:
+        return {"error": f"the server did not answer the request OK: {exc.code().name}: {exc.details()}"}
     with tempfile.TemporaryDirectory() as tmp:
         body, log_file = os.path.join(tmp, "request.bin"), os.path.join(tmp, "requests.tsv")
         with open(body, "wb") as f:

@@ -391,15 +391,15 @@ def targets(results: dict) -> dict:
     return out
 
 
+def fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def report_h2load(results: dict) -> list[str]:
     """Part (e): our server and the echo server with h2load as the client."""
     ours, echo = results["server"].get("v1_h2load"), results.get("grpc_floor_h2load") or {}
     if not ours:
         return []
-
-    def fmt(value, spec):
-        return "n/a" if value is None else format(value, spec)
-
     lines = ["(e) The same cifar10.v1 calls with h2load (a C HTTP/2 client; bench.h2load) as the "
              "client, our server and, for 1-image calls, bench.echo_server:", "",
              "| images/call | concurrency | our server images/s | p50 ms | p99 ms | echo calls/s "
@@ -466,10 +466,6 @@ def report(results: dict) -> str:
         key = f"{batch}x{concurrency}"
         ours = server["v1_loadgen"][key]
         theirs = server.get("v2_perf_analyzer", {}).get(key, {})
-
-        def fmt(value, spec):
-            return "n/a" if value is None else format(value, spec)
-
         lines.append(
             f"| {batch} | {concurrency} | {fmt(ours['images_per_s'], ',.0f')} | "
             f"{fmt(ours['p50_ms'], '.2f')} | {fmt(ours['p99_ms'], '.2f')} | "

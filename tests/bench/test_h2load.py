@@ -72,6 +72,14 @@ def test_run_against_the_real_server(server, batch, concurrency):
     assert server.core.batcher.images - before == batch * (out["requests"] + 1)
 
 
+def test_a_rejected_request_is_an_error_not_a_measurement(server, monkeypatch):
+    from serving.proto.cifar10.v1 import classifier_pb2
+
+    monkeypatch.setattr(h2load, "request_message", lambda batch: classifier_pb2.ClassifyRequest().SerializeToString())
+    out = h2load.run(server.address, 1, 1, requests=4)
+    assert out["error"].startswith("the server did not answer the request OK: INVALID_ARGUMENT")
+
+
 def test_missing_binary_is_reported(monkeypatch):
     monkeypatch.setenv("H2LOAD", "/nonexistent/h2load")
     out = h2load.run("127.0.0.1:1", 1, 1, requests=1)
