@@ -78,7 +78,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from training import quantize
 
-    record = quantize.quantize(args.model, args.data, args.output, args.calibration_images, args.seed)
+    record = quantize.quantize(args.model, args.data, args.output, args.calibration_images, args.seed,
+                               reduce_range=not args.full_range)
     print(json.dumps(record, indent=1, sort_keys=True))
     return 0
 
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=int, default=512,
                    help="seeded sample of the training part of the split (never validation images)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    p.add_argument("--full-range", action="store_true",
+                   help="8-bit weights instead of 7: only for serving on CPUs with VNNI; without it "
+                        "int8 products can saturate (see training/quantize.py)")
     p.set_defaults(func=_cmd_quantize)
     return parser
 

@@ -63,6 +63,7 @@ def test_the_record_holds_the_figures_of_the_validation_split(quantized, trained
     record = json.loads(meta[quantize.META_QUANTIZATION])
     assert record["calibration_images"] == 32 and record["validation_images"] == VAL_SIZE
     assert record["source_model_version"] == "7"
+    assert record["reduce_range"] is True and "7-bit" in record["method"]  # the default (no VNNI)
     dataset = data_module.load(str(image_folder), progress=False)
     _, validation = data_module.stratified_split(dataset.labels, VAL_SIZE, SPLIT_SEED)
     images, labels = dataset.images[validation], dataset.labels[validation]
@@ -105,3 +106,11 @@ def test_too_many_calibration_images_is_one_clear_error(trained_model, image_fol
                  "--output", str(out), "--calibration-images", "500"]) == 2
     assert "calibration needs between 1 and 60 training images" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_full_range_is_recorded(trained_model, image_folder, tmp_path):
+    out = tmp_path / "int8-full.onnx"
+    assert main(["quantize", "--model", str(trained_model), "--data", str(image_folder),
+                 "--output", str(out), "--calibration-images", "16", "--full-range"]) == 0
+    record = json.loads(OnnxModel.load(out, threads=1).info.metadata[quantize.META_QUANTIZATION])
+    assert record["reduce_range"] is False and "7-bit" not in record["method"]
