@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,30 @@ def build_metadata(config: dict, version: str, dataset: str, fingerprint: str, m
     }
 
 
+def set_metadata(model_proto, metadata: dict[str, str]) -> None:
+    """Replace the ONNX model's ``metadata_props`` with ``metadata``."""
+    del model_proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def write_model_atomically(data: bytes, output: Path,
+                           check: Callable[[Path], object] | None = None) -> None:
+    """Write ``data`` to a temporary file beside ``output``, run ``check`` on that file (it
+    raises to refuse it), then rename it over ``output``: a server watching ``output`` sees
+    the old file or the new one, never half of one, and a refused file never lands."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export(model, output: Path, metadata: dict[str, str], parity_images: np.ndarray) -> dict:
     """Convert, check parity, attach metadata and write ``output`` atomically.
 
@@ -89,17 +114,8 @@ def export(model, output: Path, metadata: dict[str, str], parity_images: np.ndar
 
     model_proto = to_onnx(model)
     parity = check_parity(model, model_proto, parity_images)
-    del model_proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = model_proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata(model_proto, metadata)
     onnx.checker.check_model(model_proto)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(model_proto.SerializeToString())
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_model_atomically(model_proto.SerializeToString(), output)
     log.info("exported %s (parity on %d images: max |delta p| %.1e)", output, parity["images"], parity["max_abs_delta"])
     return parity

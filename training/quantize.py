@@ -34,7 +34,7 @@ import numpy as np
 
 from serving import contract
 from training import data as data_module
-from training import evaluate
+from training import evaluate, export
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def quantize(model_path: Path, source: str, output: Path,
     import onnx
     import onnxruntime
 
+    from serving.model import OnnxModel
     from training.run import validation_indices_of
 
     started = time.perf_counter()
@@ -147,11 +148,10 @@ def quantize(model_path: Path, source: str, output: Path,
         META_QUANTIZATION: json.dumps(record, sort_keys=True),
     })
     model = onnx.load_from_string(quantized)
-    del model.metadata_props[:]
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    _write_checked(model.SerializeToString(), output)
+    export.set_metadata(model, meta)
+    # Loaded by the server's own loader (contract, warm-up) before it replaces ``output``.
+    export.write_model_atomically(model.SerializeToString(), output,
+                                  check=lambda path: OnnxModel.load(path, threads=1))
     card = output.with_suffix(".md")
     card.write_text(model_card(output.name, meta, record))
     log.info("wrote %s in %.1f s: validation accuracy %.2f %% (FP32 %.2f %%), argmax agreement "
@@ -192,18 +192,3 @@ has median {record["fp32_top1_median_where_different"]} (where they agree:
 {record["fp32_top1_median_where_same"]}). The largest change of one probability is
 {record["max_abs_delta_p"]:.3f}. Speed: docs/benchmarks.md.
 """
-
-
-def _write_checked(model_bytes: bytes, output: Path) -> None:
-    """Load the bytes with the server's own loader (contract, warm-up), then replace ``output``
-    atomically: a server watching it sees the old file or the new one, never half of one."""
-    from serving.model import OnnxModel
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(model_bytes)
-        OnnxModel.load(tmp, threads=1)  # raises ModelLoadError naming what is wrong
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
