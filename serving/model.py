@@ -252,8 +252,9 @@ class OnnxModel:
                         f"expected {(n, contract.NUM_CLASSES)}"
                     )
                 sums = out.sum(axis=1, dtype=np.float64)
-                if np.abs(sums - 1.0).max() > ROW_SUM_TOLERANCE:
-                    worst = float(sums[np.abs(sums - 1.0).argmax()])
+                off = np.abs(sums - 1.0)
+                if off.max() > ROW_SUM_TOLERANCE:
+                    worst = float(sums[off.argmax()])
                     raise ModelLoadError(
                         f"model {self.info.path}: {contract.OUTPUT_NAME} rows sum to {worst:.4g}, "
                         f"not 1 (within {ROW_SUM_TOLERANCE:g}): not probabilities (softmax "
