@@ -16,8 +16,8 @@ import sys
 
 import grpc
 
-from serving import contract
-from serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_core import contract
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
 
 SERVICE = "cifar10.v1.Classifier"
 

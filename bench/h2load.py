@@ -44,7 +44,7 @@ def binary() -> str | None:
 
 def request_message(batch: int, seed: int = 1234) -> bytes:
     """A serialized ClassifyRequest of ``batch`` random raw images."""
-    from serving.proto.cifar10.v1 import classifier_pb2 as pb
+    from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
 
     images = np.random.default_rng(seed).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
     return pb.ClassifyRequest(images=[

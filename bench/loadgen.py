@@ -36,7 +36,7 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
     for _ in range(variants):
         images = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
         if api == "v1":
-            from serving.proto.cifar10.v1 import classifier_pb2 as pb
+            from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
 
             request = pb.ClassifyRequest(
                 images=[
@@ -45,7 +45,7 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
                 ]
             )
         else:
-            from serving.proto.inference import grpc_service_pb2 as pb
+            from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 
             request = pb.ModelInferRequest(model_name=model)
             request.inputs.add(name="images", datatype="UINT8", shape=list(images.shape))
@@ -57,12 +57,12 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
 def check_answer(api: str, batch: int, data: bytes) -> None:
     """Decode one answer and check its shape (the load itself keeps bytes only)."""
     if api == "v1":
-        from serving.proto.cifar10.v1 import classifier_pb2 as pb
+        from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
 
         response = pb.ClassifyResponse.FromString(data)
         assert len(response.results) == batch and len(response.results[0].scores) == 10
     else:
-        from serving.proto.inference import grpc_service_pb2 as pb
+        from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 
         response = pb.ModelInferResponse.FromString(data)
         probs = np.frombuffer(response.raw_output_contents[0], dtype="<f4")

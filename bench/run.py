@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REAL_MODEL = ROOT / "models" / "cifar10-cnn.onnx"
 STANDIN_MODEL = ROOT / ".cache" / "bench" / "seed-cnn-standin.onnx"
 SCENARIOS = [(1, 1), (1, 4), (1, 16), (1, 64), (32, 1), (32, 4)]  # (images per call, concurrency)
-SERVER_CODE = "import sys; from serving.server import main; sys.exit(main())"
+SERVER_CODE = "import sys; from cifar10_serving.server import main; sys.exit(main())"
 
 TARGETS = {
     "batch32_c4_vs_ceiling": 0.90,
@@ -135,8 +135,8 @@ class Server:
         import grpc
         import numpy as np
 
-        from serving.proto.cifar10.v1 import classifier_pb2 as pb
-        from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+        from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+        from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
 
         request = pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(
             data=np.zeros(3072, np.uint8).tobytes(), height=32, width=32, channels=3))])
@@ -173,7 +173,7 @@ class Server:
 def ceiling_instances() -> list[int]:
     """The session layouts the ceiling tries: one run on every CPU, and one run per CPU pair
     share (the server's ``--instances 2``) where there are at least two CPUs."""
-    from serving.settings import available_cpus
+    from cifar10_serving.settings import available_cpus
 
     return [1, 2] if available_cpus() >= 2 else [1]
 
@@ -600,8 +600,8 @@ def main(argv=None) -> int:
     import grpc
     import onnxruntime
 
-    from serving.model import OnnxModel
-    from serving.settings import available_cpus
+    from cifar10_serving.model import OnnxModel
+    from cifar10_serving.settings import available_cpus
 
     with tempfile.TemporaryDirectory() as tmp:
         model = resolve_model(args, tmp)
@@ -618,7 +618,7 @@ def main(argv=None) -> int:
                 "platform": platform.platform(), "load_before": background_load(),
             },
         }
-        from serving.settings import Settings
+        from cifar10_serving.settings import Settings
 
         served = Settings.from_args([], os.environ)  # what Server() starts: flags none, env as here
         results["server_settings"] = {k: getattr(served, k) for k in (

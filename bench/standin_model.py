@@ -1,7 +1,7 @@
 """A stand-in for models/cifar10-cnn.onnx: the seed CNN architecture with random weights.
 
 Same layers and parameter count (276,138) as the trained model, exported the same way
-(training.export: uint8 input, scaling and softmax in the graph), so its speed is the
+(cifar10_training.export: uint8 input, scaling and softmax in the graph), so its speed is the
 trained model's speed; its answers are meaningless. Used by the benchmark only while the
 trained model is not there. Needs TensorFlow (the train extra).
 
@@ -19,8 +19,8 @@ DEFAULT_PATH = Path(".cache/bench/seed-cnn-standin.onnx")
 def build(output: Path = DEFAULT_PATH) -> Path:
     import numpy as np
 
-    from training.export import build_metadata, export
-    from training.model import SEED_CNN_PARAMETERS, build_seed_cnn
+    from cifar10_training.export import build_metadata, export
+    from cifar10_training.model import SEED_CNN_PARAMETERS, build_seed_cnn
 
     model = build_seed_cnn()
     assert model.count_params() == SEED_CNN_PARAMETERS, model.count_params()

@@ -4,7 +4,7 @@ Same seed CNN, same images, same machine, same process, alternating rounds; imag
 ``model.fit`` over a fixed number of steps, the median of several rounds, and the ratio.
 
 Arms:
-- ``tf.data + fused augmentation`` (training.train.make_datasets, what cifar10-train uses);
+- ``tf.data + fused augmentation`` (cifar10_training.train.make_datasets, what cifar10-train uses);
 - ``ImageDataGenerator.flow`` (keras-preprocessing 1.1.2, the lab's class, scipy affine
   transforms per image in a Python generator feeding ``fit``), the lab's own approach;
 - ``tf.data, no augmentation``: the model's own ceiling on these cores.
@@ -67,9 +67,9 @@ BATCH = 256
 def run(images: np.ndarray, labels: np.ndarray, steps: int, rounds: int) -> dict:
     import keras
 
-    from training.config import TrainConfig
-    from training.model import build_seed_cnn
-    from training.train import _compile, make_datasets
+    from cifar10_training.config import TrainConfig
+    from cifar10_training.model import build_seed_cnn
+    from cifar10_training.train import _compile, make_datasets
 
     keras.utils.set_random_seed(0)
     config = TrainConfig(batch_size=BATCH)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         images = rng.integers(0, 255, (args.images, 32, 32, 3), dtype=np.uint8)
         labels = rng.integers(0, 10, args.images)
     else:
-        from training import data
+        from cifar10_training import data
 
         loaded = data.load(args.data, progress=False)
         pick = np.random.default_rng(0).permutation(len(loaded))[: args.images]

@@ -1,7 +1,7 @@
-"""`python -m serving`: the same as `cifar10-serve`."""
+"""`python -m cifar10_serving`: the same as `cifar10-serve`."""
 
 import sys
 
-from serving.server import main
+from cifar10_serving.server import main
 
 sys.exit(main())

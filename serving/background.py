@@ -15,10 +15,10 @@ import concurrent.futures
 import threading
 import time
 
-from serving.core import ServingCore
-from serving.metrics import Metrics
-from serving.server import ServingServer, create_server
-from serving.settings import Settings
+from cifar10_serving.core import ServingCore
+from cifar10_serving.metrics import Metrics
+from cifar10_serving.server import ServingServer, create_server
+from cifar10_serving.settings import Settings
 
 
 class BackgroundServer:

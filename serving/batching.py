@@ -21,7 +21,7 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   the caller gets the rows back concatenated.
 * With one worker there is one model run at a time, which then uses every CPU we may use.
   With ``workers`` > 1, that many runs overlap; a run that starts beside another should get
-  a share of the CPUs (``serving.model``'s elastic threads), so a worker that loses its CPU
+  a share of the CPUs (``cifar10_serving.model``'s elastic threads), so a worker that loses its CPU
   for a moment delays only its own batch instead of every thread of one shared run.
 * A worker starts a run beside another only for a full batch (``max_batch_size`` images
   queued); otherwise it leaves the queue to fill until a run ends. So extra workers add
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import DeadlineExceededError, OverloadedError, UnavailableError
+from cifar10_core.errors import DeadlineExceededError, OverloadedError, UnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """cifar10.v1.Classifier: a thin adapter between protobuf and the serving core.
 
-Decoding follows ``serving.images`` (the one shared preprocessing); errors become status
-codes in ``serving.grpc_status``. Raw 32x32x3 images skip Pillow entirely.
+Decoding follows ``cifar10_core.images`` (the one shared preprocessing); errors become status
+codes in ``cifar10_serving.grpc_status``. Raw 32x32x3 images skip Pillow entirely.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import time
 import grpc
 import numpy as np
 
-from serving import contract, images
-from serving.core import Prediction, ServingCore, deadline_after
-from serving.errors import InvalidInputError, ServingError
-from serving.grpc_status import rpc, status_of
-from serving.proto.cifar10.v1 import classifier_pb2 as pb
-from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_core import contract, images
+from cifar10_serving.core import Prediction, ServingCore, deadline_after
+from cifar10_core.errors import InvalidInputError, ServingError
+from cifar10_serving.grpc_status import rpc, status_of
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

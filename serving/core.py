@@ -1,7 +1,7 @@
 """The transport-free serving core, shared by every servicer (cifar10.v1, Open Inference).
 
 A servicer turns its protobuf into a uint8 array and calls the core; the core raises
-``serving.errors.ServingError`` subclasses, which ``serving.grpc_status`` maps to status codes.
+``cifar10_core.errors.ServingError`` subclasses, which ``cifar10_serving.grpc_status`` maps to status codes.
 
 Stable API (keep it small)::
 
@@ -38,17 +38,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving import contract
-from serving.batching import Batcher
-from serving.errors import (
+from cifar10_core import contract
+from cifar10_serving.batching import Batcher
+from cifar10_core.errors import (
     InvalidInputError,
     ModelLoadError,
     UnavailableError,
     UnknownModelError,
 )
-from serving.metrics import Metrics
-from serving.model import FileSignature, ModelInfo, OnnxModel, TensorSpec  # noqa: F401
-from serving.settings import Settings
+from cifar10_serving.metrics import Metrics
+from cifar10_serving.model import FileSignature, ModelInfo, OnnxModel, TensorSpec  # noqa: F401
+from cifar10_serving.settings import Settings
 
 log = logging.getLogger(__name__)
 

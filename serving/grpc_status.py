@@ -1,6 +1,6 @@
 """The one place where exceptions become gRPC status codes.
 
-``ServingError.status_name`` names the code (``serving.errors``); anything else is a bug on
+``ServingError.status_name`` names the code (``cifar10_core.errors``); anything else is a bug on
 our side: INTERNAL with a generic message, the traceback goes to the log, and the server
 keeps serving. Servicers wrap their async unary handlers with ``@rpc("Method")``, which
 also records the request in the Prometheus metrics (``self.core.metrics``)::
@@ -23,7 +23,7 @@ import time
 
 import grpc
 
-from serving.errors import ServingError
+from cifar10_core.errors import ServingError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Container health check: exit 0 only when the server's gRPC health service says SERVING.
 
 Used by serving/Dockerfile's HEALTHCHECK and docker-compose.yml (``python -m
-serving.healthcheck``). It asks ``127.0.0.1:$CIFAR10_PORT`` (default 8500) about the
+cifar10_serving.healthcheck``). It asks ``127.0.0.1:$CIFAR10_PORT`` (default 8500) about the
 overall server status (service ""), unless told otherwise; any other answer, an error or
 no answer within the timeout exits 1 with one line on stderr saying why.
 

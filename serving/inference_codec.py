@@ -1,6 +1,6 @@
 """Open Inference Protocol (KServe v2) messages <-> numpy, with no gRPC and no model inside.
 
-The served model has one input and one output (``serving.contract``):
+The served model has one input and one output (``cifar10_core.contract``):
 
 * input ``images``: ``UINT8`` of shape ``[N, 32, 32, 3]`` (RGB, HWC), sent either as
   ``raw_input_contents`` (N*3072 bytes) or as typed ``contents.uint_contents``
@@ -15,7 +15,7 @@ number of classes returns all of them). BYTES raw contents use Triton's serializ
 each element is a 4-byte little-endian length followed by its bytes.
 
 Every client mistake raises ``InvalidInputError`` (INVALID_ARGUMENT) with a message that
-names the problem; the servicer turns it into a status code through ``serving.grpc_status``.
+names the problem; the servicer turns it into a status code through ``cifar10_serving.grpc_status``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving import contract
-from serving.errors import InvalidInputError
-from serving.proto.inference import grpc_service_pb2 as pb
+from cifar10_core import contract
+from cifar10_core.errors import InvalidInputError
+from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 
 INPUT_DATATYPE = "UINT8"
 OUTPUT_DATATYPE = "FP32"

@@ -1,8 +1,8 @@
 """inference.GRPCInferenceService (Open Inference Protocol / KServe v2): a thin adapter.
 
-Protobuf <-> numpy lives in ``serving.inference_codec``; inference goes through the same
+Protobuf <-> numpy lives in ``cifar10_serving.inference_codec``; inference goes through the same
 ``ServingCore`` (and so the same dynamic batcher) as cifar10.v1; exceptions become status
-codes in ``serving.grpc_status``. What the v2 API shows of the served model:
+codes in ``cifar10_serving.grpc_status``. What the v2 API shows of the served model:
 
 * name: the model's ``model_name`` metadata; versions: ``[model_version]``;
   platform ``onnxruntime_onnx``; an empty name or version in a request means the served one;
@@ -25,12 +25,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-import serving
-from serving import contract
-from serving.core import ServingCore, deadline_after
-from serving.errors import UnknownModelError
-from serving.grpc_status import rpc, status_of
-from serving.inference_codec import (
+import cifar10_serving
+from cifar10_core import contract
+from cifar10_serving.core import ServingCore, deadline_after
+from cifar10_core.errors import UnknownModelError
+from cifar10_serving.grpc_status import rpc, status_of
+from cifar10_serving.inference_codec import (
     INPUT_DATATYPE,
     INPUT_SHAPE,
     OUTPUT_DATATYPE,
@@ -39,8 +39,8 @@ from serving.inference_codec import (
     encode_response,
     requested_output,
 )
-from serving.proto.inference import grpc_service_pb2 as pb
-from serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from cifar10_serving.proto.inference import grpc_service_pb2 as pb
+from cifar10_serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "cifar10-serving"
@@ -147,7 +147,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @rpc("ServerMetadata")
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=serving.__version__, extensions=extensions(self.core)
+            name=SERVER_NAME, version=cifar10_serving.__version__, extensions=extensions(self.core)
         )
 
     @rpc("ModelMetadata")

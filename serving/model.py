@@ -2,7 +2,7 @@
 
 Knows nothing of gRPC or batching. ``OnnxModel.load(path, threads=...)`` raises
 ``ModelLoadError`` with one clear message for a missing file, a file onnxruntime cannot
-read, or a model that breaks the contract in ``serving.contract``.
+read, or a model that breaks the contract in ``cifar10_core.contract``.
 
 Runs from several threads at once (the batcher's ``instances``) get elastic threads: a run
 that starts while no other is in flight uses all ``threads`` (lowest latency for a lone
@@ -28,8 +28,8 @@ from typing import Generic, TypeVar
 import numpy as np
 import onnxruntime as ort
 
-from serving import contract
-from serving.errors import ModelLoadError, ServingError
+from cifar10_core import contract
+from cifar10_core.errors import ModelLoadError, ServingError
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from serving.core import ServingCore
-from serving.errors import ModelLoadError
-from serving.metrics import Metrics, setup_logging
-from serving.settings import Settings
+from cifar10_serving.core import ServingCore
+from cifar10_core.errors import ModelLoadError
+from cifar10_serving.metrics import Metrics, setup_logging
+from cifar10_serving.settings import Settings
 
-log = logging.getLogger("serving.server")
+log = logging.getLogger("cifar10_serving.server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -40,17 +40,17 @@ def servicer_registrations() -> list[Registrar]:
 
     To add a servicer, append its module's ``add_to_server`` here.
     """
-    from serving import classifier_servicer
+    from cifar10_serving import classifier_servicer
 
     registrations: list[Registrar] = [classifier_servicer.add_to_server]
     # Open Inference Protocol (KServe v2): serving/inference_servicer.py, written
     # separately. Tolerated as absent only until that module lands.
     try:
-        inference_servicer = importlib.import_module("serving.inference_servicer")
+        inference_servicer = importlib.import_module("cifar10_serving.inference_servicer")
     except ModuleNotFoundError as exc:
-        if exc.name != "serving.inference_servicer":
+        if exc.name != "cifar10_serving.inference_servicer":
             raise
-        log.debug("serving.inference_servicer not present; Open Inference Protocol off")
+        log.debug("cifar10_serving.inference_servicer not present; Open Inference Protocol off")
     else:
         registrations.append(inference_servicer.add_to_server)
     return registrations

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import contract
-from serving.model import OnnxModel
+from cifar10_core import contract
+from cifar10_serving.model import OnnxModel
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "cifar10-cnn.onnx"
@@ -55,7 +55,7 @@ def test_card_states_the_models_version_and_validation_accuracy(bundled):
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/cifar10-jpeg is not here")
 def test_validation_accuracy_in_the_metadata_is_reproduced_through_onnxruntime(bundled, tmp_path):
     pytest.importorskip("tensorflow")  # the training extra (data loader)
-    from training.run import evaluate_command
+    from cifar10_training.run import evaluate_command
 
     _, metrics = _metadata(bundled)
     result = evaluate_command(MODEL, str(DATA), "train", None, tmp_path, validation=True)
@@ -75,7 +75,7 @@ def bundled_int8() -> OnnxModel:
 def test_int8_copy_is_the_quantized_bundled_model_and_its_card_says_so(bundled, bundled_int8):
     import hashlib
 
-    from training.quantize import META_QUANTIZATION
+    from cifar10_training.quantize import META_QUANTIZATION
 
     record = json.loads(bundled_int8.info.metadata[META_QUANTIZATION])
     assert record["source_model_sha256"] == hashlib.sha256(MODEL.read_bytes()).hexdigest()
@@ -92,8 +92,8 @@ def test_int8_copy_is_the_quantized_bundled_model_and_its_card_says_so(bundled, 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/cifar10-jpeg is not here")
 def test_int8_validation_accuracy_is_reproduced_through_onnxruntime(bundled_int8, tmp_path):
-    from training.quantize import META_QUANTIZATION
-    from training.run import evaluate_command
+    from cifar10_training.quantize import META_QUANTIZATION
+    from cifar10_training.run import evaluate_command
 
     record = json.loads(bundled_int8.info.metadata[META_QUANTIZATION])
     result = evaluate_command(INT8, str(DATA), "train", None, tmp_path, validation=True)

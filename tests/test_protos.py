@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = Path("serving/proto")
+PACKAGE = ROOT / "serving" / "proto"
 
 
-def files_under(root: Path) -> dict[str, bytes]:
-    base = root / PACKAGE
+def files_under(base: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(base)): p.read_bytes()
         for p in sorted(base.rglob("*"))
@@ -25,11 +24,11 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 def test_generated_code_is_not_stale(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "protos" / "generate.py"), "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "protos" / "generate.py"), "--out", str(tmp_path / "proto")],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    fresh, committed = files_under(tmp_path), files_under(ROOT)
+    fresh, committed = files_under(tmp_path / "proto"), files_under(PACKAGE)
     assert fresh, "protos/generate.py generated nothing"
     assert sorted(fresh) == sorted(committed), "files differ: run `make protos` and commit serving/proto/"
     stale = [name for name in fresh if fresh[name] != committed[name]]

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from serving import contract
+from cifar10_core import contract
 
 
 def build_tiny_model(name: str = "tiny-cnn", version: str = "1", seed: int = 0) -> onnx.ModelProto:

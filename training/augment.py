@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from training.config import TrainConfig
+from cifar10_training.config import TrainConfig
 
 
 def augment_batch(images, config: TrainConfig):

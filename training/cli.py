@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from training import config as config_module
-from training.config import TrainConfig
+from cifar10_training import config as config_module
+from cifar10_training.config import TrainConfig
 
 log = logging.getLogger("training")
 
@@ -44,7 +44,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training import run
+    from cifar10_training import run
 
     config = config_from_args(args)
     result = run.train_run(config, args.run_dir, export=not args.no_export)
@@ -53,7 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from training import run
+    from cifar10_training import run
 
     path = run.export_run(args.run_dir, args.output)
     log.info("exported %s", path)
@@ -61,14 +61,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from training import run
+    from cifar10_training import run
 
     run.evaluate_command(args.model, args.data, args.split, args.val_of, args.out, args.validation)
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from training import run
+    from cifar10_training import run
 
     base = config_from_args(args)
     run.compare(base, args.out, train=not args.no_train)
@@ -76,7 +76,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from training import quantize
+    from cifar10_training import quantize
 
     record = quantize.quantize(args.model, args.data, args.output, args.calibration_images, args.seed,
                                reduce_range=not args.full_range)
@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from serving.errors import ModelLoadError
-    from training.data import DataError
-    from training.train import RunConfigMismatch
+    from cifar10_core.errors import ModelLoadError
+    from cifar10_training.data import DataError
+    from cifar10_training.train import RunConfigMismatch
 
     try:
         return args.func(args)

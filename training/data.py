@@ -1,8 +1,8 @@
 """Labelled CIFAR-10 data from any of three sources, and the fixed validation split.
 
 Sources (``load(source)``):
-- an image folder with one sub-folder per class, named as in ``serving.contract.CLASS_NAMES``
-  (PNG/JPEG/...; decoded and converted to 32x32 RGB by ``serving.images``, the same code
+- an image folder with one sub-folder per class, named as in ``cifar10_core.contract.CLASS_NAMES``
+  (PNG/JPEG/...; decoded and converted to 32x32 RGB by ``cifar10_core.images``, the same code
   the server uses), e.g. ``../shared/data/cifar10-jpeg/train``;
 - the official archive ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/``
   folder: only its batch files are read, with an unpickler that admits nothing but the
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving import contract, images
-from serving.errors import InvalidInputError
+from cifar10_core import contract, images
+from cifar10_core.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving import contract
+from cifar10_core import contract
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The seed CNN of the course lab, layer for layer (276,138 parameters).
 
 Input: float32 images in [0, 1], shape (32, 32, 3). The exported ONNX graph adds the
-uint8 -> [0, 1] scaling in front (``training.export``), so clients send raw pixels.
+uint8 -> [0, 1] scaling in front (``cifar10_training.export``), so clients send raw pixels.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from serving.contract import INPUT_SHAPE, NUM_CLASSES
+from cifar10_core.contract import INPUT_SHAPE, NUM_CLASSES
 
 SEED_CNN_PARAMETERS = 276_138
 

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from serving import contract
-from training import data as data_module
-from training import evaluate, export
+from cifar10_core import contract
+from cifar10_training import data as data_module
+from cifar10_training import evaluate, export
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def quantize(model_path: Path, source: str, output: Path,
     import onnx
     import onnxruntime
 
-    from serving.model import OnnxModel
-    from training.run import validation_indices_of
+    from cifar10_serving.model import OnnxModel
+    from cifar10_training.run import validation_indices_of
 
     started = time.perf_counter()
     dataset = data_module.load(source)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving import contract
+from cifar10_core import contract
 
 JPEG_CAVEAT = (
     "The images are CIFAR-10's training images re-encoded as JPEG (quality 75) by a public "

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training import data as data_module
-from training import evaluate, export, report
-from training.config import TrainConfig
-from training.train import FitResult, fit, latest_checkpoint, read_history
+from cifar10_training import data as data_module
+from cifar10_training import evaluate, export, report
+from cifar10_training.config import TrainConfig
+from cifar10_training.train import FitResult, fit, latest_checkpoint, read_history
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def validation_indices_of(model: Path, dataset: data_module.LabelledImages) -> n
     """The validation split a model was trained with, recomputed from its own metadata."""
     import onnx
 
-    from serving import contract
+    from cifar10_core import contract
 
     meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
     if contract.META_TRAINING_CONFIG not in meta:

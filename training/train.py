@@ -3,7 +3,7 @@
 Reads top to bottom: load data -> fixed validation split -> tf.data pipeline (augmentation
 on training batches only) -> build or resume the model -> fit with per-epoch checkpoints,
 history and progress. Everything that happens after fitting (export, evaluation, plots,
-model card) lives in ``training.run``.
+model card) lives in ``cifar10_training.run``.
 
 Run folder::
 
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training import data as data_module
-from training.config import TrainConfig
+from cifar10_training import data as data_module
+from cifar10_training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def make_datasets(x_train, y_train, x_val, y_val, config: TrainConfig, epoch_see
     """tf.data pipelines: shuffled, batched, scaled to [0, 1], augmented (training only)."""
     import tensorflow as tf
 
-    from training.augment import augment_batch
+    from cifar10_training.augment import augment_batch
 
     autotune = tf.data.AUTOTUNE
     one_hot = lambda y: tf.one_hot(y, 10)  # noqa: E731
@@ -196,7 +196,7 @@ def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
 
     import keras
 
-    from training.model import build_seed_cnn
+    from cifar10_training.model import build_seed_cnn
 
     done, checkpoint = latest_checkpoint(run_dir)
     history = [row for row in read_history(run_dir) if row["epoch"] <= done]

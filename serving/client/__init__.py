@@ -1,6 +1,6 @@
 """Client library for the cifar10.v1 Classifier service (the ``client`` extra).
 
-    from serving.client import Client, ClientError
+    from cifar10_serving.client import Client, ClientError
 
     with Client("localhost:8500", timeout=5.0) as client:
         result = client.classify("cat.png")          # path, bytes, PIL image or uint8 array

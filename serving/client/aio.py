@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 
-from serving.proto.cifar10.v1 import classifier_pb2 as pb
-from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
 
 from .connection import (
     DEFAULT_TIMEOUT_S,
@@ -26,7 +26,7 @@ from .sync import _health_modules, build_request, responses_to_results
 
 
 class AsyncClient:
-    """asyncio client; same API as :class:`serving.client.Client`, with ``await``.
+    """asyncio client; same API as :class:`cifar10_serving.client.Client`, with ``await``.
 
     Create it inside a running event loop; use ``async with``. Concurrent calls share one
     channel (HTTP/2 multiplexing).

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.contract import CLASS_NAMES
-from serving.errors import InvalidInputError
+from cifar10_core.contract import CLASS_NAMES
+from cifar10_core.errors import InvalidInputError
 
 from .cli import (
     EXIT_ITEM_FAILED,
@@ -159,8 +159,8 @@ class RemoteBackend:
 
 
 class LocalBackend:
-    """Run the model in-process (serving.model.OnnxModel, the server's own model class):
-    the same preprocessing (serving.images), the same session settings, the same float32
+    """Run the model in-process (cifar10_serving.model.OnnxModel, the server's own model class):
+    the same preprocessing (cifar10_core.images), the same session settings, the same float32
     probabilities as the server."""
 
     def __init__(self, model_path: str, threads: int) -> None:
@@ -173,9 +173,9 @@ class LocalBackend:
             import onnxruntime  # noqa: F401
         except ImportError as exc:
             raise ImportError(ONNXRUNTIME_HINT) from exc
-        from serving.errors import ModelLoadError
-        from serving.model import OnnxModel
-        from serving.settings import available_cpus
+        from cifar10_core.errors import ModelLoadError
+        from cifar10_serving.model import OnnxModel
+        from cifar10_serving.settings import available_cpus
 
         try:
             self.model = OnnxModel.load(self.model_path, threads=self.threads or available_cpus())

@@ -5,10 +5,10 @@ Two ways to send a picture, both giving the same answer for the same (lossless) 
 * ``preprocess=False`` (default): files and bytes travel encoded, as they are, and the
   server decodes them; numpy arrays travel as raw pixels in their own shape.
 * ``preprocess=True``: the client runs the one shared preprocessing
-  (:mod:`serving.images`: decode, RGB, BILINEAR resize to 32x32) and sends 32x32x3 raw
+  (:mod:`cifar10_core.images`: decode, RGB, BILINEAR resize to 32x32) and sends 32x32x3 raw
   pixels, which saves bandwidth and server CPU on large pictures.
 
-PIL images are always converted locally by :func:`serving.images.from_pil`.
+PIL images are always converted locally by :func:`cifar10_core.images.from_pil`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any, Union
 import grpc
 import numpy as np
 
-from serving import images
-from serving.errors import InvalidInputError
-from serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_core import images
+from cifar10_core.errors import InvalidInputError
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
 
 from .errors import ClientError
 

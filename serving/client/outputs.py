@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serving.contract import CLASS_NAMES
+from cifar10_core.contract import CLASS_NAMES
 
 KEY = "item"
 

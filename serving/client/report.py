@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.contract import CLASS_NAMES
+from cifar10_core.contract import CLASS_NAMES
 
 MATPLOTLIB_HINT = (
     "the confusion-matrix PNG needs matplotlib: pip install 'cifar10-serving[client]' "

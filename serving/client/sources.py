@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.contract import CLASS_NAMES
-from serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_core.contract import CLASS_NAMES
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
 
 from .inputs import encoded_image, raw_image, read_file
 
@@ -61,8 +61,8 @@ class Item:
         return encoded_image(read_file(self.path), preprocess, item=self.key)
 
     def to_array(self) -> np.ndarray:
-        """The model input (32x32x3 uint8), preprocessed here with serving.images."""
-        from serving import images
+        """The model input (32x32x3 uint8), preprocessed here with cifar10_core.images."""
+        from cifar10_core import images
 
         if self.array is not None:
             return images.from_array(self.array)

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Sequence
 
 import grpc
 
-from serving.proto.cifar10.v1 import classifier_pb2 as pb
-from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
 
 from .connection import (
     DEFAULT_TIMEOUT_S,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from serving.contract import CLASS_NAMES
+from cifar10_core.contract import CLASS_NAMES
 
 
 def random_image(seed: int, size=(32, 32), channels: int = 3) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.client.cli import main
+from cifar10_serving.client.cli import main
 from tests.client.helpers import image_folder
 from tests.conftest import free_port
 
@@ -79,13 +79,13 @@ def test_usage_and_unavailable_exit_codes(tmp_path, capsys):
 def test_stdin_and_missing_extra_in_a_subprocess(server, tmp_path):
     image = image_folder(tmp_path, per_class=1, classes=("dog",))[0]
     env = {**os.environ, "CIFAR10_ADDRESS": server.address, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "serving.client.cli", "classify", "-", "--json"],
+    done = subprocess.run([sys.executable, "-m", "cifar10_serving.client.cli", "classify", "-", "--json"],
                           input=image.read_bytes(), capture_output=True, env=env, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["file"] == "-"
     # The health check needs grpcio-health-checking (the client extra): a clear message, exit 5.
     code = ("import sys; sys.modules['grpc_health'] = None; "
-            "from serving.client.cli import main; sys.exit(main(['health']))")
+            "from cifar10_serving.client.cli import main; sys.exit(main(['health']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=60)
     assert done.returncode == 5
@@ -130,8 +130,8 @@ def test_client_imports_need_no_optional_packages():
     code = ("import sys\n"
             "for name in ('onnxruntime', 'matplotlib', 'tensorflow', 'tqdm', 'onnx'):\n"
             "    sys.modules[name] = None\n"
-            "import serving.client, serving.client.cli, serving.client.batch\n"
-            "assert serving.client.batch.build_parser()\n")
+            "import cifar10_serving.client, cifar10_serving.client.cli, cifar10_serving.client.batch\n"
+            "assert cifar10_serving.client.batch.build_parser()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving import images
-from serving.client import (
+from cifar10_core import images
+from cifar10_serving.client import (
     AsyncClient,
     Classification,
     Client,
@@ -21,8 +21,8 @@ from serving.client import (
     RetryPolicy,
     TLSConfig,
 )
-from serving.client.connection import _Attempts
-from serving.contract import CLASS_NAMES
+from cifar10_serving.client.connection import _Attempts
+from cifar10_core.contract import CLASS_NAMES
 from tests.client.helpers import make_certs, random_image, write_png
 from tests.conftest import free_port
 
@@ -112,7 +112,7 @@ def test_local_input_problems_are_client_errors(client, tmp_path):
 
 
 def test_classify_each_isolates_bad_items(client):
-    from serving.client.inputs import to_image
+    from cifar10_serving.client.inputs import to_image
 
     good = [to_image(random_image(i)) for i in range(6)]
     mixed = good[:2] + [to_image(b"junk")] + good[2:5] + [to_image(b"\x89PNG broken")] + good[5:]
@@ -224,7 +224,7 @@ def test_async_client(server, tmp_path):
                 await c.classify(b"junk")
             with pytest.raises(ClientError) as late:
                 await c.classify_batch(np.stack([array] * 64), timeout=1e-4)
-            from serving.client.inputs import to_image
+            from cifar10_serving.client.inputs import to_image
 
             streamed = [r async for r in c.classify_stream([[to_image(array)], [to_image(b"junk")], [to_image(path)]])]
             return single, batch, info, health, bad.value, late.value, streamed

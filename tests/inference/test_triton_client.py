@@ -18,8 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from serving.inference_servicer import SERVICE_NAME
-from serving.proto.inference import grpc_service_pb2 as pb
+from cifar10_serving.inference_servicer import SERVICE_NAME
+from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = Path(__file__).with_name("triton_client_checks.py")
@@ -67,8 +67,8 @@ def model_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def triton_server(model_path):
-    from serving.background import BackgroundServer
-    from serving.settings import Settings
+    from cifar10_serving.background import BackgroundServer
+    from cifar10_serving.settings import Settings
 
     settings = Settings(
         model_path=str(model_path), host="127.0.0.1", port=0, metrics_port=-1,
@@ -159,7 +159,7 @@ def test_infer_typed_contents(results, model_path):
 
 
 def test_classification_extension(results, model_path):
-    from serving import contract
+    from cifar10_core import contract
 
     cls = results["classification"]
     assert cls["datatype"] == "BYTES" and cls["shape"] == [3, 3]

@@ -121,7 +121,7 @@ def test_serving_services_publish_ports_check_health_and_restart(doc, name):
     assert targets == {8500, 8501}
     env = compose.environment(svc)
     assert env["CIFAR10_PORT"] == "8500" and env["CIFAR10_METRICS_PORT"] == "8501"
-    assert compose.healthcheck_argv(svc) == ["python", "-m", "serving.healthcheck"]
+    assert compose.healthcheck_argv(svc) == ["python", "-m", "cifar10_serving.healthcheck"]
     assert svc["restart"] in ("unless-stopped", "always", "on-failure")
     assert svc["build"]["dockerfile"] == "serving/Dockerfile"
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving import contract
+from cifar10_core import contract
 from tests.packaging import compose
 
 pytestmark = pytest.mark.slow

@@ -95,7 +95,7 @@ def test_serving_image_is_slim_multi_stage_serve_only_non_root_and_health_checke
     assert values(final, "USER") and values(final, "USER")[-1] not in ("root", "0")
     assert set(" ".join(values(final, "EXPOSE")).split()) == {"8500", "8501"}
     (healthcheck,) = values(final, "HEALTHCHECK")
-    assert json.loads(healthcheck.split("CMD", 1)[1]) == ["python", "-m", "serving.healthcheck"]
+    assert json.loads(healthcheck.split("CMD", 1)[1]) == ["python", "-m", "cifar10_serving.healthcheck"]
     image = compose.parse_dockerfile(SERVING, ROOT)
     assert image.cmd[0] in PYPROJECT["project"]["scripts"]
     assert ROOT / "models" in [src for src, _ in image.copies], "the bundled model goes into the image"

@@ -1,4 +1,4 @@
-"""serving.healthcheck (the container HEALTHCHECK) exits 0 only when the server is SERVING."""
+"""cifar10_serving.healthcheck (the container HEALTHCHECK) exits 0 only when the server is SERVING."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from serving import healthcheck
+from cifar10_serving import healthcheck
 from tests.packaging.compose import free_port
 
 
@@ -54,7 +54,7 @@ def test_the_container_command_reads_the_port_from_the_environment(health_server
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     env = {"CIFAR10_PORT": address.rsplit(":", 1)[1], "PATH": ""}
     result = subprocess.run(
-        [sys.executable, "-m", "serving.healthcheck"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cifar10_serving.healthcheck"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
 

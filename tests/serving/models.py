@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from serving import contract
+from cifar10_core import contract
 from tests.tiny_model import build_tiny_model
 
 

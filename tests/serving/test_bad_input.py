@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.proto.cifar10.v1 import classifier_pb2 as pb
-from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
 
 MAX_IMAGES = 4
 MAX_PIXELS = 100_000
@@ -73,8 +73,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def stub():
-    from serving.background import BackgroundServer
-    from serving.settings import Settings
+    from cifar10_serving.background import BackgroundServer
+    from cifar10_serving.settings import Settings
     from tests.tiny_model import write_tiny_model
     import tempfile
 
@@ -122,9 +122,9 @@ def test_valid_images_in_any_mode_and_size(stub, mode):
 
 def test_core_rejects_wrong_dtype_and_shape_for_other_apis(tiny_model_path):
     """The v2 servicer hands arrays straight to the core: it names dtype and shape."""
-    from serving.core import ServingCore
-    from serving.errors import InvalidInputError
-    from serving.settings import Settings
+    from cifar10_serving.core import ServingCore
+    from cifar10_core.errors import InvalidInputError
+    from cifar10_serving.settings import Settings
 
     core = ServingCore.load(Settings(model_path=str(tiny_model_path), reload_interval_s=0))
     with pytest.raises(InvalidInputError, match="must be uint8, got float32"):

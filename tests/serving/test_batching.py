@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from serving.batching import Batcher
-from serving.errors import DeadlineExceededError, OverloadedError, UnavailableError
+from cifar10_serving.batching import Batcher
+from cifar10_core.errors import DeadlineExceededError, OverloadedError, UnavailableError
 
 
 class Recorder:

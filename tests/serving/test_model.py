@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from serving import contract
-from serving.errors import ModelLoadError
-from serving.model import ElasticSessions, OnnxModel
+from cifar10_core import contract
+from cifar10_core.errors import ModelLoadError
+from cifar10_serving.model import ElasticSessions, OnnxModel
 from tests.serving import models
 
 

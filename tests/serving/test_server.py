@@ -14,9 +14,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from serving import contract
-from serving.proto.cifar10.v1 import classifier_pb2 as pb
-from serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_core import contract
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -69,7 +69,7 @@ def test_reflection_lists_every_service(channel):
     assert {"cifar10.v1.Classifier", "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection"} <= services
     try:
-        import serving.inference_servicer  # noqa: F401
+        import cifar10_serving.inference_servicer  # noqa: F401
     except ModuleNotFoundError:
         pass
     else:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from serving.settings import Settings, available_cpus
+from cifar10_serving.settings import Settings, available_cpus
 
 
 def test_flag_wins_over_environment_which_wins_over_default():

@@ -3,7 +3,7 @@ import re
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from serving.settings import Settings
+from cifar10_serving.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from serving.contract import CLASS_NAMES
+from cifar10_core.contract import CLASS_NAMES
 
 
 def synthetic_arrays(per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,10 +8,10 @@ import tarfile
 import numpy as np
 import pytest
 
-from serving.contract import CLASS_NAMES
+from cifar10_core.contract import CLASS_NAMES
 from tests.training import cifar_files
-from training import data
-from training.cli import main as train_cli
+from cifar10_training import data
+from cifar10_training.cli import main as train_cli
 
 
 def test_image_folder_loads_labels_in_class_order(tmp_path):
@@ -27,7 +27,7 @@ def test_image_folder_loads_labels_in_class_order(tmp_path):
 def test_image_folder_resizes_other_sizes_the_shared_way(tmp_path):
     from PIL import Image
 
-    from serving import images
+    from cifar10_core import images
 
     big = np.random.default_rng(1).integers(0, 255, (64, 48, 4), dtype=np.uint8)
     (tmp_path / "cat").mkdir()

@@ -29,7 +29,7 @@ LAB_TABLE = [
 
 
 def test_seed_cnn_matches_the_lab_table():
-    from training.model import SEED_CNN_PARAMETERS, build_seed_cnn
+    from cifar10_training.model import SEED_CNN_PARAMETERS, build_seed_cnn
 
     model = build_seed_cnn()
     got = [(type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params()) for layer in model.layers]
@@ -46,8 +46,8 @@ def _ramp() -> np.ndarray:
 
 
 def test_augmentation_switched_off_is_the_identity():
-    from training.augment import augment_batch
-    from training.config import TrainConfig
+    from cifar10_training.augment import augment_batch
+    from cifar10_training.config import TrainConfig
 
     off = TrainConfig(rotation_degrees=0, width_shift=0, height_shift=0, zoom=0, horizontal_flip=False)
     np.testing.assert_allclose(augment_batch(_ramp(), off).numpy(), _ramp(), atol=1e-4)
@@ -56,8 +56,8 @@ def test_augmentation_switched_off_is_the_identity():
 def test_flip_mirrors_and_shift_stays_within_range():
     import tensorflow as tf
 
-    from training.augment import augment_batch
-    from training.config import TrainConfig
+    from cifar10_training.augment import augment_batch
+    from cifar10_training.config import TrainConfig
 
     tf.random.set_seed(0)
     batch = np.repeat(_ramp(), 64, axis=0)
@@ -74,8 +74,8 @@ def test_flip_mirrors_and_shift_stays_within_range():
 
 
 def test_full_lab_augmentation_keeps_shape_range_and_varies():
-    from training.augment import augment_batch
-    from training.config import TrainConfig
+    from cifar10_training.augment import augment_batch
+    from cifar10_training.config import TrainConfig
 
     images = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
     out = augment_batch(images, TrainConfig()).numpy()

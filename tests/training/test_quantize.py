@@ -10,14 +10,14 @@ import numpy as np
 import onnx
 import pytest
 
-from serving import contract
-from serving.model import OnnxModel
+from cifar10_core import contract
+from cifar10_serving.model import OnnxModel
 from tests.serving.models import _save, _set_meta
 from tests.tiny_model import build_tiny_model
 from tests.training import cifar_files
-from training import data as data_module
-from training import evaluate, quantize
-from training.cli import main
+from cifar10_training import data as data_module
+from cifar10_training import evaluate, quantize
+from cifar10_training.cli import main
 
 VAL_SIZE, SPLIT_SEED = 20, 3
 

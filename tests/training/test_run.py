@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import contract
+from cifar10_core import contract
 from tests.training import cifar_files
 
 pytestmark = [pytest.mark.training, pytest.mark.slow]
@@ -29,7 +29,7 @@ def image_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_run(image_folder, tmp_path_factory) -> Path:
-    from training.cli import main
+    from cifar10_training.cli import main
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     assert main(["train", "--run-dir", str(run_dir), "--data", str(image_folder), "--epochs", "2", *TINY]) == 0
@@ -55,8 +55,8 @@ def test_a_run_leaves_every_artifact(finished_run):
 def test_export_honours_the_model_contract(finished_run, image_folder):
     import onnxruntime as ort
 
-    from serving.model import OnnxModel
-    from training import data
+    from cifar10_serving.model import OnnxModel
+    from cifar10_training import data
 
     session = ort.InferenceSession(str(finished_run / "model.onnx"))
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
@@ -78,8 +78,8 @@ def test_export_honours_the_model_contract(finished_run, image_folder):
 def test_parity_check_fails_loudly_and_writes_nothing(finished_run, tmp_path):
     import keras
 
-    from training import export
-    from training.model import build_seed_cnn
+    from cifar10_training import export
+    from cifar10_training.model import build_seed_cnn
 
     trained = keras.models.load_model(sorted((finished_run / "checkpoints").glob("*.keras"))[-1])
     other = build_seed_cnn()
@@ -89,7 +89,7 @@ def test_parity_check_fails_loudly_and_writes_nothing(finished_run, tmp_path):
 
 
 def test_export_command_rewrites_atomically(finished_run, tmp_path):
-    from training.cli import main
+    from cifar10_training.cli import main
 
     target = tmp_path / "models" / "exported.onnx"
     assert main(["export", "--run-dir", str(finished_run), "--output", str(target)]) == 0
@@ -98,7 +98,7 @@ def test_export_command_rewrites_atomically(finished_run, tmp_path):
 
 
 def test_evaluate_command_on_the_validation_split(finished_run, image_folder, tmp_path, capsys):
-    from training.cli import main
+    from cifar10_training.cli import main
 
     out = tmp_path / "eval"
     code = main(["evaluate", "--model", str(finished_run / "model.onnx"), "--data", str(image_folder),
@@ -131,7 +131,7 @@ def test_killed_run_resumes_with_the_same_command(image_folder, tmp_path):
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=30)
-    from training.train import latest_checkpoint, read_history
+    from cifar10_training.train import latest_checkpoint, read_history
 
     done, _ = latest_checkpoint(run_dir)
     assert 2 <= done < 6
@@ -144,7 +144,7 @@ def test_killed_run_resumes_with_the_same_command(image_folder, tmp_path):
 
 
 def test_resume_refuses_a_different_config(finished_run, image_folder, capsys):
-    from training.cli import main
+    from cifar10_training.cli import main
 
     code = main(["train", "--run-dir", str(finished_run), "--data", str(image_folder), "--epochs", "2",
                  "--val-size", "20", "--batch-size", "32"])
@@ -153,7 +153,7 @@ def test_resume_refuses_a_different_config(finished_run, image_folder, capsys):
 
 
 def test_compare_runs_both_arms_and_overlays_them(image_folder, tmp_path, capsys):
-    from training.cli import main
+    from cifar10_training.cli import main
 
     out = tmp_path / "compare"
     assert main(["compare", "--out", str(out), "--data", str(image_folder), "--epochs", "1", *TINY]) == 0

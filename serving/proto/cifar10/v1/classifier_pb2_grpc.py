@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from serving.proto.cifar10.v1 import classifier_pb2 as serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2
+from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in serving/proto/cifar10/v1/classifier_pb2_grpc.py depends on'
+        + ' but the generated code in cifar10_serving/proto/cifar10/v1/classifier_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,18 +37,18 @@ class ClassifierStub:
         """
         self.Classify = channel.unary_unary(
                 '/cifar10.v1.Classifier/Classify',
-                request_serializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
-                response_deserializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
+                request_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
+                response_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
         self.ClassifyStream = channel.stream_stream(
                 '/cifar10.v1.Classifier/ClassifyStream',
-                request_serializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
-                response_deserializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
+                request_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
+                response_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/cifar10.v1.Classifier/GetModelInfo',
-                request_serializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
-                response_deserializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ModelInfo.FromString,
+                request_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ModelInfo.FromString,
                 _registered_method=True)
 
 
@@ -84,18 +84,18 @@ def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Classify': grpc.unary_unary_rpc_method_handler(
                     servicer.Classify,
-                    request_deserializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.FromString,
-                    response_serializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.SerializeToString,
+                    request_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.FromString,
+                    response_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.SerializeToString,
             ),
             'ClassifyStream': grpc.stream_stream_rpc_method_handler(
                     servicer.ClassifyStream,
-                    request_deserializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.FromString,
-                    response_serializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.SerializeToString,
+                    request_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.FromString,
+                    response_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
-                    request_deserializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.GetModelInfoRequest.FromString,
-                    response_serializer=serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ModelInfo.SerializeToString,
+                    request_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -124,8 +124,8 @@ class Classifier:
             request,
             target,
             '/cifar10.v1.Classifier/Classify',
-            serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
-            serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
+            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
+            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -151,8 +151,8 @@ class Classifier:
             request_iterator,
             target,
             '/cifar10.v1.Classifier/ClassifyStream',
-            serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
-            serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
+            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
+            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -178,8 +178,8 @@ class Classifier:
             request,
             target,
             '/cifar10.v1.Classifier/GetModelInfo',
-            serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
-            serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ModelInfo.FromString,
+            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
+            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,6 @@
 """The model contract: what every ONNX file handed from training to serving carries.
 
-Training writes it (``training.export``), serving checks it (``serving.model``).
+Training writes it (``cifar10_training.export``), serving checks it (``cifar10_serving.model``).
 Kept free of heavy imports so both sides, and the clients, can share it.
 """
 

@@ -22,8 +22,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from serving.contract import IMAGE_SIZE, INPUT_SHAPE
-from serving.errors import ImageDecodeError, ImageTooLargeError, InvalidInputError
+from cifar10_core.contract import IMAGE_SIZE, INPUT_SHAPE
+from cifar10_core.errors import ImageDecodeError, ImageTooLargeError, InvalidInputError
 
 RESAMPLE = Image.Resampling.BILINEAR
 DEFAULT_MAX_PIXELS = 16_000_000

@@ -1,7 +1,7 @@
 """One exception hierarchy for the serving core.
 
 Each class names the gRPC status code it becomes; the transport layer
-(``serving.grpc_status``) does the mapping in one place, so the core never imports grpc.
+(``cifar10_serving.grpc_status``) does the mapping in one place, so the core never imports grpc.
 """
 
 from __future__ import annotations
