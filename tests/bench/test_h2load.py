@@ -72,6 +72,7 @@ def test_run_against_the_real_server(server, batch, concurrency):
     assert server.core.batcher.images - before == batch * (out["requests"] + 1)
 
 
+@needs_h2load
 def test_a_rejected_request_is_an_error_not_a_measurement(server, monkeypatch):
     from cifar10_serving.proto.cifar10.v1 import classifier_pb2
 
