@@ -83,7 +83,7 @@ def test_metadata_config_ready(server, stub):
     config = stub.ModelConfig(pb.ModelConfigRequest(name="tiny-cnn")).config
     assert config.input[0].data_type == pb.TYPE_UINT8 and list(config.input[0].dims) == [32, 32, 3]
     assert config.HasField("dynamic_batching")
-    assert [g.count for g in config.instance_group] == [server.core.settings.instances]
+    assert [g.count for g in config.instance_group] == [server.core.instances]
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelConfig(pb.ModelConfigRequest(name="other"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
