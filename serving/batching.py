@@ -134,10 +134,6 @@ class Batcher:
         """Images waiting in the queue (not yet taken into a batch)."""
         return self._queued
 
-    @property
-    def closed(self) -> bool:
-        return self._closing
-
     async def submit(self, images: np.ndarray, deadline: float | None = None,
                      key: Any = None) -> np.ndarray:
         """Queue ``images`` (N rows, N >= 1) and wait for their ``run(batch, key)`` outputs.

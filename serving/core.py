@@ -112,6 +112,9 @@ class ServingCore:
         self._model = model
         self._load_model = load_model
         self.model_path = model_path
+        self.max_batch_size = max_batch_size  # the batcher's: largest merged model run
+        self.max_queue_delay_s = max_queue_delay_s
+        self.instances = instances  # model runs at a time (the batcher's workers)
         self.max_images_per_request = max_images_per_request
         self.max_image_pixels = max_image_pixels
         self.reload_interval_s = reload_interval_s
@@ -144,19 +147,6 @@ class ServingCore:
         return self._model
 
     @property
-    def max_batch_size(self) -> int:
-        return self._batcher.max_batch_size
-
-    @property
-    def max_queue_delay_s(self) -> float:
-        return self._batcher.max_queue_delay
-
-    @property
-    def instances(self) -> int:
-        """Model runs at a time (the batcher's workers)."""
-        return self._batcher.workers
-
-    @property
     def queued(self) -> int:
         """Images waiting for the model right now."""
         return self._batcher.queued
@@ -176,10 +166,6 @@ class ServingCore:
         while self._inflight and time.monotonic() < end:
             await asyncio.sleep(0.005)
         return not self._inflight
-
-    @property
-    def draining(self) -> bool:
-        return self._draining
 
     @property
     def batcher(self) -> Batcher:
