@@ -20,8 +20,8 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
 * A request larger than ``max_batch_size`` is split into chunks that run in order;
   the caller gets the rows back concatenated.
 * Each request carries a ``key`` (the serving core's: the model it was admitted under), and
-  only requests of one key (the same object) share a run, so every chunk of a request runs with its own key,
-  even when newer requests queue up under another.
+  only requests of one key (the same object) share a run: every chunk of a request runs
+  with its own key, even when newer requests queue up under another.
 * With one worker there is one model run at a time, which then uses every CPU we may use.
   With ``workers`` > 1, that many runs overlap; a run that starts beside another should get
   a share of the CPUs (``cifar10_serving.model``'s elastic threads), so a worker that loses its CPU
