@@ -49,6 +49,10 @@ class DeadlineExceededError(ServingError):
     status_name = "DEADLINE_EXCEEDED"
 
 
+class NonFiniteOutputError(ServingError):
+    """The model produced NaN or infinity; never returned to a client (INTERNAL)."""
+
+
 class ModelLoadError(ServingError):
     """A model file is missing, unreadable or breaks the model contract."""
 

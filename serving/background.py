@@ -15,6 +15,7 @@ import concurrent.futures
 import threading
 import time
 
+from cifar10_serving.assembly import build_core
 from cifar10_serving.core import ServingCore
 from cifar10_serving.metrics import Metrics
 from cifar10_serving.server import ServingServer, create_server
@@ -70,8 +71,8 @@ class BackgroundServer:
 
     async def _run(self) -> None:
         try:
-            self.core = ServingCore.load(self.settings, self.metrics)
-            self.server, self.port = create_server(self.settings, self.core)
+            self.core = build_core(self.settings, self.metrics)
+            self.server, self.port = create_server(self.settings, self.core, self.metrics)
             await self.server.start()
             if self.settings.metrics_port >= 0:
                 self.metrics_port = self.metrics.serve("127.0.0.1", self.settings.metrics_port)

@@ -19,6 +19,9 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   ``DeadlineExceededError``. A cancelled caller's request is dropped the same way.
 * A request larger than ``max_batch_size`` is split into chunks that run in order;
   the caller gets the rows back concatenated.
+* Each request carries a ``key`` (the serving core's: the model it was admitted under), and
+  only requests of one key (the same object) share a run: every chunk of a request runs
+  with its own key, even when newer requests queue up under another.
 * With one worker there is one model run at a time, which then uses every CPU we may use.
   With ``workers`` > 1, that many runs overlap; a run that starts beside another should get
   a share of the CPUs (``cifar10_serving.model``'s elastic threads), so a worker that loses its CPU
@@ -28,9 +31,8 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   parallel runs under heavy traffic (big requests, deep queues) and never split light
   traffic into many small runs.
 
-``run`` is any callable ``run(batch) -> (outputs, tag)``: ``outputs`` has one row per input
-row, ``tag`` is handed back unchanged to every caller in that batch (the serving core uses it
-to say which model version computed the rows).
+``run`` is any callable ``run(batch, key) -> outputs`` with one output row per input row;
+``key`` is the one its requests were submitted with.
 """
 
 from __future__ import annotations
@@ -49,18 +51,19 @@ from cifar10_core.errors import DeadlineExceededError, OverloadedError, Unavaila
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[np.ndarray], tuple[np.ndarray, Any]]
+RunFn = Callable[[np.ndarray, Any], np.ndarray]
 
 
 class _Item:
-    __slots__ = ("images", "size", "future", "loop", "deadline")
+    __slots__ = ("images", "size", "future", "loop", "deadline", "key")
 
-    def __init__(self, images, size, future, loop, deadline):
+    def __init__(self, images, size, future, loop, deadline, key):
         self.images = images
         self.size = size
         self.future = future
         self.loop = loop
         self.deadline = deadline
+        self.key = key
 
 
 def _set_result(future: asyncio.Future, value) -> None:
@@ -131,38 +134,17 @@ class Batcher:
         """Images waiting in the queue (not yet taken into a batch)."""
         return self._queued
 
-    @property
-    def closed(self) -> bool:
-        return self._closing
+    async def submit(self, images: np.ndarray, deadline: float | None = None,
+                     key: Any = None) -> np.ndarray:
+        """Queue ``images`` (N rows, N >= 1) and wait for their ``run(batch, key)`` outputs.
 
-    async def submit(self, images: np.ndarray, deadline: float | None = None) -> tuple[np.ndarray, Any]:
-        """Queue ``images`` (N rows, N >= 1) and wait for ``(outputs, tag)``.
-
-        ``deadline`` is a ``time.monotonic()`` instant; None waits as long as needed.
-        Raises OverloadedError, UnavailableError (closed), DeadlineExceededError, or
-        whatever ``run`` raised for the batch holding these images.
+        ``deadline`` is a ``time.monotonic()`` instant; None waits as long as needed. Only
+        requests with the same ``key`` share a run; every chunk of a request larger than
+        ``max_batch_size`` runs with its ``key``. Raises OverloadedError, UnavailableError
+        (closed), DeadlineExceededError, or whatever ``run`` raised for a batch of these rows.
         """
         n = len(images)
-        if n > self.max_batch_size:
-            return await self._submit_split(images, deadline)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        with self._cond:
-            if self._closing:
-                raise UnavailableError("server is shutting down")
-            if self._queued + n > self.max_queue_size:
-                raise OverloadedError(
-                    f"request queue is full ({self._queued} of {self.max_queue_size} images "
-                    f"queued); retry later"
-                )
-            self._queue.append(_Item(images, n, future, loop, deadline))
-            self._queued += n
-            self._wake()
-        return await future
-
-    async def _submit_split(self, images: np.ndarray, deadline: float | None):
         step = self.max_batch_size
-        n = len(images)
         loop = asyncio.get_running_loop()
         futures = []
         with self._cond:
@@ -170,23 +152,24 @@ class Batcher:
                 raise UnavailableError("server is shutting down")
             if self._queued + n > self.max_queue_size:
                 raise OverloadedError(
-                    f"request of {n} images does not fit in the queue ({self._queued} of "
-                    f"{self.max_queue_size} images queued); retry later or send fewer"
+                    f"request queue is full ({self._queued} of {self.max_queue_size} images "
+                    f"queued, {n} more asked); retry later or send fewer"
                 )
             for start in range(0, n, step):
-                chunk = images[start:start + step]
-                future = loop.create_future()
-                futures.append(future)
-                self._queue.append(_Item(chunk, len(chunk), future, loop, deadline))
+                chunk = images[start:start + step] if n > step else images
+                futures.append(loop.create_future())
+                self._queue.append(_Item(chunk, len(chunk), futures[-1], loop, deadline, key))
             self._queued += n
             self._wake()
+        if len(futures) == 1:
+            return await futures[0]
         try:
             parts = await asyncio.gather(*futures)
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
-        return np.concatenate([p[0] for p in parts]), parts[-1][1]
+        return np.concatenate(parts)
 
     def _wake(self) -> None:
         """Under the lock: wake one idle worker. It passes the wake on if, after taking its
@@ -203,7 +186,8 @@ class Batcher:
         return self._running == 0 or self._queued >= self.max_batch_size or self._closing
 
     def _take(self) -> tuple[list[_Item], list[_Item]]:
-        """Under the lock: pop the next batch, and the expired or cancelled items."""
+        """Under the lock: pop the next batch (queued items in order, all of the first one's
+        key, up to ``max_batch_size`` images), and the expired or cancelled items."""
         batch: list[_Item] = []
         dropped: list[_Item] = []
         total = 0
@@ -223,7 +207,7 @@ class Batcher:
                     self._queued -= item.size
                     dropped.append(item)
                     continue
-            if total + item.size > self.max_batch_size:
+            if total + item.size > self.max_batch_size or (batch and item.key is not batch[0].key):
                 break
             queue.popleft()
             self._queued -= item.size
@@ -266,7 +250,7 @@ class Batcher:
                 inputs = batch[0].images
             else:
                 inputs = np.concatenate([item.images for item in batch])
-            outputs, tag = self._run(inputs)
+            outputs = self._run(inputs, batch[0].key)
         except BaseException as exc:  # handed to every caller of the batch
             self._fail(batch, exc)
             return
@@ -280,13 +264,13 @@ class Batcher:
                 log.exception("on_batch callback failed")
         if len(batch) == 1:
             item = batch[0]
-            self._post(item.loop, [(item.future, (outputs, tag), None)])
+            self._post(item.loop, [(item.future, outputs, None)])
             return
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         start = 0
         for item in batch:
             end = start + item.size
-            by_loop.setdefault(item.loop, []).append((item.future, (outputs[start:end], tag), None))
+            by_loop.setdefault(item.loop, []).append((item.future, outputs[start:end], None))
             start = end
         for loop, results in by_loop.items():
             self._post(loop, results)

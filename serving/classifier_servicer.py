@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import grpc
 import numpy as np
@@ -16,7 +15,8 @@ import numpy as np
 from cifar10_core import contract, images
 from cifar10_serving.core import Prediction, ServingCore, deadline_after
 from cifar10_core.errors import InvalidInputError, ServingError
-from cifar10_serving.grpc_status import rpc, status_of
+from cifar10_serving.grpc_status import RequestObserver, rpc
+from cifar10_serving.streams import pipelined
 from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
 from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Classifier"].full_name
 _RAW_SIZE = contract.IMAGE_SIZE * contract.IMAGE_SIZE * contract.CHANNELS
 _OFFLOAD_BYTES = 256 * 1024  # decode bigger encoded payloads on a worker thread
-_STREAM_WINDOW = 64  # messages in flight per stream
 
 ClassScore = pb.ClassScore
 Classification = pb.Classification
@@ -189,9 +188,10 @@ def _serialize(response) -> bytes:
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
-    def __init__(self, core: ServingCore):
+    def __init__(self, core: ServingCore, observe: RequestObserver | None = None):
         self.core = core
-        self._max_pixels = core.settings.max_image_pixels
+        self.observe = observe
+        self._max_pixels = core.max_image_pixels
         self._encoders: dict[tuple[str, ...], ResponseEncoder] = {}
 
     def _encode(self, pred: Prediction, top_k: int, request_id: str) -> bytes:
@@ -204,18 +204,14 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         """Serialized ClassifyResponse bytes (see ResponseEncoder)."""
         core = self.core
         top_k = check_top_k(request.top_k)
-        if request.model_name or request.model_version:
-            core.check_model(request.model_name, request.model_version)
+        model = core.select(request.model_name, request.model_version)
         if len(request.images) > 1 and _encoded_bytes(request.images) > _OFFLOAD_BYTES:
             batch = await asyncio.to_thread(
                 decode_images, request.images, core.max_images_per_request, self._max_pixels
             )
         else:
             batch = decode_images(request.images, core.max_images_per_request, self._max_pixels)
-        pred = await core.classify(
-            batch, deadline=deadline_after(timeout),
-            model_name=request.model_name, model_version=request.model_version,
-        )
+        pred = await core.classify(batch, model=model, deadline=deadline_after(timeout))
         return self._encode(pred, top_k, request.request_id)
 
     @rpc("Classify")
@@ -223,49 +219,12 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         return await self._classify(request, context.time_remaining())
 
     async def ClassifyStream(self, request_iterator, context):
-        """Pipelined: up to _STREAM_WINDOW messages in flight, answered in order."""
-        metrics = self.core.metrics
-        pending: asyncio.Queue = asyncio.Queue(maxsize=_STREAM_WINDOW)
-        done = object()
-
-        async def one(request):
-            started = time.perf_counter()
-            try:
-                response = await self._classify(request, context.time_remaining())
-                code = "OK"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                status, message = status_of(exc, "ClassifyStream")
-                code = status.name
-                response = pb.ClassifyResponse(
-                    request_id=request.request_id, error=pb.Error(code=code, message=message)
-                )
-            if metrics is not None:
-                metrics.observe("ClassifyStream", code, time.perf_counter() - started)
-            return response
-
-        async def read():
-            try:
-                async for request in request_iterator:
-                    await pending.put(asyncio.ensure_future(one(request)))
-            finally:
-                await pending.put(done)
-
-        reader = asyncio.ensure_future(read())
-        try:
-            while True:
-                item = await pending.get()
-                if item is done:
-                    break
-                yield await item
-            await reader  # re-raise a reader failure, if any
-        finally:
-            reader.cancel()
-            while not pending.empty():
-                item = pending.get_nowait()
-                if item is not done:
-                    item.cancel()
+        """Pipelined (``cifar10_serving.streams``): answered in order, errors per message."""
+        async for response in pipelined(
+            request_iterator, lambda request: self._classify(request, context.time_remaining()),
+            _stream_error, method="ClassifyStream", observe=self.observe,
+        ):
+            yield response
 
     @rpc("GetModelInfo")
     async def GetModelInfo(self, request, context):
@@ -285,13 +244,17 @@ def model_info_message(core: ServingCore) -> pb.ModelInfo:
     )
 
 
-def add_to_server(server, core: ServingCore) -> list[str]:
+def _stream_error(request: pb.ClassifyRequest, code: str, message: str) -> pb.ClassifyResponse:
+    return pb.ClassifyResponse(request_id=request.request_id, error=pb.Error(code=code, message=message))
+
+
+def add_to_server(server, core: ServingCore, observe: RequestObserver | None = None) -> list[str]:
     """Register the servicer; return the full service names (for health and reflection).
 
     Same as the generated ``add_ClassifierServicer_to_server`` except that Classify and
     ClassifyStream responses may be pre-encoded bytes (ResponseEncoder).
     """
-    servicer = ClassifierServicer(core)
+    servicer = ClassifierServicer(core, observe)
     handlers = {
         "Classify": grpc.unary_unary_rpc_method_handler(
             servicer.Classify, request_deserializer=pb.ClassifyRequest.FromString,

@@ -1,27 +1,36 @@
 """The transport-free serving core, shared by every servicer (cifar10.v1, Open Inference).
 
-A servicer turns its protobuf into a uint8 array and calls the core; the core raises
-``cifar10_core.errors.ServingError`` subclasses, which ``cifar10_serving.grpc_status`` maps to status codes.
+A servicer checks its request (``core.select`` for the model it names; its own decoder for
+the image count, with ``core.max_images_per_request``), turns its protobuf into a uint8
+array and calls the core; the core raises ``cifar10_core.errors.ServingError`` subclasses,
+which ``cifar10_serving.grpc_status`` maps to status codes. It knows no settings object and no
+metrics library: ``cifar10_serving.assembly`` builds it from ``Settings`` and wires its
+``CoreHooks`` to Prometheus.
 
 Stable API (keep it small)::
 
-    core = ServingCore.load(settings, metrics)   # sync; raises ModelLoadError
+    core = ServingCore(model, load_model=..., model_path=..., max_batch_size=..., ...)
     await core.start()                           # on the server's event loop: reload watcher
     core.ready                                   # True while serving (loaded, warmed, not draining)
     core.info                                    # ModelInfo of the current model (name, version,
                                                  #   labels, metadata, input/output TensorSpec)
-    core.max_batch_size                          # the batcher's max batch (for Triton's ModelConfig)
-    core.max_images_per_request
+    core.max_batch_size, core.max_queue_delay_s, core.instances   # the batcher's (ModelConfig)
+    core.max_images_per_request, core.max_image_pixels            # request limits
     core.check_model(name, version)              # -> ModelInfo, or UnknownModelError ('' = any)
-    core.check_images(array)                     # -> contiguous uint8 [N,32,32,3] or InvalidInputError
-    pred = await core.classify(images, deadline=..., model_name=..., model_version=...)
+    model = core.select(name, version)           # the same check; pins the current model
+    pred = await core.classify(images, model=model, deadline=...)
     pred.probabilities                           # float32 [N, 10], finite, label order
-    pred.model                                   # ModelInfo of the model that computed them
+    pred.model                                   # ModelInfo of the model that computed every row
     deadline_after(seconds)                      # grpc's context.time_remaining() -> deadline
     core.request_reload()                        # SIGHUP: reload in the background
     core.reload()                                # sync; True if swapped, False if rejected
     core.begin_shutdown()                        # new classify() -> UnavailableError
     await core.stop()                            # finish the queued work, stop the watcher
+
+A request runs on one model: the one current when it was admitted (``select``, or
+``classify`` without ``model``). After a hot swap, requests admitted before it still run on
+the old model, all of their rows, and the answer names it; the batcher never merges requests
+of two models into one run.
 
 ``classify`` may be awaited from any asyncio event loop; the model runs on the batcher's
 worker thread, never on the loop.
@@ -34,21 +43,20 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from cifar10_core import contract
-from cifar10_serving.batching import Batcher
 from cifar10_core.errors import (
     InvalidInputError,
     ModelLoadError,
     UnavailableError,
     UnknownModelError,
 )
-from cifar10_serving.metrics import Metrics
-from cifar10_serving.model import FileSignature, ModelInfo, OnnxModel, TensorSpec  # noqa: F401
-from cifar10_serving.settings import Settings
+from cifar10_serving.batching import Batcher
+from cifar10_serving.model import FileSignature, ModelInfo, OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +74,51 @@ class Prediction:
     model: ModelInfo
 
 
+def _ignore(*_args) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class CoreHooks:
+    """What the core reports, for metrics at the edge (each called on the thread it happens on;
+    keep them cheap)."""
+
+    on_batch: Callable[[int], None] = _ignore  # images in one model run (batcher thread)
+    on_images: Callable[[int], None] = _ignore  # images answered for one request
+    on_model: Callable[[ModelInfo], None] = _ignore  # the model served, at start and each swap
+    on_reload: Callable[[bool], None] = _ignore  # a reload: True swapped, False rejected
+
+
 class ServingCore:
     """The current model behind a dynamic batcher, with hot reload and readiness."""
 
-    def __init__(self, settings: Settings, model: OnnxModel, metrics: Metrics | None = None):
-        self.settings = settings
-        self.metrics = metrics
+    def __init__(
+        self,
+        model: OnnxModel,
+        *,
+        load_model: Callable[[str], OnnxModel],
+        model_path: str,
+        max_batch_size: int = 32,
+        max_queue_delay_s: float = 0.0,
+        max_queue_size: int = 2048,
+        instances: int = 1,
+        max_images_per_request: int = 1024,
+        max_image_pixels: int = 16_000_000,
+        reload_interval_s: float = 0.0,
+        hooks: CoreHooks | None = None,
+    ):
+        """``model``: loaded and warm; ``load_model(path)`` loads its replacement on reload
+        (raising ModelLoadError); ``model_path``: the file watched and reloaded."""
         self._model = model
+        self._load_model = load_model
+        self.model_path = model_path
+        self.max_batch_size = max_batch_size  # the batcher's: largest merged model run
+        self.max_queue_delay_s = max_queue_delay_s
+        self.instances = instances  # model runs at a time (the batcher's workers)
+        self.max_images_per_request = max_images_per_request
+        self.max_image_pixels = max_image_pixels
+        self.reload_interval_s = reload_interval_s
+        self._hooks = hooks or CoreHooks()
         self._draining = False
         self._inflight = 0  # classify() calls admitted and not yet answered
         self._reload_lock = threading.Lock()
@@ -80,33 +126,15 @@ class ServingCore:
         self._watcher: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reload_task: asyncio.Future | None = None
-        self.max_images_per_request = settings.max_images_per_request
-        self._count_images = metrics.images.inc if metrics is not None else None
         self._batcher = Batcher(
             self._run,
-            max_batch_size=settings.max_batch_size,
-            max_queue_delay=settings.max_queue_delay_ms / 1000.0,
-            max_queue_size=settings.max_queue_size,
-            on_batch=metrics.batch_size.observe if metrics else None,
-            workers=settings.instances,
+            max_batch_size=max_batch_size,
+            max_queue_delay=max_queue_delay_s,
+            max_queue_size=max_queue_size,
+            on_batch=self._hooks.on_batch,
+            workers=instances,
         )
-        if metrics is not None:
-            metrics.set_model(model.name, model.version)
-            metrics.track_queue(lambda: self._batcher.queued)
-
-    @classmethod
-    def load(cls, settings: Settings, metrics: Metrics | None = None) -> ServingCore:
-        """Load, validate and warm up ``settings.model_path``. Raises ModelLoadError."""
-        model = cls._load_model(settings)
-        return cls(settings, model, metrics)
-
-    @staticmethod
-    def _load_model(settings: Settings) -> OnnxModel:
-        sizes = tuple(sorted({1, min(8, settings.max_batch_size), settings.max_batch_size}))
-        return OnnxModel.load(
-            settings.model_path, threads=settings.threads, spinning=settings.spinning,
-            warmup_batch_sizes=sizes, overlap_threads=settings.overlap_threads,
-        )
+        self._hooks.on_model(model.info)
 
     # -- information --------------------------------------------------------------------
 
@@ -119,8 +147,9 @@ class ServingCore:
         return self._model
 
     @property
-    def max_batch_size(self) -> int:
-        return self._batcher.max_batch_size
+    def queued(self) -> int:
+        """Images waiting for the model right now."""
+        return self._batcher.queued
 
     @property
     def ready(self) -> bool:
@@ -139,16 +168,14 @@ class ServingCore:
         return not self._inflight
 
     @property
-    def draining(self) -> bool:
-        return self._draining
-
-    @property
     def batcher(self) -> Batcher:
         return self._batcher
 
-    def check_model(self, name: str = "", version: str = "") -> ModelInfo:
-        """The served model's info if ``name``/``version`` match it ('' matches any)."""
-        info = self._model.info
+    def select(self, name: str = "", version: str = "") -> OnnxModel:
+        """The current model if ``name``/``version`` match it ('' matches any), else
+        UnknownModelError. Hand it to ``classify`` to have the request computed by it."""
+        model = self._model  # one read: the model checked is the model returned
+        info = model.info
         if name and name != info.name:
             raise UnknownModelError(
                 f"unknown model {name!r}: this server serves {info.name!r}"
@@ -158,10 +185,15 @@ class ServingCore:
                 f"unknown version {version!r} of model {info.name!r}: this server serves "
                 f"version {info.version!r}"
             )
-        return info
+        return model
+
+    def check_model(self, name: str = "", version: str = "") -> ModelInfo:
+        """The served model's info if ``name``/``version`` match it ('' matches any)."""
+        return self.select(name, version).info
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
-        """``images`` as a contiguous uint8 [N, 32, 32, 3] array, 1 <= N <= the limit."""
+        """``images`` as a contiguous uint8 [N, 32, 32, 3] array (the count is the decoders'
+        to check, against ``max_images_per_request``)."""
         if not isinstance(images, np.ndarray):
             raise InvalidInputError(f"images must be a numpy array, got {type(images).__name__}")
         if images.dtype != np.uint8:
@@ -169,13 +201,6 @@ class ServingCore:
         if images.ndim != 4 or images.shape[1:] != _IMAGE_SHAPE:
             raise InvalidInputError(
                 f"images must have shape [N, 32, 32, 3], got {list(images.shape)}"
-            )
-        n = images.shape[0]
-        if n == 0:
-            raise InvalidInputError("the request holds no images")
-        if n > self.max_images_per_request:
-            raise InvalidInputError(
-                f"too many images in one request: {n} > {self.max_images_per_request}"
             )
         if not images.flags.c_contiguous:
             images = np.ascontiguousarray(images)
@@ -187,34 +212,33 @@ class ServingCore:
         self,
         images: np.ndarray,
         *,
+        model: OnnxModel | None = None,
         deadline: float | None = None,
-        model_name: str = "",
-        model_version: str = "",
     ) -> Prediction:
         """Probabilities for uint8 [N, 32, 32, 3] images, computed in a dynamic batch.
 
-        ``deadline`` is a ``time.monotonic()`` instant (see ``deadline_after``). The model
-        name/version are checked when the request is admitted. Raises InvalidInputError,
-        UnknownModelError, UnavailableError (shutting down), OverloadedError (queue full),
-        DeadlineExceededError, or NonFiniteOutputError (a broken model; INTERNAL).
+        ``model``: the one ``select`` returned (None: the current one); every row is computed
+        by it, even across a hot swap. ``deadline`` is a ``time.monotonic()`` instant (see
+        ``deadline_after``). Raises InvalidInputError, UnavailableError (shutting down),
+        OverloadedError (queue full), DeadlineExceededError, or NonFiniteOutputError (a
+        broken model; INTERNAL).
         """
         if self._draining:
             raise UnavailableError("server is shutting down")
-        if model_name or model_version:
-            self.check_model(model_name, model_version)
         images = self.check_images(images)
+        if model is None:
+            model = self._model
         self._inflight += 1
         try:
-            probabilities, model = await self._batcher.submit(images, deadline)
+            probabilities = await self._batcher.submit(images, deadline, key=model)
         finally:
             self._inflight -= 1
-        if self._count_images is not None:
-            self._count_images(len(probabilities))
+        self._hooks.on_images(len(probabilities))
         return Prediction(probabilities, model.info)
 
-    def _run(self, batch: np.ndarray):
-        model = self._model  # one read: the whole batch runs on this model, even mid-swap
-        return model.predict(batch), model
+    @staticmethod
+    def _run(batch: np.ndarray, model: OnnxModel) -> np.ndarray:
+        return model.predict(batch)
 
     # -- hot reload -----------------------------------------------------------------------
 
@@ -227,31 +251,29 @@ class ServingCore:
         with self._reload_lock:
             old = self._model
             try:
-                new = self._load_model(self.settings)
+                new = self._load_model(self.model_path)
             except ModelLoadError as exc:
                 try:
-                    self._rejected = FileSignature.of(os.stat(self.settings.model_path))
+                    self._rejected = FileSignature.of(os.stat(self.model_path))
                 except OSError:
                     self._rejected = None
                 log.error("model reload rejected, still serving %s version %s: %s",
                           old.name, old.version, exc)
-                if self.metrics:
-                    self.metrics.reloads.labels("rejected").inc()
+                self._hooks.on_reload(False)
                 return False
-            self._model = new  # atomic swap; batches already running keep `old`
+            self._model = new  # atomic swap; requests admitted before it keep `old`
             self._rejected = None
             if new.name != old.name:
                 log.warning("model name changed on reload: %s -> %s", old.name, new.name)
             log.info("model swapped: %s version %s -> %s version %s",
                      old.name, old.version, new.name, new.version)
-            if self.metrics:
-                self.metrics.reloads.labels("ok").inc()
-                self.metrics.set_model(new.name, new.version)
+            self._hooks.on_reload(True)
+            self._hooks.on_model(new.info)
             return True
 
     def _file_changed(self) -> bool:
         try:
-            current = FileSignature.of(os.stat(self.settings.model_path))
+            current = FileSignature.of(os.stat(self.model_path))
         except OSError:
             return False  # missing for now (being replaced?): keep serving, look again later
         return current != self._model.signature and current != self._rejected
@@ -271,7 +293,7 @@ class ServingCore:
             await asyncio.sleep(interval)
             try:
                 if self._file_changed() and not self._draining:
-                    log.info("model file %s changed; reloading", self.settings.model_path)
+                    log.info("model file %s changed; reloading", self.model_path)
                     self._reload_task = loop.run_in_executor(None, self.reload)
                     await self._reload_task
             except asyncio.CancelledError:
@@ -284,8 +306,8 @@ class ServingCore:
     async def start(self) -> None:
         """Start the model file watcher on the running loop (if reload_interval_s > 0)."""
         self._loop = asyncio.get_running_loop()
-        if self.settings.reload_interval_s > 0 and self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch(self.settings.reload_interval_s))
+        if self.reload_interval_s > 0 and self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(self.reload_interval_s))
 
     def begin_shutdown(self) -> None:
         """From now on classify() raises UnavailableError; queued work still completes."""

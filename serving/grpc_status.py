@@ -3,15 +3,16 @@
 ``ServingError.status_name`` names the code (``cifar10_core.errors``); anything else is a bug on
 our side: INTERNAL with a generic message, the traceback goes to the log, and the server
 keeps serving. Servicers wrap their async unary handlers with ``@rpc("Method")``, which
-also records the request in the Prometheus metrics (``self.core.metrics``)::
+also records the request through the servicer's ``observe`` (``Metrics.observe`` or None)::
 
     class MyServicer(my_pb2_grpc.MyServicer):
-        def __init__(self, core): self.core = core
+        def __init__(self, core, observe=None): self.core, self.observe = core, observe
 
         @rpc("MyMethod")
         async def MyMethod(self, request, context): ...
 
-For streams, ``status_of(exc)`` gives ``(code, message)`` to report per message.
+For streams, ``status_of(exc)`` gives ``(code, message)`` to report per message
+(``cifar10_serving.streams``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -28,6 +30,9 @@ from cifar10_core.errors import ServingError
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal server error (details in the server log)"
+
+RequestObserver = Callable[[str, str, float], None]
+"""``observe(method, status code name, seconds)``: one finished request (``Metrics.observe``)."""
 
 
 def code_of(name: str) -> grpc.StatusCode:
@@ -51,27 +56,27 @@ def rpc(method: str):
     def decorate(handler):
         @functools.wraps(handler)
         async def wrapper(self, request, context):
-            metrics = self.core.metrics
+            observe = self.observe
             started = time.perf_counter()
             try:
                 response = await handler(self, request, context)
             except asyncio.CancelledError:
-                if metrics is not None:
-                    metrics.observe(method, "CANCELLED", time.perf_counter() - started)
+                if observe is not None:
+                    observe(method, "CANCELLED", time.perf_counter() - started)
                 raise
             except grpc.aio.AbortError:  # the handler aborted on its own
-                if metrics is not None:
+                if observe is not None:
                     code = context.code() if hasattr(context, "code") else None
                     name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-                    metrics.observe(method, name, time.perf_counter() - started)
+                    observe(method, name, time.perf_counter() - started)
                 raise
             except Exception as exc:
                 code, message = status_of(exc, method)
-                if metrics is not None:
-                    metrics.observe(method, code.name, time.perf_counter() - started)
+                if observe is not None:
+                    observe(method, code.name, time.perf_counter() - started)
                 await context.abort(code, message)
-            if metrics is not None:
-                metrics.observe(method, "OK", time.perf_counter() - started)
+            if observe is not None:
+                observe(method, "OK", time.perf_counter() - started)
             return response
 
         return wrapper

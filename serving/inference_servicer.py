@@ -29,7 +29,7 @@ import cifar10_serving
 from cifar10_core import contract
 from cifar10_serving.core import ServingCore, deadline_after
 from cifar10_core.errors import UnknownModelError
-from cifar10_serving.grpc_status import rpc, status_of
+from cifar10_serving.grpc_status import RequestObserver, rpc
 from cifar10_serving.inference_codec import (
     INPUT_DATATYPE,
     INPUT_SHAPE,
@@ -41,6 +41,7 @@ from cifar10_serving.inference_codec import (
 )
 from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 from cifar10_serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from cifar10_serving.streams import pipelined
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "cifar10-serving"
@@ -48,7 +49,6 @@ PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 EXTENSIONS = ("classification", "model_configuration")
 STATISTICS_EXTENSION = "statistics"
-_STREAM_WINDOW = 64  # messages in flight per ModelStreamInfer stream
 _OFFLOAD_VALUES = 32 * 3072  # typed contents bigger than this are converted off the loop
 
 
@@ -122,8 +122,9 @@ def _tensor_metadata(name: str, datatype: str, shape) -> pb.ModelMetadataRespons
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, core: ServingCore):
+    def __init__(self, core: ServingCore, observe: RequestObserver | None = None):
         self.core = core
+        self.observe = observe
         self.statistics = _Statistics()
 
     # -- health and metadata ------------------------------------------------------------
@@ -164,7 +165,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @rpc("ModelConfig")
     async def ModelConfig(self, request, context):
         info = self.core.check_model(request.name, request.version)
-        delay_us = int(round(self.core.settings.max_queue_delay_ms * 1000))
+        delay_us = int(round(self.core.max_queue_delay_s * 1_000_000))
         config = pb.ModelConfig(
             name=info.name,
             platform=PLATFORM,
@@ -186,7 +187,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             dynamic_batching=pb.ModelDynamicBatching(max_queue_delay_microseconds=delay_us),
             instance_group=[
                 pb.ModelInstanceGroup(
-                    name=f"{info.name}_cpu", count=self.core.settings.instances,
+                    name=f"{info.name}_cpu", count=self.core.instances,
                     kind=pb.ModelInstanceGroup.KIND_CPU,
                 )
             ],
@@ -208,7 +209,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         images = 0
         try:
             core = self.core
-            core.check_model(request.model_name, request.model_version)
+            model = core.select(request.model_name, request.model_version)
             output = requested_output(request)
             if (
                 len(request.inputs) == 1
@@ -220,17 +221,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             else:
                 batch = decode_images(request, core.max_images_per_request)
             images = batch.shape[0]
-            pred = await core.classify(
-                batch,
-                deadline=deadline_after(timeout),
-                model_name=request.model_name,
-                model_version=request.model_version,
-            )
-            model = pred.model
+            pred = await core.classify(batch, model=model, deadline=deadline_after(timeout))
+            info = pred.model
             response = pb.ModelInferResponse(
-                model_name=model.name, model_version=model.version, id=request.id
+                model_name=info.name, model_version=info.version, id=request.id
             )
-            encode_response(response, pred.probabilities, output, model.labels)
+            encode_response(response, pred.probabilities, output, info.labels)
         except BaseException:
             self.statistics.record(False, images, started)
             raise
@@ -241,66 +237,36 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         return await self._infer(request, context.time_remaining())
 
+    async def _stream_answer(self, request, context) -> pb.ModelStreamInferResponse:
+        return pb.ModelStreamInferResponse(
+            infer_response=await self._infer(request, context.time_remaining())
+        )
+
     async def ModelStreamInfer(self, request_iterator, context):
-        """Pipelined: up to _STREAM_WINDOW messages in flight, answered in request order.
+        """Pipelined (``cifar10_serving.streams``), answered in request order.
 
         A failed message gets ``error_message`` (and its ``id`` echoed in
         ``infer_response``); the stream stays open.
         """
-        metrics = self.core.metrics
-        pending: asyncio.Queue = asyncio.Queue(maxsize=_STREAM_WINDOW)
-        done = object()
-
-        async def one(request):
-            started = time.perf_counter()
-            try:
-                response = pb.ModelStreamInferResponse(
-                    infer_response=await self._infer(request, context.time_remaining())
-                )
-                code = "OK"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                status, message = status_of(exc, "ModelStreamInfer")
-                code = status.name
-                response = pb.ModelStreamInferResponse(
-                    error_message=f"{code}: {message}",
-                    infer_response=pb.ModelInferResponse(
-                        model_name=request.model_name,
-                        model_version=request.model_version,
-                        id=request.id,
-                    ),
-                )
-            if metrics is not None:
-                metrics.observe("ModelStreamInfer", code, time.perf_counter() - started)
-            return response
-
-        async def read():
-            try:
-                async for request in request_iterator:
-                    await pending.put(asyncio.ensure_future(one(request)))
-            finally:
-                await pending.put(done)
-
-        reader = asyncio.ensure_future(read())
-        try:
-            while True:
-                item = await pending.get()
-                if item is done:
-                    break
-                yield await item
-            await reader  # re-raise a reader failure, if any
-        finally:
-            reader.cancel()
-            while not pending.empty():
-                item = pending.get_nowait()
-                if item is not done:
-                    item.cancel()
+        async for response in pipelined(
+            request_iterator, lambda request: self._stream_answer(request, context),
+            _stream_error, method="ModelStreamInfer", observe=self.observe,
+        ):
+            yield response
 
 
-def add_to_server(server, core: ServingCore) -> list[str]:
+def _stream_error(request, code: str, message: str) -> pb.ModelStreamInferResponse:
+    return pb.ModelStreamInferResponse(
+        error_message=f"{code}: {message}",
+        infer_response=pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        ),
+    )
+
+
+def add_to_server(server, core: ServingCore, observe: RequestObserver | None = None) -> list[str]:
     """Register the servicer; return the full service names (for health and reflection)."""
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core, observe), server)
     return [SERVICE_NAME]
 
 

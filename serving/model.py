@@ -2,7 +2,7 @@
 
 Knows nothing of gRPC or batching. ``OnnxModel.load(path, threads=...)`` raises
 ``ModelLoadError`` with one clear message for a missing file, a file onnxruntime cannot
-read, or a model that breaks the contract in ``cifar10_core.contract``.
+read, or a model that breaks the contract (``cifar10_core.contract.check`` and ``check_answers``).
 
 Runs from several threads at once (the batcher's ``instances``) get elastic threads: a run
 that starts while no other is in flight uses all ``threads`` (lowest latency for a lone
@@ -16,7 +16,7 @@ one shared CPU arena (``session.use_env_allocators``), so a second session costs
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
 import os
 import threading
@@ -29,18 +29,9 @@ import numpy as np
 import onnxruntime as ort
 
 from cifar10_core import contract
-from cifar10_core.errors import ModelLoadError, ServingError
+from cifar10_core.errors import ModelLoadError, NonFiniteOutputError
 
 log = logging.getLogger(__name__)
-
-# The contract says rows sum to 1; float32 softmax rows do within ~1e-6. A model answering
-# logits, or a quantized softmax (1/255 steps: off by up to ~0.01), is refused at load.
-ROW_SUM_TOLERANCE = 1e-3
-
-
-class NonFiniteOutputError(ServingError):
-    """The model produced NaN or infinity; never returned to a client (INTERNAL)."""
-
 
 @dataclass(frozen=True)
 class FileSignature:
@@ -126,13 +117,6 @@ def _session(data: bytes, path: str, threads: int, spinning: bool) -> ort.Infere
         raise ModelLoadError(f"onnxruntime cannot load {path}: {first}") from None
 
 
-def _dim_ok(dim, expected: int | None) -> bool:
-    """A static dim must equal ``expected``; None means 'the batch dim: anything symbolic'."""
-    if expected is None:
-        return not isinstance(dim, int) or dim in (-1, 0)
-    return dim == expected
-
-
 S = TypeVar("S")
 
 
@@ -190,7 +174,7 @@ class OnnxModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int = 1, spinning: bool = False,
-             warmup_batch_sizes: tuple[int, ...] = (1, 8),
+             warmup_batch_sizes: tuple[int, ...] = contract.CHECK_BATCH_SIZES,
              overlap_threads: int | None = None) -> OnnxModel:
         """Load ``path``, check the contract, warm up. Raises ModelLoadError.
 
@@ -217,7 +201,7 @@ class OnnxModel:
         threads = max(1, int(threads))
         _register_shared_arena()
         wide = _session(data, path, threads, spinning)
-        info = _check_contract(wide, path)
+        info = _model_info(wide, path)
         overlap = threads if overlap_threads is None else max(1, int(overlap_threads))
         narrow = _session(data, path, overlap, spinning) if overlap < threads else None
         model = cls(ElasticSessions(wide, narrow), info, signature)
@@ -231,35 +215,15 @@ class OnnxModel:
         )
         return model
 
-    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 8)) -> None:
+    def warm_up(self, batch_sizes: tuple[int, ...] = contract.CHECK_BATCH_SIZES) -> None:
         """Run a few batches so the first client does not pay for lazy initialisation.
 
-        Also a functional check: a model that fails or answers garbage is rejected here.
+        Also the functional check of ``cifar10_core.contract.check_answers``: a model that
+        fails or answers anything but probabilities is refused here (ModelLoadError).
         """
-        rng = np.random.default_rng(0)
         for session in self.sessions.all():  # every session: each has its own lazy set-up
-            for n in batch_sizes:
-                images = rng.integers(0, 256, size=(n, *contract.INPUT_SHAPE), dtype=np.uint8)
-                try:
-                    out = self._predict_on(session, images)
-                except ServingError as exc:
-                    raise ModelLoadError(f"model {self.info.path}: warm-up failed: {exc}") from None
-                except Exception as exc:
-                    raise ModelLoadError(f"model {self.info.path}: warm-up run failed: {exc}") from None
-                if out.shape != (n, contract.NUM_CLASSES):
-                    raise ModelLoadError(
-                        f"model {self.info.path}: output shape {out.shape} for a batch of {n}, "
-                        f"expected {(n, contract.NUM_CLASSES)}"
-                    )
-                sums = out.sum(axis=1, dtype=np.float64)
-                off = np.abs(sums - 1.0)
-                if off.max() > ROW_SUM_TOLERANCE:
-                    worst = float(sums[off.argmax()])
-                    raise ModelLoadError(
-                        f"model {self.info.path}: {contract.OUTPUT_NAME} rows sum to {worst:.4g}, "
-                        f"not 1 (within {ROW_SUM_TOLERANCE:g}): not probabilities (softmax "
-                        f"missing, or quantized?)"
-                    )
+            contract.check_answers(functools.partial(self._predict_on, session), self.info.path,
+                                   batch_sizes)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, 32, 32, 3] -> float32 [N, 10]. Raises NonFiniteOutputError on NaN/inf."""
@@ -279,53 +243,10 @@ class OnnxModel:
         return out
 
 
-def _check_contract(session: ort.InferenceSession, path: str) -> ModelInfo:
-    problems: list[str] = []
-    inputs = session.get_inputs()
-    outputs = session.get_outputs()
-    if len(inputs) != 1 or inputs[0].name != contract.INPUT_NAME:
-        problems.append(
-            f"needs exactly one input named {contract.INPUT_NAME!r}, has {[i.name for i in inputs]}"
-        )
-    else:
-        spec = inputs[0]
-        if spec.type != "tensor(uint8)":
-            problems.append(f"input {spec.name!r} must be tensor(uint8), is {spec.type}")
-        shape = list(spec.shape)
-        expected = [None, *contract.INPUT_SHAPE]
-        if len(shape) != 4 or not all(_dim_ok(d, e) for d, e in zip(shape, expected)):
-            problems.append(f"input {spec.name!r} must have shape [N, 32, 32, 3], has {shape}")
-    names = [o.name for o in outputs]
-    if contract.OUTPUT_NAME not in names:
-        problems.append(f"needs an output named {contract.OUTPUT_NAME!r}, has {names}")
-    else:
-        spec = outputs[names.index(contract.OUTPUT_NAME)]
-        if spec.type != "tensor(float)":
-            problems.append(f"output {spec.name!r} must be tensor(float), is {spec.type}")
-        shape = list(spec.shape)
-        if len(shape) != 2 or not all(_dim_ok(d, e) for d, e in zip(shape, [None, contract.NUM_CLASSES])):
-            problems.append(f"output {spec.name!r} must have shape [N, 10], has {shape}")
+def _model_info(session: ort.InferenceSession, path: str) -> ModelInfo:
+    """The session's model as ModelInfo, once ``cifar10_core.contract.check`` agrees with it."""
     meta = dict(session.get_modelmeta().custom_metadata_map)
-    missing = [k for k in contract.REQUIRED_METADATA if k not in meta]
-    if missing:
-        problems.append(f"metadata keys missing: {', '.join(missing)}")
-    labels: tuple[str, ...] = contract.CLASS_NAMES
-    if contract.META_CLASS_NAMES in meta:
-        try:
-            labels = tuple(json.loads(meta[contract.META_CLASS_NAMES]))
-        except (ValueError, TypeError):
-            problems.append(f"metadata {contract.META_CLASS_NAMES} is not a JSON list")
-        else:
-            if labels != contract.CLASS_NAMES:
-                problems.append(
-                    f"metadata {contract.META_CLASS_NAMES} must be {list(contract.CLASS_NAMES)}, "
-                    f"is {list(labels)}"
-                )
-    for key in (contract.META_MODEL_NAME, contract.META_MODEL_VERSION):
-        if key in meta and not meta[key].strip():
-            problems.append(f"metadata {key} is empty")
-    if problems:
-        raise ModelLoadError(f"model {path} breaks the model contract: " + "; ".join(problems))
+    contract.check(path, session.get_inputs(), session.get_outputs(), meta)
     return ModelInfo(
         name=meta[contract.META_MODEL_NAME].strip(),
         version=meta[contract.META_MODEL_VERSION].strip(),

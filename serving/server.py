@@ -22,9 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from cifar10_serving.core import ServingCore
 from cifar10_core.errors import ModelLoadError
-from cifar10_serving.metrics import Metrics, setup_logging
+from cifar10_serving.assembly import build_core
+from cifar10_serving.core import ServingCore
+from cifar10_serving.grpc_status import RequestObserver
+from cifar10_serving.logs import setup_logging
+from cifar10_serving.metrics import Metrics
 from cifar10_serving.settings import Settings
 
 log = logging.getLogger("cifar10_serving.server")
@@ -32,11 +35,12 @@ log = logging.getLogger("cifar10_serving.server")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-Registrar = Callable[[grpc.aio.Server, ServingCore], Iterable[str] | None]
+Registrar = Callable[[grpc.aio.Server, ServingCore, RequestObserver | None], Iterable[str] | None]
 
 
 def servicer_registrations() -> list[Registrar]:
-    """Every API served on the port: ``add_to_server(server, core) -> [full service names]``.
+    """Every API served on the port: ``add_to_server(server, core, observe) -> [full service
+    names]`` (``observe``: ``Metrics.observe``, or None without metrics).
 
     To add a servicer, append its module's ``add_to_server`` here.
     """
@@ -81,14 +85,15 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
 class ServingServer:
     """A grpc.aio server with our servicers, health and reflection. Make one on the loop."""
 
-    def __init__(self, settings: Settings, core: ServingCore):
+    def __init__(self, settings: Settings, core: ServingCore, metrics: Metrics | None = None):
         self.settings = settings
         self.core = core
+        observe = metrics.observe if metrics is not None else None
         self.grpc_server = grpc.aio.server(options=grpc_options(settings))
         self.health = HealthServicer()
         self.service_names: list[str] = []
         for register in servicer_registrations():
-            names = register(self.grpc_server, core)
+            names = register(self.grpc_server, core, observe)
             self.service_names.extend(names or [])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
@@ -150,9 +155,10 @@ class ServingServer:
         await self.stopped.wait()
 
 
-def create_server(settings: Settings, core: ServingCore) -> tuple[ServingServer, int]:
+def create_server(settings: Settings, core: ServingCore,
+                  metrics: Metrics | None = None) -> tuple[ServingServer, int]:
     """Build the server (not started) bound to settings.host:port; returns it and the port."""
-    server = ServingServer(settings, core)
+    server = ServingServer(settings, core, metrics)
     return server, server.port
 
 
@@ -160,10 +166,8 @@ async def serve(settings: Settings, metrics: Metrics | None = None,
                 core: ServingCore | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
     if core is None:
-        core = await asyncio.get_running_loop().run_in_executor(
-            None, ServingCore.load, settings, metrics
-        )
-    server, port = create_server(settings, core)
+        core = await asyncio.get_running_loop().run_in_executor(None, build_core, settings, metrics)
+    server, port = create_server(settings, core, metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stop)
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("settings: %s", " ".join(f"{k}={v}" for k, v in settings.as_dict().items()))
     metrics = Metrics()
     try:
-        core = ServingCore.load(settings, metrics)
+        core = build_core(settings, metrics)
         if settings.metrics_port >= 0:
             port = metrics.serve(settings.host, settings.metrics_port)
             log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, port)

@@ -32,6 +32,13 @@ FORBIDDEN = {
 }
 
 
+# serving modules that know no transport, no metrics library and no Settings object
+TRANSPORT_FREE = ("core.py", "batching.py", "model.py")
+TRANSPORT_AND_EDGE = {"grpc", "grpc_health", "grpc_reflection", "prometheus_client",
+                      "cifar10_serving.metrics", "cifar10_serving.settings",
+                      "cifar10_serving.grpc_status", "cifar10_serving.proto"}
+
+
 def imports_of(path: Path, *, top_level_only: bool = False) -> set[str]:
     """Absolute module names imported by a file (relative imports resolved to the package)."""
     tree = ast.parse(path.read_text(), str(path))
@@ -73,6 +80,16 @@ def test_folder_imports_only_what_its_layer_allows(folder):
         if hits:
             bad[str(path.relative_to(ROOT))] = sorted(hits)
     assert not bad, f"{folder}/ imports what its layer must not: {bad}"
+
+
+@pytest.mark.parametrize("name", TRANSPORT_FREE)
+def test_the_serving_core_knows_no_transport_metrics_or_settings(name):
+    """cifar10_serving.core, .batching and .model import neither grpc nor prometheus_client
+    nor the Settings object: the edge (assembly, server, servicers) wires them."""
+    hits = {m for m in imports_of(ROOT / "serving" / name)
+            if m in TRANSPORT_AND_EDGE or m.split(".")[0] in TRANSPORT_AND_EDGE
+            or m.startswith("cifar10_serving.proto.")}
+    assert not hits, f"serving/{name} imports {sorted(hits)}"
 
 
 def test_no_source_imports_the_folder_names():

@@ -4,7 +4,9 @@ The exported graph takes ``images`` uint8 [N, 32, 32, 3] and scales them to [0, 
 then returns ``probabilities`` float32 [N, 10]; ``metadata_props`` carry the class names,
 model name and version, training config, data set, its fingerprint and validation metrics.
 Before the file is written, onnxruntime must agree with Keras on real images
-(max |delta p| <= PARITY_TOLERANCE, identical argmax), else ExportParityError.
+(max |delta p| <= PARITY_TOLERANCE, identical argmax), else ExportParityError; and the
+written file must pass the checks the server makes at load (``check_model_file``), else
+ModelLoadError and nothing replaces the output.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar10_core import contract
+from cifar10_core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,24 @@ def write_model_atomically(data: bytes, output: Path,
         tmp.unlink(missing_ok=True)
 
 
+def check_model_file(path: Path) -> None:
+    """Refuse (ModelLoadError) a written model that the server would refuse: the contract's
+    signature and metadata (``contract.check``) and test runs answering probabilities
+    (``contract.check_answers``), through onnxruntime as the server runs it."""
+    import onnxruntime as ort
+
+    source = str(path)
+    try:
+        session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for a bad file
+        raise ModelLoadError(f"onnxruntime cannot load {source}: {exc}") from None
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    contract.check(source, session.get_inputs(), session.get_outputs(), meta)
+    contract.check_answers(
+        lambda images: session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: images})[0], source
+    )
+
+
 def export(model, output: Path, metadata: dict[str, str], parity_images: np.ndarray) -> dict:
     """Convert, check parity, attach metadata and write ``output`` atomically.
 
@@ -116,6 +137,6 @@ def export(model, output: Path, metadata: dict[str, str], parity_images: np.ndar
     parity = check_parity(model, model_proto, parity_images)
     set_metadata(model_proto, metadata)
     onnx.checker.check_model(model_proto)
-    write_model_atomically(model_proto.SerializeToString(), output)
+    write_model_atomically(model_proto.SerializeToString(), output, check=check_model_file)
     log.info("exported %s (parity on %d images: max |delta p| %.1e)", output, parity["images"], parity["max_abs_delta"])
     return parity

@@ -16,8 +16,9 @@ Reads top to bottom:
 4. Both models evaluated on the validation split through onnxruntime; the INT8 file gets
    the FP32 file's metadata with its own version (``<version>-int8``), its own validation
    metrics and a ``quantization_json`` entry (method, calibration, both accuracies,
-   agreement with FP32), and is loaded by the server's own loader (contract check and
-   warm-up) before it is written, atomically.
+   agreement with FP32), and passes the checks the server makes at load
+   (``export.check_model_file``: the core's contract check and rows that are probabilities)
+   before it is written, atomically.
 """
 
 from __future__ import annotations
@@ -100,7 +101,6 @@ def quantize(model_path: Path, source: str, output: Path,
     import onnx
     import onnxruntime
 
-    from cifar10_serving.model import OnnxModel
     from cifar10_training.run import validation_indices_of
 
     started = time.perf_counter()
@@ -149,9 +149,8 @@ def quantize(model_path: Path, source: str, output: Path,
     })
     model = onnx.load_from_string(quantized)
     export.set_metadata(model, meta)
-    # Loaded by the server's own loader (contract, warm-up) before it replaces ``output``.
-    export.write_model_atomically(model.SerializeToString(), output,
-                                  check=lambda path: OnnxModel.load(path, threads=1))
+    # Checked as the server checks it (contract, probabilities) before it replaces ``output``.
+    export.write_model_atomically(model.SerializeToString(), output, check=export.check_model_file)
     card = output.with_suffix(".md")
     card.write_text(model_card(output.name, meta, record))
     log.info("wrote %s in %.1f s: validation accuracy %.2f %% (FP32 %.2f %%), argmax agreement "

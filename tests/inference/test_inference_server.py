@@ -57,12 +57,13 @@ def test_infer_raw_typed_and_classification(server, stub):
     assert strings[0].decode().split(":")[1:] == [str(best), server.core.info.labels[best]]
 
 
-def test_bad_requests_are_invalid_argument_and_server_keeps_serving(stub):
+def test_bad_requests_are_invalid_argument_and_server_keeps_serving(server, stub):
     cases = [
         infer_request(images(1), model="nope"),
         infer_request(images(1), model_version="7"),
         pb.ModelInferRequest(model_name="tiny-cnn"),
         infer_request(images(0)),
+        infer_request(images(server.core.max_images_per_request + 1)),
     ]
     short = infer_request(images(2))
     short.raw_input_contents[0] = short.raw_input_contents[0][:100]
@@ -83,7 +84,7 @@ def test_metadata_config_ready(server, stub):
     config = stub.ModelConfig(pb.ModelConfigRequest(name="tiny-cnn")).config
     assert config.input[0].data_type == pb.TYPE_UINT8 and list(config.input[0].dims) == [32, 32, 3]
     assert config.HasField("dynamic_batching")
-    assert [g.count for g in config.instance_group] == [server.core.settings.instances]
+    assert [g.count for g in config.instance_group] == [server.core.instances]
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelConfig(pb.ModelConfigRequest(name="other"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

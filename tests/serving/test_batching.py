@@ -1,4 +1,9 @@
-"""The dynamic batcher alone: no gRPC, no model (a numpy function stands in for it)."""
+"""The dynamic batcher alone: no gRPC, no model (a numpy function stands in for it).
+
+No sleeps and no wall-time asserts: a run is held on a gate (an event) while requests
+queue up, and ``await asyncio.sleep(0)`` only lets the submitting tasks queue their rows
+(``submit`` queues synchronously, before its first real wait).
+"""
 
 from __future__ import annotations
 
@@ -14,22 +19,21 @@ from cifar10_core.errors import DeadlineExceededError, OverloadedError, Unavaila
 
 
 class Recorder:
-    """run(): doubles its input, records batch sizes; can be held on a gate."""
+    """run(batch, key): doubles its input, records (size, key); can be held on a gate."""
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self):
         self.sizes: list[int] = []
-        self.delay = delay
+        self.keys: list[object] = []
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
 
-    def __call__(self, batch):
+    def __call__(self, batch, key):
         self.entered.set()
-        self.gate.wait(10)
-        if self.delay:
-            time.sleep(self.delay)
+        assert self.gate.wait(10), "gate never opened"
         self.sizes.append(len(batch))
-        return batch.astype(np.float32) * 2, "tag"
+        self.keys.append(key)
+        return batch.astype(np.float32) * 2
 
 
 def rows(start: int, n: int = 1) -> np.ndarray:
@@ -40,17 +44,29 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def queue_all() -> None:
+    """Let every task created so far run up to its first wait: their rows are queued."""
+    await asyncio.sleep(0)
+
+
+async def hold_first_run(rec: Recorder, batcher: Batcher, images: np.ndarray, **kwargs) -> asyncio.Future:
+    """Submit ``images`` with the gate closed; return once the worker is inside its run."""
+    rec.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(images, **kwargs))
+    await queue_all()
+    assert rec.entered.wait(10)
+    return first
+
+
 def test_concurrent_submits_merge_and_each_caller_gets_its_rows():
     rec = Recorder()
 
     async def main():
         batcher = Batcher(rec, max_batch_size=64)
-        rec.gate.clear()  # hold the first batch so the rest queue up
-        first = asyncio.ensure_future(batcher.submit(rows(1000)))
-        await asyncio.sleep(0.05)
-        assert rec.entered.wait(5)
+        first = await hold_first_run(rec, batcher, rows(1000))  # the rest queue up meanwhile
         tasks = [asyncio.ensure_future(batcher.submit(rows(i * 10, 2))) for i in range(20)]
-        await asyncio.sleep(0.05)
+        await queue_all()
+        assert batcher.queued == 40
         rec.gate.set()
         results = await asyncio.gather(first, *tasks)
         await batcher.close(5)
@@ -58,9 +74,8 @@ def test_concurrent_submits_merge_and_each_caller_gets_its_rows():
 
     results = run(main())
     assert rec.sizes == [1, 40]  # the 20 queued requests ran as one batch
-    assert results[0][0].tolist() == [[2000.0]]
-    for i, (out, tag) in enumerate(results[1:]):
-        assert tag == "tag"
+    assert results[0].tolist() == [[2000.0]]
+    for i, out in enumerate(results[1:]):
         assert out.ravel().tolist() == [i * 20.0, i * 20.0 + 2.0]
 
 
@@ -69,19 +84,15 @@ def test_max_batch_size_is_respected():
 
     async def main():
         batcher = Batcher(rec, max_batch_size=8, max_queue_size=100)
-        rec.gate.clear()
-        first = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.sleep(0.02)
+        first = await hold_first_run(rec, batcher, rows(0))
         tasks = [asyncio.ensure_future(batcher.submit(rows(i, 3))) for i in range(6)]
-        await asyncio.sleep(0.02)
+        await queue_all()
         rec.gate.set()
         await asyncio.gather(first, *tasks)
         await batcher.close(5)
 
     run(main())
-    assert max(rec.sizes) <= 8
-    assert sum(rec.sizes) == 1 + 18
-    assert rec.sizes[1:] == [6, 6, 6]  # whole requests only: 3+3 fits, a third does not
+    assert rec.sizes == [1, 6, 6, 6]  # whole requests only: 3+3 fits, a third does not
 
 
 def test_request_larger_than_max_batch_is_split_in_order():
@@ -89,50 +100,93 @@ def test_request_larger_than_max_batch_is_split_in_order():
 
     async def main():
         batcher = Batcher(rec, max_batch_size=16, max_queue_size=64)
-        out, tag = await batcher.submit(rows(0, 40))
+        out = await batcher.submit(rows(0, 40), key="k")
         await batcher.close(5)
         return out
 
     out = run(main())
     assert rec.sizes == [16, 16, 8]
+    assert rec.keys == ["k", "k", "k"]
     assert out.ravel().tolist() == [2.0 * i for i in range(40)]
 
 
-def test_queue_delay_waits_for_a_fuller_batch():
+def test_requests_of_different_keys_never_share_a_run():
+    """The serving core's key is the model a request was admitted under: after a hot swap,
+    queued requests of the old model and new ones of the new model run apart, in order."""
     rec = Recorder()
 
     async def main():
-        batcher = Batcher(rec, max_batch_size=4, max_queue_delay=0.2)
-        started = time.monotonic()
-        one = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.sleep(0.03)
-        more = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(1, 4)]
-        await asyncio.gather(one, *more)  # batch full (4): runs before the delay ends
-        full = time.monotonic() - started
-        started = time.monotonic()
-        await batcher.submit(rows(9))  # alone: waits the whole delay
-        alone = time.monotonic() - started
+        batcher = Batcher(rec, max_batch_size=8, max_queue_size=64)
+        first = await hold_first_run(rec, batcher, rows(0), key="v1")
+        old = [asyncio.ensure_future(batcher.submit(rows(i), key="v1")) for i in range(1, 3)]
+        new = [asyncio.ensure_future(batcher.submit(rows(i), key="v2")) for i in range(3, 5)]
+        late_old = asyncio.ensure_future(batcher.submit(rows(5), key="v1"))
+        await queue_all()
+        rec.gate.set()
+        await asyncio.gather(first, *old, *new, late_old)
         await batcher.close(5)
-        return full, alone
 
-    full, alone = run(main())
+    run(main())
+    assert list(zip(rec.sizes, rec.keys)) == [(1, "v1"), (2, "v1"), (2, "v2"), (1, "v1")]
+
+
+def test_every_chunk_of_a_split_request_runs_with_its_key_across_a_swap():
+    """A request of 2.5 batches is queued under v1; a newer v2 request is queued between its
+    chunks' runs (the swap): every v1 chunk still runs with v1, the v2 rows with v2."""
+    rec = Recorder()
+
+    async def main():
+        batcher = Batcher(rec, max_batch_size=4, max_queue_size=64)
+        first = await hold_first_run(rec, batcher, rows(100), key="v1")
+        split = asyncio.ensure_future(batcher.submit(rows(0, 10), key="v1"))
+        await queue_all()
+        newer = asyncio.ensure_future(batcher.submit(rows(50, 2), key="v2"))  # after the swap
+        await queue_all()
+        rec.gate.set()
+        results = await asyncio.gather(first, split, newer)
+        await batcher.close(5)
+        return results
+
+    _, split, newer = run(main())
+    assert list(zip(rec.sizes, rec.keys)) == [(1, "v1"), (4, "v1"), (4, "v1"), (2, "v1"), (2, "v2")]
+    assert split.ravel().tolist() == [2.0 * i for i in range(10)]
+    assert newer.ravel().tolist() == [100.0, 102.0]
+
+
+def test_queue_delay_waits_for_a_fuller_batch_and_close_ends_the_wait():
+    rec = Recorder()
+
+    async def main():
+        # A delay far longer than the test: a batch runs early only because it is full...
+        batcher = Batcher(rec, max_batch_size=4, max_queue_delay=3600)
+        one = asyncio.ensure_future(batcher.submit(rows(0)))
+        await queue_all()
+        more = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(1, 4)]
+        await asyncio.wait_for(asyncio.gather(one, *more), 30)
+        # ...or because the batcher closes, which runs what is queued at once.
+        alone = asyncio.ensure_future(batcher.submit(rows(9)))
+        await queue_all()
+        assert not alone.done() and batcher.queued == 1
+        assert await batcher.close(30)
+        return await alone
+
+    assert run(main()).tolist() == [[18.0]]
     assert rec.sizes == [4, 1]
-    assert full < 0.15
-    assert 0.18 <= alone < 1.0
 
 
 def test_zero_delay_runs_a_lone_request_at_once():
+    """With no delay a lone request runs by itself, never waiting for company."""
     rec = Recorder()
 
     async def main():
         batcher = Batcher(rec, max_batch_size=64, max_queue_delay=0.0)
-        started = time.monotonic()
         for i in range(20):
-            await batcher.submit(rows(i))
+            out = await asyncio.wait_for(batcher.submit(rows(i)), 30)
+            assert out.tolist() == [[2.0 * i]]
         await batcher.close(5)
-        return (time.monotonic() - started) / 20
 
-    assert run(main()) < 0.01
+    run(main())
+    assert rec.sizes == [1] * 20
 
 
 def test_full_queue_is_refused_not_grown():
@@ -140,12 +194,9 @@ def test_full_queue_is_refused_not_grown():
 
     async def main():
         batcher = Batcher(rec, max_batch_size=4, max_queue_size=8)
-        rec.gate.clear()
-        running = asyncio.ensure_future(batcher.submit(rows(0, 4)))
-        await asyncio.sleep(0.02)
-        assert rec.entered.wait(5)
+        running = await hold_first_run(rec, batcher, rows(0, 4))
         queued = [asyncio.ensure_future(batcher.submit(rows(i, 4))) for i in range(2)]
-        await asyncio.sleep(0.01)
+        await queue_all()
         assert batcher.queued == 8
         with pytest.raises(OverloadedError, match="queue is full"):
             await batcher.submit(rows(0))
@@ -165,17 +216,16 @@ def test_expired_deadline_is_not_computed():
 
     async def main():
         batcher = Batcher(rec, max_batch_size=4)
-        rec.gate.clear()
-        running = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.sleep(0.02)
-        doomed = asyncio.ensure_future(batcher.submit(rows(1), deadline=time.monotonic() + 0.05))
-        fine = asyncio.ensure_future(batcher.submit(rows(2), deadline=time.monotonic() + 30))
-        await asyncio.sleep(0.1)  # the first deadline passes while queued
+        running = await hold_first_run(rec, batcher, rows(0))
+        # queued behind the held run; one deadline has already passed when the worker looks
+        doomed = asyncio.ensure_future(batcher.submit(rows(1), deadline=time.monotonic() - 1))
+        fine = asyncio.ensure_future(batcher.submit(rows(2), deadline=time.monotonic() + 60))
+        await queue_all()
         rec.gate.set()
         await running
         with pytest.raises(DeadlineExceededError):
             await doomed
-        out, _ = await fine
+        out = await fine
         with pytest.raises(DeadlineExceededError):
             await batcher.submit(rows(3), deadline=time.monotonic() - 1)
         await batcher.close(5)
@@ -191,12 +241,11 @@ def test_cancelled_request_is_dropped():
 
     async def main():
         batcher = Batcher(rec, max_batch_size=4)
-        rec.gate.clear()
-        running = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.sleep(0.02)
+        running = await hold_first_run(rec, batcher, rows(0))
         gone = asyncio.ensure_future(batcher.submit(rows(1)))
-        await asyncio.sleep(0.01)
+        await queue_all()
         gone.cancel()
+        await queue_all()
         rec.gate.set()
         await running
         await batcher.submit(rows(2))
@@ -209,17 +258,17 @@ def test_cancelled_request_is_dropped():
 def test_run_error_reaches_every_caller_of_the_batch_and_worker_survives():
     calls = []
 
-    def failing(batch):
+    def failing(batch, key):
         calls.append(len(batch))
         if len(calls) == 1:
             raise RuntimeError("boom")
-        return batch, None
+        return batch
 
     async def main():
         batcher = Batcher(failing, max_batch_size=8)
         with pytest.raises(RuntimeError, match="boom"):
             await batcher.submit(rows(0))
-        out, _ = await batcher.submit(rows(5))
+        out = await batcher.submit(rows(5))
         await batcher.close(5)
         return out
 
@@ -227,32 +276,36 @@ def test_run_error_reaches_every_caller_of_the_batch_and_worker_survives():
 
 
 def test_close_finishes_queued_work_then_refuses():
-    rec = Recorder(delay=0.01)
+    rec = Recorder()
 
     async def main():
         batcher = Batcher(rec, max_batch_size=2)
-        tasks = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(10)]
-        await asyncio.sleep(0)
-        closing = asyncio.ensure_future(batcher.close(5))
-        results = await asyncio.gather(*tasks)
-        assert await closing
+        first = await hold_first_run(rec, batcher, rows(0))
+        tasks = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(1, 10)]
+        await queue_all()
+        closing = asyncio.ensure_future(batcher.close(30))
+        await queue_all()
         with pytest.raises(UnavailableError):
             await batcher.submit(rows(0))
+        rec.gate.set()  # everything queued before the close still runs
+        results = await asyncio.gather(first, *tasks)
+        assert await closing
         return results
 
     results = run(main())
-    assert [r[0].item() for r in results] == [2.0 * i for i in range(10)]
+    assert [r.item() for r in results] == [2.0 * i for i in range(10)]
+    assert sum(rec.sizes) == 10
 
 
 def test_workers_run_batches_at_the_same_time_and_close_waits_for_all():
     """Two workers (model instances): two batches in flight at once, every caller answered."""
-    both_in = threading.Barrier(2, timeout=5)  # breaks (and fails the run) unless two overlap
+    both_in = threading.Barrier(2, timeout=10)  # breaks (and fails the run) unless two overlap
     threads = set()
 
-    def overlapping(batch):
+    def overlapping(batch, key):
         threads.add(threading.current_thread().name)
         both_in.wait()
-        return batch * 2, "tag"
+        return batch * 2
 
     async def main():
         batcher = Batcher(overlapping, max_batch_size=1, workers=2, name="w")
@@ -262,7 +315,7 @@ def test_workers_run_batches_at_the_same_time_and_close_waits_for_all():
         return results
 
     results = run(main())
-    assert [float(r[0][0, 0]) for r in results] == [2.0 * i for i in range(6)]
+    assert [float(r[0, 0]) for r in results] == [2.0 * i for i in range(6)]
     assert threads == {"w-0", "w-1"}
 
 
@@ -270,27 +323,27 @@ def test_a_second_worker_starts_a_run_beside_the_first_only_for_a_full_batch():
     """Light traffic is not split into many small runs; a full batch runs side by side."""
     rec = Recorder()
     in_flight = []
+    full_batch_in = threading.Event()
 
-    def run_fn(batch):
+    def run_fn(batch, key):
         in_flight.append(len(batch))
+        if len(batch) == 4:
+            full_batch_in.set()
         try:
-            return rec(batch)
+            return rec(batch, key)
         finally:
             in_flight.remove(len(batch))
 
     async def main():
         batcher = Batcher(run_fn, max_batch_size=4, workers=2)
-        rec.gate.clear()  # hold every run
-        first = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.sleep(0.05)
-        assert rec.entered.wait(5)
+        first = await hold_first_run(rec, batcher, rows(0))  # every run is held
         small = [asyncio.ensure_future(batcher.submit(rows(10 + i))) for i in range(3)]
-        await asyncio.sleep(0.1)
-        assert in_flight == [1]  # 3 queued images: the idle worker waits
-        assert batcher.queued == 3
+        await queue_all()
+        assert in_flight == [1] and batcher.queued == 3  # 3 queued images: the idle worker waits
         fourth = asyncio.ensure_future(batcher.submit(rows(20)))
-        await asyncio.sleep(0.1)
-        assert sorted(in_flight) == [1, 4]  # a full batch: it runs beside the first
+        await queue_all()
+        assert full_batch_in.wait(10)  # a full batch: it runs beside the first
+        assert sorted(in_flight) == [1, 4]
         assert batcher.queued == 0
         rec.gate.set()
         results = await asyncio.gather(first, *small, fourth)
@@ -298,7 +351,7 @@ def test_a_second_worker_starts_a_run_beside_the_first_only_for_a_full_batch():
         return results
 
     results = run(main())
-    assert [float(r[0][0, 0]) for r in results] == [0.0, 20.0, 22.0, 24.0, 40.0]
+    assert [float(r[0, 0]) for r in results] == [0.0, 20.0, 22.0, 24.0, 40.0]
     assert sorted(rec.sizes) == [1, 4]
 
 
@@ -307,19 +360,16 @@ def test_a_waiting_worker_takes_a_partial_batch_once_the_other_run_ends():
 
     async def main():
         batcher = Batcher(rec, max_batch_size=8, workers=2)
-        rec.gate.clear()
-        first = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.sleep(0.05)
-        assert rec.entered.wait(5)
+        first = await hold_first_run(rec, batcher, rows(0))
         queued = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(1, 4)]
-        await asyncio.sleep(0.05)
+        await queue_all()
         rec.gate.set()  # the first run ends; the 3 queued images run as one batch
         results = await asyncio.gather(first, *queued)
         assert await batcher.close(5)
         return results
 
     results = run(main())
-    assert [float(r[0][0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0]
+    assert [float(r[0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0]
     assert rec.sizes == [1, 3]
 
 

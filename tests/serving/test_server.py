@@ -166,16 +166,21 @@ def run_clients(call, clients: int, calls: int) -> list[Exception]:
     return errors
 
 
-def test_concurrent_clients_are_batched(server, channel):
-    stub = pb_grpc.ClassifierStub(channel)
+def test_concurrent_clients_are_batched(server_factory):
+    """16 clients sending one image at a time, and a batch that runs only when full (a queue
+    delay far longer than the test): each run merges one request of every client."""
+    clients, calls = 16, 20
+    srv = server_factory(max_batch_size=clients, max_queue_delay_ms=3_600_000)
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
 
-    def call(seed, i):
-        resp = stub.Classify(pb.ClassifyRequest(images=[image(seed)]), timeout=10)
-        assert len(resp.results) == 1
+        def call(seed, i):
+            resp = stub.Classify(pb.ClassifyRequest(images=[image(seed)]), timeout=60)
+            assert len(resp.results) == 1
 
-    assert not run_clients(call, clients=16, calls=20)
-    assert server.core.batcher.images == 320
-    assert server.core.batcher.batches < 320  # some requests shared a run
+        assert not run_clients(call, clients=clients, calls=calls)
+    assert srv.core.batcher.images == clients * calls
+    assert srv.core.batcher.batches == calls
 
 
 def test_two_instances_run_batches_side_by_side_with_correct_answers(server_factory):

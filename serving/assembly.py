@@ -1,0 +1,59 @@
+"""Settings -> a serving core with its metrics wired: the one place the server is assembled.
+
+``cifar10-serve`` (``cifar10_serving.server``) and ``BackgroundServer`` both call
+``build_core``; the core itself takes explicit parameters and knows neither ``Settings`` nor
+Prometheus.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from cifar10_serving.core import CoreHooks, ServingCore
+from cifar10_serving.metrics import Metrics
+from cifar10_serving.model import ModelInfo, OnnxModel
+from cifar10_serving.settings import Settings
+
+
+def model_loader(settings: Settings) -> Callable[[str], OnnxModel]:
+    """``load(path)``: a model loaded, checked and warmed up as ``settings`` say."""
+    sizes = tuple(sorted({1, min(8, settings.max_batch_size), settings.max_batch_size}))
+    return functools.partial(
+        OnnxModel.load, threads=settings.threads, spinning=settings.spinning,
+        warmup_batch_sizes=sizes, overlap_threads=settings.overlap_threads,
+    )
+
+
+def metrics_hooks(metrics: Metrics) -> CoreHooks:
+    """The core's reports as Prometheus metrics."""
+
+    def on_model(info: ModelInfo) -> None:
+        metrics.set_model(info.name, info.version)
+
+    def on_reload(swapped: bool) -> None:
+        metrics.reloads.labels("ok" if swapped else "rejected").inc()
+
+    return CoreHooks(on_batch=metrics.batch_size.observe, on_images=metrics.images.inc,
+                     on_model=on_model, on_reload=on_reload)
+
+
+def build_core(settings: Settings, metrics: Metrics | None = None) -> ServingCore:
+    """Load ``settings.model_path`` and build the core around it (sync; ModelLoadError)."""
+    load = model_loader(settings)
+    core = ServingCore(
+        load(settings.model_path),
+        load_model=load,
+        model_path=settings.model_path,
+        max_batch_size=settings.max_batch_size,
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
+        max_queue_size=settings.max_queue_size,
+        instances=settings.instances,
+        max_images_per_request=settings.max_images_per_request,
+        max_image_pixels=settings.max_image_pixels,
+        reload_interval_s=settings.reload_interval_s,
+        hooks=metrics_hooks(metrics) if metrics is not None else None,
+    )
+    if metrics is not None:
+        metrics.track_queue(lambda: core.queued)
+    return core
