@@ -171,7 +171,8 @@ class Batcher:
             if self._queued + n > self.max_queue_size:
                 raise OverloadedError(
                     f"request of {n} images does not fit in the queue ({self._queued} of "
-                    f"{self.max_queue_size} images queued); retry later or send fewer"
+                    f"{self.max_queue_size} images queued); retry later or send fewer",
+                    retry_after_ms=None if n > self.max_queue_size else 100,
                 )
             for start in range(0, n, step):
                 chunk = images[start:start + step]

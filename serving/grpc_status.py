@@ -11,7 +11,9 @@ also records the request in the Prometheus metrics (``self.core.metrics``)::
         @rpc("MyMethod")
         async def MyMethod(self, request, context): ...
 
-For streams, ``status_of(exc)`` gives ``(code, message)`` to report per message.
+For streams, ``status_of(exc)`` gives ``(code, message)`` to report per message. A full
+queue (``OverloadedError``) also sends gRPC's ``grpc-retry-pushback-ms`` trailer, which the
+clients' retry policy obeys (``trailers_of``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 
 import grpc
 
-from cifar10_core.errors import ServingError
+from cifar10_core.errors import OverloadedError, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,15 @@ def status_of(exc: BaseException, method: str = "") -> tuple[grpc.StatusCode, st
         return code, str(exc)
     log.error("%s failed unexpectedly", method or "request", exc_info=exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def trailers_of(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata for an error: a full queue tells gRPC clients when to retry
+    (``grpc-retry-pushback-ms``; negative: do not), anything else adds nothing."""
+    if isinstance(exc, OverloadedError):
+        pushback = -1 if exc.retry_after_ms is None else max(0, int(exc.retry_after_ms))
+        return (("grpc-retry-pushback-ms", str(pushback)),)
+    return ()
 
 
 def rpc(method: str):
@@ -69,7 +80,7 @@ def rpc(method: str):
                 code, message = status_of(exc, method)
                 if metrics is not None:
                     metrics.observe(method, code.name, time.perf_counter() - started)
-                await context.abort(code, message)
+                await context.abort(code, message, trailing_metadata=trailers_of(exc))
             if metrics is not None:
                 metrics.observe(method, "OK", time.perf_counter() - started)
             return response

@@ -15,7 +15,8 @@ folders, archive or .npz labels) it prints accuracy and per-class accuracy over 
 output and writes a confusion-matrix PNG.
 
 Exit codes: 0 every item classified; 1 the output holds failed items; 2 usage; 3 server
-unavailable; 4 other server error; 5 an optional dependency is missing; 130 interrupted.
+unavailable; 4 other server error; 5 an optional dependency is missing; 6 message too
+large (a batch over the size limit: lower --batch-size); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Batch inference over many images with a cifar10-serving server "
                     "(or in-process with --local), resumable.",
         epilog="exit codes: 0 ok, 1 the output holds failed items, 2 usage, 3 server "
-               "unavailable, 4 other server error, 5 missing optional dependency, 130 interrupted",
+               "unavailable, 4 other server error, 5 missing optional dependency, 6 message "
+               "too large, 130 interrupted",
     )
     parser.add_argument("input", help="folder of images (recursive), text file of paths, .npy/.npz, "
                                       "cifar-10-python.tar.gz or cifar-10-batches-py/")
