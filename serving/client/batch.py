@@ -33,6 +33,7 @@ import numpy as np
 
 from cifar10_core.contract import CLASS_NAMES
 from cifar10_core.errors import InvalidInputError
+from cifar10_core.extras import require
 
 from .cli import (
     EXIT_ITEM_FAILED,
@@ -50,7 +51,6 @@ from .sources import Item, Source, SourceError, open_source
 
 PROG = "cifar10-batch"
 TQDM_HINT = "no progress bar: tqdm is missing (pip install 'cifar10-serving[client]')"
-ONNXRUNTIME_HINT = "--local needs onnxruntime: pip install 'cifar10-serving[serve]' (or pip install onnxruntime)"
 
 Classify = Callable[[list[Item]], Awaitable[list[dict]]]
 
@@ -171,10 +171,6 @@ class LocalBackend:
         self.model = None
 
     async def start(self) -> str:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(ONNXRUNTIME_HINT) from exc
         from cifar10_core.errors import ModelLoadError
         from cifar10_serving.model import OnnxModel
         from cifar10_serving.settings import available_cpus
@@ -327,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
     except OutputError as exc:
         raise UsageError(str(exc)) from None
     if args.local:
+        require("--local", "local", "onnxruntime")  # before any output is opened
         backend = LocalBackend(args.local, args.threads)
     else:
         backend = RemoteBackend(connection_kwargs(args), preprocess=args.preprocess == "client")
