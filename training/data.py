@@ -121,21 +121,23 @@ def _check_split(split: str) -> tuple[str, ...]:
 
 
 def _load_archive(path: Path, split: str) -> LabelledImages:
-    wanted = _check_split(split)
-    found = datasets.read_archive(path, wanted)
-    missing = [name for name in wanted if name not in found]
-    if missing:
-        raise DataError(f"{path} is not the CIFAR-10 python archive: no {ARCHIVE_DIR}/{missing[0]}")
-    return _concat(list(found.values()), f"CIFAR-10 archive {path} ({split})")
+    return _load_batches(path, split, datasets.read_archive, "archive",
+                         f"is not the CIFAR-10 python archive: no {ARCHIVE_DIR}/{{}}")
 
 
 def _load_batches_folder(folder: Path, split: str) -> LabelledImages:
+    return _load_batches(folder, split, datasets.read_batches_folder, "batches folder",
+                         "is not a cifar-10-batches-py folder: {} is missing")
+
+
+def _load_batches(path: Path, split: str, read, kind: str, missing_message: str) -> LabelledImages:
+    """Every batch of ``split`` through the core reader ``read``; one missing is an error."""
     wanted = _check_split(split)
-    found = datasets.read_batches_folder(folder, wanted)
+    found = read(path, wanted)
     missing = [name for name in wanted if name not in found]
     if missing:
-        raise DataError(f"{folder} is not a cifar-10-batches-py folder: {missing[0]} is missing")
-    return _concat(list(found.values()), f"CIFAR-10 batches folder {folder} ({split})")
+        raise DataError(f"{path} {missing_message.format(missing[0])}")
+    return _concat(list(found.values()), f"CIFAR-10 {kind} {path} ({split})")
 
 
 # --- keras.datasets ---------------------------------------------------------------------
