@@ -59,6 +59,10 @@ def exit_code_for(error: ClientError) -> int:
     return EXIT_UNAVAILABLE if error.code in UNAVAILABLE_CODES else EXIT_SERVER_ERROR
 
 
+# Calls wait (within --timeout) for a server that is not up yet: say so when one never answers.
+DEADLINE_HINT = " (no answer within --timeout: is the server up at --address?)"
+
+
 class UsageError(Exception):
     """Bad arguments found after parsing (exit 2)."""
 
@@ -111,7 +115,8 @@ def run_main(body: Callable[[], int], prog: str) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ClientError as exc:
-        print(f"{prog}: error: {exc.code.name}: {exc.message}", file=sys.stderr)
+        hint = DEADLINE_HINT if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED else ""
+        print(f"{prog}: error: {exc.code.name}: {exc.message}{hint}", file=sys.stderr)
         return exit_code_for(exc)
     except ImportError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -194,10 +194,19 @@ def _refusals(srv) -> float:
     ) or 0.0
 
 
+def _wait_for(condition, what: str) -> None:
+    for _ in range(3000):
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_a_full_queue_is_retried_after_the_servers_pushback(server_factory):
-    """One image at a time, one queued: a third request is refused with pushback until the
-    model (held on a gate) moves on; gRPC's retry then gets it through."""
-    srv = server_factory(max_batch_size=1, max_queue_size=1, max_queue_delay_ms=0)
+    """One model run at a time, one image queued: with the model held on a gate, one call
+    runs, one waits in the queue and one more is refused. A call with the retry policy is
+    refused too (with pushback) until the gate opens; gRPC's retry then gets it through."""
+    srv = server_factory(max_batch_size=1, max_queue_size=1, max_queue_delay_ms=0, instances=1)
     model = srv.core._model
     gate, running = threading.Event(), threading.Event()
     predict = model.predict
@@ -207,46 +216,40 @@ def test_a_full_queue_is_retried_after_the_servers_pushback(server_factory):
         gate.wait(30)
         return predict(batch)
 
+    outcomes: dict[str, object] = {}
+
+    def call(name: str, policy: RetryPolicy) -> threading.Thread:
+        def go():
+            with Client(srv.address, retry=policy, timeout=30.0) as c:
+                try:
+                    outcomes[name] = c.classify(random_image(len(name)))
+                except ClientError as error:
+                    outcomes[name] = error
+
+        thread = threading.Thread(target=go)
+        thread.start()
+        return thread
+
     model.predict = gated
-    fillers: list[threading.Thread] = []
-    outcomes: list[object] = []
-
-    def call(policy, timeout=30.0):
-        with Client(srv.address, retry=policy, timeout=timeout) as c:
-            try:
-                outcomes.append(c.classify(random_image(len(outcomes))))
-            except ClientError as error:
-                outcomes.append(error)
-
     try:
-        # Fill the model and the queue with calls that are never retried, until one is refused.
-        while _refusals(srv) == 0 and len(fillers) < 20:
-            before = len(outcomes)
-            thread = threading.Thread(target=call, args=(NO_RETRY,))
-            thread.start()
-            fillers.append(thread)
-            thread.join(0.5)  # a queued call keeps waiting; a refused one ends
-            if len(outcomes) > before:
-                break
-        assert running.is_set() and _refusals(srv) == 1
-        refused = [o for o in outcomes if isinstance(o, ClientError)]
-        assert [e.code for e in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED]
-        assert refused[0].retryable and refused[0].too_large is None
-        # Now a call with the retry policy: refused (with pushback), then let through.
-        retried = threading.Thread(target=call, args=(RetryPolicy(max_attempts=5),))
-        retried.start()
-        while _refusals(srv) < 2 and retried.is_alive():
-            time.sleep(0.01)
+        threads = [call("running", NO_RETRY)]
+        _wait_for(running.is_set, "the first call to reach the model")
+        threads += [call("queued-a", NO_RETRY), call("queued-b", NO_RETRY)]  # one fits, one is refused
+        _wait_for(lambda: _refusals(srv) == 1, "a refusal")
+        threads.append(call("retried", RetryPolicy(max_attempts=5)))
+        _wait_for(lambda: _refusals(srv) == 2, "the retried call's first refusal")
         gate.set()
-        retried.join(30)
-        for thread in fillers:
+        for thread in threads:
             thread.join(30)
     finally:
         gate.set()
         model.predict = predict
-    assert isinstance(outcomes[-1], Classification), outcomes[-1]
-    assert _refusals(srv) >= 2  # the last call was refused at least once before it succeeded
-    assert sum(isinstance(o, Classification) for o in outcomes) == len(outcomes) - 1
+    refused = [o for o in outcomes.values() if isinstance(o, ClientError)]
+    assert len(outcomes) == 4 and len(refused) == 1
+    assert refused[0].code == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in refused[0].message
+    assert refused[0].retryable and refused[0].too_large is None
+    assert isinstance(outcomes["retried"], Classification), outcomes["retried"]
+    assert _refusals(srv) >= 2  # refused at least once, then it succeeded: gRPC retried it
 
 
 def test_a_request_that_can_never_fit_is_not_retried(server_factory):
