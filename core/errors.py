@@ -32,9 +32,17 @@ class UnknownModelError(InvalidInputError):
 
 
 class OverloadedError(ServingError):
-    """The request queue is full: back off and retry."""
+    """The request queue is full: back off and retry.
+
+    ``retry_after_ms`` is the server's hint, sent as gRPC's ``grpc-retry-pushback-ms``
+    trailer (the client's retry policy waits that long); None: retrying cannot help.
+    """
 
     status_name = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after_ms: int | None = 100) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
 
 
 class UnavailableError(ServingError):

@@ -2,6 +2,6 @@
 
 import sys
 
-from cifar10_serving.server import main
+from cifar10_serving.launcher import main
 
 sys.exit(main())

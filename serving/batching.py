@@ -152,8 +152,9 @@ class Batcher:
                 raise UnavailableError("server is shutting down")
             if self._queued + n > self.max_queue_size:
                 raise OverloadedError(
-                    f"request queue is full ({self._queued} of {self.max_queue_size} images "
-                    f"queued, {n} more asked); retry later or send fewer"
+                    f"request of {n} images does not fit in the queue ({self._queued} of "
+                    f"{self.max_queue_size} images queued); retry later or send fewer",
+                    retry_after_ms=None if n > self.max_queue_size else 100,
                 )
             for start in range(0, n, step):
                 chunk = images[start:start + step] if n > step else images

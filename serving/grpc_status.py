@@ -12,7 +12,8 @@ also records the request through the servicer's ``observe`` (``Metrics.observe``
         async def MyMethod(self, request, context): ...
 
 For streams, ``status_of(exc)`` gives ``(code, message)`` to report per message
-(``cifar10_serving.streams``).
+(``cifar10_serving.streams``). A full queue (``OverloadedError``) also sends gRPC's
+``grpc-retry-pushback-ms`` trailer, which the clients' retry policy obeys (``trailers_of``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 
 import grpc
 
-from cifar10_core.errors import ServingError
+from cifar10_core.errors import OverloadedError, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,15 @@ def status_of(exc: BaseException, method: str = "") -> tuple[grpc.StatusCode, st
         return code, str(exc)
     log.error("%s failed unexpectedly", method or "request", exc_info=exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def trailers_of(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata for an error: a full queue tells gRPC clients when to retry
+    (``grpc-retry-pushback-ms``; negative: do not), anything else adds nothing."""
+    if isinstance(exc, OverloadedError):
+        pushback = -1 if exc.retry_after_ms is None else max(0, int(exc.retry_after_ms))
+        return (("grpc-retry-pushback-ms", str(pushback)),)
+    return ()
 
 
 def rpc(method: str):
@@ -74,7 +84,7 @@ def rpc(method: str):
                 code, message = status_of(exc, method)
                 if observe is not None:
                     observe(method, code.name, time.perf_counter() - started)
-                await context.abort(code, message)
+                await context.abort(code, message, trailing_metadata=trailers_of(exc))
             if observe is not None:
                 observe(method, "OK", time.perf_counter() - started)
             return response

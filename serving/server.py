@@ -1,7 +1,7 @@
 """The gRPC server: every service on one port, health, reflection, TLS, graceful shutdown.
 
-``cifar10-serve`` (``main``) loads the model, starts metrics and the server, and runs until
-SIGTERM or SIGINT. Shutdown: health turns NOT_SERVING at once, new requests are refused
+``cifar10-serve`` (``cifar10_serving.launcher`` checks the serve extra, then ``main``) loads
+the model, starts metrics and the server, and runs until SIGTERM or SIGINT. Shutdown: health turns NOT_SERVING at once, new requests are refused
 with UNAVAILABLE, requests in flight finish within ``grace_seconds``, exit status 0.
 SIGHUP reloads the model. A missing or invalid model at start-up prints one error line
 on stderr and exits with status 1 (2 for a bad flag or environment value).

@@ -5,8 +5,7 @@ Sources (``load(source)``):
   (PNG/JPEG/...; decoded and converted to 32x32 RGB by ``cifar10_core.images``, the same code
   the server uses), e.g. ``../shared/data/cifar10-jpeg/train``;
 - the official archive ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/``
-  folder: only its batch files are read, with an unpickler that admits nothing but the
-  plain containers and numpy arrays those files hold;
+  folder, read safely by ``cifar10_core.datasets`` (the batch client's reader too);
 - ``"keras"``: ``keras.datasets.cifar10`` (downloads; needs a network).
 
 Every problem with the data raises ``DataError`` with one line that names it.
@@ -15,30 +14,25 @@ Every problem with the data raises ``DataError`` with one line that names it.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
-import pickle
 import sys
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cifar10_core import contract, images
+from cifar10_core import contract, datasets, images
 from cifar10_core.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-ARCHIVE_DIR = "cifar-10-batches-py"
-ARCHIVE_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+ARCHIVE_DIR = datasets.ARCHIVE_DIR
 
 
-class DataError(Exception):
-    """The data cannot be used; the message is one line meant for the user."""
+DataError = datasets.DatasetError
+"""The data cannot be used; one line meant for the user (the core reader's own error type)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +67,7 @@ def load(source: str | os.PathLike, split: str = "train", progress: bool = True)
         raise DataError(
             f"{path} is a file but not a CIFAR-10 archive (expected cifar-10-python.tar.gz)"
         )
-    if (path / ARCHIVE_BATCHES["test"][0]).is_file() or (path / "data_batch_1").is_file():
+    if datasets.is_batches_folder(path):
         return _load_batches_folder(path, split)
     if (path / ARCHIVE_DIR).is_dir():
         return _load_batches_folder(path / ARCHIVE_DIR, split)
@@ -83,28 +77,7 @@ def load(source: str | os.PathLike, split: str = "train", progress: bool = True)
 # --- image folders ----------------------------------------------------------------------
 
 
-def list_image_folder(root: Path) -> tuple[list[Path], list[int]]:
-    """The image files under root/<class>/ (recursively), sorted, with their label indices."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"{root} has no class sub-folders (expected {', '.join(contract.CLASS_NAMES)})")
-    unknown = [d.name for d in class_dirs if d.name not in contract.CLASS_NAMES]
-    if unknown:
-        raise DataError(
-            f"{root} has folders that are not CIFAR-10 classes: {', '.join(unknown)} "
-            f"(expected {', '.join(contract.CLASS_NAMES)})"
-        )
-    paths: list[Path] = []
-    labels: list[int] = []
-    for class_dir in class_dirs:
-        files = sorted(
-            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        paths.extend(files)
-        labels.extend([contract.CLASS_NAMES.index(class_dir.name)] * len(files))
-    if not paths:
-        raise DataError(f"{root} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return paths, labels
+list_image_folder = datasets.list_class_folder
 
 
 def _decode_file(path: Path) -> np.ndarray:
@@ -132,39 +105,7 @@ def _load_image_folder(root: Path, progress: bool) -> LabelledImages:
     )
 
 
-# --- the official archive ---------------------------------------------------------------
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Admits only what CIFAR-10's batch files hold: builtins containers and numpy arrays."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
-def _read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        batch = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
-        pixels = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-        pixels = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    except Exception as exc:
-        raise DataError(f"{where} is not a CIFAR-10 batch file: {exc}") from None
-    if len(pixels) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
-        raise DataError(f"{where} has inconsistent images and labels")
-    return np.ascontiguousarray(pixels), labels
+# --- the official archive (read by cifar10_core.datasets) -----------------------------------
 
 
 def _concat(parts: list[tuple[np.ndarray, np.ndarray]], source: str) -> LabelledImages:
@@ -173,37 +114,30 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray]], source: str) -> Labelled
     )
 
 
-def _check_split(split: str) -> list[str]:
-    if split not in ARCHIVE_BATCHES:
+def _check_split(split: str) -> tuple[str, ...]:
+    if split not in ("train", "test"):
         raise DataError(f"unknown split {split!r} (expected train or test)")
-    return ARCHIVE_BATCHES[split]
+    return datasets.batch_names(split)
 
 
 def _load_archive(path: Path, split: str) -> LabelledImages:
-    wanted = _check_split(split)
-    try:
-        with tarfile.open(path) as tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
-            parts = []
-            for batch in wanted:
-                member = members.get(f"{ARCHIVE_DIR}/{batch}")
-                if member is None:
-                    raise DataError(f"{path} is not the CIFAR-10 python archive: no {ARCHIVE_DIR}/{batch}")
-                parts.append(_read_batch(tar.extractfile(member).read(), f"{path}:{member.name}"))
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        reason = str(exc).splitlines()[0].rstrip(":") or type(exc).__name__
-        raise DataError(f"cannot read archive {path}: not a readable tar archive ({reason})") from None
-    return _concat(parts, f"CIFAR-10 archive {path} ({split})")
+    return _load_batches(path, split, datasets.read_archive, "archive",
+                         f"is not the CIFAR-10 python archive: no {ARCHIVE_DIR}/{{}}")
 
 
 def _load_batches_folder(folder: Path, split: str) -> LabelledImages:
-    parts = []
-    for batch in _check_split(split):
-        file = folder / batch
-        if not file.is_file():
-            raise DataError(f"{folder} is not a cifar-10-batches-py folder: {batch} is missing")
-        parts.append(_read_batch(file.read_bytes(), str(file)))
-    return _concat(parts, f"CIFAR-10 batches folder {folder} ({split})")
+    return _load_batches(folder, split, datasets.read_batches_folder, "batches folder",
+                         "is not a cifar-10-batches-py folder: {} is missing")
+
+
+def _load_batches(path: Path, split: str, read, kind: str, missing_message: str) -> LabelledImages:
+    """Every batch of ``split`` through the core reader ``read``; one missing is an error."""
+    wanted = _check_split(split)
+    found = read(path, wanted)
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise DataError(f"{path} {missing_message.format(missing[0])}")
+    return _concat(list(found.values()), f"CIFAR-10 {kind} {path} ({split})")
 
 
 # --- keras.datasets ---------------------------------------------------------------------

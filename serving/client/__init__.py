@@ -8,9 +8,10 @@
         results = client.classify_batch(["a.png", "b.jpg"], top_k=3)
 
 ``AsyncClient`` is the asyncio twin. Every failure raises ``ClientError`` (``.code`` is a
-``grpc.StatusCode``, ``.message`` the server's message). Calls are retried with
-exponential backoff and jitter on UNAVAILABLE and RESOURCE_EXHAUSTED only, within the
-call's deadline (``RetryPolicy``). ``TLSConfig`` turns on TLS (CA, optional client cert).
+``grpc.StatusCode``, ``.message`` the server's message). gRPC itself retries calls on
+UNAVAILABLE and RESOURCE_EXHAUSTED only (exponential backoff with jitter, or the server's
+pushback when its queue is full), within the call's deadline, never a message over a
+size limit (``RetryPolicy``, rendered into the channel's service config). ``TLSConfig`` turns on TLS (CA, optional client cert).
 """
 
 from __future__ import annotations

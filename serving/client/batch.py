@@ -15,7 +15,8 @@ folders, archive or .npz labels) it prints accuracy and per-class accuracy over 
 output and writes a confusion-matrix PNG.
 
 Exit codes: 0 every item classified; 1 the output holds failed items; 2 usage; 3 server
-unavailable; 4 other server error; 5 an optional dependency is missing; 130 interrupted.
+unavailable; 4 other server error; 5 an optional dependency is missing; 6 message too
+large (a batch over the size limit: lower --batch-size); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 from cifar10_core.contract import CLASS_NAMES
 from cifar10_core.errors import InvalidInputError
+from cifar10_core.extras import require
 
 from .cli import (
     EXIT_ITEM_FAILED,
@@ -49,7 +51,6 @@ from .sources import Item, Source, SourceError, open_source
 
 PROG = "cifar10-batch"
 TQDM_HINT = "no progress bar: tqdm is missing (pip install 'cifar10-serving[client]')"
-ONNXRUNTIME_HINT = "--local needs onnxruntime: pip install 'cifar10-serving[serve]' (or pip install onnxruntime)"
 
 Classify = Callable[[list[Item]], Awaitable[list[dict]]]
 
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Batch inference over many images with a cifar10-serving server "
                     "(or in-process with --local), resumable.",
         epilog="exit codes: 0 ok, 1 the output holds failed items, 2 usage, 3 server "
-               "unavailable, 4 other server error, 5 missing optional dependency, 130 interrupted",
+               "unavailable, 4 other server error, 5 missing optional dependency, 6 message "
+               "too large, 130 interrupted",
     )
     parser.add_argument("input", help="folder of images (recursive), text file of paths, .npy/.npz, "
                                       "cifar-10-python.tar.gz or cifar-10-batches-py/")
@@ -169,10 +171,6 @@ class LocalBackend:
         self.model = None
 
     async def start(self) -> str:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(ONNXRUNTIME_HINT) from exc
         from cifar10_core.errors import ModelLoadError
         from cifar10_serving.model import OnnxModel
         from cifar10_serving.settings import available_cpus
@@ -325,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
     except OutputError as exc:
         raise UsageError(str(exc)) from None
     if args.local:
+        require("--local", "local", "onnxruntime")  # before any output is opened
         backend = LocalBackend(args.local, args.threads)
     else:
         backend = RemoteBackend(connection_kwargs(args), preprocess=args.preprocess == "client")

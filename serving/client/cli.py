@@ -11,7 +11,9 @@ Exit codes (shared with ``cifar10-batch``), for scripts:
     2  usage error (bad flags, no input, unreadable TLS files)
     3  server unavailable: could not connect, deadline exceeded or overloaded, after retries
     4  other server error (INTERNAL, UNIMPLEMENTED, UNAUTHENTICATED, ...)
-    5  an optional dependency is missing (the message says what to install)
+    5  an optional dependency is missing (the message says which extra to install)
+    6  message too large: a request over the server's (or the client's) size limit; not
+       retried (send smaller batches or smaller images)
   130  interrupted (Ctrl-C)
 """
 
@@ -26,7 +28,15 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from .connection import ADDRESS_ENV, DEFAULT_TIMEOUT_S, RetryPolicy, TLSConfig, default_address
+from .connection import (
+    ADDRESS_ENV,
+    DEFAULT_TIMEOUT_S,
+    MAX_ATTEMPTS_LIMIT,
+    NO_RETRY,
+    RetryPolicy,
+    TLSConfig,
+    default_address,
+)
 from .errors import ClientError
 
 EXIT_OK = 0
@@ -35,6 +45,7 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_SERVER_ERROR = 4
 EXIT_MISSING_DEPENDENCY = 5
+EXIT_TOO_LARGE = 6
 EXIT_INTERRUPTED = 130
 
 UNAVAILABLE_CODES = frozenset({
@@ -43,7 +54,13 @@ UNAVAILABLE_CODES = frozenset({
 
 
 def exit_code_for(error: ClientError) -> int:
+    if error.too_large is not None:
+        return EXIT_TOO_LARGE
     return EXIT_UNAVAILABLE if error.code in UNAVAILABLE_CODES else EXIT_SERVER_ERROR
+
+
+# Calls wait (within --timeout) for a server that is not up yet: say so when one never answers.
+DEADLINE_HINT = " (no answer within --timeout: is the server up at --address?)"
 
 
 class UsageError(Exception):
@@ -58,8 +75,9 @@ def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAUL
     group.add_argument("--timeout", type=float, default=timeout,
                        help="deadline of each call in seconds, retries included [default %(default)s]")
     group.add_argument("--retries", type=int, default=RetryPolicy().max_attempts - 1,
-                       help="retries on UNAVAILABLE / RESOURCE_EXHAUSTED, with exponential "
-                            "backoff and jitter [default %(default)s]")
+                       help="retries (0..4) on UNAVAILABLE / RESOURCE_EXHAUSTED by gRPC's retry "
+                            "policy: exponential backoff and jitter, or the server's pushback "
+                            "[default %(default)s]")
     group.add_argument("--tls", action="store_true", help="connect with TLS (system CAs unless --ca-cert)")
     group.add_argument("--ca-cert", metavar="PEM", help="CA certificate to verify the server (implies --tls)")
     group.add_argument("--client-cert", metavar="PEM", help="client certificate for mutual TLS (implies --tls)")
@@ -71,8 +89,8 @@ def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAUL
 def connection_kwargs(args: argparse.Namespace) -> dict:
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    if args.retries < 0:
-        raise UsageError("--retries must not be negative")
+    if not 0 <= args.retries < MAX_ATTEMPTS_LIMIT:
+        raise UsageError(f"--retries must be in 0..{MAX_ATTEMPTS_LIMIT - 1} (gRPC's limit)")
     tls = None
     if args.tls or args.ca_cert or args.client_cert or args.client_key or args.server_name:
         if bool(args.client_cert) != bool(args.client_key):
@@ -85,7 +103,7 @@ def connection_kwargs(args: argparse.Namespace) -> dict:
         "address": args.address,
         "timeout": args.timeout,
         "tls": tls,
-        "retry": RetryPolicy(max_attempts=args.retries + 1),
+        "retry": RetryPolicy(max_attempts=args.retries + 1) if args.retries else NO_RETRY,
     }
 
 
@@ -97,7 +115,8 @@ def run_main(body: Callable[[], int], prog: str) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ClientError as exc:
-        print(f"{prog}: error: {exc.code.name}: {exc.message}", file=sys.stderr)
+        hint = DEADLINE_HINT if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED else ""
+        print(f"{prog}: error: {exc.code.name}: {exc.message}{hint}", file=sys.stderr)
         return exit_code_for(exc)
     except ImportError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -121,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Talk to a cifar10-serving gRPC server (cifar10.v1).",
         epilog="exit codes: 0 ok, 1 some item failed or not SERVING, 2 usage, 3 server "
                "unavailable (after retries), 4 other server error, 5 missing optional "
-               "dependency, 130 interrupted",
+               "dependency, 6 message too large, 130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_connection_args(parser)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
-import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +14,11 @@ from .errors import RETRYABLE_CODES, ClientError
 DEFAULT_ADDRESS = "localhost:8500"
 ADDRESS_ENV = "CIFAR10_ADDRESS"
 DEFAULT_TIMEOUT_S = 10.0
+MAX_ATTEMPTS_LIMIT = 5  # gRPC caps a retry policy's maxAttempts at 5
 
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    # Our own retry loop below is the only one: no hidden transparent retries policy.
-    ("grpc.enable_retries", 0),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 0),
 )
@@ -76,85 +73,81 @@ def _read(path: str | os.PathLike | None) -> bytes | None:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, on UNAVAILABLE and RESOURCE_EXHAUSTED only.
+    """How calls are retried, rendered into gRPC's own retry policy (the channel's service config).
 
-    Bounded in count (``max_attempts``, the first try included) and in time: every retry
-    happens within the call's deadline (``timeout``), and each attempt gets only the time
-    that is left. Sleep before retry n (1-based) is uniform in
-    ``[0, min(max_backoff_s, initial_backoff_s * multiplier ** (n - 1))]``.
+    gRPC retries UNAVAILABLE and RESOURCE_EXHAUSTED, at most ``max_attempts`` tries in all
+    (the first included; gRPC allows 5 at most), within the call's deadline (``timeout``).
+    Before retry n it waits a random time in
+    ``[0, min(max_backoff_s, initial_backoff_s * multiplier ** (n - 1))]``, or exactly what
+    the server asks for in its ``grpc-retry-pushback-ms`` trailer (a full queue does).
+    What cannot succeed is never retried: other codes, and requests larger than gRPC's
+    per-call retry buffer (``retry_buffer_bytes``), among them a message over the server's
+    size limit (which must be at least that large). ``wait_for_ready`` makes a call wait,
+    within its deadline, for a server that is not up yet instead of failing at once.
     """
 
     max_attempts: int = 5
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
     multiplier: float = 2.0
+    wait_for_ready: bool = True
+    retry_buffer_bytes: int = 256 * 1024
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.multiplier < 1:
+        if not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
+            raise ValueError(f"max_attempts must be 1..{MAX_ATTEMPTS_LIMIT} (gRPC's limit), got {self.max_attempts}")
+        if self.initial_backoff_s <= 0 or self.max_backoff_s < self.initial_backoff_s or self.multiplier < 1:
             raise ValueError(f"invalid retry policy: {self}")
 
-    def backoff(self, retry: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (retry - 1))
-        return (rng or random).uniform(0.0, ceiling)
+    def service_config(self) -> str:
+        """The channel's service config (JSON): this policy for every method of the channel."""
+        method: dict[str, object] = {"name": [{}], "waitForReady": self.wait_for_ready}
+        if self.max_attempts > 1:
+            method["retryPolicy"] = {
+                "maxAttempts": self.max_attempts,
+                "initialBackoff": f"{self.initial_backoff_s:.3f}s",
+                "maxBackoff": f"{self.max_backoff_s:.3f}s",
+                "backoffMultiplier": self.multiplier,
+                "retryableStatusCodes": sorted(code.name for code in RETRYABLE_CODES),
+            }
+        return json.dumps({"methodConfig": [method]})
+
+    def channel_options(self) -> list[tuple[str, object]]:
+        """gRPC channel options: retries on (off for one attempt), the service config, and
+        reconnection at the policy's pace so that a server that comes up is found soon."""
+        return [
+            ("grpc.enable_retries", int(self.max_attempts > 1)),
+            ("grpc.service_config", self.service_config()),
+            ("grpc.per_rpc_retry_buffer_size", self.retry_buffer_bytes),
+            ("grpc.initial_reconnect_backoff_ms", max(100, int(self.initial_backoff_s * 1000))),
+            ("grpc.min_reconnect_backoff_ms", max(100, int(self.initial_backoff_s * 1000))),
+            ("grpc.max_reconnect_backoff_ms", max(100, int(self.max_backoff_s * 1000))),
+        ]
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)
+NO_RETRY = RetryPolicy(max_attempts=1, wait_for_ready=False)
 
 
-def make_options(tls: TLSConfig | None, extra=()) -> list[tuple[str, object]]:
-    return [*CHANNEL_OPTIONS, *(tls.options() if tls else ()), *extra]
-
-
-class _Attempts:
-    """The retry loop's bookkeeping, shared by the sync and async clients."""
-
-    def __init__(self, policy: RetryPolicy, timeout: float | None) -> None:
-        self.policy = policy
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.count = 0
-
-    def remaining(self) -> float | None:
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
-
-    def next_timeout(self) -> float | None:
-        self.count += 1
-        return self.remaining()
-
-    def on_error(self, error: grpc.RpcError) -> tuple[ClientError, float | None]:
-        """The ClientError for this failure and how long to sleep before retrying (None: stop)."""
-        failure = ClientError.from_rpc_error(error, attempts=self.count)
-        if failure.code not in RETRYABLE_CODES or self.count >= self.policy.max_attempts:
-            return failure, None
-        sleep = self.policy.backoff(self.count)
-        remaining = self.remaining()
-        if remaining is not None and sleep >= remaining:
-            return failure, None
-        return failure, sleep
+def make_options(tls: TLSConfig | None, extra=(), retry: RetryPolicy | None = None) -> list[tuple[str, object]]:
+    """Channel options: ours, the retry policy's, TLS's, then the caller's (which win)."""
+    return [*CHANNEL_OPTIONS, *(retry or RetryPolicy()).channel_options(), *(tls.options() if tls else ()), *extra]
 
 
 def call_with_retries(fn, request, policy: RetryPolicy, timeout: float | None, metadata=None):
-    """Run a unary RPC ``fn(request, timeout=..)`` with the retry policy; raise ClientError."""
-    attempts = _Attempts(policy, timeout)
-    while True:
-        try:
-            return fn(request, timeout=attempts.next_timeout(), metadata=metadata)
-        except grpc.RpcError as error:
-            failure, sleep = attempts.on_error(error)
-            if sleep is None:
-                raise failure from None
-            time.sleep(sleep)
+    """Run a unary RPC ``fn(request, timeout=..)``; raise ClientError.
+
+    The retries happen inside gRPC (the channel's service config, see RetryPolicy);
+    ``policy`` is kept for the callers' signature.
+    """
+    try:
+        return fn(request, timeout=timeout, metadata=metadata)
+    except grpc.RpcError as error:
+        raise ClientError.from_rpc_error(error) from None
 
 
 async def call_with_retries_async(fn, request, policy: RetryPolicy, timeout: float | None, metadata=None):
     """The asyncio twin of :func:`call_with_retries`."""
-    attempts = _Attempts(policy, timeout)
-    while True:
-        try:
-            return await fn(request, timeout=attempts.next_timeout(), metadata=metadata)
-        except grpc.RpcError as error:
-            failure, sleep = attempts.on_error(error)
-            if sleep is None:
-                raise failure from None
-            await asyncio.sleep(sleep)
+    try:
+        return await fn(request, timeout=timeout, metadata=metadata)
+    except grpc.RpcError as error:
+        raise ClientError.from_rpc_error(error) from None

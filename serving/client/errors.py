@@ -7,7 +7,12 @@ file that cannot be read, an image that cannot be read or converted locally) sur
 
 from __future__ import annotations
 
+import re
+
 import grpc
+
+# How gRPC words a message over a size limit (the server's receive limit, or ours to send).
+_TOO_LARGE = re.compile(r"(?:Received|Sent) message larger than max \((\d+) vs\. (\d+)\)")
 
 
 class ClientError(Exception):
@@ -17,8 +22,11 @@ class ClientError(Exception):
         code: the ``grpc.StatusCode`` (local input problems use INVALID_ARGUMENT, a local
             file or certificate that cannot be read uses FAILED_PRECONDITION).
         message: the server's status details, or the local reason.
-        attempts: how many RPC attempts were made (0 when the call never reached gRPC).
+        attempts: 1 when the call reached gRPC (gRPC's own retries inside it are not
+            counted), 0 when it never did.
         item: optional name of the input the error belongs to (a path, an index).
+        too_large: ``(size, limit)`` in bytes when the request (or answer) was over a gRPC
+            message size limit: RESOURCE_EXHAUSTED that no retry can cure.
     """
 
     def __init__(
@@ -28,11 +36,13 @@ class ClientError(Exception):
         *,
         attempts: int = 0,
         item: str | None = None,
+        too_large: tuple[int, int] | None = None,
     ) -> None:
         self.code = code
         self.message = message
         self.attempts = attempts
         self.item = item
+        self.too_large = too_large
         super().__init__(f"{code.name}: {message}")
 
     @property
@@ -42,8 +52,8 @@ class ClientError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Whether the client's retry policy retries this code."""
-        return self.code in RETRYABLE_CODES
+        """Whether the client's retry policy retries this failure."""
+        return self.code in RETRYABLE_CODES and self.too_large is None
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError, attempts: int = 1) -> "ClientError":
@@ -51,6 +61,11 @@ class ClientError(Exception):
         details = error.details() if hasattr(error, "details") else None
         if not isinstance(code, grpc.StatusCode):
             code = grpc.StatusCode.UNKNOWN
+        match = _TOO_LARGE.search(details or "") if code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+        if match:
+            size, limit = int(match.group(1)), int(match.group(2))
+            return cls(code, f"message too large: {size} bytes, limit {limit}", attempts=attempts,
+                       too_large=(size, limit))
         return cls(code, details or code.name, attempts=attempts)
 
     def to_dict(self) -> dict[str, str]:
@@ -59,4 +74,5 @@ class ClientError(Exception):
 
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 """Only these codes are retried: the request was not processed, or the server asked us to
-back off. Anything else (a bad image, a passed deadline, an internal error) is final."""
+back off. Anything else (a bad image, a passed deadline, an internal error) is final, and so
+is a message over a size limit (see RetryPolicy)."""

@@ -10,11 +10,8 @@ from typing import Any
 import numpy as np
 
 from cifar10_core.contract import CLASS_NAMES
+from cifar10_core.extras import require
 
-MATPLOTLIB_HINT = (
-    "the confusion-matrix PNG needs matplotlib: pip install 'cifar10-serving[client]' "
-    "(or pip install matplotlib)"
-)
 
 
 @dataclass
@@ -65,15 +62,13 @@ def summarize(outcomes: list[tuple[Any, Any, bool]]) -> Summary:
 def write_confusion_png(summary: Summary, path: str | os.PathLike, title: str = "") -> Path:
     """Write the confusion matrix (rows: true class, columns: predicted) as a PNG.
 
-    Raises ImportError with an install hint when matplotlib is missing.
+    Raises MissingExtraError (an ImportError) naming the ``plots`` extra without matplotlib.
     """
-    try:
-        import matplotlib
+    require("the confusion-matrix PNG", "plots", "matplotlib")
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(MATPLOTLIB_HINT) from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     path = Path(path)
     matrix = summary.confusion
     fig, ax = plt.subplots(figsize=(8, 7), dpi=100)

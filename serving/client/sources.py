@@ -9,40 +9,34 @@
 * the official CIFAR-10 python archive ``cifar-10-python.tar.gz`` or its extracted
   ``cifar-10-batches-py`` folder (keys: ``data_batch_1/0`` ... ``test_batch/9999``).
 
-The archive is read safely: nothing is extracted to disk, only regular members named
-``data_batch_1..5`` / ``test_batch`` are read (size-capped), and their pickles are loaded
-by an unpickler that accepts only the few numpy types a CIFAR batch contains.
+The archive and folder are read by ``cifar10_core.datasets`` (training's reader too): nothing
+is extracted to disk, only regular members named ``data_batch_1..5`` / ``test_batch`` are
+read (size-capped), and their pickles are loaded by an unpickler that accepts only the few
+numpy types a CIFAR batch contains.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
-import re
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cifar10_core import datasets
 from cifar10_core.contract import CLASS_NAMES
 from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
 
 from .inputs import encoded_image, raw_image, read_file
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
-CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR_TEST = ("test_batch",)
-MAX_CIFAR_MEMBER_BYTES = 64 * 1024 * 1024  # a real batch is about 31 MB
+IMAGE_SUFFIXES = datasets.IMAGE_SUFFIXES
 _LABEL_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
 
 
-class SourceError(Exception):
-    """The input cannot be used at all (missing, unknown kind, malformed array/archive)."""
+SourceError = datasets.DatasetError
+"""The input cannot be used at all (missing, unknown kind, malformed array/archive): the
+core reader's own error type, so its messages pass through unchanged."""
 
 
 @dataclass(frozen=True)
@@ -196,110 +190,32 @@ def npz_source(path: Path) -> ArraySource:
     return ArraySource(images, labels)
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """Loads a CIFAR-10 batch pickle and nothing else: no arbitrary code."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 carry bytes
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch")
-        if name == "ndarray":
-            return np.ndarray
-        if name == "dtype":
-            return np.dtype
-        if module == "_codecs":
-            return _latin1_encode
-        from numpy._core import multiarray
-
-        return getattr(multiarray, name)
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise pickle.UnpicklingError(f"refusing codecs.encode with {encoding!r}")
-    return text.encode("latin1")
-
-
-def _parse_cifar_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as exc:
-        raise SourceError(f"{name}: not a CIFAR-10 python batch: {exc}") from exc
-    if not isinstance(batch, dict):
-        raise SourceError(f"{name}: not a CIFAR-10 python batch (not a dict)")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-    pixels = np.asarray(batch.get("data"))
-    labels = batch.get("labels")
-    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072 or labels is None:
-        raise SourceError(f"{name}: expected uint8 data of shape Nx3072 and labels")
-    images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    labels = _check_labels(np.asarray(labels, dtype=np.int64), images.shape[0], name)
-    return images, labels
-
-
-def _wanted(split: str) -> tuple[str, ...]:
-    return {"train": CIFAR_TRAIN, "test": CIFAR_TEST, "all": CIFAR_TRAIN + CIFAR_TEST}[split]
-
-
-def _cifar_source(batches: list[tuple[str, bytes]]) -> ArraySource:
-    images, labels, keys = [], [], []
-    for name, data in batches:
-        x, y = _parse_cifar_batch(data, name)
-        images.append(x)
-        labels.append(y)
-        keys.extend(f"{name}/{i}" for i in range(x.shape[0]))
-    source = ArraySource(np.concatenate(images), np.concatenate(labels), keys)
+def _cifar_source(batches: dict[str, datasets.Batch]) -> ArraySource:
+    keys = [f"{name}/{i}" for name, (x, _) in batches.items() for i in range(x.shape[0])]
+    source = ArraySource(
+        np.concatenate([x for x, _ in batches.values()]),
+        np.concatenate([y for _, y in batches.values()]),
+        keys,
+    )
     source.kind = "CIFAR-10 python batches"
     return source
 
 
 def cifar_folder_source(folder: Path, split: str = "all") -> ArraySource:
-    batches = []
-    for name in _wanted(split):
-        path = folder / name
-        if path.is_file():
-            if path.stat().st_size > MAX_CIFAR_MEMBER_BYTES:
-                raise SourceError(f"{path} is larger than a CIFAR-10 batch can be")
-            batches.append((name, path.read_bytes()))
+    """The batches of ``split`` in a ``cifar-10-batches-py`` folder (at least one)."""
+    wanted = datasets.batch_names(split)
+    batches = datasets.read_batches_folder(folder, wanted)
     if not batches:
-        raise SourceError(f"{folder}: no {' / '.join(_wanted(split))} file")
+        raise SourceError(f"{folder}: no {' / '.join(wanted)} file")
     return _cifar_source(batches)
 
 
-_MEMBER = re.compile(r"^(?:\./)?(?:[^/]+/)?(data_batch_[1-5]|test_batch)$")
-
-
 def cifar_archive_source(archive: Path, split: str = "all") -> ArraySource:
-    wanted = set(_wanted(split))
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(archive, mode="r:*") as tar:
-            for member in tar:
-                match = _MEMBER.match(member.name)
-                if not match or match.group(1) not in wanted:
-                    continue  # only the data files; never readme.html, links, devices, ...
-                if not member.isreg():
-                    raise SourceError(f"{archive}: {member.name} is not a regular file")
-                if member.size > MAX_CIFAR_MEMBER_BYTES:
-                    raise SourceError(f"{archive}: {member.name} is larger than a CIFAR-10 batch can be")
-                handle = tar.extractfile(member)
-                if handle is None:
-                    raise SourceError(f"{archive}: cannot read {member.name}")
-                found[match.group(1)] = handle.read(MAX_CIFAR_MEMBER_BYTES + 1)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise SourceError(f"cannot read the CIFAR-10 archive {archive}: {exc}") from exc
-    batches = [(name, found[name]) for name in _wanted(split) if name in found]
+    """The batches of ``split`` in ``cifar-10-python.tar.gz`` (at least one)."""
+    wanted = datasets.batch_names(split)
+    batches = datasets.read_archive(archive, wanted)
     if not batches:
-        raise SourceError(f"{archive}: holds no {' / '.join(_wanted(split))} member")
+        raise SourceError(f"{archive}: holds no {' / '.join(wanted)} member")
     return _cifar_source(batches)
 
 
@@ -308,7 +224,7 @@ def open_source(path: str | os.PathLike, split: str = "all") -> Source:
     path = Path(path)
     name = path.name.lower()
     if path.is_dir():
-        if any((path / n).is_file() for n in CIFAR_TRAIN + CIFAR_TEST):
+        if datasets.is_batches_folder(path):
             return cifar_folder_source(path, split)
         return FolderSource(path)
     if not path.exists():

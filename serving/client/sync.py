@@ -94,7 +94,7 @@ class Client:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.preprocess = preprocess
-        options = make_options(tls, channel_options)
+        options = make_options(tls, channel_options, self.retry)
         if tls is None:
             self._channel = grpc.insecure_channel(self.address, options=options)
         else:

@@ -49,3 +49,24 @@ def make_certs(folder: Path) -> dict[str, Path]:
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
     return {n: folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def grpc_attempts(address: str) -> int:
+    """RPC attempts gRPC has made so far on this process's channels to ``address``.
+
+    Read from channelz (on by default in gRPC core): each try, retries included, is a call
+    on a subchannel, while the application sees one call. Counts only attempts that reached
+    a connection.
+    """
+    import json
+
+    from grpc._cython import cygrpc  # channelz's own accessor, as grpcio-channelz uses it
+
+    total = 0
+    for channel in json.loads(cygrpc.channelz_get_top_channels(0)).get("channel", []):
+        if not channel.get("data", {}).get("target", "").endswith(address):
+            continue
+        for ref in channel.get("subchannelRef", []):
+            sub = json.loads(cygrpc.channelz_get_subchannel(int(ref["subchannelId"])))["subchannel"]
+            total += int(sub.get("data", {}).get("callsStarted", 0))
+    return total

@@ -237,8 +237,11 @@ def test_server_unavailable_stops_the_run_with_exit_3(tmp_path, capsys):
                  address=f"localhost:{free_port()}")
     assert code == 3
     err = capsys.readouterr().err
-    assert "UNAVAILABLE" in err and "Traceback" not in err
+    assert "DEADLINE_EXCEEDED" in err and "Traceback" not in err  # waited for the server, in vain
     assert not (tmp_path / "o.jsonl").read_text()  # nothing recorded for items not done
+    code = batch(tmp_path / "a.npy", "-o", tmp_path / "o.jsonl", "--retries", "0",
+                 address=f"localhost:{free_port()}")
+    assert code == 3 and "UNAVAILABLE" in capsys.readouterr().err
 
 
 def test_local_without_onnxruntime_says_what_to_install(tmp_path, tiny_model_path):

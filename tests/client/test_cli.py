@@ -72,8 +72,22 @@ def test_usage_and_unavailable_exit_codes(tmp_path, capsys):
     assert code == 2 and "--top-k" in err
     code, _, err = run(capsys, "--address", "localhost:1", "--ca-cert", str(tmp_path / "none.pem"), "health")
     assert code == 2
+    # With retries a call waits (within its deadline) for the server to come up; without, it fails at once.
     code, _, err = run(capsys, "--address", f"localhost:{free_port()}", "--timeout", "1", "--retries", "1", "info")
+    assert code == 3 and "DEADLINE_EXCEEDED" in err and "is the server up" in err and "Traceback" not in err
+    code, _, err = run(capsys, "--address", f"localhost:{free_port()}", "--timeout", "30", "--retries", "0", "info")
     assert code == 3 and "UNAVAILABLE" in err and "Traceback" not in err
+    code, _, err = run(capsys, "--address", f"localhost:{free_port()}", "--retries", "5", "info")
+    assert code == 2 and "--retries must be in 0..4" in err
+
+
+def test_a_message_over_the_size_limit_exits_6_and_says_so(server_factory, tmp_path, capsys):
+    srv = server_factory(max_message_bytes=300_000)
+    big = tmp_path / "big.png"
+    big.write_bytes(bytes(400_000))
+    code, _, err = run(capsys, "--address", srv.address, "classify", str(big))
+    assert code == 6, err
+    assert "message too large: 4000" in err and "bytes, limit 300000" in err and "Traceback" not in err
 
 
 def test_stdin_and_missing_extra_in_a_subprocess(server, tmp_path):

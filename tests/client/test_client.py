@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import threading
 import time
 
@@ -17,13 +18,13 @@ from cifar10_serving.client import (
     AsyncClient,
     Classification,
     Client,
+    NO_RETRY,
     ClientError,
     RetryPolicy,
     TLSConfig,
 )
-from cifar10_serving.client.connection import _Attempts
 from cifar10_core.contract import CLASS_NAMES
-from tests.client.helpers import make_certs, random_image, write_png
+from tests.client.helpers import grpc_attempts, make_certs, random_image, write_png
 from tests.conftest import free_port
 
 
@@ -140,23 +141,35 @@ def test_model_info_and_health(client):
     assert client.health("cifar10.v1.Classifier") == "SERVING"
 
 
-def test_retries_are_bounded_in_count_and_time():
+def test_retry_policy_renders_grpc_service_config():
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.1, max_backoff_s=0.25, multiplier=2.0)
+    options = dict(policy.channel_options())
+    assert options["grpc.enable_retries"] == 1
+    (method,) = json.loads(options["grpc.service_config"])["methodConfig"]
+    assert method["name"] == [{}] and method["waitForReady"] is True
+    assert method["retryPolicy"] == {
+        "maxAttempts": 3, "initialBackoff": "0.100s", "maxBackoff": "0.250s", "backoffMultiplier": 2.0,
+        "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"],
+    }
+    no_retry = dict(NO_RETRY.channel_options())
+    assert no_retry["grpc.enable_retries"] == 0
+    assert json.loads(no_retry["grpc.service_config"])["methodConfig"] == [{"name": [{}], "waitForReady": False}]
+    for bad in ({"max_attempts": 0}, {"max_attempts": 6}, {"initial_backoff_s": 0}, {"multiplier": 0.5}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad)
+
+
+def test_a_server_that_is_not_up_fails_within_the_deadline():
     address = f"localhost:{free_port()}"  # nothing listens there
     with Client(address, retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)) as c:
-        started = time.monotonic()
         with pytest.raises(ClientError) as info:
-            c.classify(random_image(0), timeout=5.0)
-        assert info.value.code == grpc.StatusCode.UNAVAILABLE
-        assert info.value.attempts == 3
-        assert time.monotonic() - started < 3.0
-    with Client(address, retry=RetryPolicy(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.2)) as c:
-        started = time.monotonic()
+            c.classify(random_image(0), timeout=1.0)
+        assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED  # waited for it, in vain
+    with Client(address, retry=NO_RETRY) as c:
         with pytest.raises(ClientError) as info:
-            c.model_info(timeout=1.0)
-        elapsed = time.monotonic() - started
-        assert info.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-        assert 1 < info.value.attempts < 1000
-        assert elapsed < 2.0
+            c.model_info(timeout=30.0)
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE  # at once, long before the deadline
+        assert info.value.attempts == 1
 
 
 def test_unavailable_is_retried_until_the_server_comes_up(server_factory):
@@ -165,49 +178,105 @@ def test_unavailable_is_retried_until_the_server_comes_up(server_factory):
     timer = threading.Timer(1.0, lambda: started.append(server_factory(port=port)))
     timer.start()
     try:
-        policy = RetryPolicy(max_attempts=50, initial_backoff_s=0.1, max_backoff_s=0.3)
+        policy = RetryPolicy(max_attempts=5, initial_backoff_s=0.1, max_backoff_s=0.3)
         with Client(f"localhost:{port}", retry=policy, timeout=30.0) as c:
-            t0 = time.monotonic()
+            assert not started  # nothing listens yet when the call begins
             result = c.classify(random_image(3))
-            assert time.monotonic() - t0 >= 0.9
-            assert result.model_name == "tiny-cnn"
+            assert started and result.model_name == "tiny-cnn"
     finally:
         timer.join()
 
 
-class _Status(grpc.RpcError):
-    """A status as the channel reports it, for the retry decision alone."""
-
-    def __init__(self, code):
-        self._code = code
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return "said the server"
+def _refusals(srv) -> float:
+    """Classify calls the server refused with RESOURCE_EXHAUSTED (its Prometheus counter)."""
+    return srv.metrics.registry.get_sample_value(
+        "cifar10_requests_total", {"method": "Classify", "code": "RESOURCE_EXHAUSTED"}
+    ) or 0.0
 
 
-def test_retry_policy_decisions():
-    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.1, max_backoff_s=0.25, multiplier=2.0)
-    for retry, ceiling in ((1, 0.1), (2, 0.2), (3, 0.25), (8, 0.25)):
-        assert all(0 <= policy.backoff(retry) <= ceiling for _ in range(50))
-    for code, retried in ((grpc.StatusCode.UNAVAILABLE, True), (grpc.StatusCode.RESOURCE_EXHAUSTED, True),
-                          (grpc.StatusCode.INVALID_ARGUMENT, False), (grpc.StatusCode.DEADLINE_EXCEEDED, False),
-                          (grpc.StatusCode.INTERNAL, False)):
-        attempts = _Attempts(policy, timeout=10.0)
-        attempts.next_timeout()
-        error, sleep = attempts.on_error(_Status(code))
-        assert isinstance(error, ClientError) and error.code == code and error.message == "said the server"
-        assert (sleep is not None) == retried
-    attempts = _Attempts(policy, timeout=10.0)
-    for _ in range(3):
-        attempts.next_timeout()
-    assert attempts.on_error(_Status(grpc.StatusCode.UNAVAILABLE))[1] is None  # count exhausted
-    attempts = _Attempts(RetryPolicy(initial_backoff_s=5.0, max_backoff_s=5.0), timeout=0.001)
-    attempts.next_timeout()
-    time.sleep(0.002)
-    assert attempts.on_error(_Status(grpc.StatusCode.UNAVAILABLE))[1] is None  # time exhausted
+def _wait_for(condition, what: str) -> None:
+    for _ in range(3000):
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_full_queue_is_retried_after_the_servers_pushback(server_factory):
+    """One model run at a time, one image queued: with the model held on a gate, one call
+    runs, one waits in the queue and one more is refused. A call with the retry policy is
+    refused too (with pushback) until the gate opens; gRPC's retry then gets it through."""
+    srv = server_factory(max_batch_size=1, max_queue_size=1, max_queue_delay_ms=0, instances=1)
+    model = srv.core._model
+    gate, running = threading.Event(), threading.Event()
+    predict = model.predict
+
+    def gated(batch):
+        running.set()
+        gate.wait(30)
+        return predict(batch)
+
+    outcomes: dict[str, object] = {}
+
+    def call(name: str, policy: RetryPolicy) -> threading.Thread:
+        def go():
+            with Client(srv.address, retry=policy, timeout=30.0) as c:
+                try:
+                    outcomes[name] = c.classify(random_image(len(name)))
+                except ClientError as error:
+                    outcomes[name] = error
+
+        thread = threading.Thread(target=go)
+        thread.start()
+        return thread
+
+    model.predict = gated
+    try:
+        threads = [call("running", NO_RETRY)]
+        _wait_for(running.is_set, "the first call to reach the model")
+        threads += [call("queued-a", NO_RETRY), call("queued-b", NO_RETRY)]  # one fits, one is refused
+        _wait_for(lambda: _refusals(srv) == 1, "a refusal")
+        threads.append(call("retried", RetryPolicy(max_attempts=5)))
+        _wait_for(lambda: _refusals(srv) == 2, "the retried call's first refusal")
+        gate.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        gate.set()
+        model.predict = predict
+    refused = [o for o in outcomes.values() if isinstance(o, ClientError)]
+    assert len(outcomes) == 4 and len(refused) == 1
+    assert refused[0].code == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in refused[0].message
+    assert refused[0].retryable and refused[0].too_large is None
+    assert isinstance(outcomes["retried"], Classification), outcomes["retried"]
+    assert _refusals(srv) >= 2  # refused at least once, then it succeeded: gRPC retried it
+
+
+def test_a_request_that_can_never_fit_is_not_retried(server_factory):
+    """More images than the whole queue holds: the server's pushback says "do not retry"."""
+    srv = server_factory(max_batch_size=1, max_queue_size=2)
+    with Client(srv.address, retry=RetryPolicy(max_attempts=5)) as c:
+        attempts = grpc_attempts(srv.address)
+        with pytest.raises(ClientError) as info:
+            c.classify_batch(np.stack([random_image(i) for i in range(3)]))
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "does not fit" in info.value.message
+        assert grpc_attempts(srv.address) - attempts == 1
+    assert _refusals(srv) == 1
+
+
+def test_an_oversized_message_is_not_retried_and_says_so(server_factory):
+    srv = server_factory(max_message_bytes=300_000)  # above gRPC's 256 KiB retry buffer
+    with Client(srv.address, retry=RetryPolicy(max_attempts=5)) as c:
+        assert c.classify(random_image(1)).model_name == "tiny-cnn"
+        attempts = grpc_attempts(srv.address)
+        with pytest.raises(ClientError) as info:
+            c.classify(bytes(400_000))
+        error = info.value
+        assert grpc_attempts(srv.address) - attempts == 1  # never retried
+    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and not error.retryable
+    size, limit = error.too_large
+    assert limit == 300_000 and 400_000 < size < 400_100
+    assert error.message == f"message too large: {size} bytes, limit 300000"
 
 
 def test_async_client(server, tmp_path):
@@ -246,7 +315,7 @@ def test_tls_and_mutual_tls(server_factory, tmp_path):
     tls = TLSConfig(ca_cert=certs["ca.pem"], client_cert=certs["client.pem"], client_key=certs["client.key"])
     with Client(srv.address, tls=tls, timeout=10.0) as c:
         assert c.classify(random_image(1)).model_name == "tiny-cnn"
-    no_retry = RetryPolicy(max_attempts=1)
+    no_retry = NO_RETRY  # fail at once: no retries, no waiting for a server that never gets ready
     with Client(srv.address, tls=TLSConfig(ca_cert=certs["ca.pem"]), retry=no_retry, timeout=5.0) as c:
         with pytest.raises(ClientError) as info:  # the server demands a client certificate
             c.model_info()
