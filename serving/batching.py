@@ -150,11 +150,15 @@ class Batcher:
         with self._cond:
             if self._closing:
                 raise UnavailableError("server is shutting down")
+            if n > self.max_queue_size:
+                raise OverloadedError(
+                    f"request of {n} images can never fit in the queue of {self.max_queue_size} "
+                    f"images; send fewer", retry_after_ms=None,
+                )
             if self._queued + n > self.max_queue_size:
                 raise OverloadedError(
-                    f"request of {n} images does not fit in the queue ({self._queued} of "
-                    f"{self.max_queue_size} images queued); retry later or send fewer",
-                    retry_after_ms=None if n > self.max_queue_size else 100,
+                    f"request queue is full ({self._queued} of {self.max_queue_size} images "
+                    f"queued, {n} more asked); retry later or send fewer"
                 )
             for start in range(0, n, step):
                 chunk = images[start:start + step] if n > step else images

@@ -259,7 +259,7 @@ def test_a_request_that_can_never_fit_is_not_retried(server_factory):
         attempts = grpc_attempts(srv.address)
         with pytest.raises(ClientError) as info:
             c.classify_batch(np.stack([random_image(i) for i in range(3)]))
-        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "does not fit" in info.value.message
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "can never fit" in info.value.message
         assert grpc_attempts(srv.address) - attempts == 1
     assert _refusals(srv) == 1
 
