@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.ports import free_port
 from cifar10_core import images
 from cifar10_serving.client import (
     AsyncClient,
@@ -24,7 +25,6 @@ from cifar10_serving.client import (
 from cifar10_serving.client.connection import _Attempts
 from cifar10_core.contract import CLASS_NAMES
 from tests.client.helpers import make_certs, random_image, write_png
-from tests.conftest import free_port
 
 
 @pytest.fixture
