@@ -10,6 +10,13 @@ def fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _table(caption: str, columns: list[str], left: int = 0) -> list[str]:
+    """A table's caption, a blank line and its header rows: the first ``left`` columns
+    aligned left, the rest right."""
+    return [caption, "", "| " + " | ".join(columns) + " |",
+            "|" + "---|" * left + "---:|" * (len(columns) - left)]
+
+
 def render(results: dict) -> str:
     """The whole report: setting, parts (a) to (e), the 32x4 shares and the targets."""
     lines = _setting(results)
@@ -49,11 +56,10 @@ def _ceiling(results: dict) -> list[str]:
     layouts = results["ceiling"]["instances"]
     threads = results["ceiling"]["threads_by_instances"]
     names = [f"{k} x {threads[str(k)]} threads" for k in layouts]
-    lines = ["(a) Ceiling, raw onnxruntime in-process, images/s for each layout (instances x "
-             "intra-op threads; K instances = K runs side by side on one session, from K threads); "
-             "CPU cost of the best layout:", "",
-             "| batch | " + " | ".join(names) + f" | CPU us/image | images/s if {cpus} CPUs were all ours |",
-             "|---:|" + "---:|" * (len(names) + 2)]
+    lines = _table("(a) Ceiling, raw onnxruntime in-process, images/s for each layout (instances x "
+                   "intra-op threads; K instances = K runs side by side on one session, from K "
+                   "threads); CPU cost of the best layout:",
+                   ["batch", *names, "CPU us/image", f"images/s if {cpus} CPUs were all ours"])
     for batch, value in results["ceiling"]["batches"].items():
         by = value.get("by_instances") or {"1": value}
         cells = [f"{by[str(k)]['images_per_s']:,.0f}" if str(k) in by else "n/a" for k in layouts]
@@ -67,12 +73,11 @@ def _server(results: dict) -> list[str]:
     """(b) and (c): our server through cifar10.v1 and the Open Inference Protocol."""
     server = results["server"]
     has_v2_ours = "v2_loadgen" in server
-    lines = ["(b) our server over cifar10.v1 (bench.loadgen) and (c) over the Open Inference "
-             "Protocol (perf_analyzer):", "",
-             "| images/call | concurrency | v1 images/s | v1 p50 ms | v1 p99 ms "
-             "| v2 (perf_analyzer) images/s | p50 ms | p99 ms |"
-             + (" v2 (bench.loadgen) images/s | p50 ms | p99 ms |" if has_v2_ours else ""),
-             "|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if has_v2_ours else "")]
+    lines = _table("(b) our server over cifar10.v1 (bench.loadgen) and (c) over the Open Inference "
+                   "Protocol (perf_analyzer):",
+                   ["images/call", "concurrency", "v1 images/s", "v1 p50 ms", "v1 p99 ms",
+                    "v2 (perf_analyzer) images/s", "p50 ms", "p99 ms"]
+                   + (["v2 (bench.loadgen) images/s", "p50 ms", "p99 ms"] if has_v2_ours else []))
     for key, ours in server["v1_loadgen"].items():  # in the order the scenarios ran
         batch, concurrency = key.split("x")
         theirs = server.get("v2_perf_analyzer", {}).get(key, {})
@@ -96,11 +101,10 @@ def _cpu_cost(results: dict) -> list[str]:
     """Server and client CPU per image of each load-generator scenario."""
     cpus = results["environment"]["cpus"]
     server = results["server"]
-    lines = ["CPU cost per image (whole runs, warm-up included; server: all threads of the "
-             "server process; client: the load generator process):", "",
-             f"| API | images/call | concurrency | server CPU us/image | client CPU us/call "
-             f"| server images/s if {cpus} CPUs were all its own |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = _table("CPU cost per image (whole runs, warm-up included; server: all threads of the "
+                   "server process; client: the load generator process):",
+                   ["API", "images/call", "concurrency", "server CPU us/image", "client CPU us/call",
+                    f"server images/s if {cpus} CPUs were all its own"], left=1)
     for part, api in (("v1_loadgen", "v1"), ("v2_loadgen", "v2")):
         for key, row in server.get(part, {}).items():
             if not row.get("server_cpu_us_per_image"):
@@ -130,11 +134,10 @@ def _grpc_floor(results: dict) -> list[str]:
     if not floor:
         return []
     server = results["server"]
-    lines = ["(d) The gRPC floor: the same 1-image calls (bench.loadgen, cifar10.v1) against "
-             "bench.echo_server, which parses each request and answers without computing:", "",
-             "| images/call | concurrency | echo calls/s | p50 ms | p99 ms | our server images/s "
-             "| our server / echo |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = _table("(d) The gRPC floor: the same 1-image calls (bench.loadgen, cifar10.v1) against "
+                   "bench.echo_server, which parses each request and answers without computing:",
+                   ["images/call", "concurrency", "echo calls/s", "p50 ms", "p99 ms",
+                    "our server images/s", "our server / echo"])
     for key, row in floor.items():
         batch, concurrency = key.split("x")
         ours = server["v1_loadgen"][key]["images_per_s"]
@@ -149,11 +152,10 @@ def _h2load(results: dict) -> list[str]:
     ours, echo = results["server"].get("v1_h2load"), results.get("grpc_floor_h2load") or {}
     if not ours:
         return []
-    lines = ["(e) The same cifar10.v1 calls with h2load (a C HTTP/2 client; bench.h2load) as the "
-             "client, our server and, for 1-image calls, bench.echo_server:", "",
-             "| images/call | concurrency | our server images/s | p50 ms | p99 ms | echo calls/s "
-             "| echo p50 ms | echo p99 ms | our server / echo |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = _table("(e) The same cifar10.v1 calls with h2load (a C HTTP/2 client; bench.h2load) as "
+                   "the client, our server and, for 1-image calls, bench.echo_server:",
+                   ["images/call", "concurrency", "our server images/s", "p50 ms", "p99 ms",
+                    "echo calls/s", "echo p50 ms", "echo p99 ms", "our server / echo"])
     for key, row in ours.items():
         batch, concurrency = key.split("x")
         floor = echo.get(key, {})
