@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFY = "/cifar10.v1.Classifier/Classify"
 CEILING_CONFIGS = ((32, 4), (64, 2), (64, 4), (64, 8), (128, 4))
@@ -105,14 +107,6 @@ def drive_main(argv: list[str]) -> None:
 
 
 # -- orchestration ----------------------------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _model(path: str | None) -> Path:
     if path:
         return Path(path)
@@ -201,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model = _model(args.model)
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "cifar10_serving.server", "--model-path", str(model), "--port", str(port),

@@ -22,7 +22,11 @@ import json
 import sys
 from pathlib import Path
 
-from bench.run import REAL_MODEL, STANDIN_MODEL, Server, background_load, loadgen, median
+from bench.machine import background_load
+from bench.measurements import loadgen
+from bench.paths import REAL_MODEL, STANDIN_MODEL
+from bench.server_process import Server
+from bench.stats import median
 
 
 def _setting_name(name: str) -> str:

@@ -211,6 +211,12 @@ class Settings:
         )
         for f in fields(cls):
             flag = "--" + f.name.replace("_", "-")
+            if _kind(f) == "bool":  # a plain on/off flag: --spinning / --no-spinning
+                help_text = (f"{f.metadata.get('help', '')} [env {cls.env_name(f.name)}: true or "
+                             f"false; default {str(f.default).lower()}]")
+                parser.add_argument(flag, dest=f.name, default=None, help=help_text,
+                                    action=argparse.BooleanOptionalAction)
+                continue
             help_text = f"{f.metadata.get('help', '')} [env {cls.env_name(f.name)}; default {f.default}]"
             parser.add_argument(flag, dest=f.name, default=None, type=str, help=help_text)
         return parser
@@ -234,12 +240,17 @@ class Settings:
                 source = cls.env_name(f.name)
             if raw is None:
                 continue
-            values[f.name] = _convert(f, raw, source)
+            values[f.name] = raw if isinstance(raw, bool) else _convert(f, raw, source)
         return cls(**values)
 
 
+def _kind(f: dataclasses.Field) -> str:
+    """The field's type as written (``"int"``, ``"str | None"``, ...)."""
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
 def _convert(f: dataclasses.Field, raw: str, source: str):
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    kind = _kind(f)
     try:
         if kind == "int":
             return int(raw)

@@ -22,21 +22,13 @@ Fixtures
 ``channel``
     A ``grpc.insecure_channel`` to ``server``, closed afterwards.
 
-``free_port()`` (a plain function) returns a currently free TCP port on localhost.
+A free TCP port for a test's own use: ``from bench.ports import free_port``.
 """
 
 from __future__ import annotations
 
-import socket
-
 import grpc
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@
     cifar10-train evaluate --model models/cifar10-cnn.onnx --data DIR [--validation | --val-of RUN_DIR]
     cifar10-train compare --out runs/compare [--epochs 100] [--no-train]
 
-Problems with the data or the run folder print one ``error:`` line and exit 2.
+Bad flag values, problems with the data or the run folder, and an export whose ONNX answers
+differ from Keras' print one ``cifar10-train: error:`` line and exit 2.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from cifar10_training.config import TrainConfig
 
 log = logging.getLogger("training")
 
+PROG = "cifar10-train"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVEL_ENV = "CIFAR10_LOG_LEVEL"
+CONFIG_COMMANDS = ("train", "compare")
+
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
@@ -29,15 +35,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in config_module.fields():
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
+        help_text = f"{field.metadata['help']} (default: {default!r})"
         if isinstance(default, bool):
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default: {default})")
+                               help=help_text)
         else:
-            group.add_argument(flag, dest=field.name, type=type(default), default=None,
-                               help=f"(default: {default!r})")
+            group.add_argument(flag, dest=field.name, type=type(default), default=None, help=help_text)
 
 
 def config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:
+    """The config flags given, over the defaults; ValueError for unusable values."""
     values = {f.name: getattr(args, f.name) for f in config_module.fields() if getattr(args, f.name, None) is not None}
     values.update(overrides)
     return TrainConfig(**values)
@@ -46,8 +53,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:
 def _cmd_train(args: argparse.Namespace) -> int:
     from cifar10_training import run
 
-    config = config_from_args(args)
-    result = run.train_run(config, args.run_dir, export=not args.no_export)
+    result = run.train_run(args.config, args.run_dir, export=not args.no_export)
     log.info("run finished: %s", result)
     return 0
 
@@ -70,8 +76,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from cifar10_training import run
 
-    base = config_from_args(args)
-    run.compare(base, args.out, train=not args.no_train)
+    run.compare(args.config, args.out, train=not args.no_train)
     return 0
 
 
@@ -84,10 +89,20 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cifar10-train", description="Train, export, evaluate and compare the CIFAR-10 seed CNN.")
-    parser.add_argument("--log-level", default=os.environ.get("CIFAR10_LOG_LEVEL", "INFO"))
-    sub = parser.add_subparsers(dest="command", required=True)
+    """``cifar10-train`` and its subcommands; every flag has a help text."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Train, export, evaluate and compare the CIFAR-10 seed CNN.")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
+                        help=f"logging threshold [env {LOG_LEVEL_ENV}; default INFO]")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
 
     p = sub.add_parser("train", help="train one arm (resumes if the run folder has checkpoints), then export and evaluate")
     p.add_argument("--run-dir", type=Path, required=True, help="folder of the run (created; resumed if it exists)")
@@ -96,12 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="export a run's last checkpoint to ONNX (with the parity check)")
-    p.add_argument("--run-dir", type=Path, required=True)
-    p.add_argument("--output", type=Path, default=None, help="default: RUN_DIR/model.onnx")
+    p.add_argument("--run-dir", type=Path, required=True, help="the run folder whose last checkpoint to export")
+    p.add_argument("--output", type=Path, default=None, help="the ONNX file to write (default: RUN_DIR/model.onnx)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of an ONNX model, via onnxruntime")
-    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True, help="the ONNX model to evaluate")
     p.add_argument("--data", required=True, help="image folder, cifar-10-python.tar.gz, cifar-10-batches-py/ or keras")
     p.add_argument("--split", default="train", choices=["train", "test"], help="which split of an archive")
     p.add_argument("--val-of", type=Path, default=None, help="evaluate only the validation images of this run folder")
@@ -122,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="the exported FP32 model")
     p.add_argument("--data", required=True, help="the data set it was trained on (fingerprint checked)")
     p.add_argument("--output", type=Path, required=True, help="the INT8 model to write (atomically)")
-    p.add_argument("--calibration-images", type=int, default=512,
+    p.add_argument("--calibration-images", type=_positive_int, default=512,
                    help="seeded sample of the training part of the split (never validation images)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     p.add_argument("--full-range", action="store_true",
@@ -132,18 +147,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_level(parser: argparse.ArgumentParser, flag: str | None) -> str:
+    """``--log-level``, else ``$CIFAR10_LOG_LEVEL``, else INFO; a bad environment value is a
+    usage error (the flag's own values are checked by argparse)."""
+    if flag:
+        return flag
+    level = os.environ.get(LOG_LEVEL_ENV) or "INFO"
+    if level.upper() not in LOG_LEVELS:
+        parser.error(f"{LOG_LEVEL_ENV}: invalid log level {level!r} (choose from {', '.join(LOG_LEVELS)})")
+    return level.upper()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Run one subcommand; expected failures are one error line and exit 2 (130 on Ctrl-C)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = _log_level(parser, args.log_level)
+    if args.command in CONFIG_COMMANDS:
+        try:
+            args.config = config_from_args(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from cifar10_core.errors import ModelLoadError
     from cifar10_training.data import DataError
+    from cifar10_training.export import ExportParityError
     from cifar10_training.train import RunConfigMismatch
 
     try:
         return args.func(args)
-    except (DataError, RunConfigMismatch, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (DataError, RunConfigMismatch, ModelLoadError, ExportParityError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last finished epoch", file=sys.stderr)

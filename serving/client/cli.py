@@ -4,6 +4,9 @@
     cifar10-client info [--json]
     cifar10-client classify cat.png 'photos/**/*.jpg' - [--json] [--top-k 3]
 
+Connection and TLS flags (``--address``, ``--timeout``, ``--tls``, ...) go before or after
+the command.
+
 Exit codes (shared with ``cifar10-batch``), for scripts:
 
     0  success
@@ -68,21 +71,34 @@ class UsageError(Exception):
 
 
 # -- shared by cifar10-client and cifar10-batch -----------------------------------------
-def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAULT_TIMEOUT_S,
+                        *, with_defaults: bool = True) -> None:
+    """The connection and TLS flags. ``with_defaults=False`` gives them no defaults (absent
+    flags leave the namespace alone): the copy on each subcommand, so the flags work after
+    the subcommand too and one given there wins over one given before it."""
+
+    def default(value):
+        return value if with_defaults else argparse.SUPPRESS
+
+    address, retries = default_address(), RetryPolicy().max_attempts - 1
     group = parser.add_argument_group("connection")
-    group.add_argument("--address", default=default_address(),
-                       help=f"server host:port [env {ADDRESS_ENV}; default %(default)s]")
-    group.add_argument("--timeout", type=float, default=timeout,
-                       help="deadline of each call in seconds, retries included [default %(default)s]")
-    group.add_argument("--retries", type=int, default=RetryPolicy().max_attempts - 1,
+    group.add_argument("--address", default=default(address),
+                       help=f"server host:port [env {ADDRESS_ENV}; default {address}]")
+    group.add_argument("--timeout", type=float, default=default(timeout),
+                       help=f"deadline of each call in seconds, retries included [default {timeout}]")
+    group.add_argument("--retries", type=int, default=default(retries),
                        help="retries (0..4) on UNAVAILABLE / RESOURCE_EXHAUSTED by gRPC's retry "
                             "policy: exponential backoff and jitter, or the server's pushback "
-                            "[default %(default)s]")
-    group.add_argument("--tls", action="store_true", help="connect with TLS (system CAs unless --ca-cert)")
-    group.add_argument("--ca-cert", metavar="PEM", help="CA certificate to verify the server (implies --tls)")
-    group.add_argument("--client-cert", metavar="PEM", help="client certificate for mutual TLS (implies --tls)")
-    group.add_argument("--client-key", metavar="PEM", help="client private key for mutual TLS")
-    group.add_argument("--server-name", metavar="NAME",
+                            f"[default {retries}]")
+    group.add_argument("--tls", action="store_true", default=default(False),
+                       help="connect with TLS (system CAs unless --ca-cert)")
+    group.add_argument("--ca-cert", metavar="PEM", default=default(None),
+                       help="CA certificate to verify the server (implies --tls)")
+    group.add_argument("--client-cert", metavar="PEM", default=default(None),
+                       help="client certificate for mutual TLS (implies --tls)")
+    group.add_argument("--client-key", metavar="PEM", default=default(None),
+                       help="client private key for mutual TLS")
+    group.add_argument("--server-name", metavar="NAME", default=default(None),
                        help="name to check the server certificate against (implies --tls)")
 
 
@@ -144,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_connection_args(parser)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="connection flags go before or after it")
 
     health = commands.add_parser("health", help="print the server's health status")
     health.add_argument("--service", default="", help="service name (default: the whole server)")
@@ -164,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--preprocess", choices=("server", "client"), default="server",
                           help="decode and resize on the server (send files as-is) or here "
                                "(send 32x32 pixels) [default %(default)s]")
+    for command in (health, info, classify):
+        add_connection_args(command, with_defaults=False)
     return parser
 
 

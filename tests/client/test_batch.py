@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.ports import free_port
 from cifar10_serving.client.batch import main
 from cifar10_serving.client.outputs import JsonlFile
 from cifar10_core.contract import CLASS_NAMES
 from tests.client.helpers import image_folder, random_image, write_png
-from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

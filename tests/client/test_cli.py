@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.ports import free_port
 from cifar10_serving.client.cli import main
 from tests.client.helpers import image_folder
-from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,6 +90,38 @@ def test_a_message_over_the_size_limit_exits_6_and_says_so(server_factory, tmp_p
     assert "message too large: 4000" in err and "bytes, limit 300000" in err and "Traceback" not in err
 
 
+def test_connection_flags_go_before_or_after_the_command(server, tmp_path, capsys):
+    image = image_folder(tmp_path, per_class=1, classes=("cat",))[0]
+    code, out, err = run(capsys, "classify", str(image), "--address", server.address, "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["file"] == str(image)
+    code, out, err = run(capsys, "--address", server.address, "classify", str(image), "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["file"] == str(image)
+    # One given after the command wins; one not given after it leaves the one before alone.
+    nowhere = f"localhost:{free_port()}"
+    code, out, err = run(capsys, "--address", nowhere, "--timeout", "2", "info", "--address", server.address)
+    assert code == 0 and "tiny-cnn" in out, err
+    code, _, err = run(capsys, "--address", server.address, "info", "--address", nowhere,
+                       "--timeout", "1", "--retries", "0")
+    assert code == 3 and "UNAVAILABLE" in err
+
+
+def test_console_script_takes_flags_after_the_command_and_rejects_bad_ones(server, tmp_path):
+    """``cifar10-client classify x.png --address host:port``, as a user types it; a bad flag
+    value is one ``error:`` line (after the usage) and exit 2, never a traceback."""
+    image = image_folder(tmp_path, per_class=1, classes=("dog",))[0]
+    script = str(Path(sys.executable).parent / "cifar10-client")
+    done = subprocess.run([script, "classify", str(image), "--address", server.address],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].startswith(str(image))
+    done = subprocess.run([script, "info", "--timeout", "soon"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if "error:" in line] == [
+        "cifar10-client info: error: argument --timeout: invalid float value: 'soon'"]
+
+
 def test_stdin_and_missing_extra_in_a_subprocess(server, tmp_path):
     image = image_folder(tmp_path, per_class=1, classes=("dog",))[0]
     env = {**os.environ, "CIFAR10_ADDRESS": server.address, "PYTHONPATH": str(ROOT)}
@@ -132,6 +164,9 @@ def test_tls_flags(server_factory, tmp_path, capsys):
     code, out, _ = run(capsys, *flags, "--client-cert", str(certs["client.pem"]),
                        "--client-key", str(certs["client.key"]), "health")
     assert (code, out.strip()) == (0, "SERVING")
+    code, out, _ = run(capsys, "--address", srv.address, "health", "--ca-cert", str(certs["ca.pem"]),
+                       "--client-cert", str(certs["client.pem"]), "--client-key", str(certs["client.key"]))
+    assert (code, out.strip()) == (0, "SERVING")  # the TLS flags after the command
     code, _, err = run(capsys, *flags, "--client-cert", str(certs["client.pem"]), "health")
     assert code == 2 and "--client-key" in err
     code, _, err = run(capsys, *flags, "--retries", "0", "--timeout", "5", "health")  # no client cert

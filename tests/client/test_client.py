@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.ports import free_port
 from cifar10_core import images
 from cifar10_serving.client import (
     AsyncClient,
@@ -24,8 +25,8 @@ from cifar10_serving.client import (
     TLSConfig,
 )
 from cifar10_core.contract import CLASS_NAMES
+from bench.ports import free_port
 from tests.client.helpers import grpc_attempts, make_certs, random_image, write_png
-from tests.conftest import free_port
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from bench.ports import free_port
 from cifar10_serving import healthcheck
-from tests.packaging.compose import free_port
 
 
 def start_health_server(credentials: grpc.ServerCredentials | None = None):

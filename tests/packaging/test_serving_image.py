@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.ports import free_port
 from tests.packaging import compose
 
 ROOT = compose.ROOT
@@ -90,7 +91,7 @@ def test_serving_image_builds_and_becomes_healthy(tmp_path):
         models.mkdir(parents=True, exist_ok=True)
         write_tiny_model(models / "cifar10-cnn.onnx")
     run_env = {k: v for k, v in os.environ.items() if not k.startswith(("CIFAR10_", "PYTHON", "VIRTUAL_ENV"))}
-    ports = {8500: compose.free_port(), 8501: compose.free_port()}
+    ports = {8500: free_port(), 8501: free_port()}
     for key, value in image.env.items():
         value = translate("=" + value)[1:] if key != "PATH" else value
         run_env[key] = str(ports[int(value)]) if value.isdigit() and int(value) in ports else value

@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bench.ports import free_port
 from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
 from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import free_port
 from tests.serving import models
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,10 @@
 """Settings: flag over environment over default, derived defaults, one error per bad value."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from cifar10_serving.settings import Settings, available_cpus
@@ -33,3 +38,29 @@ def test_threads_default_to_the_cpus_and_overlapping_runs_share_them():
 def test_bad_values_are_named(argv, message):
     with pytest.raises(ValueError, match=message):
         Settings.from_args(argv, {})
+
+
+def test_spinning_is_an_on_off_flag_over_the_environment():
+    assert Settings.from_args([], {}).spinning is False
+    assert Settings.from_args(["--spinning"], {}).spinning is True
+    assert Settings.from_args(["--no-spinning"], {"CIFAR10_SPINNING": "1"}).spinning is False
+    for value, expected in (("true", True), ("1", True), ("false", False), ("0", False)):
+        assert Settings.from_args([], {"CIFAR10_SPINNING": value}).spinning is expected
+    with pytest.raises(SystemExit) as info:  # no value after the flag
+        Settings.from_args(["--spinning", "true"], {})
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--log-level", "bogus"], {}, "unknown log_level 'bogus'"),
+    ([], {"CIFAR10_LOG_LEVEL": "bogus"}, "unknown log_level 'bogus'"),
+    ([], {"CIFAR10_SPINNING": "maybe"}, "invalid value for CIFAR10_SPINNING"),
+    (["--port", "http"], {}, "invalid value for --port"),
+])
+def test_bad_values_exit_2_with_one_error_line(argv, env, message):
+    """The console script itself: one ``cifar10-serve: error:`` line, exit 2, no traceback."""
+    done = subprocess.run([str(Path(sys.executable).parent / "cifar10-serve"), *argv],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith("cifar10-serve: error: ") and message in done.stderr

@@ -111,7 +111,7 @@ def test_bad_data_gives_one_error_line_and_no_artifacts(tmp_path, capsys, case):
     run_dir = tmp_path / "run"
     code = train_cli(["train", "--run-dir", str(run_dir), "--data", str(source), "--epochs", "1"])
     err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    errors = [line for line in err.splitlines() if line.startswith("cifar10-train: error: ")]
     assert code == 2
     assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
     assert re.search(message, errors[0]), errors[0]

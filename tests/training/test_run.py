@@ -88,6 +88,21 @@ def test_parity_check_fails_loudly_and_writes_nothing(finished_run, tmp_path):
         export.check_parity(trained, export.to_onnx(other), images)
 
 
+def test_export_command_parity_failure_is_one_error_line(finished_run, tmp_path, capsys, monkeypatch):
+    """Real Keras, tf2onnx and onnxruntime; only the limit is one no export can meet."""
+    from cifar10_training import export
+    from cifar10_training.cli import main
+
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)
+    target = tmp_path / "models" / "refused.onnx"
+    assert main(["export", "--run-dir", str(finished_run), "--output", str(target)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("cifar10-train: error: ONNX export disagrees with Keras")
+    assert "Traceback" not in err
+    assert not target.exists()
+
+
 def test_export_command_rewrites_atomically(finished_run, tmp_path):
     from cifar10_training.cli import main
 

@@ -1,0 +1,194 @@
+"""The benchmark's Markdown report, rendered from its JSON results (see bench/run.py)."""
+
+from __future__ import annotations
+
+from bench.targets import TARGETS
+
+
+def fmt(value, spec: str) -> str:
+    """``value`` formatted with ``spec``, or "n/a" for None."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def _table(caption: str, columns: list[str], left: int = 0) -> list[str]:
+    """A table's caption, a blank line and its header rows: the first ``left`` columns
+    aligned left, the rest right."""
+    return [caption, "", "| " + " | ".join(columns) + " |",
+            "|" + "---|" * left + "---:|" * (len(columns) - left)]
+
+
+def render(results: dict) -> str:
+    """The whole report: setting, parts (a) to (e), the 32x4 shares and the targets."""
+    lines = _setting(results)
+    lines += _ceiling(results)
+    lines += _server(results)
+    lines += _cpu_cost(results)
+    lines += _cold_start_and_memory(results)
+    lines += _grpc_floor(results)
+    lines += _h2load(results)
+    lines += _paired_shares(results)
+    lines += _targets(results)
+    return "\n".join(lines) + "\n"
+
+
+def _setting(results: dict) -> list[str]:
+    env = results["environment"]
+    lines = [f"Model: `{results['model']['path']}` ({results['model']['name']} "
+             f"version {results['model']['version']}); {env['cpus']} CPUs, "
+             f"onnxruntime {env['onnxruntime']}, grpcio {env['grpcio']}, "
+             f"Python {env['python']}; medians of {results['repeats']} runs"
+             f"{' (SMOKE: tiny request counts, figures meaningless)' if results['smoke'] else ''}."]
+    before, after = env["load_before"], env["load_after"]
+    lines.append(f"Machine load: 1-min load average {before['loadavg_1m']} before, "
+                 f"{after['loadavg_1m']} after; other busy processes (share of one CPU) before: "
+                 f"{', '.join(before['busy_processes']) or 'none'}; after: "
+                 f"{', '.join(after['busy_processes']) or 'none'}.")
+    served = results.get("server_settings")
+    if served:
+        lines.append("Server settings (defaults unless CIFAR10_* set): " + ", ".join(
+            f"{k} {v}" for k, v in served.items()) + ".")
+    return [*lines, ""]
+
+
+def _ceiling(results: dict) -> list[str]:
+    """(a): images/s per batch for each session layout, and the best layout's CPU cost."""
+    cpus = results["environment"]["cpus"]
+    layouts = results["ceiling"]["instances"]
+    threads = results["ceiling"]["threads_by_instances"]
+    names = [f"{k} x {threads[str(k)]} threads" for k in layouts]
+    lines = _table("(a) Ceiling, raw onnxruntime in-process, images/s for each layout (instances x "
+                   "intra-op threads; K instances = K runs side by side on one session, from K "
+                   "threads); CPU cost of the best layout:",
+                   ["batch", *names, "CPU us/image", f"images/s if {cpus} CPUs were all ours"])
+    for batch, value in results["ceiling"]["batches"].items():
+        by = value.get("by_instances") or {"1": value}
+        cells = [f"{by[str(k)]['images_per_s']:,.0f}" if str(k) in by else "n/a" for k in layouts]
+        cost = value.get("cpu_us_per_image")
+        tail = f"{cost} | {cpus * 1e6 / cost:,.0f}" if cost else "n/a | n/a"
+        lines.append(f"| {batch} | " + " | ".join(cells) + f" | {tail} |")
+    return [*lines, ""]
+
+
+def _server(results: dict) -> list[str]:
+    """(b) and (c): our server through cifar10.v1 and the Open Inference Protocol."""
+    server = results["server"]
+    has_v2_ours = "v2_loadgen" in server
+    lines = _table("(b) our server over cifar10.v1 (bench.loadgen) and (c) over the Open Inference "
+                   "Protocol (perf_analyzer):",
+                   ["images/call", "concurrency", "v1 images/s", "v1 p50 ms", "v1 p99 ms",
+                    "v2 (perf_analyzer) images/s", "p50 ms", "p99 ms"]
+                   + (["v2 (bench.loadgen) images/s", "p50 ms", "p99 ms"] if has_v2_ours else []))
+    for key, ours in server["v1_loadgen"].items():  # in the order the scenarios ran
+        batch, concurrency = key.split("x")
+        theirs = server.get("v2_perf_analyzer", {}).get(key, {})
+        lines.append(
+            f"| {batch} | {concurrency} | {fmt(ours['images_per_s'], ',.0f')} | "
+            f"{fmt(ours['p50_ms'], '.2f')} | {fmt(ours['p99_ms'], '.2f')} | "
+            f"{fmt(theirs.get('images_per_s'), ',.0f')}{'*' if theirs.get('unstable_runs') else ''} | "
+            f"{fmt(theirs.get('p50_ms'), '.2f')} | "
+            f"{fmt(theirs.get('p99_ms'), '.2f')} |"
+            + (f" {fmt(server['v2_loadgen'][key]['images_per_s'], ',.0f')} | "
+               f"{fmt(server['v2_loadgen'][key]['p50_ms'], '.2f')} | "
+               f"{fmt(server['v2_loadgen'][key]['p99_ms'], '.2f')} |" if has_v2_ours else ""))
+    if any(v.get("unstable_runs") for v in server.get("v2_perf_analyzer", {}).values()):
+        lines += ["", "\\* perf_analyzer found no 3 consecutive windows within 30% of each other in "
+                      "at least one run; such a run counts with the median of its windows "
+                      "(no percentiles)."]
+    return [*lines, ""]
+
+
+def _cpu_cost(results: dict) -> list[str]:
+    """Server and client CPU per image of each load-generator scenario."""
+    cpus = results["environment"]["cpus"]
+    server = results["server"]
+    lines = _table("CPU cost per image (whole runs, warm-up included; server: all threads of the "
+                   "server process; client: the load generator process):",
+                   ["API", "images/call", "concurrency", "server CPU us/image", "client CPU us/call",
+                    f"server images/s if {cpus} CPUs were all its own"], left=1)
+    for part, api in (("v1_loadgen", "v1"), ("v2_loadgen", "v2")):
+        for key, row in server.get(part, {}).items():
+            if not row.get("server_cpu_us_per_image"):
+                continue
+            batch, concurrency = key.split("x")
+            cost = row["server_cpu_us_per_image"]
+            lines.append(f"| {api} | {batch} | {concurrency} | {cost} | "
+                         f"{row['client_cpu_us_per_call']} | {cpus * 1e6 / cost:,.0f} |")
+    return [*lines, ""]
+
+
+def _cold_start_and_memory(results: dict) -> list[str]:
+    server = results["server"]
+    errors = {f"{part} {k}": v["errors"] for part in ("v1_loadgen", "v2_loadgen", "v2_perf_analyzer", "v1_h2load")
+              for k, v in server.get(part, {}).items() if v["errors"]}
+    cold = results["cold_start"]
+    return [f"Cold start (process start to first answer): median {cold['seconds']} s "
+            f"of {cold['all']}. Server memory: {server['memory_after_load']['rss_mb']} MB "
+            f"RSS after (b), {server['memory_end']['rss_mb']} MB after (c), peak "
+            f"{server['memory_end']['peak_rss_mb']} MB. Server exit status on SIGTERM: "
+            f"{server['exit_code']}. Request errors: {errors or 'none'}.", ""]
+
+
+def _grpc_floor(results: dict) -> list[str]:
+    """(d): the echo server against our server, 1-image calls."""
+    floor = results.get("grpc_floor")
+    if not floor:
+        return []
+    server = results["server"]
+    lines = _table("(d) The gRPC floor: the same 1-image calls (bench.loadgen, cifar10.v1) against "
+                   "bench.echo_server, which parses each request and answers without computing:",
+                   ["images/call", "concurrency", "echo calls/s", "p50 ms", "p99 ms",
+                    "our server images/s", "our server / echo"])
+    for key, row in floor.items():
+        batch, concurrency = key.split("x")
+        ours = server["v1_loadgen"][key]["images_per_s"]
+        share = f"{ours / row['images_per_s']:.2f}" if ours and row["images_per_s"] else "n/a"
+        lines.append(f"| {batch} | {concurrency} | {row['images_per_s']:,.0f} | {row['p50_ms']:.2f} "
+                     f"| {row['p99_ms']:.2f} | {ours:,.0f} | {share} |")
+    return [*lines, ""]
+
+
+def _h2load(results: dict) -> list[str]:
+    """(e): our server and the echo server with h2load as the client."""
+    ours, echo = results["server"].get("v1_h2load"), results.get("grpc_floor_h2load") or {}
+    if not ours:
+        return []
+    lines = _table("(e) The same cifar10.v1 calls with h2load (a C HTTP/2 client; bench.h2load) as "
+                   "the client, our server and, for 1-image calls, bench.echo_server:",
+                   ["images/call", "concurrency", "our server images/s", "p50 ms", "p99 ms",
+                    "echo calls/s", "echo p50 ms", "echo p99 ms", "our server / echo"])
+    for key, row in ours.items():
+        batch, concurrency = key.split("x")
+        floor = echo.get(key, {})
+        share = (f"{row['images_per_s'] / floor['images_per_s']:.2f}"
+                 if row.get("images_per_s") and floor.get("images_per_s") else "")
+        lines.append(f"| {batch} | {concurrency} | {fmt(row['images_per_s'], ',.0f')} | "
+                     f"{fmt(row['p50_ms'], '.2f')} | {fmt(row['p99_ms'], '.2f')} | "
+                     f"{fmt(floor.get('images_per_s'), ',.0f') if floor else ''} | "
+                     f"{fmt(floor.get('p50_ms'), '.2f') if floor else ''} | "
+                     f"{fmt(floor.get('p99_ms'), '.2f') if floor else ''} | {share} |")
+    return [*lines, ""]
+
+
+def _paired_shares(results: dict) -> list[str]:
+    """Each repeat's 32x4 images/s against the ceiling measured right before it."""
+    paired = results["server"].get("paired_32x4_vs_ceiling") or []
+    if not paired:
+        return []
+    return ["32-image calls at concurrency 4 against the ceiling (batch 8-128, best) "
+            "measured right before each run: " + "; ".join(
+                f"{p['images_per_s']:,.0f} / {p['ceiling_images_per_s']:,.0f} = "
+                f"{p['share']:.2f}" for p in paired) + ".",
+            "The same against the one-run layout alone (one onnxruntime run on all "
+            "threads, as the issue's ceiling was measured): " + "; ".join(
+                f"{p['images_per_s']:,.0f} / {p['one_run_ceiling_images_per_s']:,.0f} "
+                f"= {p['share_one_run']:.2f}" for p in paired) + ".",
+            ""]
+
+
+def _targets(results: dict) -> list[str]:
+    lines = ["| target | measured | limit | met |", "|---|---:|---:|---|"]
+    for name, target in TARGETS.items():
+        t = results["targets"][name]
+        met = {True: "yes", False: "NO", None: "n/a"}[t["met"]]
+        lines.append(f"| {target.label} | {t['value']} | {t['target']} | {met} |")
+    return lines

@@ -1,0 +1,109 @@
+"""Servers in their own processes: ``cifar10-serve`` (first answer, CPU time, memory, cold
+start) and ``bench.echo_server`` (the gRPC floor)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.paths import ROOT
+from bench.ports import free_port
+from bench.stats import median
+
+SERVER_CODE = "import sys; from cifar10_serving.server import main; sys.exit(main())"
+
+
+class Server:
+    """``cifar10-serve`` in its own process with default settings (port and model aside)."""
+
+    def __init__(self, model: str, extra_env: dict[str, str] | None = None):
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update({"CIFAR10_MODEL_PATH": model, "CIFAR10_PORT": str(self.port),
+                    "CIFAR10_HOST": "127.0.0.1", "CIFAR10_METRICS_PORT": "0"})
+        env.update(extra_env or {})
+        # Its log goes to a file, not a pipe: a pipe nobody reads until stop would block a
+        # server that logs more than the pipe holds (64 KB) during a long run.
+        self._log = tempfile.TemporaryFile()
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen([sys.executable, "-c", SERVER_CODE], env=env, cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=self._log)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        """Everything the server has written to stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def first_answer(self, timeout: float = 60.0) -> float:
+        """Seconds from process start to the first Classify answer."""
+        import grpc
+        import numpy as np
+
+        from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+        from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+
+        request = pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(
+            data=np.zeros(3072, np.uint8).tobytes(), height=32, width=32, channels=3))])
+        options = [("grpc.initial_reconnect_backoff_ms", 5), ("grpc.min_reconnect_backoff_ms", 5),
+                   ("grpc.max_reconnect_backoff_ms", 20)]
+        with grpc.insecure_channel(self.address, options=options) as channel:
+            stub = pb_grpc.ClassifierStub(channel)
+            stub.Classify(request, timeout=timeout, wait_for_ready=True)
+        return time.perf_counter() - self.started
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (all its threads) so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_mb(self) -> dict:
+        """Resident memory now and at its peak, MB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        values = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+                  if line.startswith(("VmRSS", "VmHWM"))}
+        return {"rss_mb": round(values["VmRSS"] / 1024, 1), "peak_rss_mb": round(values["VmHWM"] / 1024, 1)}
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def cold_start(model: str, repeats: int) -> dict:
+    """Process start to first answer of ``repeats`` fresh servers: median, all, exit codes."""
+    times, codes = [], []
+    for _ in range(repeats):
+        server = Server(model)
+        try:
+            times.append(round(server.first_answer(), 3))
+        finally:
+            codes.append(server.stop())
+    return {"seconds": median(times), "all": times, "exit_codes": codes}
+
+
+@contextmanager
+def echo_server() -> Iterator[str]:
+    """``bench.echo_server`` in its own process, for as long as the block runs; its address."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.echo_server", "--port", str(port)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if not process.stdout.readline().startswith("listening"):
+            raise RuntimeError(f"bench.echo_server did not start: {process.stderr.read()[-2000:]}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(30)
