@@ -1,4 +1,4 @@
-"""The transport-free serving core, shared by every servicer (cifar10.v1, Open Inference).
+"""The transport-free serving core, shared by every servicer (cifar10.v2, Open Inference).
 
 A servicer turns its protobuf into a uint8 array and calls the core; the core raises
 ``cifar10_core.errors.ServingError`` subclasses, which ``cifar10_serving.grpc_status`` maps to status codes.

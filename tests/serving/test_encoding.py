@@ -9,7 +9,7 @@ from cifar10_core import contract
 from cifar10_serving.classifier_servicer import ResponseEncoder, build_response
 from cifar10_serving.core import Prediction
 from cifar10_serving.model import ModelInfo
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
 
 @pytest.mark.parametrize("top_k", [1, 3, 10])
