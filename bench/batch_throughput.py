@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSIFY = "/cifar10.v1.Classifier/Classify"
+CLASSIFY = "/cifar10.v2.Classifier/Classify"
 CEILING_CONFIGS = ((32, 4), (64, 2), (64, 4), (64, 8), (128, 4))
 
 
@@ -47,7 +47,7 @@ CEILING_CONFIGS = ((32, 4), (64, 2), (64, 4), (64, 8), (128, 4))
 def _requests(kind: str, source: str, batch: int, variants: int = 16) -> list[bytes]:
     import numpy as np
 
-    from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+    from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
     out = []
     if kind == "raw":

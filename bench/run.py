@@ -7,7 +7,7 @@
 
 (a) ceiling: raw onnxruntime in-process images/s at batch 1..256 (bench.ceiling, own process);
 (b) our server (a fresh ``cifar10-serve`` process, default settings, port picked here) over
-    cifar10.v1 Classify with our closed-loop load generator (bench.loadgen, own process):
+    cifar10.v2 Classify with our closed-loop load generator (bench.loadgen, own process):
     1-image calls at concurrency 1, 4, 16, 64 and 32-image calls at concurrency 1, 4;
     images/s and p50/p99 latency; cold start (process start to the first answer, several
     fresh processes); resident memory of the server process after the load;
@@ -135,8 +135,8 @@ class Server:
         import grpc
         import numpy as np
 
-        from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
-        from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+        from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+        from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
         request = pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(
             data=np.zeros(3072, np.uint8).tobytes(), height=32, width=32, channels=3))])
@@ -400,7 +400,7 @@ def report_h2load(results: dict) -> list[str]:
     ours, echo = results["server"].get("v1_h2load"), results.get("grpc_floor_h2load") or {}
     if not ours:
         return []
-    lines = ["(e) The same cifar10.v1 calls with h2load (a C HTTP/2 client; bench.h2load) as the "
+    lines = ["(e) The same cifar10.v2 calls with h2load (a C HTTP/2 client; bench.h2load) as the "
              "client, our server and, for 1-image calls, bench.echo_server:", "",
              "| images/call | concurrency | our server images/s | p50 ms | p99 ms | echo calls/s "
              "| echo p50 ms | echo p99 ms | our server / echo |",
@@ -453,7 +453,7 @@ def report(results: dict) -> str:
         tail = f"{cost} | {cpus * 1e6 / cost:,.0f}" if cost else "n/a | n/a"
         lines.append(f"| {batch} | " + " | ".join(cells) + f" | {tail} |")
     lines.append("")
-    lines.append("(b) our server over cifar10.v1 (bench.loadgen) and (c) over the Open Inference "
+    lines.append("(b) our server over cifar10.v2 (bench.loadgen) and (c) over the Open Inference "
                  "Protocol (perf_analyzer):")
     lines.append("")
     server = results["server"]
@@ -507,7 +507,7 @@ def report(results: dict) -> str:
     lines.append("")
     floor = results.get("grpc_floor")
     if floor:
-        lines.append("(d) The gRPC floor: the same 1-image calls (bench.loadgen, cifar10.v1) against "
+        lines.append("(d) The gRPC floor: the same 1-image calls (bench.loadgen, cifar10.v2) against "
                      "bench.echo_server, which parses each request and answers without computing:")
         lines.append("")
         lines.append("| images/call | concurrency | echo calls/s | p50 ms | p99 ms | our server images/s "

@@ -26,8 +26,8 @@ def run(capsys, *argv):
 def test_health_and_info(server, capsys):
     code, out, _ = run(capsys, "--address", server.address, "health")
     assert (code, out.strip()) == (0, "SERVING")
-    code, out, _ = run(capsys, "--address", server.address, "health", "--json", "--service", "cifar10.v1.Classifier")
-    assert code == 0 and json.loads(out) == {"service": "cifar10.v1.Classifier", "status": "SERVING"}
+    code, out, _ = run(capsys, "--address", server.address, "health", "--json", "--service", "cifar10.v2.Classifier")
+    assert code == 0 and json.loads(out) == {"service": "cifar10.v2.Classifier", "status": "SERVING"}
     code, out, _ = run(capsys, "--address", server.address, "info")
     assert code == 0 and "tiny-cnn" in out and "airplane, automobile" in out and "[-1, 32, 32, 3]" in out
     code, out, _ = run(capsys, "--address", server.address, "info", "--json")
