@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--number", type=int, default=2000, help="calls per repeat")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     try:
         rows = measure(args.sizes, args.top_k, args.repeats, args.number)
     except v1_baseline.BaselineUnavailable as exc:
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.encoding " + " ".join(sys.argv[1:] if argv is None else argv),
         "baseline_commit": v1_baseline.BASELINE, "cpu": cpu(), "python": platform.python_version(),
         "protobuf": f"{google.protobuf.__version__} ({api_implementation.Type()})",
+        "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "repeats": args.repeats, "number": args.number, "results": rows,
     }
     print(table(rows))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def check_top_k(top_k: int) -> int:
     return top_k
 
 
-def _decode_one(image, max_pixels: int) -> np.ndarray:
+def _decode_one(image: pb.Image, max_pixels: int) -> np.ndarray:
     kind = image.WhichOneof("data")
     if kind == "raw":
         raw = image.raw
@@ -49,7 +50,7 @@ def _decode_one(image, max_pixels: int) -> np.ndarray:
 
 
 def decode_images(
-    request_images, max_images: int, max_pixels: int
+    request_images: Sequence[pb.Image], max_images: int, max_pixels: int
 ) -> tuple[np.ndarray, list[pb.ImageError]]:
     """The decodable images as uint8 [G, 32, 32, 3] and an ImageError per other image.
 
