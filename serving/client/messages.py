@@ -46,8 +46,8 @@ def _malformed(message: str) -> ClientError:
 def outcomes(response: pb.ClassifyResponse, count: int) -> list[Outcome]:
     """One Classification or ClientError (``item``: the image's index) per image of a request
     of ``count`` images; ClientError INTERNAL when the response does not fit that request."""
-    failed = {e.index: e.error for e in response.image_errors}
-    if any(i >= count for i in failed):
+    failed = {e.index: e.error for e in response.image_errors} if response.image_errors else {}
+    if max(failed, default=-1) >= count:
         raise _malformed(f"an image error for an index beyond the request's {count} images")
     labels = tuple(response.labels)
     width, k = len(labels), response.top_k or 1
@@ -61,7 +61,7 @@ def outcomes(response: pb.ClassifyResponse, count: int) -> list[Outcome]:
             f"{len(probabilities)} probabilities and {len(tops)} top indices for {rows} images "
             f"of {width} labels, top {k}"
         )
-    if any(i >= width for i in tops):
+    if tops and max(tops) >= width:
         raise _malformed("a top index beyond the labels")
     name, version = response.model_name, response.model_version
     out: list[Outcome] = []
