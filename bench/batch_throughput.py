@@ -41,7 +41,7 @@ from pathlib import Path
 from bench.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSIFY = "/cifar10.v1.Classifier/Classify"
+CLASSIFY = "/cifar10.v2.Classifier/Classify"
 CEILING_CONFIGS = ((32, 4), (64, 2), (64, 4), (64, 8), (128, 4))
 
 
@@ -49,7 +49,7 @@ CEILING_CONFIGS = ((32, 4), (64, 2), (64, 4), (64, 8), (128, 4))
 def _requests(kind: str, source: str, batch: int, variants: int = 16) -> list[bytes]:
     import numpy as np
 
-    from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+    from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
     out = []
     if kind == "raw":

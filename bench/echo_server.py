@@ -17,17 +17,15 @@ import sys
 import grpc
 
 from cifar10_core import contract
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
-SERVICE = "cifar10.v1.Classifier"
+SERVICE = "cifar10.v2.Classifier"
 
 
 def fixed_response() -> bytes:
-    scores = [pb.ClassScore(index=i, label=label, probability=0.1)
-              for i, label in enumerate(contract.CLASS_NAMES)]
     return pb.ClassifyResponse(
-        results=[pb.Classification(scores=scores, top=[scores[0]])],
-        model_name="echo", model_version="0",
+        labels=contract.CLASS_NAMES, probabilities=[0.1] * contract.NUM_CLASSES, top_indices=[0],
+        top_k=1, model_name="echo", model_version="0",
     ).SerializeToString()
 
 

@@ -1,4 +1,4 @@
-"""h2load as a lean load generator for cifar10.v1 Classify (the benchmark's part (e)).
+"""h2load as a lean load generator for cifar10.v2 Classify (the benchmark's part (e)).
 
 h2load (Debian: ``apt-get install nghttp2-client``) is nghttp2's HTTP/2 benchmark client,
 written in C: it sends one pre-framed gRPC request over and over and costs the two shared
@@ -31,7 +31,7 @@ import tempfile
 
 import numpy as np
 
-PATH = "/cifar10.v1.Classifier/Classify"
+PATH = "/cifar10.v2.Classifier/Classify"
 FINISHED = re.compile(r"finished in ([\d.]+)m?s, ([\d.]+) req/s")
 REQUESTS = re.compile(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
                       r"(\d+) failed, (\d+) errored, (\d+) timeout")
@@ -44,7 +44,7 @@ def binary() -> str | None:
 
 def request_message(batch: int, seed: int = 1234) -> bytes:
     """A serialized ClassifyRequest of ``batch`` random raw images."""
-    from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+    from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
     images = np.random.default_rng(seed).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
     return pb.ClassifyRequest(images=[

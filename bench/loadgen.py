@@ -10,7 +10,8 @@ protobuf; a sample answer of each run is decoded and checked.
         --duration 5 [--warmup 1] [--processes 1] [--requests N]
 
 Prints one JSON object: images_per_s, requests_per_s, p50_ms, p90_ms, p99_ms, errors...
-``--api v1`` calls cifar10.v1.Classifier/Classify with raw 32x32x3 images;
+``--api v1`` calls our own API, cifar10.v2.Classifier/Classify (the flag's name is older than
+v2), with raw 32x32x3 images;
 ``--api v2`` calls inference.GRPCInferenceService/ModelInfer with raw_input_contents.
 """
 
@@ -25,7 +26,7 @@ import time
 
 import numpy as np
 
-V1_METHOD = "/cifar10.v1.Classifier/Classify"
+V1_METHOD = "/cifar10.v2.Classifier/Classify"
 V2_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
@@ -36,7 +37,7 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
     for _ in range(variants):
         images = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
         if api == "v1":
-            from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+            from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
             request = pb.ClassifyRequest(
                 images=[
@@ -57,10 +58,11 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
 def check_answer(api: str, batch: int, data: bytes) -> None:
     """Decode one answer and check its shape (the load itself keeps bytes only)."""
     if api == "v1":
-        from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+        from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
         response = pb.ClassifyResponse.FromString(data)
-        assert len(response.results) == batch and len(response.results[0].scores) == 10
+        assert len(response.probabilities) == batch * len(response.labels) == batch * 10
+        assert len(response.top_indices) == batch and not response.image_errors
     else:
         from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 

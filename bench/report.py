@@ -70,10 +70,10 @@ def _ceiling(results: dict) -> list[str]:
 
 
 def _server(results: dict) -> list[str]:
-    """(b) and (c): our server through cifar10.v1 and the Open Inference Protocol."""
+    """(b) and (c): our server through cifar10.v2 and the Open Inference Protocol."""
     server = results["server"]
     has_v2_ours = "v2_loadgen" in server
-    lines = _table("(b) our server over cifar10.v1 (bench.loadgen) and (c) over the Open Inference "
+    lines = _table("(b) our server over cifar10.v2 (bench.loadgen) and (c) over the Open Inference "
                    "Protocol (perf_analyzer):",
                    ["images/call", "concurrency", "v1 images/s", "v1 p50 ms", "v1 p99 ms",
                     "v2 (perf_analyzer) images/s", "p50 ms", "p99 ms"]
@@ -134,7 +134,7 @@ def _grpc_floor(results: dict) -> list[str]:
     if not floor:
         return []
     server = results["server"]
-    lines = _table("(d) The gRPC floor: the same 1-image calls (bench.loadgen, cifar10.v1) against "
+    lines = _table("(d) The gRPC floor: the same 1-image calls (bench.loadgen, cifar10.v2) against "
                    "bench.echo_server, which parses each request and answers without computing:",
                    ["images/call", "concurrency", "echo calls/s", "p50 ms", "p99 ms",
                     "our server images/s", "our server / echo"])
@@ -152,7 +152,7 @@ def _h2load(results: dict) -> list[str]:
     ours, echo = results["server"].get("v1_h2load"), results.get("grpc_floor_h2load") or {}
     if not ours:
         return []
-    lines = _table("(e) The same cifar10.v1 calls with h2load (a C HTTP/2 client; bench.h2load) as "
+    lines = _table("(e) The same cifar10.v2 calls with h2load (a C HTTP/2 client; bench.h2load) as "
                    "the client, our server and, for 1-image calls, bench.echo_server:",
                    ["images/call", "concurrency", "our server images/s", "p50 ms", "p99 ms",
                     "echo calls/s", "echo p50 ms", "echo p99 ms", "our server / echo"])

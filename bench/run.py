@@ -7,7 +7,7 @@
 
 (a) ceiling: raw onnxruntime in-process images/s at batch 1..256 (bench.ceiling, own process);
 (b) our server (a fresh ``cifar10-serve`` process, default settings, port picked here) over
-    cifar10.v1 Classify with our closed-loop load generator (bench.loadgen, own process):
+    cifar10.v2 Classify with our closed-loop load generator (bench.loadgen, own process):
     1-image calls at concurrency 1, 4, 16, 64 and 32-image calls at concurrency 1, 4;
     images/s and p50/p99 latency; cold start (process start to the first answer, several
     fresh processes); resident memory of the server process after the load;

@@ -1,15 +1,17 @@
-"""cifar10.v1.Classifier: a thin adapter between protobuf and the serving core.
+"""cifar10.v2.Classifier: a thin adapter between protobuf and the serving core.
 
 Decoding follows ``cifar10_core.images`` (the one shared preprocessing); errors become status
-codes in ``cifar10_serving.grpc_status``. Raw 32x32x3 images skip Pillow entirely.
+codes in ``cifar10_serving.grpc_status``. Raw 32x32x3 images skip Pillow entirely. A batch
+whose images are partly undecodable is classified without them; each gets an ImageError.
+Responses are flat packed fields, serialized by protobuf itself (no hand-written encoding).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
-import grpc
 import numpy as np
 
 from cifar10_core import contract, images
@@ -17,17 +19,15 @@ from cifar10_serving.core import Prediction, ServingCore, deadline_after
 from cifar10_core.errors import InvalidInputError, ServingError
 from cifar10_serving.grpc_status import RequestObserver, rpc
 from cifar10_serving.streams import pipelined
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Classifier"].full_name
 _RAW_SIZE = contract.IMAGE_SIZE * contract.IMAGE_SIZE * contract.CHANNELS
 _OFFLOAD_BYTES = 256 * 1024  # decode bigger encoded payloads on a worker thread
-
-ClassScore = pb.ClassScore
-Classification = pb.Classification
+_ERRORS_IN_MESSAGE = 3  # per-image problems quoted when every image of a request fails
 
 
 def check_top_k(top_k: int) -> int:
@@ -38,8 +38,24 @@ def check_top_k(top_k: int) -> int:
     return top_k
 
 
-def decode_images(request_images, max_images: int, max_pixels: int) -> np.ndarray:
-    """The request's images as uint8 [N, 32, 32, 3]; InvalidInputError naming the image."""
+def _decode_one(image: pb.Image, max_pixels: int) -> np.ndarray:
+    kind = image.WhichOneof("data")
+    if kind == "raw":
+        raw = image.raw
+        return images.from_raw_bytes(raw.data, raw.height, raw.width, raw.channels, max_pixels)
+    if kind == "encoded":
+        return images.decode(image.encoded, max_pixels)
+    raise InvalidInputError("no data: set either `encoded` or `raw`")
+
+
+def decode_images(
+    request_images: Sequence[pb.Image], max_images: int, max_pixels: int
+) -> tuple[np.ndarray, list[pb.ImageError]]:
+    """The decodable images as uint8 [G, 32, 32, 3] and an ImageError per other image.
+
+    InvalidInputError when the request is bad as a whole: no images, too many, or none
+    decodable (the message names the images and their problems).
+    """
     n = len(request_images)
     if n == 0:
         raise InvalidInputError("the request holds no images")
@@ -56,135 +72,45 @@ def decode_images(request_images, max_images: int, max_pixels: int) -> np.ndarra
         raws.append(raw.data)
     else:
         data = raws[0] if n == 1 else b"".join(raws)
-        return np.frombuffer(data, dtype=np.uint8).reshape(n, *contract.INPUT_SHAPE)
+        return np.frombuffer(data, dtype=np.uint8).reshape(n, *contract.INPUT_SHAPE), []
     out = np.empty((n, *contract.INPUT_SHAPE), dtype=np.uint8)
+    failed: list[tuple[int, InvalidInputError]] = []
     for i, image in enumerate(request_images):
-        kind = image.WhichOneof("data")
         try:
-            if kind == "raw":
-                raw = image.raw
-                out[i] = images.from_raw_bytes(raw.data, raw.height, raw.width, raw.channels, max_pixels)
-            elif kind == "encoded":
-                out[i] = images.decode(image.encoded, max_pixels)
-            else:
-                raise InvalidInputError("no data: set either `encoded` or `raw`")
+            out[i - len(failed)] = _decode_one(image, max_pixels)
         except InvalidInputError as exc:
-            raise type(exc)(f"image {i}: {exc}") from None
-    return out
+            failed.append((i, exc))
+    if len(failed) == n:
+        quoted = "; ".join(f"image {i}: {exc}" for i, exc in failed[:_ERRORS_IN_MESSAGE])
+        more = n - _ERRORS_IN_MESSAGE
+        raise InvalidInputError(quoted + (f"; and {more} more" if more > 0 else ""))
+    errors = [pb.ImageError(index=i, error=pb.Error(code=exc.status_name, message=str(exc)))
+              for i, exc in failed]
+    return out[:n - len(failed)], errors
 
 
 def _encoded_bytes(request_images) -> int:
     return sum(len(image.encoded) for image in request_images)
 
 
-def build_response(pred: Prediction, top_k: int, request_id: str = "") -> pb.ClassifyResponse:
-    labels = pred.model.labels
-    probs = pred.probabilities
-    rows = probs.tolist()
+def top_indices(probabilities: np.ndarray, top_k: int) -> list[int]:
+    """The ``top_k`` most probable label indices of each row, flat, ties in label order."""
     if top_k == 1:
-        tops = [[j] for j in probs.argmax(axis=1).tolist()]
-    else:
-        tops = np.argsort(-probs, axis=1, kind="stable")[:, :top_k].tolist()
-    indices = range(len(labels))
-    results = [
-        Classification(
-            scores=[ClassScore(index=i, label=labels[i], probability=row[i]) for i in indices],
-            top=[ClassScore(index=j, label=labels[j], probability=row[j]) for j in top],
-        )
-        for row, top in zip(rows, tops)
-    ]
+        return probabilities.argmax(axis=1).tolist()
+    return np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k].ravel().tolist()
+
+
+def build_response(
+    pred: Prediction, top_k: int, request_id: str = "", image_errors: list[pb.ImageError] | None = None
+) -> pb.ClassifyResponse:
+    """The ClassifyResponse for ``pred`` (the classified images, in request order)."""
+    info = pred.model
     return pb.ClassifyResponse(
-        results=results, model_name=pred.model.name, model_version=pred.model.version,
+        labels=info.labels, probabilities=pred.probabilities.ravel().tolist(),
+        top_indices=top_indices(pred.probabilities, top_k), top_k=top_k,
+        image_errors=image_errors, model_name=info.name, model_version=info.version,
         request_id=request_id,
     )
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: int, data: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(data)) + data
-
-
-class ResponseEncoder:
-    """Writes ClassifyResponse wire bytes directly, vectorised over the batch.
-
-    Building ~11 ClassScore messages per image through the protobuf API costs ~35 us per
-    image; this costs a few. The bytes are plain proto3 wire format (test_encoding.py checks
-    that they parse to exactly what ``build_response`` builds).
-    """
-
-    def __init__(self, labels: tuple[str, ...]):
-        self.labels = labels
-        # ClassScore body for label i, float last: 08 i | 12 len label | 1d <float32 LE>
-        self._heads = [b"\x08" + _varint(i) + _field(0x12, label.encode()) + b"\x1d"
-                       for i, label in enumerate(labels)]
-        self._score_len = [len(h) + 4 for h in self._heads]
-        template = bytearray()
-        self._offsets = []
-        for head, length in zip(self._heads, self._score_len):
-            template += b"\x0a" + _varint(length) + head  # Classification.scores entry
-            self._offsets.append(len(template))
-            template += b"\0\0\0\0"
-        self._template = np.frombuffer(bytes(template), dtype=np.uint8)
-        self._entries = [b"\x0a" + _varint(length) + head
-                         for head, length in zip(self._heads, self._score_len)]
-        self._top_heads = [b"\x12" + _varint(length) + head  # Classification.top entry
-                           for head, length in zip(self._heads, self._score_len)]
-
-    def encode(self, pred: Prediction, top_k: int, request_id: str = "") -> bytes:
-        probs = np.ascontiguousarray(pred.probabilities, dtype="<f4")
-        n, classes = probs.shape
-        if n == 1:
-            return self._encode_one(probs, top_k, pred.model, request_id)
-        rows = np.tile(self._template, (n, 1))
-        as_bytes = probs.view(np.uint8).reshape(n, classes, 4)
-        for i, offset in enumerate(self._offsets):
-            rows[:, offset:offset + 4] = as_bytes[:, i]
-        if top_k == 1:
-            tops = probs.argmax(axis=1).reshape(n, 1).tolist()
-        else:
-            tops = np.argsort(-probs, axis=1, kind="stable")[:, :top_k].tolist()
-        flat = probs.tobytes()
-        top_heads = self._top_heads
-        parts = []
-        for r, (row, top) in enumerate(zip(rows, tops)):
-            base = r * classes
-            body = row.tobytes() + b"".join(
-                [top_heads[j] + flat[(base + j) * 4:(base + j) * 4 + 4] for j in top]
-            )
-            parts.append(b"\x0a" + _varint(len(body)) + body)
-        return b"".join(parts) + self._tail(pred.model, request_id)
-
-    @staticmethod
-    def _tail(info, request_id: str) -> bytes:
-        tail = _field(0x12, info.name.encode()) + _field(0x1a, info.version.encode())
-        if request_id:
-            tail += _field(0x22, request_id.encode())
-        return tail
-
-    def _encode_one(self, probs: np.ndarray, top_k: int, info, request_id: str) -> bytes:
-        """One image: plain bytes joins beat numpy's per-call overhead."""
-        flat = probs.tobytes()
-        floats = [flat[i:i + 4] for i in range(0, len(flat), 4)]
-        if top_k == 1:
-            top = [int(probs[0].argmax())]
-        else:
-            top = np.argsort(-probs[0], kind="stable")[:top_k].tolist()
-        body = b"".join([e + f for e, f in zip(self._entries, floats)]
-                        + [self._top_heads[j] + floats[j] for j in top])
-        return b"\x0a" + _varint(len(body)) + body + self._tail(info, request_id)
-
-
-def _serialize(response) -> bytes:
-    """ClassifyResponse messages or bytes already in its wire format."""
-    return response if isinstance(response, bytes) else response.SerializeToString()
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
@@ -192,27 +118,19 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         self.core = core
         self.observe = observe
         self._max_pixels = core.max_image_pixels
-        self._encoders: dict[tuple[str, ...], ResponseEncoder] = {}
 
-    def _encode(self, pred: Prediction, top_k: int, request_id: str) -> bytes:
-        encoder = self._encoders.get(pred.model.labels)
-        if encoder is None:
-            encoder = self._encoders[pred.model.labels] = ResponseEncoder(pred.model.labels)
-        return encoder.encode(pred, top_k, request_id)
-
-    async def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> bytes:
-        """Serialized ClassifyResponse bytes (see ResponseEncoder)."""
+    async def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> pb.ClassifyResponse:
         core = self.core
         top_k = check_top_k(request.top_k)
         model = core.select(request.model_name, request.model_version)
         if len(request.images) > 1 and _encoded_bytes(request.images) > _OFFLOAD_BYTES:
-            batch = await asyncio.to_thread(
+            batch, errors = await asyncio.to_thread(
                 decode_images, request.images, core.max_images_per_request, self._max_pixels
             )
         else:
-            batch = decode_images(request.images, core.max_images_per_request, self._max_pixels)
+            batch, errors = decode_images(request.images, core.max_images_per_request, self._max_pixels)
         pred = await core.classify(batch, model=model, deadline=deadline_after(timeout))
-        return self._encode(pred, top_k, request.request_id)
+        return build_response(pred, top_k, request.request_id, errors)
 
     @rpc("Classify")
     async def Classify(self, request, context):
@@ -249,28 +167,8 @@ def _stream_error(request: pb.ClassifyRequest, code: str, message: str) -> pb.Cl
 
 
 def add_to_server(server, core: ServingCore, observe: RequestObserver | None = None) -> list[str]:
-    """Register the servicer; return the full service names (for health and reflection).
-
-    Same as the generated ``add_ClassifierServicer_to_server`` except that Classify and
-    ClassifyStream responses may be pre-encoded bytes (ResponseEncoder).
-    """
-    servicer = ClassifierServicer(core, observe)
-    handlers = {
-        "Classify": grpc.unary_unary_rpc_method_handler(
-            servicer.Classify, request_deserializer=pb.ClassifyRequest.FromString,
-            response_serializer=_serialize,
-        ),
-        "ClassifyStream": grpc.stream_stream_rpc_method_handler(
-            servicer.ClassifyStream, request_deserializer=pb.ClassifyRequest.FromString,
-            response_serializer=_serialize,
-        ),
-        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
-            servicer.GetModelInfo, request_deserializer=pb.GetModelInfoRequest.FromString,
-            response_serializer=pb.ModelInfo.SerializeToString,
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    """Register the servicer; return the full service names (for health and reflection)."""
+    pb_grpc.add_ClassifierServicer_to_server(ClassifierServicer(core, observe), server)
     return [SERVICE_NAME]
 
 

@@ -1,4 +1,4 @@
-"""The transport-free serving core, shared by every servicer (cifar10.v1, Open Inference).
+"""The transport-free serving core, shared by every servicer (cifar10.v2, Open Inference).
 
 A servicer checks its request (``core.select`` for the model it names; its own decoder for
 the image count, with ``core.max_images_per_request``), turns its protobuf into a uint8

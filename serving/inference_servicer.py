@@ -1,7 +1,7 @@
 """inference.GRPCInferenceService (Open Inference Protocol / KServe v2): a thin adapter.
 
 Protobuf <-> numpy lives in ``cifar10_serving.inference_codec``; inference goes through the same
-``ServingCore`` (and so the same dynamic batcher) as cifar10.v1; exceptions become status
+``ServingCore`` (and so the same dynamic batcher) as cifar10.v2; exceptions become status
 codes in ``cifar10_serving.grpc_status``. What the v2 API shows of the served model:
 
 * name: the model's ``model_name`` metadata; versions: ``[model_version]``;

@@ -204,7 +204,7 @@ class Settings:
     def parser(cls) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(
             prog="cifar10-serve",
-            description="Serve a CIFAR-10 ONNX model over gRPC (cifar10.v1, Open Inference "
+            description="Serve a CIFAR-10 ONNX model over gRPC (cifar10.v2, Open Inference "
             "Protocol, health, reflection) with onnxruntime.",
             epilog="Every flag falls back to the environment variable CIFAR10_<FLAG_NAME> "
             "(e.g. CIFAR10_MAX_BATCH_SIZE), then to its default.",

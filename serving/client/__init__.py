@@ -1,4 +1,4 @@
-"""Client library for the cifar10.v1 Classifier service (the ``client`` extra).
+"""Client library for the cifar10.v2 Classifier service (the ``client`` extra).
 
     from cifar10_serving.client import Client, ClientError
 

@@ -1,4 +1,4 @@
-"""The asyncio client for the ``cifar10.v1.Classifier`` service (``grpc.aio``)."""
+"""The asyncio client for the ``cifar10.v2.Classifier`` service (``grpc.aio``)."""
 
 from __future__ import annotations
 
@@ -8,50 +8,24 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
-from .connection import (
-    DEFAULT_TIMEOUT_S,
-    RetryPolicy,
-    TLSConfig,
-    call_with_retries_async,
-    default_address,
-    make_options,
-)
+from .base import ClientBase, stop_waiting
+from .connection import call_with_retries_async
 from .errors import ClientError
-from .inputs import ImageInput, to_image, to_images
+from .inputs import ImageInput
+from .messages import Outcome, all_classified, build_request, each_or_refused, error_from_proto, outcomes
 from .results import Classification, ModelInfo
-from .sync import _health_modules, build_request, responses_to_results
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """asyncio client; same API as :class:`cifar10_serving.client.Client`, with ``await``.
 
     Create it inside a running event loop; use ``async with``. Concurrent calls share one
     channel (HTTP/2 multiplexing).
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        tls: TLSConfig | None = None,
-        retry: RetryPolicy | None = None,
-        preprocess: bool = False,
-        channel_options: Iterable[tuple[str, object]] = (),
-    ) -> None:
-        self.address = address or default_address()
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self.preprocess = preprocess
-        options = make_options(tls, channel_options, self.retry)
-        if tls is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=options)
-        else:
-            self._channel = grpc.aio.secure_channel(self.address, tls.credentials(), options=options)
-        self._stub = pb_grpc.ClassifierStub(self._channel)
+    channels = grpc.aio
 
     async def close(self) -> None:
         await self._channel.close()
@@ -63,9 +37,10 @@ class AsyncClient:
         await self.close()
 
     async def _call(self, method, request, timeout: float | None):
-        return await call_with_retries_async(
-            method, request, self.retry, self.timeout if timeout is None else timeout
-        )
+        return await call_with_retries_async(method, request, self.retry, self._deadline(timeout))
+
+    async def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> list[Outcome]:
+        return outcomes(await self._call(self._stub.Classify, request, timeout), len(request.images))
 
     async def classify(
         self,
@@ -78,9 +53,8 @@ class AsyncClient:
         model_version: str = "",
     ) -> Classification:
         """Classify one image (a path, encoded bytes, a PIL image or a uint8 array)."""
-        pre = self.preprocess if preprocess is None else preprocess
         results = await self.classify_images(
-            [to_image(image, pre)], top_k=top_k, timeout=timeout,
+            [self._image(image, preprocess)], top_k=top_k, timeout=timeout,
             model_name=model_name, model_version=model_version,
         )
         return results[0]
@@ -96,9 +70,8 @@ class AsyncClient:
         model_version: str = "",
     ) -> list[Classification]:
         """Classify a batch in one call: a sequence of images or an NxHxW[xC] uint8 array."""
-        pre = self.preprocess if preprocess is None else preprocess
         return await self.classify_images(
-            to_images(images, pre), top_k=top_k, timeout=timeout,
+            self._images(images, preprocess), top_k=top_k, timeout=timeout,
             model_name=model_name, model_version=model_version,
         )
 
@@ -111,34 +84,21 @@ class AsyncClient:
         model_name: str = "",
         model_version: str = "",
     ) -> list[Classification]:
-        """Classify already-built protobuf ``Image`` messages in one call."""
+        """Classify already-built protobuf ``Image`` messages in one call; a bad image
+        raises its ClientError (see :meth:`classify_each` to keep the others)."""
         request = build_request(images, top_k, model_name, model_version)
-        response = await self._call(self._stub.Classify, request, timeout)
-        results = responses_to_results(response)
-        if len(results) != len(images):
-            raise ClientError(
-                grpc.StatusCode.INTERNAL,
-                f"server answered {len(results)} results for {len(images)} images",
-            )
-        return results
+        return all_classified(await self._classify(request, timeout))
 
     async def classify_each(
         self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None
     ) -> list[Classification | ClientError]:
-        """Like :meth:`classify_images`, but a bad image gets a ClientError in its place
-        (found by bisecting a batch the server refused); other failures still raise."""
-        images = list(images)
+        """Like :meth:`Client.classify_each <cifar10_serving.client.Client.classify_each>`:
+        one call, a ClientError in each bad image's place."""
+        request = build_request(images, top_k)
         try:
-            return list(await self.classify_images(images, top_k=top_k, timeout=timeout))
+            return await self._classify(request, timeout)
         except ClientError as error:
-            if error.code != grpc.StatusCode.INVALID_ARGUMENT:
-                raise
-            if len(images) == 1:
-                return [error]
-        middle = len(images) // 2
-        return await self.classify_each(images[:middle], top_k=top_k, timeout=timeout) + (
-            await self.classify_each(images[middle:], top_k=top_k, timeout=timeout)
-        )
+            return each_or_refused(len(request.images), error)
 
     async def classify_stream(
         self,
@@ -146,34 +106,38 @@ class AsyncClient:
         *,
         top_k: int = 1,
         timeout: float | None = None,
-    ) -> AsyncIterator[list[Classification] | ClientError]:
-        """Send batches over one ``ClassifyStream`` call; yield, in order, one list of
-        results per batch, or a ClientError for a batch the server refused.
+    ) -> AsyncIterator[list[Classification | ClientError] | ClientError]:
+        """Send batches over one ``ClassifyStream`` call; yield, in order, per batch either
+        its list of outcomes (a ClientError in a bad image's place, as
+        :meth:`classify_each`) or a ClientError for a batch the server refused as a whole.
 
         ``timeout`` bounds the whole stream (default: the client's timeout; pass a longer
         one for long streams). A stream is not retried: a transport failure raises
         ClientError.
         """
+        sizes: dict[str, int] = {}
+
+        def request(batch: Sequence[pb.Image]) -> pb.ClassifyRequest:
+            request_id = str(len(sizes))
+            sizes[request_id] = len(batch)
+            return build_request(batch, top_k, request_id=request_id)
 
         async def requests():
-            index = 0
             if hasattr(batches, "__aiter__"):
                 async for batch in batches:
-                    yield _req(batch, top_k, index)
-                    index += 1
+                    yield request(batch)
             else:
                 for batch in batches:
-                    yield _req(batch, top_k, index)
-                    index += 1
+                    yield request(batch)
 
-        call = self._stub.ClassifyStream(requests(), timeout=self.timeout if timeout is None else timeout)
+        call = self._stub.ClassifyStream(requests(), timeout=self._deadline(timeout))
         try:
             async for response in call:
+                count = sizes.pop(response.request_id, 0)
                 if response.HasField("error") and response.error.code:
-                    code = getattr(grpc.StatusCode, response.error.code, grpc.StatusCode.UNKNOWN)
-                    yield ClientError(code, response.error.message, attempts=1, item=response.request_id)
+                    yield error_from_proto(response.error, item=response.request_id)
                 else:
-                    yield responses_to_results(response)
+                    yield outcomes(response, count)
         except grpc.RpcError as error:
             raise ClientError.from_rpc_error(error) from None
 
@@ -181,29 +145,18 @@ class AsyncClient:
         return ModelInfo.from_proto(await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout))
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
-        health_pb2, health_pb2_grpc = _health_modules()
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        response = await self._call(stub.Check, health_pb2.HealthCheckRequest(service=service), timeout)
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        check, request, statuses = self._health_check(service)
+        return statuses.Name((await self._call(check, request, timeout)).status)
 
     async def wait_until_serving(self, timeout: float = 30.0, service: str = "") -> None:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
+            error = None
             try:
                 if await self.health(service, timeout=max(0.01, min(remaining, 2.0))) == "SERVING":
                     return
-            except ClientError as error:
-                if time.monotonic() >= deadline or error.code not in (
-                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
-                ):
-                    raise
-            if time.monotonic() >= deadline:
-                raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED, f"not SERVING after {timeout} s")
+            except ClientError as exc:
+                error = exc
+            stop_waiting(error, deadline, timeout)
             await asyncio.sleep(0.1)
-
-
-def _req(batch: Sequence[pb.Image], top_k: int, index: int) -> pb.ClassifyRequest:
-    request = build_request(batch, top_k, "", "")
-    request.request_id = str(index)
-    return request

@@ -153,7 +153,7 @@ def run_main(body: Callable[[], int], prog: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cifar10-client",
-        description="Talk to a cifar10-serving gRPC server (cifar10.v1).",
+        description="Talk to a cifar10-serving gRPC server (cifar10.v2).",
         epilog="exit codes: 0 ok, 1 some item failed or not SERVING, 2 usage, 3 server "
                "unavailable (after retries), 4 other server error, 5 missing optional "
                "dependency, 6 message too large, 130 interrupted",

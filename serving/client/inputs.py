@@ -23,7 +23,7 @@ import numpy as np
 
 from cifar10_core import images
 from cifar10_core.errors import InvalidInputError
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
 from .errors import ClientError
 

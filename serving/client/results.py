@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -54,36 +54,25 @@ class Classification:
         }
 
     @classmethod
-    def from_proto(
+    def from_row(
         cls,
-        result: pb.Classification,
-        model_name: str,
-        model_version: str,
-        labels: tuple[str, ...] | None = None,
+        probabilities: tuple[float, ...],
+        top: list[int],
+        labels: tuple[str, ...],
+        model_name: str = "",
+        model_version: str = "",
     ) -> "Classification":
-        """One result of a response. ``labels`` (all results of one response share them,
-        from one model) skips reading the ten label strings again."""
-        scores = result.scores
-        # Scores come in label order (the proto says so); check the ends, cheaply.
-        n = len(scores)
-        if labels is None or n != len(labels) or (n and (scores[0].index != 0 or scores[n - 1].index != n - 1)):
-            ordered = sorted(scores, key=lambda s: s.index)
-            labels = tuple([s.label for s in ordered])
-            probabilities = tuple([s.probability for s in ordered])
-        else:
-            probabilities = tuple([s.probability for s in scores])
-        top = tuple([ClassScore(s.index, s.label, s.probability) for s in result.top])
-        if not top and scores:
-            best = max(range(len(probabilities)), key=probabilities.__getitem__)
-            top = (ClassScore(best, labels[best], probabilities[best]),)
-        best_score = top[0]
+        """One image's answer: its probabilities in label order and its top label indices,
+        most probable first."""
+        scores = tuple([ClassScore(i, labels[i], probabilities[i]) for i in top])
+        best = scores[0]
         return cls(
-            label=best_score.label,
-            index=best_score.index,
-            probability=best_score.probability,
+            label=best.label,
+            index=best.index,
+            probability=best.probability,
             probabilities=probabilities,
             labels=labels,
-            top=top,
+            top=scores,
             model_name=model_name,
             model_version=model_version,
         )
@@ -107,17 +96,7 @@ class Classification:
         values = tuple(float(p) for p in row)
         k = max(1, min(int(top_k) or 1, len(values)))
         order = sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
-        top = tuple(ClassScore(i, labels[i], values[i]) for i in order)
-        return cls(
-            label=top[0].label,
-            index=top[0].index,
-            probability=top[0].probability,
-            probabilities=values,
-            labels=tuple(labels),
-            top=top,
-            model_name=model_name,
-            model_version=model_version,
-        )
+        return cls.from_row(values, order, tuple(labels), model_name, model_version)
 
 
 @dataclass(frozen=True)

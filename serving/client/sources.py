@@ -26,7 +26,7 @@ import numpy as np
 
 from cifar10_core import datasets
 from cifar10_core.contract import CLASS_NAMES
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
 from .inputs import encoded_image, raw_image, read_file
 

@@ -51,7 +51,7 @@ def test_bench_smoke(tmp_path):
         assert set(lean_floor) == {"1x1", "1x64"}
         assert all(v["images_per_s"] > 0 and not v["errors"] for v in lean_floor.values()), lean_floor
         assert results["targets"]["single_c64_images_per_s_h2load"]["value"] > 0
-        assert "(e) The same cifar10.v1 calls with h2load" in report.read_text()
+        assert "(e) The same cifar10.v2 calls with h2load" in report.read_text()
 
 
 def test_settings_sweep_smoke(tmp_path, tiny_model_path):

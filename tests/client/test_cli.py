@@ -26,8 +26,8 @@ def run(capsys, *argv):
 def test_health_and_info(server, capsys):
     code, out, _ = run(capsys, "--address", server.address, "health")
     assert (code, out.strip()) == (0, "SERVING")
-    code, out, _ = run(capsys, "--address", server.address, "health", "--json", "--service", "cifar10.v1.Classifier")
-    assert code == 0 and json.loads(out) == {"service": "cifar10.v1.Classifier", "status": "SERVING"}
+    code, out, _ = run(capsys, "--address", server.address, "health", "--json", "--service", "cifar10.v2.Classifier")
+    assert code == 0 and json.loads(out) == {"service": "cifar10.v2.Classifier", "status": "SERVING"}
     code, out, _ = run(capsys, "--address", server.address, "info")
     assert code == 0 and "tiny-cnn" in out and "airplane, automobile" in out and "[-1, 32, 32, 3]" in out
     code, out, _ = run(capsys, "--address", server.address, "info", "--json")
@@ -139,7 +139,7 @@ def test_stdin_and_missing_extra_in_a_subprocess(server, tmp_path):
 
 
 def test_other_server_errors_exit_4(capsys):
-    """A gRPC server without the cifar10.v1 service answers UNIMPLEMENTED: exit 4."""
+    """A gRPC server without the cifar10.v2 service answers UNIMPLEMENTED: exit 4."""
     from concurrent import futures
 
     import grpc

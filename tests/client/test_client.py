@@ -25,7 +25,6 @@ from cifar10_serving.client import (
     TLSConfig,
 )
 from cifar10_core.contract import CLASS_NAMES
-from bench.ports import free_port
 from tests.client.helpers import grpc_attempts, make_certs, random_image, write_png
 
 
@@ -113,17 +112,35 @@ def test_local_input_problems_are_client_errors(client, tmp_path):
         client.classify_batch(np.zeros((32, 32), dtype=np.uint8))
 
 
-def test_classify_each_isolates_bad_items(client):
+def test_classify_each_reports_bad_items_in_one_call(client, server):
     from cifar10_serving.client.inputs import to_image
 
     good = [to_image(random_image(i)) for i in range(6)]
     mixed = good[:2] + [to_image(b"junk")] + good[2:5] + [to_image(b"\x89PNG broken")] + good[5:]
+    before = server.core.batcher.images
     results = client.classify_each(mixed)
+    assert server.core.batcher.images - before == 6  # each good image sent once: no bisecting
     assert [isinstance(r, ClientError) for r in results] == [False, False, True, False, False, False, True, False]
-    expected = client.classify_images(good)
-    assert [r.probabilities for r in results if not isinstance(r, ClientError)] == [
-        e.probabilities for e in expected
+    assert [(r.code, r.item) for r in results if isinstance(r, ClientError)] == [
+        (grpc.StatusCode.INVALID_ARGUMENT, "2"), (grpc.StatusCode.INVALID_ARGUMENT, "6")
     ]
+    assert "cannot decode image" in results[2].message
+    expected = client.classify_images(good)
+    assert [r for r in results if not isinstance(r, ClientError)] == expected
+    with pytest.raises(ClientError) as info:  # the strict call raises the bad image's error
+        client.classify_images(mixed)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.item == "2"
+
+
+def test_classify_each_when_every_image_is_bad(client):
+    """The server refuses the request as a whole; each image gets that error."""
+    from cifar10_serving.client.inputs import to_image
+
+    results = client.classify_each([to_image(b"junk"), to_image(b"more junk")])
+    assert [(r.code, r.item) for r in results] == [
+        (grpc.StatusCode.INVALID_ARGUMENT, "0"), (grpc.StatusCode.INVALID_ARGUMENT, "1")
+    ]
+    assert all("image 0: cannot decode image" in r.message for r in results)
 
 
 def test_deadline_exceeded_is_a_client_error(client):
@@ -139,7 +156,7 @@ def test_model_info_and_health(client):
     assert info.input.dtype == "uint8" and list(info.input.shape) == [-1, 32, 32, 3]
     assert info.max_batch_size >= 1
     assert client.health() == "SERVING"
-    assert client.health("cifar10.v1.Classifier") == "SERVING"
+    assert client.health("cifar10.v2.Classifier") == "SERVING"
 
 
 def test_retry_policy_renders_grpc_service_config():
@@ -296,10 +313,12 @@ def test_async_client(server, tmp_path):
                 await c.classify_batch(np.stack([array] * 64), timeout=1e-4)
             from cifar10_serving.client.inputs import to_image
 
-            streamed = [r async for r in c.classify_stream([[to_image(array)], [to_image(b"junk")], [to_image(path)]])]
-            return single, batch, info, health, bad.value, late.value, streamed
+            batches = [[to_image(array)], [to_image(b"junk")], [to_image(path), to_image(b"junk")]]
+            streamed = [r async for r in c.classify_stream(batches)]
+            each = await c.classify_each([to_image(b"junk"), to_image(array)])
+            return single, batch, info, health, bad.value, late.value, streamed, each
 
-    single, batch, info, health, bad, late, streamed = asyncio.run(go())
+    single, batch, info, health, bad, late, streamed, each = asyncio.run(go())
     assert all(r.probabilities == single.probabilities for b in batch for r in b)
     assert info.name == "tiny-cnn" and health == "SERVING"
     assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -307,6 +326,9 @@ def test_async_client(server, tmp_path):
     assert streamed[0][0].probabilities == single.probabilities
     assert isinstance(streamed[1], ClientError) and streamed[1].code == grpc.StatusCode.INVALID_ARGUMENT
     assert streamed[2][0].probabilities == single.probabilities
+    assert isinstance(streamed[2][1], ClientError) and streamed[2][1].item == "1"
+    assert isinstance(each[0], ClientError) and each[0].code == grpc.StatusCode.INVALID_ARGUMENT
+    assert each[1].probabilities == single.probabilities
 
 
 def test_tls_and_mutual_tls(server_factory, tmp_path):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
 MAX_IMAGES = 4
 MAX_PIXELS = 100_000
@@ -62,7 +62,8 @@ CASES = [
     ("bomb under Pillow's limit", pb.ClassifyRequest(images=[enc(png_header_only(5000, 5000))]),
      "25000000 pixels exceeds the limit"),
     ("too many pixels", pb.ClassifyRequest(images=[enc(png(400, 400))]), "exceeds the limit"),
-    ("second image bad", pb.ClassifyRequest(images=[GOOD, enc(b"junk")]), "image 1:"),
+    ("every image bad", pb.ClassifyRequest(images=[enc(b"junk"), pb.Image()]),
+     "image 0: cannot decode image"),
     ("top_k", pb.ClassifyRequest(images=[GOOD], top_k=11), "top_k"),
     ("unknown model", pb.ClassifyRequest(images=[GOOD], model_name="resnet"),
      "unknown model 'resnet'"),
@@ -97,9 +98,38 @@ def test_bad_input_is_invalid_argument_and_server_keeps_serving(stub, name, requ
     # the same problem on the stream: an error in that message, the stream goes on
     replies = list(stub.ClassifyStream(iter([request_, pb.ClassifyRequest(images=[GOOD])]), timeout=10))
     assert replies[0].error.code == "INVALID_ARGUMENT" and message in replies[0].error.message
-    assert not replies[1].HasField("error") and len(replies[1].results) == 1
+    assert not replies[1].HasField("error") and len(replies[1].probabilities) == 10
     # and the server still answers
-    assert len(stub.Classify(pb.ClassifyRequest(images=[GOOD]), timeout=10).results) == 1
+    assert len(stub.Classify(pb.ClassifyRequest(images=[GOOD]), timeout=10).probabilities) == 10
+
+
+def test_every_bad_image_is_named_when_all_fail(stub):
+    bad = [enc(b"junk"), pb.Image(), raw(bytes(5)), enc(b""), enc(b"more junk")]
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Classify(pb.ClassifyRequest(images=bad[:MAX_IMAGES]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details()
+    assert "image 0: cannot decode image" in details and "image 1: no data" in details
+    assert "image 2: " in details and details.endswith("and 1 more")
+
+
+@pytest.mark.parametrize("method", ["Classify", "ClassifyStream"])
+def test_some_bad_images_fail_alone_and_the_others_are_classified(stub, method):
+    images = [GOOD, enc(b"junk"), raw(np.full(3072, 7, np.uint8).tobytes()), pb.Image()]
+    request = pb.ClassifyRequest(images=images, top_k=2, request_id="r")
+    if method == "Classify":
+        resp = stub.Classify(request, timeout=10)
+    else:
+        (resp,) = stub.ClassifyStream(iter([request]), timeout=10)
+        assert not resp.HasField("error")
+    assert [e.index for e in resp.image_errors] == [1, 3]
+    assert [e.error.code for e in resp.image_errors] == ["INVALID_ARGUMENT"] * 2
+    assert "cannot decode image" in resp.image_errors[0].error.message
+    assert "no data" in resp.image_errors[1].error.message
+    alone = stub.Classify(pb.ClassifyRequest(images=[images[0], images[2]], top_k=2), timeout=10)
+    assert list(resp.probabilities) == list(alone.probabilities) and len(resp.probabilities) == 20
+    assert list(resp.top_indices) == list(alone.top_indices) and resp.top_k == 2
+    assert resp.request_id == "r" and list(resp.labels) == list(alone.labels)
 
 
 def test_message_over_the_size_limit_is_resource_exhausted(stub):
@@ -107,7 +137,7 @@ def test_message_over_the_size_limit_is_resource_exhausted(stub):
     with pytest.raises(grpc.RpcError) as info:
         stub.Classify(big, timeout=10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert len(stub.Classify(pb.ClassifyRequest(images=[GOOD]), timeout=10).results) == 1
+    assert len(stub.Classify(pb.ClassifyRequest(images=[GOOD]), timeout=10).probabilities) == 10
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
@@ -116,8 +146,8 @@ def test_valid_images_in_any_mode_and_size(stub, mode):
     rgba = raw(np.full((7, 9, 4), 200, np.uint8).tobytes(), h=7, w=9, c=4)
     gray = raw(bytes(16 * 16), h=16, w=16, c=1)
     resp = stub.Classify(pb.ClassifyRequest(images=[image, rgba, gray], top_k=0), timeout=10)
-    assert len(resp.results) == 3
-    assert all(len(r.top) == 1 and len(r.scores) == 10 for r in resp.results)
+    assert not resp.image_errors and resp.top_k == 1
+    assert len(resp.probabilities) == 3 * 10 and len(resp.top_indices) == 3
 
 
 def test_core_rejects_wrong_dtype_and_shape_for_other_apis(tiny_model_path):

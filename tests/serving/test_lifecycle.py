@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from bench.ports import free_port
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 from tests.serving import models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ import sys
 from cifar10_serving.background import BackgroundServer
 from cifar10_serving.settings import Settings
 import grpc
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb, classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb, classifier_pb2_grpc as pb_grpc
 import cifar10_serving.server, cifar10_serving.core, cifar10_serving.model, cifar10_serving.batching, cifar10_core.images
 try:
     import cifar10_serving.inference_servicer

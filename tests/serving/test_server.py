@@ -15,8 +15,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from cifar10_core import contract
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -43,16 +43,18 @@ def test_answers_match_the_model_and_top_k_is_sorted(server, channel):
     resp = stub.Classify(pb.ClassifyRequest(images=images, top_k=10))
     batch = np.stack([np.frombuffer(i.raw.data, np.uint8).reshape(32, 32, 3) for i in images])
     expected = server.core.model.predict(batch)
-    for row, result in zip(expected, resp.results):
-        np.testing.assert_allclose([s.probability for s in result.scores], row, rtol=1e-6)
-        assert [s.label for s in result.scores] == list(contract.CLASS_NAMES)
-        assert [s.index for s in result.top] == list(np.argsort(-row, kind="stable"))
-        assert all(s.label == contract.CLASS_NAMES[s.index] for s in result.top)
+    assert list(resp.labels) == list(contract.CLASS_NAMES) and resp.top_k == 10
+    assert not resp.image_errors
+    probabilities = np.array(resp.probabilities, np.float32).reshape(5, 10)
+    tops = np.array(resp.top_indices).reshape(5, 10)
+    for row, got, top in zip(expected, probabilities, tops):
+        np.testing.assert_allclose(got, row, rtol=1e-6)
+        assert list(top) == list(np.argsort(-row, kind="stable"))
 
 
 def test_health_serving_then_not_serving_from_the_start_of_shutdown(server, channel):
     health = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "cifar10.v1.Classifier"):
+    for service in ("", "cifar10.v2.Classifier"):
         assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == SERVING
     with pytest.raises(grpc.RpcError) as info:
         health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
@@ -66,7 +68,7 @@ def test_health_serving_then_not_serving_from_the_start_of_shutdown(server, chan
 
 def test_reflection_lists_every_service(channel):
     services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
-    assert {"cifar10.v1.Classifier", "grpc.health.v1.Health",
+    assert {"cifar10.v2.Classifier", "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection"} <= services
     try:
         import cifar10_serving.inference_servicer  # noqa: F401
@@ -127,7 +129,7 @@ def _classify(address, credentials):
 def test_tls(server_factory, pki):
     srv = server_factory(tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"))
     ca = (pki / "ca.pem").read_bytes()
-    assert len(_classify(srv.address, grpc.ssl_channel_credentials(ca)).results) == 1
+    assert len(_classify(srv.address, grpc.ssl_channel_credentials(ca)).probabilities) == 10
     with grpc.insecure_channel(srv.address) as channel, pytest.raises(grpc.RpcError) as info:
         pb_grpc.ClassifierStub(channel).Classify(pb.ClassifyRequest(images=[image()]), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -144,7 +146,7 @@ def test_mutual_tls(server_factory, pki):
         ca, private_key=(pki / "client.key").read_bytes(),
         certificate_chain=(pki / "client.pem").read_bytes(),
     )
-    assert len(_classify(srv.address, creds).results) == 1
+    assert len(_classify(srv.address, creds).probabilities) == 10
 
 
 def run_clients(call, clients: int, calls: int) -> list[Exception]:
@@ -176,7 +178,7 @@ def test_concurrent_clients_are_batched(server_factory):
 
         def call(seed, i):
             resp = stub.Classify(pb.ClassifyRequest(images=[image(seed)]), timeout=60)
-            assert len(resp.results) == 1
+            assert len(resp.probabilities) == 10 and len(resp.top_indices) == 1
 
         assert not run_clients(call, clients=clients, calls=calls)
     assert srv.core.batcher.images == clients * calls
@@ -198,7 +200,7 @@ def test_two_instances_run_batches_side_by_side_with_correct_answers(server_fact
             resp = stub.Classify(pb.ClassifyRequest(images=[img]), timeout=10)
             pixels = np.frombuffer(img.raw.data, np.uint8).reshape(1, 32, 32, 3)
             expected = srv.core.model.predict(pixels)[0]
-            got = [s.probability for s in resp.results[0].scores]
+            got = list(resp.probabilities)
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
         assert not run_clients(call, clients=8, calls=10)

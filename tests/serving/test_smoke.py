@@ -3,8 +3,8 @@
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
 
 def raw(seed=0):
@@ -15,17 +15,17 @@ def raw(seed=0):
 def test_classify_and_info(server, channel):
     stub = pb_grpc.ClassifierStub(channel)
     resp = stub.Classify(pb.ClassifyRequest(images=[raw(0), raw(1)], top_k=3, request_id="x"))
-    assert len(resp.results) == 2 and resp.request_id == "x"
-    assert resp.model_name == "tiny-cnn" and resp.model_version == "1"
-    for result in resp.results:
-        assert [s.index for s in result.scores] == list(range(10))
-        assert abs(sum(s.probability for s in result.scores) - 1) < 1e-5
-        assert len(result.top) == 3
-        assert result.top[0].probability == max(s.probability for s in result.scores)
+    assert len(resp.probabilities) == 2 * 10 and resp.request_id == "x"
+    assert resp.model_name == "tiny-cnn" and resp.model_version == "1" and len(resp.labels) == 10
+    assert resp.top_k == 3 and len(resp.top_indices) == 2 * 3
+    for r in range(2):
+        row = resp.probabilities[r * 10:(r + 1) * 10]
+        assert abs(sum(row) - 1) < 1e-5
+        assert row[resp.top_indices[r * 3]] == max(row)
     info = stub.GetModelInfo(pb.GetModelInfoRequest())
     assert info.name == "tiny-cnn" and list(info.input.shape) == [-1, 32, 32, 3]
     health = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "cifar10.v1.Classifier"):
+    for service in ("", "cifar10.v2.Classifier"):
         assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == 1
 
 

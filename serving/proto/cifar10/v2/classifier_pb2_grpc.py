@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from cifar10_serving.proto.cifar10.v1 import classifier_pb2 as cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2
+from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in cifar10_serving/proto/cifar10/v1/classifier_pb2_grpc.py depends on'
+        + ' but the generated code in cifar10_serving/proto/cifar10/v2/classifier_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,19 +36,19 @@ class ClassifierStub:
             channel: A grpc.Channel.
         """
         self.Classify = channel.unary_unary(
-                '/cifar10.v1.Classifier/Classify',
-                request_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
-                response_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
+                '/cifar10.v2.Classifier/Classify',
+                request_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyRequest.SerializeToString,
+                response_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
         self.ClassifyStream = channel.stream_stream(
-                '/cifar10.v1.Classifier/ClassifyStream',
-                request_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
-                response_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
+                '/cifar10.v2.Classifier/ClassifyStream',
+                request_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyRequest.SerializeToString,
+                response_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
-                '/cifar10.v1.Classifier/GetModelInfo',
-                request_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
-                response_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ModelInfo.FromString,
+                '/cifar10.v2.Classifier/GetModelInfo',
+                request_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ModelInfo.FromString,
                 _registered_method=True)
 
 
@@ -58,6 +58,12 @@ class ClassifierServicer:
 
     def Classify(self, request, context):
         """Classifies a batch of images in one call.
+
+        Request-level problems fail the whole call with INVALID_ARGUMENT: no images, too
+        many images, top_k out of range, an unknown model or version, or every image bad.
+        When only some images cannot be decoded, the call succeeds (OK): the good images are
+        classified and each bad one is listed in `image_errors` (INVALID_ARGUMENT, with a
+        message naming the problem).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -65,8 +71,8 @@ class ClassifierServicer:
 
     def ClassifyStream(self, request_iterator, context):
         """High-throughput variant: each request message gets exactly one response message,
-        in order, carrying the same request_id. Errors for one message are reported in
-        that message's `error` field; the stream stays open.
+        in order, carrying the same request_id. A message that fails as a whole (as Classify
+        would) is reported in that response's `error` field; the stream stays open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,24 +90,24 @@ def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Classify': grpc.unary_unary_rpc_method_handler(
                     servicer.Classify,
-                    request_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.FromString,
-                    response_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.SerializeToString,
+                    request_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyRequest.FromString,
+                    response_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyResponse.SerializeToString,
             ),
             'ClassifyStream': grpc.stream_stream_rpc_method_handler(
                     servicer.ClassifyStream,
-                    request_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.FromString,
-                    response_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.SerializeToString,
+                    request_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyRequest.FromString,
+                    response_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
-                    request_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.GetModelInfoRequest.FromString,
-                    response_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ModelInfo.SerializeToString,
+                    request_deserializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'cifar10.v1.Classifier', rpc_method_handlers)
+            'cifar10.v2.Classifier', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('cifar10.v1.Classifier', rpc_method_handlers)
+    server.add_registered_method_handlers('cifar10.v2.Classifier', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -123,9 +129,9 @@ class Classifier:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cifar10.v1.Classifier/Classify',
-            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
-            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
+            '/cifar10.v2.Classifier/Classify',
+            cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyRequest.SerializeToString,
+            cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -150,9 +156,9 @@ class Classifier:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/cifar10.v1.Classifier/ClassifyStream',
-            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
-            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
+            '/cifar10.v2.Classifier/ClassifyStream',
+            cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyRequest.SerializeToString,
+            cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -177,9 +183,9 @@ class Classifier:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cifar10.v1.Classifier/GetModelInfo',
-            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
-            cifar10__serving_dot_proto_dot_cifar10_dot_v1_dot_classifier__pb2.ModelInfo.FromString,
+            '/cifar10.v2.Classifier/GetModelInfo',
+            cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
+            cifar10__serving_dot_proto_dot_cifar10_dot_v2_dot_classifier__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,
