@@ -201,22 +201,22 @@ def _cifar_source(batches: dict[str, datasets.Batch]) -> ArraySource:
     return source
 
 
+def _batches_source(path: Path, split: str, read, what: str) -> ArraySource:
+    wanted = datasets.batch_names(split)
+    batches = read(path, wanted)
+    if not batches:
+        raise SourceError(f"{path}: holds no {' / '.join(wanted)} {what}")
+    return _cifar_source(batches)
+
+
 def cifar_folder_source(folder: Path, split: str = "all") -> ArraySource:
     """The batches of ``split`` in a ``cifar-10-batches-py`` folder (at least one)."""
-    wanted = datasets.batch_names(split)
-    batches = datasets.read_batches_folder(folder, wanted)
-    if not batches:
-        raise SourceError(f"{folder}: no {' / '.join(wanted)} file")
-    return _cifar_source(batches)
+    return _batches_source(folder, split, datasets.read_batches_folder, "file")
 
 
 def cifar_archive_source(archive: Path, split: str = "all") -> ArraySource:
     """The batches of ``split`` in ``cifar-10-python.tar.gz`` (at least one)."""
-    wanted = datasets.batch_names(split)
-    batches = datasets.read_archive(archive, wanted)
-    if not batches:
-        raise SourceError(f"{archive}: holds no {' / '.join(wanted)} member")
-    return _cifar_source(batches)
+    return _batches_source(archive, split, datasets.read_archive, "member")
 
 
 def open_source(path: str | os.PathLike, split: str = "all") -> Source:
