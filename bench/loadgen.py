@@ -6,13 +6,13 @@ Requests are serialized once up front and sent as bytes through a generic grpc.a
 channel, and answers are kept as bytes, so the client spends its CPU on gRPC, not on
 protobuf; a sample answer of each run is decoded and checked.
 
-    python -m bench.loadgen --address 127.0.0.1:8500 --api v1 --batch 1 --concurrency 16 \
+    python -m bench.loadgen --address 127.0.0.1:8500 --api cifar10 --batch 1 --concurrency 16 \
         --duration 5 [--warmup 1] [--processes 1] [--requests N]
 
 Prints one JSON object: images_per_s, requests_per_s, p50_ms, p90_ms, p99_ms, errors...
-``--api v1`` calls our own API, cifar10.v2.Classifier/Classify (the flag's name is older than
-v2), with raw 32x32x3 images;
-``--api v2`` calls inference.GRPCInferenceService/ModelInfer with raw_input_contents.
+``--api cifar10`` (the default) calls our own API, cifar10.v2.Classifier/Classify, with raw
+32x32x3 images; ``--api oip`` calls the Open Inference Protocol's
+inference.GRPCInferenceService/ModelInfer with raw_input_contents.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-V1_METHOD = "/cifar10.v2.Classifier/Classify"
-V2_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+CIFAR10_METHOD = "/cifar10.v2.Classifier/Classify"
+OIP_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[bytes]:
@@ -36,7 +36,7 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
     out = []
     for _ in range(variants):
         images = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
-        if api == "v1":
+        if api == "cifar10":
             from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
             request = pb.ClassifyRequest(
@@ -57,7 +57,7 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
 
 def check_answer(api: str, batch: int, data: bytes) -> None:
     """Decode one answer and check its shape (the load itself keeps bytes only)."""
-    if api == "v1":
+    if api == "cifar10":
         from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
         response = pb.ClassifyResponse.FromString(data)
@@ -76,7 +76,7 @@ async def _run(args) -> dict:
     import grpc
 
     requests = build_requests(args.api, args.batch, args.model)
-    method = V1_METHOD if args.api == "v1" else V2_METHOD
+    method = CIFAR10_METHOD if args.api == "cifar10" else OIP_METHOD
     options = [("grpc.max_receive_message_length", 64 << 20),
                ("grpc.max_send_message_length", 64 << 20)]
     async with grpc.aio.insecure_channel(args.address, options=options) as channel:
@@ -190,8 +190,8 @@ def measure(args) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", required=True)
-    parser.add_argument("--api", choices=("v1", "v2"), default="v1")
-    parser.add_argument("--model", default="", help="model name for --api v2 ('' = served one)")
+    parser.add_argument("--api", choices=("cifar10", "oip"), default="cifar10")
+    parser.add_argument("--model", default="", help="model name for --api oip ('' = served one)")
     parser.add_argument("--batch", type=int, default=1, help="images per request")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds")

@@ -72,25 +72,25 @@ def _ceiling(results: dict) -> list[str]:
 def _server(results: dict) -> list[str]:
     """(b) and (c): our server through cifar10.v2 and the Open Inference Protocol."""
     server = results["server"]
-    has_v2_ours = "v2_loadgen" in server
+    has_oip_ours = "oip_loadgen" in server
     lines = _table("(b) our server over cifar10.v2 (bench.loadgen) and (c) over the Open Inference "
                    "Protocol (perf_analyzer):",
                    ["images/call", "concurrency", "v1 images/s", "v1 p50 ms", "v1 p99 ms",
                     "v2 (perf_analyzer) images/s", "p50 ms", "p99 ms"]
-                   + (["v2 (bench.loadgen) images/s", "p50 ms", "p99 ms"] if has_v2_ours else []))
-    for key, ours in server["v1_loadgen"].items():  # in the order the scenarios ran
+                   + (["OIP (bench.loadgen) images/s", "p50 ms", "p99 ms"] if has_oip_ours else []))
+    for key, ours in server["cifar10_loadgen"].items():  # in the order the scenarios ran
         batch, concurrency = key.split("x")
-        theirs = server.get("v2_perf_analyzer", {}).get(key, {})
+        theirs = server.get("oip_perf_analyzer", {}).get(key, {})
         lines.append(
             f"| {batch} | {concurrency} | {fmt(ours['images_per_s'], ',.0f')} | "
             f"{fmt(ours['p50_ms'], '.2f')} | {fmt(ours['p99_ms'], '.2f')} | "
             f"{fmt(theirs.get('images_per_s'), ',.0f')}{'*' if theirs.get('unstable_runs') else ''} | "
             f"{fmt(theirs.get('p50_ms'), '.2f')} | "
             f"{fmt(theirs.get('p99_ms'), '.2f')} |"
-            + (f" {fmt(server['v2_loadgen'][key]['images_per_s'], ',.0f')} | "
-               f"{fmt(server['v2_loadgen'][key]['p50_ms'], '.2f')} | "
-               f"{fmt(server['v2_loadgen'][key]['p99_ms'], '.2f')} |" if has_v2_ours else ""))
-    if any(v.get("unstable_runs") for v in server.get("v2_perf_analyzer", {}).values()):
+            + (f" {fmt(server['oip_loadgen'][key]['images_per_s'], ',.0f')} | "
+               f"{fmt(server['oip_loadgen'][key]['p50_ms'], '.2f')} | "
+               f"{fmt(server['oip_loadgen'][key]['p99_ms'], '.2f')} |" if has_oip_ours else ""))
+    if any(v.get("unstable_runs") for v in server.get("oip_perf_analyzer", {}).values()):
         lines += ["", "\\* perf_analyzer found no 3 consecutive windows within 30% of each other in "
                       "at least one run; such a run counts with the median of its windows "
                       "(no percentiles)."]
@@ -105,7 +105,7 @@ def _cpu_cost(results: dict) -> list[str]:
                    "server process; client: the load generator process):",
                    ["API", "images/call", "concurrency", "server CPU us/image", "client CPU us/call",
                     f"server images/s if {cpus} CPUs were all its own"], left=1)
-    for part, api in (("v1_loadgen", "v1"), ("v2_loadgen", "v2")):
+    for part, api in (("cifar10_loadgen", "cifar10"), ("oip_loadgen", "oip")):
         for key, row in server.get(part, {}).items():
             if not row.get("server_cpu_us_per_image"):
                 continue
@@ -118,7 +118,7 @@ def _cpu_cost(results: dict) -> list[str]:
 
 def _cold_start_and_memory(results: dict) -> list[str]:
     server = results["server"]
-    errors = {f"{part} {k}": v["errors"] for part in ("v1_loadgen", "v2_loadgen", "v2_perf_analyzer", "v1_h2load")
+    errors = {f"{part} {k}": v["errors"] for part in ("cifar10_loadgen", "oip_loadgen", "oip_perf_analyzer", "cifar10_h2load")
               for k, v in server.get(part, {}).items() if v["errors"]}
     cold = results["cold_start"]
     return [f"Cold start (process start to first answer): median {cold['seconds']} s "
@@ -140,7 +140,7 @@ def _grpc_floor(results: dict) -> list[str]:
                     "our server images/s", "our server / echo"])
     for key, row in floor.items():
         batch, concurrency = key.split("x")
-        ours = server["v1_loadgen"][key]["images_per_s"]
+        ours = server["cifar10_loadgen"][key]["images_per_s"]
         share = f"{ours / row['images_per_s']:.2f}" if ours and row["images_per_s"] else "n/a"
         lines.append(f"| {batch} | {concurrency} | {row['images_per_s']:,.0f} | {row['p50_ms']:.2f} "
                      f"| {row['p99_ms']:.2f} | {ours:,.0f} | {share} |")
@@ -149,7 +149,7 @@ def _grpc_floor(results: dict) -> list[str]:
 
 def _h2load(results: dict) -> list[str]:
     """(e): our server and the echo server with h2load as the client."""
-    ours, echo = results["server"].get("v1_h2load"), results.get("grpc_floor_h2load") or {}
+    ours, echo = results["server"].get("cifar10_h2load"), results.get("grpc_floor_h2load") or {}
     if not ours:
         return []
     lines = _table("(e) The same cifar10.v2 calls with h2load (a C HTTP/2 client; bench.h2load) as "

@@ -58,7 +58,7 @@ def run_server_parts(model: str, model_name: str, args: argparse.Namespace) -> d
     try:
         out["first_answer_s"] = round(server.first_answer(), 3)
         ours = {s: [] for s in SCENARIOS}
-        ours_v2 = {s: [] for s in SCENARIOS}
+        ours_oip = {s: [] for s in SCENARIOS}
         theirs = {s: [] for s in SCENARIOS}
         paired = []  # (ceiling just before, 32x4 run) per repeat
         for _ in range(args.repeats):
@@ -68,7 +68,7 @@ def run_server_parts(model: str, model_name: str, args: argparse.Namespace) -> d
                     # share of the ceiling is steadier than either figure alone.
                     paired.append(paired_ceiling(model, args.smoke))
                 ours[(batch, concurrency)].append(
-                    loadgen(server, "v1", batch, concurrency, args))
+                    loadgen(server, "cifar10", batch, concurrency, args))
                 if (batch, concurrency) == (32, 4):
                     run = ours[(32, 4)][-1]["images_per_s"]
                     layouts = paired[-1]
@@ -77,9 +77,9 @@ def run_server_parts(model: str, model_name: str, args: argparse.Namespace) -> d
                                   "share": round(run / best, 3),
                                   "one_run_ceiling_images_per_s": one_run,
                                   "share_one_run": round(run / one_run, 3)}
-                if args.v2_loadgen:
-                    ours_v2[(batch, concurrency)].append(
-                        loadgen(server, "v2", batch, concurrency, args))
+                if args.oip_loadgen:
+                    ours_oip[(batch, concurrency)].append(
+                        loadgen(server, "oip", batch, concurrency, args))
         out["paired_32x4_vs_ceiling"] = paired
         out["memory_after_load"] = server.memory_mb()
         if not args.no_perf_analyzer:
@@ -90,14 +90,14 @@ def run_server_parts(model: str, model_name: str, args: argparse.Namespace) -> d
                         window_ms=args.pa_window_ms,
                         request_count=max(concurrency, 8) * 2 if args.smoke else 0))
         if use_h2load(args):
-            out["v1_h2load"] = run_h2load(server.address, SCENARIOS, args)
+            out["cifar10_h2load"] = run_h2load(server.address, SCENARIOS, args)
         out["memory_end"] = server.memory_mb()
-        out["v1_loadgen"] = {f"{b}x{c}": summarize_runs(ours[(b, c)]) for b, c in SCENARIOS}
-        if args.v2_loadgen:
-            out["v2_loadgen"] = {f"{b}x{c}": summarize_runs(ours_v2[(b, c)])
+        out["cifar10_loadgen"] = {f"{b}x{c}": summarize_runs(ours[(b, c)]) for b, c in SCENARIOS}
+        if args.oip_loadgen:
+            out["oip_loadgen"] = {f"{b}x{c}": summarize_runs(ours_oip[(b, c)])
                                  for b, c in SCENARIOS}
         if not args.no_perf_analyzer:
-            out["v2_perf_analyzer"] = {f"{b}x{c}": summarize_runs(theirs[(b, c)])
+            out["oip_perf_analyzer"] = {f"{b}x{c}": summarize_runs(theirs[(b, c)])
                                        for b, c in SCENARIOS}
     finally:
         out["exit_code"] = server.stop()
@@ -114,7 +114,7 @@ def run_grpc_floor(args: argparse.Namespace) -> tuple[dict, dict | None]:
         for _ in range(args.repeats):
             for batch, concurrency in FLOOR_SCENARIOS:
                 runs[(batch, concurrency)].append(
-                    run_loadgen(address, "v1", batch, concurrency, args))
+                    run_loadgen(address, "cifar10", batch, concurrency, args))
         lean = run_h2load(address, FLOOR_SCENARIOS, args) if use_h2load(args) else None
         return {f"{b}x{c}": summarize_runs(runs[(b, c)]) for b, c in FLOOR_SCENARIOS}, lean
 
@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-perf-analyzer", action="store_true")
     parser.add_argument("--no-h2load", action="store_true",
                         help="skip part (e), the runs with h2load (skipped anyway without it)")
-    parser.add_argument("--v2-loadgen", action="store_true",
-                        help="also drive the v2 API (ModelInfer) with our load generator")
+    parser.add_argument("--oip-loadgen", "--v2-loadgen", dest="oip_loadgen", action="store_true",
+                        help="also drive the Open Inference Protocol (ModelInfer) with our load "
+                             "generator (--v2-loadgen: its older name, as in earlier runs' commands)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny request counts, 1 repeat: checks the machinery only")
     parser.add_argument("--out", help="write the JSON results here")

@@ -77,7 +77,7 @@ def sweep(model: str, configs: list[dict[str, str]], scenarios, args) -> dict:
                 server.first_answer()
                 for batch, concurrency in scenarios:
                     runs[label(config)][f"{batch}x{concurrency}"].append(
-                        loadgen(server, "v1", batch, concurrency, args))
+                        loadgen(server, "cifar10", batch, concurrency, args))
                 memory[label(config)].append(server.memory_mb()["peak_rss_mb"])
             finally:
                 code = server.stop()

@@ -33,11 +33,11 @@ def figures(results: dict) -> dict[str, float | None]:
     ceiling = results["ceiling"]["batches"]
     big = [v["images_per_s"] for b, v in ceiling.items() if int(b) >= 8]
     ceiling_max = max(big) if big else None
-    v1 = results["server"]["v1_loadgen"]
+    v1 = results["server"]["cifar10_loadgen"]
     b32c4 = v1["32x4"]["images_per_s"]
     mem = results["server"]["memory_end"]
     paired = results["server"].get("paired_32x4_vs_ceiling") or []
-    lean = results["server"].get("v1_h2load") or {}
+    lean = results["server"].get("cifar10_h2load") or {}
     return {
         # Median over repeats of (32x4 images/s) / (ceiling measured just before it).
         "batch32_c4_vs_ceiling": median([p["share"] for p in paired]) if paired else (

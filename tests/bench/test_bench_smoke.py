@@ -30,9 +30,9 @@ def test_bench_smoke(tmp_path):
     assert 0 < results["cold_start"]["seconds"] < 60
     server = results["server"]
     assert server["exit_code"] == 0 and not server["server_errors_logged"]
-    for key, value in server["v1_loadgen"].items():
+    for key, value in server["cifar10_loadgen"].items():
         assert value["images_per_s"] > 0 and not value["errors"], (key, value)
-    pa = server.get("v2_perf_analyzer", {})
+    pa = server.get("oip_perf_analyzer", {})
     for key, value in pa.items():
         # perf_analyzer needs the separate Triton venv (bench/setup_triton_env.sh).
         if any("not found" in str(e) for e in value["errors"]):
@@ -45,7 +45,7 @@ def test_bench_smoke(tmp_path):
     assert set(results["targets"]) >= {"cold_start_s", "rss_mb", "single_c64_images_per_s"}
     assert "| target |" in report.read_text() and "(d) The gRPC floor" in report.read_text()
     if h2load.binary() is not None:  # part (e); CI installs h2load (nghttp2-client)
-        for key, value in server["v1_h2load"].items():
+        for key, value in server["cifar10_h2load"].items():
             assert value["images_per_s"] > 0 and not value["errors"], (key, value)
         lean_floor = results["grpc_floor_h2load"]
         assert set(lean_floor) == {"1x1", "1x64"}
