@@ -211,3 +211,20 @@ def test_killing_a_replica_mid_batch_loses_no_image(replicas, tmp_path):
     assert lost == 0 and duplicated == 0
     assert sorted(items) == sorted(set(items)) and len(items) == images
     assert all(count > 0 for count in survivors)
+
+
+def test_tls_over_several_replicas_checks_the_first_host_name(server_factory, tmp_path):
+    from cifar10_serving.client import TLSConfig
+    from tests.client.helpers import make_certs
+
+    certs = make_certs(tmp_path / "certs")
+    servers = [server_factory(tls_cert=str(certs["server.pem"]), tls_key=str(certs["server.key"]))
+               for _ in range(2)]
+    addresses = [f"localhost:{s.port}" for s in servers]  # the certificate names localhost
+    with Client(addresses, tls=TLSConfig(ca_cert=certs["ca.pem"]), timeout=10.0) as client:
+        assert client.target.startswith("ipv4:127.0.0.1:")
+        for _ in range(4):
+            assert client.classify(random_image(3)).label
+    served = [s.metrics.registry.get_sample_value(
+        "cifar10_requests_total", {"method": "Classify", "code": "OK"}) for s in servers]
+    assert all(served) and sum(served) == 4, served
