@@ -50,17 +50,20 @@ class Replica:
         with grpc.insecure_channel(self.address) as channel:
             grpc.channel_ready_future(channel).result(timeout=timeout)
 
-    def classify_calls(self) -> int:
-        """Classify calls this replica answered OK, from its metrics endpoint."""
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A sample from this replica's metrics endpoint (0 when absent)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        return int(sum(
+        return sum(
             sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
-            if sample.name == "cifar10_requests_total"
-            and sample.labels == {"method": "Classify", "code": "OK"}
-        ))
+            if sample.name == name and sample.labels == (labels or {})
+        )
+
+    def classify_calls(self) -> int:
+        """Classify calls this replica answered OK."""
+        return int(self.metric("cifar10_requests_total", {"method": "Classify", "code": "OK"}))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -168,7 +171,7 @@ def test_a_dns_target_works(replicas):
 
 
 # Each call waits up to 40 ms for its batch to fill (no batch of 8 ever fills 32), so the
-# run lasts seconds and the kill lands in its middle, with calls in flight on the victim.
+# run lasts seconds and the kill lands in its middle.
 SLOW = ("--max-queue-delay-ms", "40", "--max-batch-size", "32")
 
 
@@ -188,11 +191,13 @@ def test_killing_a_replica_mid_batch_loses_no_image(replicas, tmp_path):
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
+        # Kill once it has answered twice and holds images waiting for their batch: a call
+        # in flight on it, which its client must retry elsewhere.
         deadline = time.monotonic() + 60
-        while victim.classify_calls() < 2:
-            assert run.poll() is None, "the run ended before the victim answered twice"
+        while victim.classify_calls() < 2 or not (queued := victim.metric("cifar10_queue_depth_images")):
+            assert run.poll() is None, "the run ended before the victim was busy"
             assert time.monotonic() < deadline
-            time.sleep(0.02)
+            time.sleep(0.01)
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(10)
         written_at_kill = len(out.read_text().splitlines()) if out.exists() else 0
@@ -206,7 +211,8 @@ def test_killing_a_replica_mid_batch_loses_no_image(replicas, tmp_path):
     lost = images - len(set(items))
     duplicated = len(items) - len(set(items))
     survivors = [r.classify_calls() for r in (replicas[0], replicas[2])]
-    print(f"\nkilled one of 3 replicas after {written_at_kill}/{images} images were written: "
+    print(f"\nkilled one of 3 replicas with {queued:.0f} images queued on it, after "
+          f"{written_at_kill}/{images} images were written: "
           f"{lost} lost, {duplicated} duplicated; survivors answered {survivors} calls")
     assert lost == 0 and duplicated == 0
     assert sorted(items) == sorted(set(items)) and len(items) == images
