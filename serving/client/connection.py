@@ -29,8 +29,8 @@ CHANNEL_OPTIONS = (
 
 
 # Every channel spreads its calls over all the addresses its target resolves to (gRPC's
-# own round_robin policy), so one client balances over several replicas; with one address
-# it behaves as gRPC's default (pick_first) would.
+# own round_robin policy): several replicas given, or every address of one name. A target
+# with one address behaves as under gRPC's default (pick_first).
 LOAD_BALANCING_CONFIG = [{"round_robin": {}}]
 
 Addresses = str | Sequence[str]
