@@ -158,11 +158,12 @@ def test_the_cli_takes_repeated_and_comma_separated_addresses(replicas, tmp_path
     paths = [str(write_png(tmp_path / f"{i}.png", random_image(i))) for i in range(6)]
     before = [r.classify_calls() for r in replicas]
     code = main(["--address", replicas[0].address, "--address",
-                 f"{replicas[1].address},{replicas[2].address}", "classify", "--json", *paths])
+                 f"{replicas[1].address},{replicas[2].address}", "classify", "--json",
+                 "--batch-size", "1", *paths])
     assert code == 0
     assert len(json.loads(capsys.readouterr().out)) == 6
-    calls = [r.classify_calls() - b for r, b in zip(replicas, before)]
-    assert sum(calls) >= 1
+    # Every call reached one of the three (which ones depends on when each connection is up).
+    assert sum(r.classify_calls() - b for r, b in zip(replicas, before)) == 6
 
 
 def test_a_dns_target_works(replicas):
