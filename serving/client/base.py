@@ -11,7 +11,15 @@ import grpc
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
-from .connection import DEFAULT_TIMEOUT_S, RetryPolicy, TLSConfig, default_address, make_options
+from .connection import (
+    DEFAULT_TIMEOUT_S,
+    Addresses,
+    RetryPolicy,
+    TLSConfig,
+    channel_target,
+    make_options,
+    split_addresses,
+)
 from .errors import ClientError
 from .inputs import ImageInput, to_image, to_images
 
@@ -31,13 +39,21 @@ def health_modules() -> tuple[ModuleType, ModuleType]:
 
 
 class ClientBase:
-    """Settings, channel and stub of a client; ``channels`` is ``grpc`` or ``grpc.aio``."""
+    """Settings, channel and stub of a client; ``channels`` is ``grpc`` or ``grpc.aio``.
+
+    ``address``: ``host:port``; several replicas as a list or comma-separated
+    (``"a:8500,b:8500"``), or a name whose every DNS address is a replica
+    (``"dns:///cifar10:8500"``). Calls are spread over the replicas with gRPC's round_robin
+    policy, and a try that fails with UNAVAILABLE is retried on the next one. With TLS and
+    several addresses, each certificate must be valid for the first address's host (or
+    ``TLSConfig.server_name``). Default: ``$CIFAR10_ADDRESS``, else ``localhost:8500``.
+    """
 
     channels: ModuleType = grpc
 
     def __init__(
         self,
-        address: str | None = None,
+        address: Addresses | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         tls: TLSConfig | None = None,
@@ -45,15 +61,18 @@ class ClientBase:
         preprocess: bool = False,
         channel_options: Iterable[tuple[str, object]] = (),
     ) -> None:
-        self.address = address or default_address()
+        self.addresses = split_addresses(address or None)
+        self.address = ",".join(self.addresses)
+        self.target = channel_target(self.addresses)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.preprocess = preprocess
-        options = make_options(tls, channel_options, self.retry)
+        authority = [("grpc.default_authority", self.addresses[0])] if self.target != self.address else []
+        options = make_options(tls, [*authority, *channel_options], self.retry)
         if tls is None:
-            self._channel = self.channels.insecure_channel(self.address, options=options)
+            self._channel = self.channels.insecure_channel(self.target, options=options)
         else:
-            self._channel = self.channels.secure_channel(self.address, tls.credentials(), options=options)
+            self._channel = self.channels.secure_channel(self.target, tls.credentials(), options=options)
         self._stub = pb_grpc.ClassifierStub(self._channel)
 
     def _deadline(self, timeout: float | None) -> float:

@@ -82,8 +82,11 @@ def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAUL
 
     address, retries = default_address(), RetryPolicy().max_attempts - 1
     group = parser.add_argument_group("connection")
-    group.add_argument("--address", default=default(address),
-                       help=f"server host:port [env {ADDRESS_ENV}; default {address}]")
+    group.add_argument("--address", action="append", default=default(None),
+                       help="server host:port; several replicas: repeat the flag or separate "
+                            "with commas, or dns:///name:port for every address of a name; "
+                            "calls are spread over them (round_robin) "
+                            f"[env {ADDRESS_ENV}; default {address}]")
     group.add_argument("--timeout", type=float, default=default(timeout),
                        help=f"deadline of each call in seconds, retries included [default {timeout}]")
     group.add_argument("--retries", type=int, default=default(retries),
@@ -116,7 +119,7 @@ def connection_kwargs(args: argparse.Namespace) -> dict:
                 raise UsageError(f"cannot read {path}")
         tls = TLSConfig(args.ca_cert, args.client_cert, args.client_key, args.server_name)
     return {
-        "address": args.address,
+        "address": args.address or default_address(),
         "timeout": args.timeout,
         "tls": tls,
         "retry": RetryPolicy(max_attempts=args.retries + 1) if args.retries else NO_RETRY,

@@ -1,9 +1,13 @@
-"""Channel settings shared by the sync and asyncio clients: address, TLS, retry policy."""
+"""Channel settings shared by the sync and asyncio clients: address(es), TLS, retry policy
+and load balancing."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +28,78 @@ CHANNEL_OPTIONS = (
 )
 
 
+# Every channel spreads its calls over all the addresses its target resolves to (gRPC's
+# own round_robin policy): several replicas given, or every address of one name. A target
+# with one address behaves as under gRPC's default (pick_first).
+LOAD_BALANCING_CONFIG = [{"round_robin": {}}]
+
+Addresses = str | Sequence[str]
+
+
 def default_address() -> str:
     """``$CIFAR10_ADDRESS``, else ``localhost:8500``."""
     return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+
+
+def split_addresses(address: Addresses | None) -> list[str]:
+    """The addresses given: a string (comma-separated for several) or a sequence of them;
+    none means :func:`default_address`. A target with a scheme (``dns:///name:port``,
+    ``ipv4:a:1,b:2``, ``unix:path``) stays whole."""
+    if address is None:
+        address = default_address()
+    items = [address] if isinstance(address, str) else list(address)
+    found: list[str] = []
+    for item in items:
+        if _has_scheme(item):
+            found.append(item.strip())
+        else:
+            found.extend(part.strip() for part in item.split(",") if part.strip())
+    if not found:
+        raise ClientError(grpc.StatusCode.INVALID_ARGUMENT, "no server address given")
+    return found
+
+
+def _has_scheme(address: str) -> bool:
+    scheme, sep, _ = address.strip().partition(":")
+    return bool(sep) and scheme in ("dns", "ipv4", "ipv6", "unix", "unix-abstract", "vsock")
+
+
+def channel_target(addresses: Sequence[str]) -> str:
+    """The gRPC target for ``addresses`` (from :func:`split_addresses`).
+
+    One address is used as it is (gRPC resolves a name with DNS, every address it returns
+    being a replica). Several ``host:port`` become one static ``ipv4:``/``ipv6:`` target
+    (names resolved once, here; give one ``dns:///name:port`` to follow DNS instead).
+    """
+    if len(addresses) == 1:
+        return addresses[0]
+    if any(_has_scheme(a) for a in addresses):
+        raise ClientError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"a target with a scheme must come alone: {', '.join(addresses)}")
+    resolved = [_resolve(a) for a in addresses]
+    for family, scheme, form in ((socket.AF_INET, "ipv4", "{}:{}"), (socket.AF_INET6, "ipv6", "[{}]:{}")):
+        if all(family in r for r in resolved):
+            return scheme + ":" + ",".join(form.format(ip, port) for r in resolved for ip, port in r[family])
+    raise ClientError(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"{', '.join(addresses)}: not all IPv4 nor all IPv6; use a dns:/// name")
+
+
+def _resolve(address: str) -> dict[int, list[tuple[str, int]]]:
+    """``{family: [(ip, port), ...]}`` for ``host:port`` (``[v6]:port`` for IPv6 literals)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ClientError(grpc.StatusCode.INVALID_ARGUMENT, f"not host:port: {address!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ClientError(grpc.StatusCode.UNAVAILABLE, f"cannot resolve {host}: {exc.strerror}") from None
+    found: dict[int, list[tuple[str, int]]] = {}
+    for family, _, _, _, sockaddr in infos:
+        entry = (str(ipaddress.ip_address(sockaddr[0])), int(port))
+        if entry not in found.setdefault(family, []):
+            found[family].append(entry)
+    return found
 
 
 @dataclass(frozen=True)
@@ -73,7 +146,8 @@ def _read(path: str | os.PathLike | None) -> bytes | None:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How calls are retried, rendered into gRPC's own retry policy (the channel's service config).
+    """How calls are retried, rendered into gRPC's own retry policy (the channel's service
+    config, which also holds the load balancing policy, round_robin).
 
     gRPC retries UNAVAILABLE and RESOURCE_EXHAUSTED, at most ``max_attempts`` tries in all
     (the first included; gRPC allows 5 at most), within the call's deadline (``timeout``).
@@ -84,6 +158,7 @@ class RetryPolicy:
     per-call retry buffer (``retry_buffer_bytes``), among them a message over the server's
     size limit (which must be at least that large). ``wait_for_ready`` makes a call wait,
     within its deadline, for a server that is not up yet instead of failing at once.
+    Each try picks the next ready replica, so a retried UNAVAILABLE goes to another one.
     """
 
     max_attempts: int = 5
@@ -100,7 +175,7 @@ class RetryPolicy:
             raise ValueError(f"invalid retry policy: {self}")
 
     def service_config(self) -> str:
-        """The channel's service config (JSON): this policy for every method of the channel."""
+        """The channel's service config (JSON): round_robin, and this policy for every method."""
         method: dict[str, object] = {"name": [{}], "waitForReady": self.wait_for_ready}
         if self.max_attempts > 1:
             method["retryPolicy"] = {
@@ -110,14 +185,16 @@ class RetryPolicy:
                 "backoffMultiplier": self.multiplier,
                 "retryableStatusCodes": sorted(code.name for code in RETRYABLE_CODES),
             }
-        return json.dumps({"methodConfig": [method]})
+        return json.dumps({"loadBalancingConfig": LOAD_BALANCING_CONFIG, "methodConfig": [method]})
 
     def channel_options(self) -> list[tuple[str, object]]:
         """gRPC channel options: retries on (off for one attempt), the service config, and
-        reconnection at the policy's pace so that a server that comes up is found soon."""
+        reconnection at the policy's pace so that a server that comes up is found soon.
+        A service config published in DNS is ignored: ours applies."""
         return [
             ("grpc.enable_retries", int(self.max_attempts > 1)),
             ("grpc.service_config", self.service_config()),
+            ("grpc.service_config_disable_resolution", 1),
             ("grpc.per_rpc_retry_buffer_size", self.retry_buffer_bytes),
             ("grpc.initial_reconnect_backoff_ms", max(100, int(self.initial_backoff_s * 1000))),
             ("grpc.min_reconnect_backoff_ms", max(100, int(self.initial_backoff_s * 1000))),
