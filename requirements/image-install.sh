@@ -15,27 +15,7 @@ case "${1:-}" in
     extra=${2:?usage: image-install.sh deps EXTRA}
     python -m venv "$VIRTUAL_ENV"
     pip install -c "$constraints" pip setuptools wheel
-    # The requirements of the base distribution and the extra, self-references
-    # (cifar10-serving[client]) followed; the project's own code is not needed here.
-    python - "$extra" >/tmp/requirements.txt <<'PY'
-import re
-import sys
-import tomllib
-
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-self_ref = re.compile(re.escape(project["name"]) + r"\[([^]]+)\]")
-
-
-def requirements(extra: str) -> list[str]:
-    out = []
-    for req in project["optional-dependencies"][extra]:
-        match = self_ref.fullmatch(req.replace(" ", ""))
-        out += [r for e in match.group(1).split(",") for r in requirements(e)] if match else [req]
-    return out
-
-
-print("\n".join(dict.fromkeys(project["dependencies"] + requirements(sys.argv[1]))))
-PY
+    python requirements/extra_requirements.py "$extra" >/tmp/requirements.txt
     pip install -c "$constraints" -r /tmp/requirements.txt
     rm /tmp/requirements.txt
     ;;
