@@ -17,8 +17,8 @@ On a machine without Docker (podman stands in, through its Docker-compatible soc
 5. training exports; ``cifar10-client info`` shows the new version; a client classifying all
    the while saw no failed request; the server's answers name the new version and equal the
    exported model's own answers (onnxruntime here, on the file copied out of the container);
-6. ``up`` again with EPOCHS=2 resumes the run after epoch 1 and exports again (--no-resume
-   skips this);
+6. ``up`` again with EPOCHS=2 resumes the run after epoch 1, exports again, and the server
+   answers from that model (--no-resume skips this);
 7. ``docker-compose down -v``: no container or volume of the project is left.
 
 Every phase is timed; a summary ends the run. On failure the services' logs are shown and
@@ -326,18 +326,21 @@ def main(argv: list[str] | None = None) -> int:
         model = OnnxModel.load(exported)
         check(model.version == new, f"the volume's model is {model.version}, the server says {new}")
         expected = model.predict(images.decode(image.read_bytes())[None])[0]
-        check(np.allclose(record["probabilities"], expected, atol=1e-5),
-              f"server {record['probabilities']} != exported model {expected.tolist()}")
+        answered = [record["probabilities"][name] for name in contract.CLASS_NAMES]
+        check(np.allclose(answered, expected, atol=1e-5),
+              f"server {answered} != exported model {expected.tolist()}")
 
         if not args.no_resume:
             with timer.phase("up again (EPOCHS=2): resume, export, reload"):
-                loads = compose.logs("serve").count("loaded model")
                 compose("up", "-d", "--no-build", "train", EPOCHS="2")
                 wait_train_exit(compose, args.train_timeout)
                 check("resuming /runs/compose after epoch 1" in compose.logs("train"),
                       f"train did not resume:\n{compose.logs('train')[-2000:]}")
-                wait_for("the second reload", lambda: compose.logs("serve").count("loaded model") > loads, 60)
-                classify(compose.address, image)
+                resumed = wait_for("the resumed run's model", lambda: (v := served_version(compose.address)) != new and v,
+                                   60, 1)
+                record = classify(compose.address, image)
+                check(record["model_version"] == resumed, f"answer from {record['model_version']}, not {resumed}")
+                figures["resumed run"] = f"model {resumed} served after the second up"
 
         with timer.phase("compose down -v"):
             compose("down", "-v")
