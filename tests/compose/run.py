@@ -8,6 +8,7 @@ On a machine without Docker (podman stands in, through its Docker-compatible soc
    stand-in made once (tests/compose/base-image.sh), passed as the BASE_IMAGE build argument;
 2. both images built from serving/Dockerfile and training/Dockerfile (``--format docker``
    keeps the HEALTHCHECK), timed, sized;
+   the train image's data step, with no data and no network, says what to do in one line;
 3. ``docker-compose up -d`` with the unchanged docker-compose.yml. Only documented settings
    differ (environment variables): CIFAR10_DATA points at a tiny image folder (20 images per
    class), EPOCHS=1, VAL_SIZE=20, free host ports, image tag ``compose-test``;
@@ -147,6 +148,21 @@ def build(dockerfile: str, name: str, base: str) -> tuple[float, int]:
     return seconds, size
 
 
+def no_data_no_network() -> str:
+    """The train image's data step with an empty data folder and no network: one line on
+    stderr saying what to do, exit status 1 (what `train` does for a user without either)."""
+    empty = LOGS / "empty-data"
+    shutil.rmtree(empty, ignore_errors=True)
+    empty.mkdir()
+    result = run(["podman", "run", "--rm", "--network", "none", "-v", f"{empty}:/input:ro",
+                  "-e", "CIFAR10_DATA=/input", "-e", "CIFAR10_DATA_CACHE=/data", "--entrypoint", "python",
+                  f"cifar10-serving/train:{TAG}", "-m", "cifar10_training.fetch"], ok=False, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    check(result.returncode == 1 and len(lines) == 1 and "CIFAR10_DATA" in lines[0] and not result.stdout,
+          f"expected one line and exit 1, got {result.returncode}: {result.stdout + result.stderr}")
+    return lines[0]
+
+
 # --- data ------------------------------------------------------------------------------------
 
 def tiny_image_folder(root: Path) -> Path:
@@ -275,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             with timer.phase(f"build {name}"):
                 seconds, size = build(dockerfile, name, base)
                 figures[f"{name} image"] = f"{size / 1e6:.0f} MB, built in {seconds:.0f} s"
+
+        with timer.phase("train image: no data and no network"):
+            figures["no data, no network"] = no_data_no_network()
 
         with open(LOGS / "podman-service.log", "wb") as out:
             service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
