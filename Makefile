@@ -2,6 +2,7 @@
 # with exact versions from requirements/constraints.txt; stamp files make a second run fast.
 #   make serve   serve the bundled model (serve + client extras)
 #   make test    run the tests (dev extra: everything; plus .venv-triton for the OIP tests)
+#   make compose-test  docker-compose.yml end to end: both images built, up, classify, reload, down
 
 PYTHON      ?= python3.11
 VENV        ?= .venv
@@ -16,13 +17,15 @@ DATA        ?= ../shared/data/cifar10-jpeg/train
 EPOCHS      ?= 20
 RUN_DIR     ?= runs/latest
 PYTEST_ARGS ?=
+COMPOSE_TEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-serve triton-env serve test protos bench train clean-venv
+.PHONY: help setup setup-serve triton-env serve test compose-test protos bench train clean-venv
 
 help:
 	@echo "make serve    set up (serve + client extras) and serve $(MODEL) on :8500"
 	@echo "make test     set up (dev extra) and run pytest (PYTEST_ARGS='-m \"not slow\"' to narrow)"
+	@echo "make compose-test  build both images, docker-compose up, classify, see training's model hot-reloaded, down -v"
 	@echo "make setup    create $(VENV) with the dev extra, pinned by $(CONSTRAINTS)"
 	@echo "make triton-env  the separate Triton-client venv (.venv-triton) for OIP tests and perf_analyzer"
 	@echo "make protos   regenerate serving/proto/ from protos/"
@@ -57,6 +60,12 @@ serve: $(VENV)/.installed-serve
 
 test: $(VENV)/.installed-dev triton-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Podman stands in for Docker (its Docker-compatible socket, Debian's docker-compose 1.29);
+# host-setup.sh installs them where missing (root, Debian). COMPOSE_TEST_ARGS: e.g. --no-resume.
+compose-test: $(VENV)/.installed-serve
+	@bash tests/compose/host-setup.sh
+	$(BIN)/python -m tests.compose.run $(COMPOSE_TEST_ARGS)
 
 protos: $(VENV)/.installed-dev
 	$(BIN)/python protos/generate.py

@@ -139,13 +139,26 @@ def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
 
 
 def dockerfile_stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
-    """The instructions of each stage, FROM first."""
+    """The instructions of each stage, FROM first (global ARGs before the first FROM: ``global_args``)."""
     stages: list[list[tuple[str, str]]] = []
     for keyword, rest in _instructions(dockerfile):
         if keyword == "FROM":
             stages.append([])
-        stages[-1].append((keyword, rest))
+        if stages:
+            stages[-1].append((keyword, rest))
     return stages
+
+
+def global_args(dockerfile: Path) -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults ("" when none)."""
+    args: dict[str, str] = {}
+    for keyword, rest in _instructions(dockerfile):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = default
+    return args
 
 
 def _exec_form(rest: str) -> list[str]:

@@ -3,6 +3,7 @@
 Validated three ways: against the compose-spec JSON schema that check-jsonschema ships
 (``vendor.compose-spec``, the dev extra), with Debian's ``docker-compose config`` where it is
 installed (it needs no engine; .ci/run installs it), and by structural assertions below.
+``make compose-test`` (tests/compose/run.py) runs it for real.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 
 import jsonschema
 import pytest
+import yaml
 
 from tests.packaging import compose
 
@@ -44,7 +46,7 @@ def test_matches_the_compose_spec_schema():
 def test_the_schema_check_catches_mistakes():
     doc = compose.load_raw()
     broken = copy.deepcopy(doc)
-    broken["services"]["serve"]["depends_on"]["train"]["condition"] = "service_finished"
+    broken["services"]["serve"]["ports"] = "8500:8500"
     assert schema_errors(broken)
     broken = copy.deepcopy(doc)
     broken["services"]["train"]["restart_policy"] = "no"
@@ -60,22 +62,17 @@ def _docker_compose() -> str:
     return found
 
 
-@pytest.mark.parametrize("profile", [None, "bundled"])
-def test_docker_compose_config_accepts_it(profile, tmp_path):
+def test_docker_compose_config_accepts_it(tmp_path):
     exe = _docker_compose()
     args = [exe, "--project-directory", str(ROOT), "-f", str(compose.COMPOSE_FILE)]
-    if profile:
-        args += ["--profile", profile]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_", "CIFAR10_"))}
     env["HOME"] = str(tmp_path)  # no user config; `config` needs no engine
     result = subprocess.run(args + ["config"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    services = subprocess.run(
-        args + ["config", "--services"], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert services.returncode == 0, services.stderr
-    # docker-compose 1.29 lists every service, whatever the profile.
-    assert set(services.stdout.split()) == {"train", "serve", "serve-bundled"}
+    resolved = yaml.safe_load(result.stdout)
+    assert set(resolved["services"]) == {"train", "serve"}
+    # docker-compose resolves the default data folder against the project directory.
+    assert f"{ROOT / 'data'}:/input:ro" in resolved["services"]["train"]["volumes"]
 
 
 # --- what the file must say ------------------------------------------------------------------
@@ -85,38 +82,33 @@ def doc():
     return compose.load({})
 
 
-def test_services_and_default_startup_order(doc):
-    assert set(doc["services"]) == {"train", "serve", "serve-bundled"}
-    assert compose.active_services(doc) == ["train", "serve"]
-    assert compose.active_services(doc, ("bundled",)) == ["train", "serve", "serve-bundled"]
-
-
-def test_serve_starts_only_after_train_completed_successfully(doc):
-    assert compose.depends_on(doc["services"]["serve"]) == {"train": "service_completed_successfully"}
+def test_serve_starts_at_once_and_train_is_a_one_shot_job(doc):
+    assert set(doc["services"]) == {"train", "serve"}
+    assert not compose.depends_on(doc["services"]["serve"]), "serve must not wait for training"
+    assert compose.active_services(doc) == ["serve", "train"]
     assert doc["services"]["train"]["restart"] == "no", "a one-shot job must not restart"
 
 
-def test_serve_bundled_stands_alone_on_the_bundled_model(doc, tmp_path):
-    svc = doc["services"]["serve-bundled"]
-    assert svc["profiles"] == ["bundled"]
-    assert not compose.depends_on(svc)
-    assert not svc.get("volumes")
-    assert (ROOT / "models").is_dir(), "models/ (the bundled model the serving image copies) is missing"
-    local = compose.local_service(doc, "serve-bundled", tmp_path)
-    assert local.local_path(local.env["CIFAR10_MODEL_PATH"]) == ROOT / "models" / "cifar10-cnn.onnx"
-
-
-def test_train_writes_where_serve_reads(doc, tmp_path):
+def test_train_exports_onto_the_model_serve_reloads(doc, tmp_path):
     train = compose.local_service(doc, "train", tmp_path)
     serve = compose.local_service(doc, "serve", tmp_path)
-    assert train.local_path(train.env["MODEL_OUTPUT"]) == serve.local_path(serve.env["CIFAR10_MODEL_PATH"])
-    assert serve.local_path(serve.env["CIFAR10_MODEL_PATH"]).is_relative_to(tmp_path)
-    assert "models" in doc["volumes"]
+    served = serve.local_path(serve.env["CIFAR10_MODEL_PATH"])
+    assert train.local_path(train.env["MODEL_OUTPUT"]) == served
+    assert served.is_relative_to(tmp_path / "models"), "both in the named volume `models`"
+    assert float(serve.env["CIFAR10_RELOAD_INTERVAL_S"]) > 0, "the server must poll the file"
+    # export writes a temporary file beside its output and renames it: same volume, atomic.
+    assert {"data", "runs", "models"} == set(doc["volumes"])
 
 
-@pytest.mark.parametrize("name", ["serve", "serve-bundled"])
-def test_serving_services_publish_ports_check_health_and_restart(doc, name):
-    svc = doc["services"][name]
+def test_serve_seeds_the_volume_with_the_bundled_model(doc, tmp_path):
+    serve = compose.local_service(doc, "serve", tmp_path)
+    bundled = serve.local_path("/app/models/cifar10-cnn.onnx")
+    assert bundled == ROOT / "models" / "cifar10-cnn.onnx" and bundled.is_file()
+    assert str(bundled) in " ".join(serve.argv), "the command copies the bundled model in"
+
+
+def test_serving_publishes_ports_checks_health_restarts_and_has_a_cpu_limit(doc):
+    svc = doc["services"]["serve"]
     targets = {int(str(p).rsplit(":", 1)[-1]) for p in svc["ports"]}
     assert targets == {8500, 8501}
     env = compose.environment(svc)
@@ -124,13 +116,22 @@ def test_serving_services_publish_ports_check_health_and_restart(doc, name):
     assert compose.healthcheck_argv(svc) == ["python", "-m", "cifar10_serving.healthcheck"]
     assert svc["restart"] in ("unless-stopped", "always", "on-failure")
     assert svc["build"]["dockerfile"] == "serving/Dockerfile"
+    assert float(svc["cpus"]) == 1, "threads follow it (tests/compose/run.py checks threads=1)"
+    assert "CIFAR10_THREADS" not in env and "CIFAR10_INSTANCES" not in env
 
 
-def test_defaults_are_small_and_overridable():
-    assert compose.environment(compose.load({})["services"]["train"])["EPOCHS"] == "2"
-    overridden = compose.load({"EPOCHS": "20", "CIFAR10_HOST_PORT": "9000"})
+def test_defaults_train_the_recipe_on_data_a_user_can_get():
+    train = compose.load({})["services"]["train"]
+    env = compose.environment(train)
+    assert env["EPOCHS"] == "" and env["VAL_SIZE"] == "", "empty: the recipe's own"
+    assert "./data:/input:ro" in train["volumes"]
+    assert (ROOT / "data" / "README.md").is_file(), "the default data folder exists in a clone"
+    overridden = compose.load({"EPOCHS": "20", "CIFAR10_HOST_PORT": "9000", "CIFAR10_DATA": "/x.tar.gz",
+                               "CIFAR10_SERVE_CPUS": "2"})
     assert compose.environment(overridden["services"]["train"])["EPOCHS"] == "20"
+    assert "/x.tar.gz:/input:ro" in overridden["services"]["train"]["volumes"]
     assert "9000:8500" in overridden["services"]["serve"]["ports"]
+    assert overridden["services"]["serve"]["cpus"] == "2"
 
 
 def test_interpolation_follows_compose():

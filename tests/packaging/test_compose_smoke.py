@@ -1,48 +1,32 @@
 """Compose-equivalent smoke test: docker-compose.yml's services run as local processes.
 
-No Docker engine here, so this reads from docker-compose.yml (and each service's Dockerfile)
-the command, environment and health check each service declares and runs them on this
-machine, in compose's order: `train` (1 epoch on tiny synthetic image folders, then export
-into the translated named volume), then `serve` on what `train` exported, waiting until its
-declared health check passes; then `cifar10-client classify` against it. The compose file
-and the code cannot drift apart without this failing.
+``make compose-test`` runs the file for real (images, podman, docker-compose); this is the
+fast stand-in inside ``make test``, so that the compose file and the code cannot drift apart
+(a renamed flag, a moved module) without a container engine. It reads from docker-compose.yml
+(and each service's Dockerfile) the command, environment and health check each service
+declares and runs them on this machine: `serve` first, seeding the translated `models` volume
+with the bundled model and answering at once; then `train` (the data fetch step finds the
+local folder given as CIFAR10_DATA, 1 epoch on tiny synthetic images, the export onto the
+served model); the running server reloads it, and `cifar10-client classify` names its version.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from cifar10_core import contract
+from cifar10_serving.model import OnnxModel
 from tests.packaging import compose
+from tests.training.cifar_files import write_image_folder
 
 pytestmark = pytest.mark.slow
 
-IMAGES_PER_CLASS = 6
-VAL_SIZE = 10
-
-
-@pytest.fixture(scope="module")
-def synthetic_data(tmp_path_factory) -> Path:
-    """``<root>/train/<class>/<n>.{png,jpg}``: 10 classes x 6 images of 32x32 RGB, each
-    class a distinct colour with noise, half PNG and half JPEG."""
-    root = tmp_path_factory.mktemp("cifar10-synthetic")
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(contract.CLASS_NAMES):
-        folder = root / "train" / name
-        folder.mkdir(parents=True)
-        base = np.array([(label * 25) % 256, (label * 70) % 256, 255 - label * 25], dtype=np.int16)
-        for n in range(IMAGES_PER_CLASS):
-            noise = rng.integers(-30, 31, size=(32, 32, 3))
-            pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
-            suffix = "png" if n % 2 == 0 else "jpg"
-            Image.fromarray(pixels, "RGB").save(folder / f"{n:04d}.{suffix}")
-    return root
+BUNDLED = compose.ROOT / "models" / "cifar10-cnn.onnx"
 
 
 def run_to_completion(svc: compose.LocalService, logs: Path, timeout: float) -> None:
@@ -82,61 +66,32 @@ def classify(svc: compose.LocalService, image: Path) -> list:
     return records
 
 
-def run_compose_up(doc: dict, profiles: tuple[str, ...], volume_root: Path, logs: Path, image: Path,
-                   only: tuple[str, ...] | None = None) -> dict[str, list]:
-    """`docker compose [--profile P] up [SERVICES]`, as local processes; classify on each
-    service that stays up. Returns {service: client records}."""
-    services = doc["services"]
-    order = compose.active_services(doc, profiles)
-    if only is not None:
-        order = [name for name in order if name in only]
-    one_shot = {
-        dep for name in order for dep, condition in compose.depends_on(services[name]).items()
-        if condition == "service_completed_successfully"
-    }
-    running: dict[str, tuple[compose.LocalService, subprocess.Popen]] = {}
-    answers = {}
-    try:
-        for name in order:
-            svc = compose.local_service(doc, name, volume_root)
-            if name in one_shot:
-                run_to_completion(svc, logs, timeout=900)
-            else:
-                running[name] = (svc, start_and_wait_healthy(svc, logs, timeout=180))
-        for name, (svc, _process) in running.items():
-            answers[name] = classify(svc, image)
-    finally:
-        for _svc, process in running.values():
-            compose.stop(process)
-    return answers
-
-
 @pytest.mark.training
 @pytest.mark.timeout(1200)
-def test_compose_up_trains_exports_serves_and_classifies(synthetic_data, tmp_path):
-    doc = compose.load({"EPOCHS": "1", "VAL_SIZE": str(VAL_SIZE), "CIFAR10_DATA_DIR": str(synthetic_data)})
-    assert compose.active_services(doc) == ["train", "serve"]
-    volume_root, logs = tmp_path / "volumes", tmp_path / "logs"
+def test_compose_up_serves_at_once_then_trains_exports_and_reloads(tmp_path):
+    data = tmp_path / "data"
+    write_image_folder(data / "train", per_class=6)
+    doc = compose.load({"EPOCHS": "1", "VAL_SIZE": "10", "CIFAR10_DATA": str(data)})
+    assert compose.active_services(doc) == ["serve", "train"]
+    volumes, logs = tmp_path / "volumes", tmp_path / "logs"
     logs.mkdir()
-    image = synthetic_data / "train" / "cat" / "0000.png"
+    image = next((data / "train" / "cat").iterdir())
+    bundled = OnnxModel.load(BUNDLED).version
 
-    answers = run_compose_up(doc, (), volume_root, logs, image)
+    serve = compose.local_service(doc, "serve", volumes)
+    process = start_and_wait_healthy(serve, logs, timeout=120)
+    try:
+        (first,) = classify(serve, image)
+        assert first["model_version"] == bundled, "serve starts on the bundled model"
+        assert (volumes / "models" / "cifar10-cnn.md").is_file(), "the card is seeded with it"
 
-    train = compose.local_service(doc, "train", volume_root)
-    model = train.local_path(train.env["MODEL_OUTPUT"])
-    assert model.is_file() and model.is_relative_to(volume_root)
-    assert model.with_suffix(".md").is_file(), "the model card travels with the model"
-    assert list(answers) == ["serve"] and answers["serve"]
-
-
-@pytest.mark.timeout(600)
-def test_compose_profile_bundled_serves_the_bundled_model(synthetic_data, tmp_path):
-    bundled = compose.ROOT / "models" / "cifar10-cnn.onnx"
-    if not bundled.is_file():
-        pytest.skip("no bundled model at models/cifar10-cnn.onnx yet")
-    doc = compose.load({})
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    image = synthetic_data / "train" / "ship" / "0000.png"
-    answers = run_compose_up(doc, ("bundled",), tmp_path / "volumes", logs, image, only=("serve-bundled",))
-    assert list(answers) == ["serve-bundled"] and answers["serve-bundled"]
+        train = compose.local_service(doc, "train", volumes)
+        run_to_completion(train, logs, timeout=900)
+        exported = OnnxModel.load(train.local_path(train.env["MODEL_OUTPUT"])).version
+        assert exported != bundled
+        deadline = time.monotonic() + 60
+        while (answer := classify(serve, image)[0])["model_version"] != exported:
+            assert time.monotonic() < deadline, f"not reloaded: {answer}\n{compose.tail(logs / 'serve.log')}"
+            time.sleep(0.5)
+    finally:
+        compose.stop(process)
