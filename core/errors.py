@@ -6,6 +6,20 @@ Each class names the gRPC status code it becomes; the transport layer
 
 from __future__ import annotations
 
+QUOTE_LIMIT = 64
+"""Characters of a client-supplied string that an error message quotes."""
+
+
+def quoted(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr`` of a client-supplied value, cut to a short prefix (an error message that
+    echoes a 64 KiB name would pass gRPC clients' metadata limits and arrive as
+    RESOURCE_EXHAUSTED): ``'abc...' (70000 chars)``."""
+    if not isinstance(text, str):
+        text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} chars)"
+
 
 class ServingError(Exception):
     """Base of every error the serving core raises on purpose."""

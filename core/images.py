@@ -2,8 +2,11 @@
 
 Any input becomes a uint8 array of shape (32, 32, 3), RGB, HWC:
 
-1. Encoded bytes are decoded by Pillow (PNG, JPEG, GIF, BMP, WebP, TIFF, ...). Only the
-   first frame of an animated image is used. EXIF orientation is applied.
+1. Encoded bytes are decoded by Pillow, in the formats of ``FORMATS`` only: PNG, JPEG, WebP,
+   GIF, BMP, TIFF and PPM (netpbm). Anything else is refused (``ImageDecodeError``,
+   INVALID_ARGUMENT) without being parsed: in particular EPS, which Pillow would hand to
+   Ghostscript, and the rarely used formats whose parsers see little use (PSD, FITS, ICNS,
+   WMF, ...). Only the first frame of an animated image is used. EXIF orientation is applied.
 2. The mode is converted to RGB with Pillow's ``Image.convert("RGB")``: grayscale is
    replicated, palette images are expanded, an alpha channel is dropped (not composited).
 3. An image that is not 32x32 is resized to exactly 32x32 with Pillow's BILINEAR filter
@@ -25,6 +28,9 @@ from PIL import Image, ImageOps
 from cifar10_core.contract import IMAGE_SIZE, INPUT_SHAPE
 from cifar10_core.errors import ImageDecodeError, ImageTooLargeError, InvalidInputError
 
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
+"""The encoded formats accepted (Pillow's names): common picture formats decoded by Pillow
+itself or by its bundled libraries, and never by an external program."""
 RESAMPLE = Image.Resampling.BILINEAR
 DEFAULT_MAX_PIXELS = 16_000_000
 """Largest decoded image accepted (width * height), a guard against decompression bombs."""
@@ -36,6 +42,24 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
             f"image of {width}x{height} = {width * height} pixels exceeds the limit of "
             f"{max_pixels} pixels"
         )
+
+
+class PixelBudget:
+    """Pixels one request may still decode: bounds the CPU time of a request's decoding."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.left = total
+
+    def spend(self, width: int, height: int) -> None:
+        """Take ``width * height`` pixels, or ImageTooLargeError (nothing taken)."""
+        pixels = width * height
+        if pixels > self.left:
+            raise ImageTooLargeError(
+                f"image of {width}x{height} = {pixels} pixels exceeds what is left of the "
+                f"request's decoding budget ({self.left} of {self.total} pixels)"
+            )
+        self.left -= pixels
 
 
 def _to_model_input(image: Image.Image) -> np.ndarray:
@@ -52,19 +76,24 @@ def from_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     return _to_model_input(image)
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Encoded image bytes as a (32, 32, 3) uint8 RGB array.
+def decode(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None
+) -> np.ndarray:
+    """Encoded image bytes (one of ``FORMATS``) as a (32, 32, 3) uint8 RGB array.
 
-    Raises ImageDecodeError for empty, unknown or truncated data and ImageTooLargeError
-    before decoding pixels when the header announces more than ``max_pixels``.
+    Raises ImageDecodeError for empty, unknown, refused or truncated data and
+    ImageTooLargeError before decoding pixels when the header announces more than
+    ``max_pixels`` (or more than is left of ``budget``).
     """
     if not data:
         raise ImageDecodeError("image bytes are empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             _check_pixels(image.width, image.height, max_pixels)
+            if budget is not None:
+                budget.spend(image.width, image.height)
             image.load()
             image = ImageOps.exif_transpose(image)
     except InvalidInputError:
@@ -73,7 +102,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}") from exc
     except Image.UnidentifiedImageError:
         raise ImageDecodeError(
-            f"cannot decode image ({len(data)} bytes): not a format Pillow recognises"
+            f"cannot decode image ({len(data)} bytes): not one of the accepted formats "
+            f"({', '.join(FORMATS)})"
         ) from None
     except Exception as exc:  # Pillow raises many types for bad data
         raise ImageDecodeError(f"cannot decode image ({len(data)} bytes): {exc}") from exc

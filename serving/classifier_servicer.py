@@ -18,6 +18,7 @@ from cifar10_core import contract, images
 from cifar10_serving.core import Prediction, ServingCore, deadline_after
 from cifar10_core.errors import InvalidInputError, ServingError
 from cifar10_serving.grpc_status import RequestObserver, rpc
+from cifar10_serving.parsing import per_message_errors
 from cifar10_serving.streams import pipelined
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
@@ -31,9 +32,10 @@ _ERRORS_IN_MESSAGE = 3  # per-image problems quoted when every image of a reques
 
 
 def check_top_k(top_k: int) -> int:
+    """The request's ``top_k`` (0 means 1); outside 0..10 -> InvalidInputError naming it."""
     if top_k == 0:
         return 1
-    if top_k > contract.NUM_CLASSES:
+    if not 0 < top_k <= contract.NUM_CLASSES:
         raise InvalidInputError(f"top_k must be between 0 and {contract.NUM_CLASSES}, got {top_k}")
     return top_k
 
@@ -136,6 +138,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def Classify(self, request, context):
         return await self._classify(request, context.time_remaining())
 
+    @per_message_errors
     async def ClassifyStream(self, request_iterator, context):
         """Pipelined (``cifar10_serving.streams``): answered in order, errors per message."""
         async for response in pipelined(

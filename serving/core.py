@@ -54,6 +54,7 @@ from cifar10_core.errors import (
     ModelLoadError,
     UnavailableError,
     UnknownModelError,
+    quoted,
 )
 from cifar10_serving.batching import Batcher
 from cifar10_serving.model import FileSignature, ModelInfo, OnnxModel
@@ -178,11 +179,11 @@ class ServingCore:
         info = model.info
         if name and name != info.name:
             raise UnknownModelError(
-                f"unknown model {name!r}: this server serves {info.name!r}"
+                f"unknown model {quoted(name)}: this server serves {info.name!r}"
             )
         if version and version != info.version:
             raise UnknownModelError(
-                f"unknown version {version!r} of model {info.name!r}: this server serves "
+                f"unknown version {quoted(version)} of model {info.name!r}: this server serves "
                 f"version {info.version!r}"
             )
         return model

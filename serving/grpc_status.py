@@ -27,6 +27,7 @@ from collections.abc import Callable
 import grpc
 
 from cifar10_core.errors import OverloadedError, ServingError
+from cifar10_serving.parsing import Malformed, checks_malformed
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def trailers_of(exc: BaseException) -> tuple[tuple[str, str], ...]:
 
 
 def rpc(method: str):
-    """Decorate an async unary handler ``(self, request, context)``: map errors, count, time."""
+    """Decorate an async unary handler ``(self, request, context)``: map errors, count, time;
+    a request that did not parse (``cifar10_serving.parsing``) is INVALID_ARGUMENT."""
 
     def decorate(handler):
         @functools.wraps(handler)
@@ -69,6 +71,8 @@ def rpc(method: str):
             observe = self.observe
             started = time.perf_counter()
             try:
+                if type(request) is Malformed:
+                    raise request.error()
                 response = await handler(self, request, context)
             except asyncio.CancelledError:
                 if observe is not None:
@@ -89,6 +93,6 @@ def rpc(method: str):
                 observe(method, "OK", time.perf_counter() - started)
             return response
 
-        return wrapper
+        return checks_malformed(wrapper)
 
     return decorate

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from cifar10_core.errors import ModelLoadError
 from cifar10_serving.assembly import build_core
@@ -28,6 +29,7 @@ from cifar10_serving.core import ServingCore
 from cifar10_serving.grpc_status import RequestObserver
 from cifar10_serving.logs import setup_logging
 from cifar10_serving.metrics import Metrics
+from cifar10_serving.parsing import GuardedServer
 from cifar10_serving.settings import Settings
 
 log = logging.getLogger("cifar10_serving.server")
@@ -90,16 +92,22 @@ class ServingServer:
         self.core = core
         observe = metrics.observe if metrics is not None else None
         self.grpc_server = grpc.aio.server(options=grpc_options(settings))
+        # Every service registers through the guard: we parse the requests (parsing.py).
+        guarded = GuardedServer(
+            self.grpc_server, metrics.malformed_request if metrics is not None else None)
         self.health = HealthServicer()
         self.service_names: list[str] = []
         for register in servicer_registrations():
-            names = register(self.grpc_server, core, observe)
+            names = register(guarded, core, observe)
             self.service_names.extend(names or [])
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
-            self.grpc_server,
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, guarded)
+        # reflection.enable_server_reflection, but through the guard (which it would not
+        # recognise as an aio server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            ReflectionServicer(
+                [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME]),
+            guarded,
         )
         address = f"{settings.host}:{settings.port}"
         if ":" in settings.host and not settings.host.startswith("["):

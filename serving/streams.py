@@ -1,8 +1,9 @@
 """Pipelined bidirectional streams, shared by ClassifyStream and ModelStreamInfer.
 
 Up to ``window`` messages are answered at once (each its own task, so their images can share
-a batch); the answers go out in request order. A message that fails gets an error answer
-built by the servicer, and the stream goes on. Each message is recorded like an RPC
+a batch); the answers go out in request order. A message that fails, or does not parse
+(``cifar10_serving.parsing.Malformed``), gets an error answer built by the servicer, and the
+stream goes on. Each message is recorded like an RPC
 (``observe(method, code, seconds)``).
 """
 
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from cifar10_serving.grpc_status import RequestObserver, status_of
+from cifar10_serving.parsing import Malformed
 
 STREAM_WINDOW = 64
 """Messages in flight per stream."""
@@ -39,6 +41,9 @@ async def pipelined(
     async def one(request: Req) -> Resp:
         started = time.perf_counter()
         try:
+            if type(request) is Malformed:
+                request, exc = request.empty(), request.error()
+                raise exc
             response = await answer(request)
             code = "OK"
         except asyncio.CancelledError:
