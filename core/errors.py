@@ -60,9 +60,15 @@ class OverloadedError(ServingError):
 
 
 class UnavailableError(ServingError):
-    """The server is starting up or shutting down."""
+    """The server is starting up or shutting down (``retry_after_ms``: as for
+    OverloadedError; None sends no hint)."""
 
     status_name = "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+        self.hold = None  # an asyncio.Event to wait for before answering (shutdown), or None
 
 
 class DeadlineExceededError(ServingError):

@@ -11,10 +11,17 @@ server's event loop (not thread-safe by design: no lock on the hot path).
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from cifar10_core.errors import OverloadedError, UnavailableError
 
 RETRY_AFTER_MS = 50
 """Pushback hint for a refused request: the typical time for the work in flight to drain."""
+
+SHUTDOWN_RETRY_AFTER_MS = 250
+"""Pushback for a request refused at shutdown: by then the server is gone and the client's
+channel retries elsewhere, instead of hammering a closing server."""
 
 
 class Ticket:
@@ -48,12 +55,18 @@ class Admission:
         self.requests = 0
         self.bytes = 0
         self.closed = False
+        self.last_refusal = 0.0  # time.monotonic() of the last refusal while closed
+        self._held: asyncio.Event | None = None
 
     def admit(self, nbytes: int) -> Ticket:
         """A ticket for a request of ``nbytes``; OverloadedError past a limit,
         UnavailableError once ``close()`` was called (shutting down)."""
         if self.closed:
-            raise UnavailableError("server is shutting down")
+            self.last_refusal = time.monotonic()
+            error = UnavailableError("server is shutting down",
+                                     retry_after_ms=SHUTDOWN_RETRY_AFTER_MS)
+            error.hold = self._held  # None, or answer once the port is closing (hold())
+            raise error
         if self.requests and (self.requests >= self.max_requests
                               or self.bytes + nbytes > self.max_bytes):
             raise OverloadedError(
@@ -65,6 +78,18 @@ class Admission:
         self.bytes += nbytes
         return Ticket(self, nbytes)
 
+    def hold(self) -> None:
+        """From now on a refusal is answered only at ``release()``: a client's next call then
+        meets a closed port, not a closing one (whose grpc stop would cancel it)."""
+        if self._held is None:
+            self._held = asyncio.Event()
+
+    def release(self) -> None:
+        """Answer the refusals held since ``hold()``."""
+        if self._held is not None:
+            self._held.set()
+
     def close(self) -> None:
         """Refuse every new request (UNAVAILABLE); those admitted finish."""
         self.closed = True
+        self.last_refusal = time.monotonic()

@@ -163,6 +163,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         async for response in pipelined(
             request_iterator, lambda request: self._classify(request, context.time_remaining()),
             _stream_error, method="ClassifyStream", observe=self.observe,
+            stopping=self.core.stopping, context=context,
         ):
             yield response
 

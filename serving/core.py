@@ -32,6 +32,7 @@ Stable API (keep it small)::
     core.request_reload()                        # SIGHUP: reload in the background
     core.reload()                                # sync; True if swapped, False if rejected
     core.begin_shutdown()                        # new admit()/classify() -> UnavailableError
+    await core.refusals_ended(quiet_s, timeout)  # shutdown: until no refusal for quiet_s
     await core.stop()                            # finish the queued work, stop the watcher
 
 A request runs on one model: the one current when it was admitted (``select``, or
@@ -162,6 +163,7 @@ class ServingCore:
         self.reload_interval_s = reload_interval_s
         self._hooks = hooks or CoreHooks()
         self._draining = False
+        self.stopping: asyncio.Event | None = None  # set at begin_shutdown (made in start())
         self._inflight = 0  # classify() calls admitted and not yet answered
         self._reload_lock = threading.Lock()
         self._rejected: FileSignature | None = None
@@ -209,6 +211,16 @@ class ServingCore:
         while self.inflight and time.monotonic() < end:
             await asyncio.sleep(0.005)
         return not self.inflight
+
+    async def refusals_ended(self, quiet_s: float, timeout: float) -> bool:
+        """After begin_shutdown: wait (polling) until no request was refused for ``quiet_s``
+        (no client is sending any more), at most ``timeout``; True if so."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if time.monotonic() - self.admission.last_refusal >= quiet_s:
+                return True
+            await asyncio.sleep(0.005)
+        return False
 
     @property
     def batcher(self) -> Batcher:
@@ -381,6 +393,8 @@ class ServingCore:
     async def start(self) -> None:
         """Start the model file watcher on the running loop (if reload_interval_s > 0)."""
         self._loop = asyncio.get_running_loop()
+        if self.stopping is None:
+            self.stopping = asyncio.Event()
         if self.reload_interval_s > 0 and self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(self.reload_interval_s))
 
@@ -389,6 +403,8 @@ class ServingCore:
         queued work still complete."""
         self._draining = True
         self.admission.close()
+        if self.stopping is not None:
+            self.stopping.set()  # streams stop reading (cifar10_serving.streams)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop the watcher and the batcher after finishing the queued requests."""

@@ -254,6 +254,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async for response in pipelined(
             request_iterator, lambda request: self._stream_answer(request, context),
             _stream_error, method="ModelStreamInfer", observe=self.observe,
+            stopping=self.core.stopping, context=context,
         ):
             yield response
 

@@ -34,6 +34,8 @@ from cifar10_serving.settings import Settings
 
 log = logging.getLogger("cifar10_serving.server")
 
+QUIET_S = 0.1
+"""At shutdown, the port closes once no request was refused for this long."""
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -148,13 +150,25 @@ class ServingServer:
         self.core.begin_shutdown()  # from here on, new requests get UNAVAILABLE
         await self.health.enter_graceful_shutdown()
         inflight = self.core.inflight
-        # Let admitted requests finish while the port is still open, then close it. (grpc's
-        # own stop cancels calls it has received but not yet handed to us, so closing
-        # first would turn late arrivals into CANCELLED instead of a clean UNAVAILABLE.)
+        # 1. Answer every admitted request (and the streams' read messages) while the port
+        # is open; late arrivals get UNAVAILABLE at once, with a pushback hint.
         finished = await self.core.drained(grace)
         log.info("%d request(s) in flight at shutdown: %s", inflight,
                  "all finished" if finished else f"{self.core.inflight} still running")
-        await self.grpc_server.stop(max(0.0, grace - (time.monotonic() - started)))
+        # 2. grpc's stop cancels the calls it has received but not yet handed to us (they
+        # would end CANCELLED). So from here a refusal is held, not answered: a client's
+        # next call waits in our hands instead of racing the stop. Once no new call has come
+        # for QUIET_S, close the port (GOAWAY) and only then answer the held refusals.
+        admission = self.core.admission
+        admission.hold()
+        left = max(0.0, grace - min(1.0, grace / 2) - (time.monotonic() - started))
+        if not await self.core.refusals_ended(QUIET_S, left):
+            log.warning("clients kept sending during the %.1f s grace; closing the port", grace)
+        closing = asyncio.ensure_future(
+            self.grpc_server.stop(max(0.0, grace - (time.monotonic() - started))))
+        await asyncio.sleep(0)  # the stop has begun: the port is closed, GOAWAY sent
+        admission.release()
+        await closing
         await self.core.stop(timeout=max(1.0, grace - (time.monotonic() - started)))
         log.info("stopped after %.2f s", time.monotonic() - started)
         self.stopped.set()

@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+import grpc
+
 from cifar10_serving.grpc_status import RequestObserver, status_of
 from cifar10_serving.parsing import Malformed
 
@@ -32,11 +34,19 @@ async def pipelined(
     method: str,
     observe: RequestObserver | None = None,
     window: int = STREAM_WINDOW,
+    stopping: asyncio.Event | None = None,
+    context: grpc.aio.ServicerContext | None = None,
 ) -> AsyncIterator[Resp]:
     """``answer(request)`` for each request, in order; ``error_answer(request, code name,
-    message)`` for one that raised."""
+    message)`` for one that raised.
+
+    Once ``stopping`` is set (the server shuts down), no further message is read; those read
+    are answered, then the stream ends with UNAVAILABLE (``context``) so that the client
+    sends the rest elsewhere. A stream the client closed first ends OK as usual.
+    """
     pending: asyncio.Queue = asyncio.Queue(maxsize=window)
     done = object()
+    state = {"reading": False, "stopped": False}
 
     async def one(request: Req) -> Resp:
         started = time.perf_counter()
@@ -57,13 +67,34 @@ async def pipelined(
         return response
 
     async def read() -> None:
+        iterator = aiter(requests)
         try:
-            async for request in requests:
+            while not state["stopped"]:
+                state["reading"] = True
+                try:
+                    request = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    state["reading"] = False
                 await pending.put(asyncio.ensure_future(one(request)))
+        except asyncio.CancelledError:
+            if not state["stopped"]:
+                raise
         finally:
             await pending.put(done)
 
     reader = asyncio.ensure_future(read())
+
+    def stop(_: object = None) -> None:
+        state["stopped"] = True
+        if state["reading"]:  # waiting for the client's next message: stop waiting
+            reader.cancel()
+
+    watcher = None
+    if stopping is not None:
+        watcher = asyncio.ensure_future(stopping.wait())
+        watcher.add_done_callback(stop)
     try:
         while True:
             item = await pending.get()
@@ -71,7 +102,13 @@ async def pipelined(
                 break
             yield await item
         await reader  # re-raise a reader failure, if any
+        if state["stopped"] and context is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "server shutting down: every message read was answered; "
+                                "send the rest elsewhere")
     finally:
+        if watcher is not None:
+            watcher.cancel()
         reader.cancel()
         while not pending.empty():
             item = pending.get_nowait()
