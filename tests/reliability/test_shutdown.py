@@ -103,6 +103,7 @@ def stream_client(address: str, kind: int, stop: threading.Event, out: Outcomes,
         ended.set()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("persistent", [False, True], ids=["leaving", "persistent"])
 @pytest.mark.parametrize("repeat", range(REPEATS))
 def test_sigterm_under_load_cancels_nothing(tiny_model_path, repeat, persistent):
