@@ -54,6 +54,7 @@ class Admission:
         self.max_bytes = max_bytes
         self.requests = 0
         self.bytes = 0
+        self.seen = 0  # requests that asked to be admitted, since start
         self.closed = False
         self.last_refusal = 0.0  # time.monotonic() of the last refusal while closed
         self._held: asyncio.Event | None = None
@@ -61,6 +62,7 @@ class Admission:
     def admit(self, nbytes: int) -> Ticket:
         """A ticket for a request of ``nbytes``; OverloadedError past a limit,
         UnavailableError once ``close()`` was called (shutting down)."""
+        self.seen += 1
         if self.closed:
             self.last_refusal = time.monotonic()
             error = UnavailableError("server is shutting down",

@@ -28,12 +28,14 @@ from cifar10_serving.assembly import build_core
 from cifar10_serving.core import ServingCore
 from cifar10_serving.grpc_status import RequestObserver
 from cifar10_serving.logs import setup_logging
+from cifar10_serving.memory import Trimmer, bound_allocator
 from cifar10_serving.metrics import Metrics
 from cifar10_serving.parsing import GuardedServer
 from cifar10_serving.settings import Settings
 
 log = logging.getLogger("cifar10_serving.server")
 
+PENDING_CALLS = 1 << 16
 QUIET_S = 0.1
 """At shutdown, the port closes once no request was refused for this long."""
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -82,7 +84,14 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),  # a port in use is an error, not a silent second listener
-        ("grpc.max_concurrent_streams", 1000),
+        # Calls a connection may have open at once; past it the client queues them itself
+        # (HTTP/2 flow control), so a flood waits in the clients, not in the server.
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # Calls received and not yet taken by our event loop: past grpc's defaults (1,000,
+        # then random drops to 3,000) they are CANCELLED before our code sees them. Ours
+        # (every connection's streams) answer them all: OK or RESOURCE_EXHAUSTED.
+        ("grpc.server.max_pending_requests", PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
     ]
 
 
@@ -121,6 +130,7 @@ class ServingServer:
         if not self.port:
             raise RuntimeError(f"cannot bind {address}")
         self._stopping: asyncio.Task | None = None
+        self._trimmer: asyncio.Future | None = None
         self.stopped = asyncio.Event()
 
     async def _set_health(self, status) -> None:
@@ -132,6 +142,9 @@ class ServingServer:
         await self._set_health(NOT_SERVING)
         await self.grpc_server.start()
         await self.core.start()
+        admission = self.core.admission
+        self._trimmer = asyncio.ensure_future(Trimmer(
+            lambda: admission.seen, lambda: admission.requests == 0).run())
         if self.core.ready:
             await self._set_health(SERVING)
         log.info("serving %s on port %d (%s): %s", self.core.info.name, self.port,
@@ -170,6 +183,8 @@ class ServingServer:
         admission.release()
         await closing
         await self.core.stop(timeout=max(1.0, grace - (time.monotonic() - started)))
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         log.info("stopped after %.2f s", time.monotonic() - started)
         self.stopped.set()
 
@@ -208,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cifar10-serve: error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
+    bound_allocator()
     log.info("settings: %s", " ".join(f"{k}={v}" for k, v in settings.as_dict().items()))
     metrics = Metrics()
     try:
