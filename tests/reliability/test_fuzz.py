@@ -46,7 +46,7 @@ def stream_codes(call, messages: list[bytes]) -> list[str]:
 
 
 def test_fuzzed_messages_get_deliberate_codes_and_the_server_stays_healthy(
-        server_factory, record_property):
+        server_factory, record_property, caplog):
     server = server_factory(metrics_port=0, max_images_per_request=64)
     rng = random.Random(SEED)
     valid = seeds()
@@ -87,6 +87,7 @@ def test_fuzzed_messages_get_deliberate_codes_and_the_server_stays_healthy(
     record_property("fuzz_codes", dict(by_code))
     log.info("%d fuzzed messages: %s", sent, dict(by_code))
     assert not BROKEN & set(by_code), examples
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no log flood
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     malformed = sum(s.value for m in server.metrics.malformed.collect() for s in m.samples
                     if s.name.endswith("_total"))
