@@ -216,11 +216,11 @@ class ServingCore:
         """After begin_shutdown: wait (polling) until no request was refused for ``quiet_s``
         (no client is sending any more), at most ``timeout``; True if so."""
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if time.monotonic() - self.admission.last_refusal >= quiet_s:
-                return True
+        while time.monotonic() - self.admission.last_refusal < quiet_s:
+            if time.monotonic() >= end:
+                return False
             await asyncio.sleep(0.005)
-        return False
+        return True
 
     @property
     def batcher(self) -> Batcher:

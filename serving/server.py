@@ -1,8 +1,10 @@
 """The gRPC server: every service on one port, health, reflection, TLS, graceful shutdown.
 
 ``cifar10-serve`` (``cifar10_serving.launcher`` checks the serve extra, then ``main``) loads
-the model, starts metrics and the server, and runs until SIGTERM or SIGINT. Shutdown: health turns NOT_SERVING at once, new requests are refused
-with UNAVAILABLE, requests in flight finish within ``grace_seconds``, exit status 0.
+the model, starts metrics and the server, and runs until SIGTERM or SIGINT. Shutdown: health
+turns NOT_SERVING at once, new requests are refused with UNAVAILABLE, admitted requests are
+answered, streams answer what they read and end UNAVAILABLE, and no call is cancelled under
+its client (``ServingServer._stop``); exit status 0 within ``grace_seconds``.
 SIGHUP reloads the model. A missing or invalid model at start-up prints one error line
 on stderr and exits with status 1 (2 for a bad flag or environment value).
 """
@@ -175,7 +177,7 @@ class ServingServer:
         admission = self.core.admission
         admission.hold()
         left = max(0.0, grace - min(1.0, grace / 2) - (time.monotonic() - started))
-        if not await self.core.refusals_ended(QUIET_S, left):
+        if not await self.core.refusals_ended(QUIET_S, left) and left > 0:
             log.warning("clients kept sending during the %.1f s grace; closing the port", grace)
         closing = asyncio.ensure_future(
             self.grpc_server.stop(max(0.0, grace - (time.monotonic() - started))))
