@@ -45,10 +45,10 @@ def _decode_one(image: pb.Image, max_pixels: int, budget: images.PixelBudget) ->
     kind = image.WhichOneof("data")
     if kind == "raw":
         raw = image.raw
-        array = images.from_raw_bytes(raw.data, raw.height, raw.width, raw.channels, max_pixels)
-        if raw.height * raw.width != contract.IMAGE_SIZE * contract.IMAGE_SIZE:
-            budget.spend(raw.width, raw.height)  # resized by Pillow: the same CPU bound
-        return array
+        pixels = raw.height * raw.width
+        if pixels != contract.IMAGE_SIZE * contract.IMAGE_SIZE and 0 < pixels <= max_pixels:
+            budget.spend(raw.width, raw.height)  # to be resized by Pillow: the same CPU bound
+        return images.from_raw_bytes(raw.data, raw.height, raw.width, raw.channels, max_pixels)
     if kind == "encoded":
         return images.decode(image.encoded, max_pixels, budget)
     raise InvalidInputError("no data: set either `encoded` or `raw`")
