@@ -18,6 +18,7 @@ import time
 import grpc
 import pytest
 
+from bench.ports import free_port
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 from cifar10_serving.proto.inference import grpc_service_pb2 as ipb
@@ -107,8 +108,10 @@ def stream_client(address: str, kind: int, stop: threading.Event, out: Outcomes,
 @pytest.mark.parametrize("persistent", [False, True], ids=["leaving", "persistent"])
 @pytest.mark.parametrize("repeat", range(REPEATS))
 def test_sigterm_under_load_cancels_nothing(tiny_model_path, repeat, persistent):
-    proc, channel = _start(tiny_model_path, "--grace-seconds", "10", "--reload-interval-s", "0")
-    address = f"127.0.0.1:{channel._channel.target().decode().rsplit(':', 1)[-1]}"
+    port = free_port()
+    proc, channel = _start(tiny_model_path, "--grace-seconds", "10", "--reload-interval-s", "0",
+                           port=port)
+    address = f"127.0.0.1:{port}"
     channel.close()
     stop, out = threading.Event(), Outcomes()
     threads = [threading.Thread(target=unary_client if i % 3 else stream_client,
