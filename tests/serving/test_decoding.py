@@ -86,22 +86,24 @@ def test_health_is_answered_within_50_ms_while_the_largest_legal_image_decodes(
     assert sum(t < 0.050 for t in latencies) >= 0.9 * len(latencies), latencies[-5:]
 
 
-def test_decoding_stops_when_the_deadline_has_passed(server, tall_png):
+def test_decoding_stops_when_the_deadline_has_passed(server_factory, tall_png):
+    server = server_factory(max_request_pixels=10 * SIDE * SIDE)  # all ten may be decoded
     core = server.core
-    request = pb.ClassifyRequest(images=[pb.Image(encoded=tall_png)] * 4)
+    request = pb.ClassifyRequest(images=[pb.Image(encoded=tall_png)] * 10)
     with grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.ClassifierStub(channel)
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as info:
             stub.Classify(request, timeout=0.2)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert wait_until(lambda: core.decoding == 0, timeout=60)
+        assert wait_until(lambda: core.decoding == 0, timeout=120)
         stopped = time.monotonic() - started
-        # the image being decoded at the deadline is finished, the next ones are not
         one = time.monotonic()
         stub.Classify(pb.ClassifyRequest(images=[pb.Image(encoded=tall_png)]), timeout=60)
         single = time.monotonic() - one
-    assert stopped < 0.2 + 2 * single, (stopped, single)
+    # the image being decoded at the deadline is finished, the nine after it are not (all
+    # ten would take about 10 x single); the margin absorbs a loaded machine's jitter
+    assert stopped < 0.7 + 3 * single, (stopped, single)
 
 
 def png(size: int) -> bytes:
