@@ -6,6 +6,20 @@ Each class names the gRPC status code it becomes; the transport layer
 
 from __future__ import annotations
 
+QUOTE_LIMIT = 64
+"""Characters of a client-supplied string that an error message quotes."""
+
+
+def quoted(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr`` of a client-supplied value, cut to a short prefix (an error message that
+    echoes a 64 KiB name would pass gRPC clients' metadata limits and arrive as
+    RESOURCE_EXHAUSTED): ``'abc...' (70000 chars)``."""
+    if not isinstance(text, str):
+        text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} chars)"
+
 
 class ServingError(Exception):
     """Base of every error the serving core raises on purpose."""
@@ -46,9 +60,15 @@ class OverloadedError(ServingError):
 
 
 class UnavailableError(ServingError):
-    """The server is starting up or shutting down."""
+    """The server is starting up or shutting down (``retry_after_ms``: as for
+    OverloadedError; None sends no hint)."""
 
     status_name = "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+        self.hold = None  # an asyncio.Event to wait for before answering (shutdown), or None
 
 
 class DeadlineExceededError(ServingError):

@@ -51,6 +51,10 @@ def build_core(settings: Settings, metrics: Metrics | None = None) -> ServingCor
         instances=settings.instances,
         max_images_per_request=settings.max_images_per_request,
         max_image_pixels=settings.max_image_pixels,
+        max_request_pixels=settings.max_request_pixels,
+        max_inflight_requests=settings.max_inflight_requests,
+        max_inflight_bytes=settings.max_inflight_bytes,
+        decode_threads=settings.decode_threads,
         reload_interval_s=settings.reload_interval_s,
         hooks=metrics_hooks(metrics) if metrics is not None else None,
     )

@@ -16,15 +16,23 @@ Stable API (keep it small)::
                                                  #   labels, metadata, input/output TensorSpec)
     core.max_batch_size, core.max_queue_delay_s, core.instances   # the batcher's (ModelConfig)
     core.max_images_per_request, core.max_image_pixels            # request limits
+    core.max_request_pixels                      # pixels one request may decode in all
+    with core.admit(nbytes) as ticket: ...       # before decoding: OverloadedError past the
+                                                 #   in-flight limits (cifar10_serving.admission)
+    out = await core.offload(work, deadline)     # blocking decode work on the decode threads;
+                                                 #   work(check): check() raises once the
+                                                 #   deadline passed or the caller left
+    core.decoding                                # offloaded work running right now
     core.check_model(name, version)              # -> ModelInfo, or UnknownModelError ('' = any)
     model = core.select(name, version)           # the same check; pins the current model
-    pred = await core.classify(images, model=model, deadline=...)
+    pred = await core.classify(images, model=model, deadline=..., admitted=True)
     pred.probabilities                           # float32 [N, 10], finite, label order
     pred.model                                   # ModelInfo of the model that computed every row
     deadline_after(seconds)                      # grpc's context.time_remaining() -> deadline
     core.request_reload()                        # SIGHUP: reload in the background
     core.reload()                                # sync; True if swapped, False if rejected
-    core.begin_shutdown()                        # new classify() -> UnavailableError
+    core.begin_shutdown()                        # new admit()/classify() -> UnavailableError
+    await core.refusals_ended(quiet_s, timeout)  # shutdown: until no refusal for quiet_s
     await core.stop()                            # finish the queued work, stop the watcher
 
 A request runs on one model: the one current when it was admitted (``select``, or
@@ -33,7 +41,8 @@ the old model, all of their rows, and the answer names it; the batcher never mer
 of two models into one run.
 
 ``classify`` may be awaited from any asyncio event loop; the model runs on the batcher's
-worker thread, never on the loop.
+worker thread, never on the loop; Pillow decoding runs on the core's decode threads
+(``offload``), never on the loop; ``admit`` is for the server's loop only.
 """
 
 from __future__ import annotations
@@ -44,17 +53,22 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 from dataclasses import dataclass
 
 import numpy as np
 
 from cifar10_core import contract
 from cifar10_core.errors import (
+    DeadlineExceededError,
     InvalidInputError,
     ModelLoadError,
     UnavailableError,
     UnknownModelError,
+    quoted,
 )
+from cifar10_serving.admission import Admission, Ticket
 from cifar10_serving.batching import Batcher
 from cifar10_serving.model import FileSignature, ModelInfo, OnnxModel
 
@@ -72,6 +86,26 @@ def deadline_after(seconds: float | None) -> float | None:
 class Prediction:
     probabilities: np.ndarray  # float32 [N, 10]
     model: ModelInfo
+
+
+T = TypeVar("T")
+
+
+class WorkCheck:
+    """``check()`` for offloaded work: raises DeadlineExceededError once the deadline has
+    passed or the caller has gone (cancelled), so a long decode stops between images."""
+
+    __slots__ = ("deadline", "abandoned")
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.abandoned = False
+
+    def __call__(self) -> None:
+        if self.abandoned:
+            raise DeadlineExceededError("the caller has gone; work stopped")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise DeadlineExceededError("deadline passed while decoding; work stopped")
 
 
 def _ignore(*_args) -> None:
@@ -104,6 +138,10 @@ class ServingCore:
         instances: int = 1,
         max_images_per_request: int = 1024,
         max_image_pixels: int = 16_000_000,
+        max_request_pixels: int = 64_000_000,
+        max_inflight_requests: int = 256,
+        max_inflight_bytes: int = 128 * 1024 * 1024,
+        decode_threads: int = 1,
         reload_interval_s: float = 0.0,
         hooks: CoreHooks | None = None,
     ):
@@ -117,9 +155,15 @@ class ServingCore:
         self.instances = instances  # model runs at a time (the batcher's workers)
         self.max_images_per_request = max_images_per_request
         self.max_image_pixels = max_image_pixels
+        self.max_request_pixels = max_request_pixels
+        self.admission = Admission(max_inflight_requests, max_inflight_bytes)
+        self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._decoding_lock = threading.Lock()
+        self.decoding = 0  # offloaded work running on a decode thread right now
         self.reload_interval_s = reload_interval_s
         self._hooks = hooks or CoreHooks()
         self._draining = False
+        self.stopping: asyncio.Event | None = None  # set at begin_shutdown (made in start())
         self._inflight = 0  # classify() calls admitted and not yet answered
         self._reload_lock = threading.Lock()
         self._rejected: FileSignature | None = None
@@ -157,15 +201,26 @@ class ServingCore:
 
     @property
     def inflight(self) -> int:
-        """classify() calls admitted and not yet answered (all APIs)."""
-        return self._inflight
+        """Requests admitted and not yet answered, and classify() calls in flight (all APIs;
+        0 when nothing is left to answer)."""
+        return self._inflight + self.admission.requests
 
     async def drained(self, timeout: float) -> bool:
         """Wait (polling, for shutdown) until no admitted request is left; True if none."""
         end = time.monotonic() + timeout
-        while self._inflight and time.monotonic() < end:
+        while self.inflight and time.monotonic() < end:
             await asyncio.sleep(0.005)
-        return not self._inflight
+        return not self.inflight
+
+    async def refusals_ended(self, quiet_s: float, timeout: float) -> bool:
+        """After begin_shutdown: wait (polling) until no request was refused for ``quiet_s``
+        (no client is sending any more), at most ``timeout``; True if so."""
+        end = time.monotonic() + timeout
+        while time.monotonic() - self.admission.last_refusal < quiet_s:
+            if time.monotonic() >= end:
+                return False
+            await asyncio.sleep(0.005)
+        return True
 
     @property
     def batcher(self) -> Batcher:
@@ -178,11 +233,11 @@ class ServingCore:
         info = model.info
         if name and name != info.name:
             raise UnknownModelError(
-                f"unknown model {name!r}: this server serves {info.name!r}"
+                f"unknown model {quoted(name)}: this server serves {info.name!r}"
             )
         if version and version != info.version:
             raise UnknownModelError(
-                f"unknown version {version!r} of model {info.name!r}: this server serves "
+                f"unknown version {quoted(version)} of model {info.name!r}: this server serves "
                 f"version {info.version!r}"
             )
         return model
@@ -206,6 +261,36 @@ class ServingCore:
             images = np.ascontiguousarray(images)
         return images
 
+    # -- admission and decoding -----------------------------------------------------------
+
+    def admit(self, nbytes: int) -> Ticket:
+        """Admit a request of ``nbytes`` before decoding it (a context manager; release when
+        answered): OverloadedError past the in-flight limits, UnavailableError once shutting
+        down."""
+        return self.admission.admit(nbytes)
+
+    async def offload(self, work: Callable[[WorkCheck], T], deadline: float | None) -> T:
+        """``work(check)`` on a decode thread (off the event loop). ``check()`` raises
+        DeadlineExceededError once ``deadline`` passed or this call was cancelled: call it
+        between units of work."""
+        check = WorkCheck(deadline)
+        future = asyncio.get_running_loop().run_in_executor(self._decode_pool, self._work, work,
+                                                            check)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            check.abandoned = True
+            raise
+
+    def _work(self, work: Callable[[WorkCheck], T], check: WorkCheck) -> T:
+        with self._decoding_lock:
+            self.decoding += 1
+        try:
+            return work(check)
+        finally:
+            with self._decoding_lock:
+                self.decoding -= 1
+
     # -- inference ----------------------------------------------------------------------
 
     async def classify(
@@ -214,6 +299,7 @@ class ServingCore:
         *,
         model: OnnxModel | None = None,
         deadline: float | None = None,
+        admitted: bool = False,
     ) -> Prediction:
         """Probabilities for uint8 [N, 32, 32, 3] images, computed in a dynamic batch.
 
@@ -221,9 +307,10 @@ class ServingCore:
         by it, even across a hot swap. ``deadline`` is a ``time.monotonic()`` instant (see
         ``deadline_after``). Raises InvalidInputError, UnavailableError (shutting down),
         OverloadedError (queue full), DeadlineExceededError, or NonFiniteOutputError (a
-        broken model; INTERNAL).
+        broken model; INTERNAL). ``admitted``: the request holds a ticket (``admit``), taken
+        before shutdown began: it is answered, not refused.
         """
-        if self._draining:
+        if self._draining and not admitted:
             raise UnavailableError("server is shutting down")
         images = self.check_images(images)
         if model is None:
@@ -306,12 +393,18 @@ class ServingCore:
     async def start(self) -> None:
         """Start the model file watcher on the running loop (if reload_interval_s > 0)."""
         self._loop = asyncio.get_running_loop()
+        if self.stopping is None:
+            self.stopping = asyncio.Event()
         if self.reload_interval_s > 0 and self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(self.reload_interval_s))
 
     def begin_shutdown(self) -> None:
-        """From now on classify() raises UnavailableError; queued work still completes."""
+        """From now on admit() and classify() raise UnavailableError; admitted requests and
+        queued work still complete."""
         self._draining = True
+        self.admission.close()
+        if self.stopping is not None:
+            self.stopping.set()  # streams stop reading (cifar10_serving.streams)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop the watcher and the batcher after finishing the queued requests."""
@@ -329,3 +422,4 @@ class ServingCore:
             except Exception:
                 pass
         await self._batcher.close(timeout)
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)

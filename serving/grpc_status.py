@@ -26,7 +26,8 @@ from collections.abc import Callable
 
 import grpc
 
-from cifar10_core.errors import OverloadedError, ServingError
+from cifar10_core.errors import OverloadedError, ServingError, UnavailableError
+from cifar10_serving.parsing import Malformed, checks_malformed
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,19 @@ def status_of(exc: BaseException, method: str = "") -> tuple[grpc.StatusCode, st
 
 def trailers_of(exc: BaseException) -> tuple[tuple[str, str], ...]:
     """Trailing metadata for an error: a full queue tells gRPC clients when to retry
-    (``grpc-retry-pushback-ms``; negative: do not), anything else adds nothing."""
+    (``grpc-retry-pushback-ms``; negative: do not), and so does a shutdown refusal that
+    carries a hint; anything else adds nothing."""
     if isinstance(exc, OverloadedError):
         pushback = -1 if exc.retry_after_ms is None else max(0, int(exc.retry_after_ms))
         return (("grpc-retry-pushback-ms", str(pushback)),)
+    if isinstance(exc, UnavailableError) and exc.retry_after_ms is not None:
+        return (("grpc-retry-pushback-ms", str(max(0, int(exc.retry_after_ms)))),)
     return ()
 
 
 def rpc(method: str):
-    """Decorate an async unary handler ``(self, request, context)``: map errors, count, time."""
+    """Decorate an async unary handler ``(self, request, context)``: map errors, count, time;
+    a request that did not parse (``cifar10_serving.parsing``) is INVALID_ARGUMENT."""
 
     def decorate(handler):
         @functools.wraps(handler)
@@ -69,6 +74,8 @@ def rpc(method: str):
             observe = self.observe
             started = time.perf_counter()
             try:
+                if type(request) is Malformed:
+                    raise request.error()
                 response = await handler(self, request, context)
             except asyncio.CancelledError:
                 if observe is not None:
@@ -81,6 +88,8 @@ def rpc(method: str):
                     observe(method, name, time.perf_counter() - started)
                 raise
             except Exception as exc:
+                if isinstance(exc, UnavailableError) and exc.hold is not None:
+                    await exc.hold.wait()  # shutdown: answer once the port is closing
                 code, message = status_of(exc, method)
                 if observe is not None:
                     observe(method, code.name, time.perf_counter() - started)
@@ -89,6 +98,6 @@ def rpc(method: str):
                 observe(method, "OK", time.perf_counter() - started)
             return response
 
-        return wrapper
+        return checks_malformed(wrapper)
 
     return decorate

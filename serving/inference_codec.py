@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cifar10_core import contract
-from cifar10_core.errors import InvalidInputError
+from cifar10_core.errors import InvalidInputError, quoted
 from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 
 INPUT_DATATYPE = "UINT8"
@@ -60,6 +60,16 @@ class OutputRequest:
     top_k: int | None = None
 
 
+_NAMES_QUOTED = 4  # names an error message lists at most
+_DIMS_SHOWN = 8  # dimensions of a client's shape an error message shows at most
+
+
+def _shown(shape: tuple) -> str:
+    if len(shape) <= _DIMS_SHOWN:
+        return str(list(shape))
+    return f"{list(shape[:_DIMS_SHOWN])}... ({len(shape)} dimensions)"
+
+
 def parameter_value(parameter: pb.InferParameter) -> bool | int | float | str | None:
     """The value of an InferParameter, whichever of its oneof fields is set."""
     which = parameter.WhichOneof("parameter_choice")
@@ -80,17 +90,17 @@ def decode_images(request: pb.ModelInferRequest, max_images: int) -> np.ndarray:
             f"{INPUT_DATATYPE} {list(INPUT_SHAPE)}"
         )
     if len(inputs) > 1:
-        names = ", ".join(repr(t.name) for t in inputs)
+        names = ", ".join(quoted(t.name) for t in inputs[:_NAMES_QUOTED])
         raise InvalidInputError(
             f"expected exactly one input '{contract.INPUT_NAME}', got {len(inputs)}: {names}"
         )
     tensor = inputs[0]
     if tensor.name != contract.INPUT_NAME:
         raise InvalidInputError(
-            f"unknown input '{tensor.name}': the model's only input is '{contract.INPUT_NAME}'"
+            f"unknown input {quoted(tensor.name)}: the model's only input is '{contract.INPUT_NAME}'"
         )
     if tensor.datatype != INPUT_DATATYPE:
-        shown = tensor.datatype if tensor.datatype in _KNOWN_DATATYPES else repr(tensor.datatype)
+        shown = tensor.datatype if tensor.datatype in _KNOWN_DATATYPES else quoted(tensor.datatype)
         raise InvalidInputError(
             f"input '{contract.INPUT_NAME}' has datatype {shown}; expected {INPUT_DATATYPE}"
         )
@@ -98,7 +108,7 @@ def decode_images(request: pb.ModelInferRequest, max_images: int) -> np.ndarray:
     if len(dims) != 4 or (dims[1], dims[2], dims[3]) != contract.INPUT_SHAPE:
         shape = tuple(dims)
         raise InvalidInputError(
-            f"input '{contract.INPUT_NAME}' has shape {list(shape)}; expected "
+            f"input '{contract.INPUT_NAME}' has shape {_shown(shape)}; expected "
             f"[N, {', '.join(map(str, contract.INPUT_SHAPE))}] (N images, HWC, RGB)"
         )
     count = dims[0]
@@ -170,7 +180,7 @@ def requested_output(
     if len(outputs) == 0:
         return OutputRequest()
     if len(outputs) > 1:
-        names = ", ".join(repr(o.name) for o in outputs)
+        names = ", ".join(quoted(o.name) for o in outputs[:_NAMES_QUOTED])
         raise InvalidInputError(
             f"expected at most one requested output '{contract.OUTPUT_NAME}', "
             f"got {len(outputs)}: {names}"
@@ -178,7 +188,7 @@ def requested_output(
     output = outputs[0]
     if output.name != contract.OUTPUT_NAME:
         raise InvalidInputError(
-            f"unknown output '{output.name}': the model's only output is '{contract.OUTPUT_NAME}'"
+            f"unknown output {quoted(output.name)}: the model's only output is '{contract.OUTPUT_NAME}'"
         )
     if CLASSIFICATION_PARAMETER not in output.parameters:
         return OutputRequest()
@@ -186,7 +196,7 @@ def requested_output(
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(
             f"output parameter '{CLASSIFICATION_PARAMETER}' must be an int64 (the number of "
-            f"classes to return), got {value!r}"
+            f"classes to return), got {quoted(value)}"
         )
     if value < 0:
         raise InvalidInputError(

@@ -20,10 +20,12 @@ codes in ``cifar10_serving.grpc_status``. What the v2 API shows of the served mo
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import threading
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 import cifar10_serving
 from cifar10_core import contract
@@ -41,6 +43,7 @@ from cifar10_serving.inference_codec import (
 )
 from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 from cifar10_serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from cifar10_serving.parsing import per_message_errors
 from cifar10_serving.streams import pipelined
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -211,17 +214,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             core = self.core
             model = core.select(request.model_name, request.model_version)
             output = requested_output(request)
-            if (
-                len(request.inputs) == 1
-                and len(request.inputs[0].contents.uint_contents) > _OFFLOAD_VALUES
-            ):
-                batch = await asyncio.to_thread(
-                    decode_images, request, core.max_images_per_request
-                )
-            else:
-                batch = decode_images(request, core.max_images_per_request)
-            images = batch.shape[0]
-            pred = await core.classify(batch, model=model, deadline=deadline_after(timeout))
+            deadline = deadline_after(timeout)
+            with core.admit(request_bytes(request)):
+                if (len(request.inputs) == 1
+                        and len(request.inputs[0].contents.uint_contents) > _OFFLOAD_VALUES):
+                    batch = await core.offload(functools.partial(
+                        _decode_checked, request, core.max_images_per_request), deadline)
+                else:
+                    batch = decode_images(request, core.max_images_per_request)
+                images = batch.shape[0]
+                pred = await core.classify(batch, model=model, deadline=deadline, admitted=True)
             info = pred.model
             response = pb.ModelInferResponse(
                 model_name=info.name, model_version=info.version, id=request.id
@@ -242,6 +244,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             infer_response=await self._infer(request, context.time_remaining())
         )
 
+    @per_message_errors
     async def ModelStreamInfer(self, request_iterator, context):
         """Pipelined (``cifar10_serving.streams``), answered in request order.
 
@@ -251,8 +254,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async for response in pipelined(
             request_iterator, lambda request: self._stream_answer(request, context),
             _stream_error, method="ModelStreamInfer", observe=self.observe,
+            stopping=self.core.stopping, context=context,
         ):
             yield response
+
+
+def _decode_checked(request: pb.ModelInferRequest, max_images: int, check) -> np.ndarray:
+    check()  # the deadline may have passed while the request waited for a decode thread
+    return decode_images(request, max_images)
+
+
+def request_bytes(request: pb.ModelInferRequest) -> int:
+    """The request's size for admission: its tensor data (raw bytes, or 4 bytes a value)."""
+    return sum(map(len, request.raw_input_contents)) + 4 * sum(
+        len(tensor.contents.uint_contents) for tensor in request.inputs)
 
 
 def _stream_error(request, code: str, message: str) -> pb.ModelStreamInferResponse:

@@ -41,3 +41,26 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class RateLimitedLog:
+    """At most one log line per ``interval_s``, with the count of the lines held back (for
+    what clients can trigger at will: a flood must not fill the disk)."""
+
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING,
+                 interval_s: float = 10.0) -> None:
+        self.logger, self.level, self.interval_s = logger, level, interval_s
+        self._next = 0.0
+        self.suppressed = 0
+
+    def log(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self.suppressed += 1
+            return
+        self._next = now + self.interval_s
+        if self.suppressed:
+            msg += " (and %d more like it in the last %.0f s)"
+            args = (*args, self.suppressed, self.interval_s)
+            self.suppressed = 0
+        self.logger.log(self.level, msg, *args)

@@ -11,6 +11,8 @@ one test process do not collide) and are served over HTTP by ``Metrics.serve``:
 * ``cifar10_queue_depth_images``: images waiting for the model right now
 * ``cifar10_model_info{name, version}``: 1 for the model being served
 * ``cifar10_model_reloads_total{result}``: hot reloads, ``ok`` or ``rejected``
+* ``cifar10_malformed_requests_total{method}``: request messages that did not parse
+  (answered INVALID_ARGUMENT; ``cifar10_serving.parsing``)
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class Metrics:
         self.reloads = Counter(
             "cifar10_model_reloads", "Model hot reloads by result.", ["result"], registry=r
         )
+        self.malformed = Counter(
+            "cifar10_malformed_requests", "Request messages that did not parse, by method.",
+            ["method"], registry=r,
+        )
         self._children: dict[tuple[str, str], Callable[[], None]] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._model_labels: tuple[str, str] | None = None
@@ -69,6 +75,10 @@ class Metrics:
         if hist is None:
             hist = self._latency_children[method] = self.latency.labels(method)
         hist.observe(seconds)
+
+    def malformed_request(self, method: str) -> None:
+        """Count one request message that did not parse."""
+        self.malformed.labels(method).inc()
 
     def set_model(self, name: str, version: str) -> None:
         if self._model_labels is not None:

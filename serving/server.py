@@ -1,8 +1,10 @@
 """The gRPC server: every service on one port, health, reflection, TLS, graceful shutdown.
 
 ``cifar10-serve`` (``cifar10_serving.launcher`` checks the serve extra, then ``main``) loads
-the model, starts metrics and the server, and runs until SIGTERM or SIGINT. Shutdown: health turns NOT_SERVING at once, new requests are refused
-with UNAVAILABLE, requests in flight finish within ``grace_seconds``, exit status 0.
+the model, starts metrics and the server, and runs until SIGTERM or SIGINT. Shutdown: health
+turns NOT_SERVING at once, new requests are refused with UNAVAILABLE, admitted requests are
+answered, streams answer what they read and end UNAVAILABLE, and no call is cancelled under
+its client (``ServingServer._stop``); exit status 0 within ``grace_seconds``.
 SIGHUP reloads the model. A missing or invalid model at start-up prints one error line
 on stderr and exits with status 1 (2 for a bad flag or environment value).
 """
@@ -20,18 +22,24 @@ from collections.abc import Callable, Iterable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from cifar10_core.errors import ModelLoadError
 from cifar10_serving.assembly import build_core
 from cifar10_serving.core import ServingCore
 from cifar10_serving.grpc_status import RequestObserver
 from cifar10_serving.logs import setup_logging
+from cifar10_serving.memory import Trimmer, bound_allocator
 from cifar10_serving.metrics import Metrics
+from cifar10_serving.parsing import GuardedServer
 from cifar10_serving.settings import Settings
 
 log = logging.getLogger("cifar10_serving.server")
 
+PENDING_CALLS = 1 << 16
+QUIET_S = 0.1
+"""At shutdown, the port closes once no request was refused for this long."""
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -78,7 +86,14 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),  # a port in use is an error, not a silent second listener
-        ("grpc.max_concurrent_streams", 1000),
+        # Calls a connection may have open at once; past it the client queues them itself
+        # (HTTP/2 flow control), so a flood waits in the clients, not in the server.
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # Calls received and not yet taken by our event loop: past grpc's defaults (1,000,
+        # then random drops to 3,000) they are CANCELLED before our code sees them. Ours
+        # (every connection's streams) answer them all: OK or RESOURCE_EXHAUSTED.
+        ("grpc.server.max_pending_requests", PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
     ]
 
 
@@ -90,16 +105,22 @@ class ServingServer:
         self.core = core
         observe = metrics.observe if metrics is not None else None
         self.grpc_server = grpc.aio.server(options=grpc_options(settings))
+        # Every service registers through the guard: we parse the requests (parsing.py).
+        guarded = GuardedServer(
+            self.grpc_server, metrics.malformed_request if metrics is not None else None)
         self.health = HealthServicer()
         self.service_names: list[str] = []
         for register in servicer_registrations():
-            names = register(self.grpc_server, core, observe)
+            names = register(guarded, core, observe)
             self.service_names.extend(names or [])
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
-            self.grpc_server,
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, guarded)
+        # reflection.enable_server_reflection, but through the guard (which it would not
+        # recognise as an aio server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            ReflectionServicer(
+                [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME]),
+            guarded,
         )
         address = f"{settings.host}:{settings.port}"
         if ":" in settings.host and not settings.host.startswith("["):
@@ -111,6 +132,7 @@ class ServingServer:
         if not self.port:
             raise RuntimeError(f"cannot bind {address}")
         self._stopping: asyncio.Task | None = None
+        self._trimmer: asyncio.Future | None = None
         self.stopped = asyncio.Event()
 
     async def _set_health(self, status) -> None:
@@ -122,6 +144,9 @@ class ServingServer:
         await self._set_health(NOT_SERVING)
         await self.grpc_server.start()
         await self.core.start()
+        admission = self.core.admission
+        self._trimmer = asyncio.ensure_future(Trimmer(
+            lambda: admission.seen, lambda: admission.requests == 0).run())
         if self.core.ready:
             await self._set_health(SERVING)
         log.info("serving %s on port %d (%s): %s", self.core.info.name, self.port,
@@ -140,14 +165,28 @@ class ServingServer:
         self.core.begin_shutdown()  # from here on, new requests get UNAVAILABLE
         await self.health.enter_graceful_shutdown()
         inflight = self.core.inflight
-        # Let admitted requests finish while the port is still open, then close it. (grpc's
-        # own stop cancels calls it has received but not yet handed to us, so closing
-        # first would turn late arrivals into CANCELLED instead of a clean UNAVAILABLE.)
+        # 1. Answer every admitted request (and the streams' read messages) while the port
+        # is open; late arrivals get UNAVAILABLE at once, with a pushback hint.
         finished = await self.core.drained(grace)
         log.info("%d request(s) in flight at shutdown: %s", inflight,
                  "all finished" if finished else f"{self.core.inflight} still running")
-        await self.grpc_server.stop(max(0.0, grace - (time.monotonic() - started)))
+        # 2. grpc's stop cancels the calls it has received but not yet handed to us (they
+        # would end CANCELLED). So from here a refusal is held, not answered: a client's
+        # next call waits in our hands instead of racing the stop. Once no new call has come
+        # for QUIET_S, close the port (GOAWAY) and only then answer the held refusals.
+        admission = self.core.admission
+        admission.hold()
+        left = max(0.0, grace - min(1.0, grace / 2) - (time.monotonic() - started))
+        if not await self.core.refusals_ended(QUIET_S, left) and left > 0:
+            log.warning("clients kept sending during the %.1f s grace; closing the port", grace)
+        closing = asyncio.ensure_future(
+            self.grpc_server.stop(max(0.0, grace - (time.monotonic() - started))))
+        await asyncio.sleep(0)  # the stop has begun: the port is closed, GOAWAY sent
+        admission.release()
+        await closing
         await self.core.stop(timeout=max(1.0, grace - (time.monotonic() - started)))
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         log.info("stopped after %.2f s", time.monotonic() - started)
         self.stopped.set()
 
@@ -186,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cifar10-serve: error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
+    bound_allocator()
     log.info("settings: %s", " ".join(f"{k}={v}" for k, v in settings.as_dict().items()))
     metrics = Metrics()
     try:

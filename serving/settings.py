@@ -27,6 +27,12 @@ CIFAR10_MAX_QUEUE_SIZE         2048                        queued images before
 CIFAR10_MAX_MESSAGE_BYTES      67108864 (64 MiB)           gRPC max receive/send message size
 CIFAR10_MAX_IMAGES_PER_REQUEST 1024                        images in one request
 CIFAR10_MAX_IMAGE_PIXELS       16000000                    width*height of one decoded image
+CIFAR10_MAX_REQUEST_PIXELS     64000000                    pixels one request may decode in all
+CIFAR10_MAX_INFLIGHT_REQUESTS  256                         requests admitted at once, before
+                                                           RESOURCE_EXHAUSTED
+CIFAR10_MAX_INFLIGHT_BYTES     134217728 (128 MiB)         request bytes admitted at once
+CIFAR10_DECODE_THREADS         half the CPUs (at least 1)  threads decoding images with Pillow
+CIFAR10_MAX_STREAMS_PER_CONNECTION 1000                    calls open at once on one connection
 CIFAR10_GRACE_SECONDS          10                          in-flight grace period at shutdown
 CIFAR10_RELOAD_INTERVAL_S      2                           model file polling; 0 = off (SIGHUP
                                                            still reloads)
@@ -133,6 +139,25 @@ class Settings:
     max_image_pixels: int = field(
         default=16_000_000, metadata={"help": "max width*height of one decoded image"}
     )
+    max_request_pixels: int = field(
+        default=64_000_000,
+        metadata={"help": "pixels one request may decode in all (its images' width*height)"},
+    )
+    max_inflight_requests: int = field(
+        default=256, metadata={"help": "requests admitted at once; more: RESOURCE_EXHAUSTED"}
+    )
+    max_inflight_bytes: int = field(
+        default=128 * 1024 * 1024,
+        metadata={"help": "request bytes admitted at once; more: RESOURCE_EXHAUSTED"},
+    )
+    max_streams_per_connection: int = field(
+        default=1000, metadata={"help": "calls one connection may have open at once (HTTP/2 "
+                                       "max concurrent streams); clients queue the rest"},
+    )
+    decode_threads: int = field(
+        default=0, metadata={"help": "threads decoding images with Pillow (0: half the CPUs, "
+                                     "at least 1)"},
+    )
     grace_seconds: float = field(
         default=10.0, metadata={"help": "grace period for in-flight requests at shutdown"}
     )
@@ -156,12 +181,17 @@ class Settings:
                 object.__setattr__(self, "instances", min(2, available_cpus()))
             if self.threads <= 0:
                 object.__setattr__(self, "threads", available_cpus())
+        if self.decode_threads < 0:
+            problems.append("decode_threads must not be negative (0: the default)")
+        elif self.decode_threads == 0:
+            object.__setattr__(self, "decode_threads", max(1, available_cpus() // 2))
         if not 0 <= self.port <= 65535:
             problems.append(f"port {self.port} out of range")
         if not -1 <= self.metrics_port <= 65535:
             problems.append(f"metrics_port {self.metrics_port} out of range")
         for name in ("max_batch_size", "max_queue_size", "max_message_bytes",
-                     "max_images_per_request", "max_image_pixels"):
+                     "max_images_per_request", "max_image_pixels", "max_request_pixels",
+                     "max_inflight_requests", "max_inflight_bytes", "max_streams_per_connection"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for name in ("max_queue_delay_ms", "grace_seconds", "reload_interval_s"):

@@ -128,3 +128,32 @@ def test_health_and_reflection_name_the_service(server, channel):
         list_services="")]))
     names = {s.name for s in answer.list_services_response.service}
     assert "inference.GRPCInferenceService" in names
+
+
+def long_name_requests() -> list:
+    """Requests that each echo a 64 KiB client string in their error."""
+    long = "x" * 65536
+    renamed = infer_request(images(1))
+    renamed.inputs[0].name = long
+    datatype = infer_request(images(1))
+    datatype.inputs[0].datatype = long
+    output = infer_request(images(1))
+    output.outputs.add(name=long)
+    parameter = infer_request(images(1))
+    parameter.outputs.add(name="probabilities").parameters["classification"].string_param = long
+    shape = infer_request(images(1))
+    shape.inputs[0].shape.extend([1] * 10000)
+    return [infer_request(images(1), model=long), infer_request(images(1), model_version=long),
+            renamed, datatype, output, parameter, shape]
+
+
+def test_long_client_strings_are_quoted_short(stub):
+    for request in long_name_requests():
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()[:200]
+        assert len(info.value.details()) < 400
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelMetadata(pb.ModelMetadataRequest(name="m" * 65536), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "(65536 chars)" in info.value.details()
