@@ -134,17 +134,18 @@ def run_on_ray(
             num_cpus=threads,
         )
         done = failed = 0
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             rows = rows_of(batch)
             write(rows)
             n_failed = sum(1 for r in rows if r.get("error"))
             done, failed = done + len(rows), failed + n_failed
             progress.update(len(rows), failed)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         cpus = ray.cluster_resources().get("CPU", 0)
-        return done, failed, seconds, (f"Ray Data {ray.__version__} ({cpus:.0f} CPUs), up to "
-                                       f"{actors} actors x {threads} threads, model {model_path}")
+        return done, failed, seconds, (
+            f"Ray Data {ray.__version__} ({cpus:.0f} CPUs), up to {actors} actors x {threads} "
+            f"threads, model {model_path}; driver CPU {cpu / max(done, 1) * 1e6:.0f} us per image")
     finally:
         if started_ray:
             ray.shutdown()
