@@ -189,6 +189,18 @@ class RemoteBackend:
             await self.client.close()
 
 
+def load_model(path: str, threads: int):
+    """``cifar10_serving.model.OnnxModel.load`` (contract checks, warm-up); a model that
+    cannot be used is a usage error."""
+    from cifar10_core.errors import ModelLoadError
+    from cifar10_serving.model import OnnxModel
+
+    try:
+        return OnnxModel.load(path, threads=threads)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+
+
 class LocalBackend:
     """Run the model in-process (cifar10_serving.model.OnnxModel, the server's own model class):
     the same preprocessing (cifar10_core.images), the same session settings, the same float32
@@ -200,14 +212,9 @@ class LocalBackend:
         self.model = None
 
     async def start(self) -> str:
-        from cifar10_core.errors import ModelLoadError
-        from cifar10_serving.model import OnnxModel
         from cifar10_serving.settings import available_cpus
 
-        try:
-            self.model = OnnxModel.load(self.model_path, threads=self.threads or available_cpus())
-        except ModelLoadError as exc:
-            raise UsageError(str(exc)) from None
+        self.model = load_model(self.model_path, self.threads or available_cpus())
         return f"local model {self.model.name} version {self.model.version} ({self.model_path})"
 
     async def classify(self, batch: list[Item]) -> list[dict]:
@@ -353,8 +360,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--engine runs the model of --local MODEL.onnx: give it")
     if args.engine:
         require(f"--engine {args.engine}", args.engine, "onnxruntime", "ray.data")
-        if not Path(args.local).is_file():  # the engine's workers load it: say so here
-            raise UsageError(f"model file not found: {args.local}")
+        load_model(args.local, 1)  # the engine's workers load it: check it here first
     if args.local:
         require("--local", "local", "onnxruntime")  # before any output is opened
         backend = LocalBackend(args.local, args.threads)

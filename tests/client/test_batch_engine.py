@@ -100,3 +100,8 @@ def test_engine_needs_a_local_model(tmp_path, capsys):
     assert batch(tmp_path / "a.npy", "-o", tmp_path / "o.csv", "--engine", "ray",
                  "--local", tmp_path / "missing.onnx") == 2
     assert "model file not found" in capsys.readouterr().err
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    assert batch(tmp_path / "a.npy", "-o", tmp_path / "o.csv", "--engine", "ray",
+                 "--local", tmp_path / "bad.onnx") == 2
+    assert "bad.onnx" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()
