@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from .outputs import KEY, OutputError, ResultFile, result_file
 from .report import summarize, write_confusion_png
 from .results import Classification
 from .sources import Item, Source, SourceError, open_source
+
+if TYPE_CHECKING:  # onnxruntime is the local extra's: imported only when used
+    from cifar10_serving.model import OnnxModel
 
 PROG = "cifar10-batch"
 TQDM_HINT = "no progress bar: tqdm is missing (pip install 'cifar10-serving[client]')"
@@ -127,7 +131,7 @@ def failed_row(item: Item, code: str, message: str, model_name="", model_version
     }
 
 
-def classify_locally(model, batch: list[Item]) -> list[dict]:
+def classify_locally(model: OnnxModel, batch: list[Item]) -> list[dict]:
     """Rows for ``batch`` from an in-process ``cifar10_serving.model.OnnxModel``: each item
     preprocessed with cifar10_core.images, one ``predict`` for the batch (--local and the
     engine's workers alike)."""
@@ -189,7 +193,7 @@ class RemoteBackend:
             await self.client.close()
 
 
-def load_model(path: str, threads: int):
+def load_model(path: str, threads: int) -> OnnxModel:
     """``cifar10_serving.model.OnnxModel.load`` (contract checks, warm-up); a model that
     cannot be used is a usage error."""
     from cifar10_core.errors import ModelLoadError
