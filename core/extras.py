@@ -3,6 +3,7 @@
     cifar10-serving[client]  the client library, cifar10-client, cifar10-batch (a server's)
     cifar10-serving[local]   cifar10-batch --local (onnxruntime in-process)
     cifar10-serving[plots]   cifar10-batch's confusion-matrix PNG (matplotlib)
+    cifar10-serving[ray]     cifar10-batch --engine ray (Ray Data; with the local extra)
     cifar10-serving[serve]   cifar10-serve (onnxruntime, health, reflection, Prometheus)
     cifar10-serving[train]   cifar10-train (TensorFlow)
 """

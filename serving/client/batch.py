@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from .outputs import KEY, OutputError, ResultFile, result_file
 from .report import summarize, write_confusion_png
 from .results import Classification
 from .sources import Item, Source, SourceError, open_source
+
+if TYPE_CHECKING:  # onnxruntime is the local extra's: imported only when used
+    from cifar10_serving.model import OnnxModel
 
 PROG = "cifar10-batch"
 TQDM_HINT = "no progress bar: tqdm is missing (pip install 'cifar10-serving[client]')"
@@ -79,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local", metavar="MODEL.onnx",
                         help="run the model in-process with onnxruntime instead of calling a server")
     parser.add_argument("--threads", type=int, default=0,
-                        help="--local: onnxruntime threads (0: the CPUs available) [%(default)s]")
+                        help="--local: onnxruntime threads (0: the CPUs available; with --engine: "
+                             "per actor, 0: one) [%(default)s]")
+    parser.add_argument("--engine", choices=("ray",),
+                        help="run the --local model on a distributed engine: ray = Ray Data "
+                             "map_batches over an actor pool of up to --concurrency actors, on "
+                             "this machine or the cluster RAY_ADDRESS names (the 'ray' extra)")
     parser.add_argument("--confusion-matrix", metavar="PNG",
                         help="where to write the confusion matrix when labels are known "
                              "[default: next to the first output, .confusion.png]")
@@ -112,10 +121,34 @@ def error_row(item: Item, error: ClientError | InvalidInputError, model_name="",
         code, message = error.code.name, error.message
     else:
         code, message = getattr(error, "status_name", "INVALID_ARGUMENT"), str(error)
+    return failed_row(item, code, message, model_name, model_version)
+
+
+def failed_row(item: Item, code: str, message: str, model_name="", model_version="") -> dict:
     return {
         KEY: item.key, "true_label": _true_label(item), "error": message or code, "error_code": code,
         "model_name": model_name, "model_version": model_version,
     }
+
+
+def classify_locally(model: OnnxModel, batch: list[Item]) -> list[dict]:
+    """Rows for ``batch`` from an in-process ``cifar10_serving.model.OnnxModel``: each item
+    preprocessed with cifar10_core.images, one ``predict`` for the batch (--local and the
+    engine's workers alike)."""
+    rows: list[dict | None] = [None] * len(batch)
+    arrays, positions = [], []
+    for i, item in enumerate(batch):
+        try:
+            arrays.append(item.to_array())
+            positions.append(i)
+        except (ClientError, InvalidInputError) as error:
+            rows[i] = error_row(item, error, model.name, model.version)
+    if arrays:
+        probabilities = model.predict(np.stack(arrays))
+        for i, row in zip(positions, probabilities):
+            result = Classification.from_probabilities(row, CLASS_NAMES, 1, model.name, model.version)
+            rows[i] = result_row(batch[i], result)
+    return rows
 
 
 # -- backends -----------------------------------------------------------------------------
@@ -160,6 +193,18 @@ class RemoteBackend:
             await self.client.close()
 
 
+def load_model(path: str, threads: int) -> OnnxModel:
+    """``cifar10_serving.model.OnnxModel.load`` (contract checks, warm-up); a model that
+    cannot be used is a usage error."""
+    from cifar10_core.errors import ModelLoadError
+    from cifar10_serving.model import OnnxModel
+
+    try:
+        return OnnxModel.load(path, threads=threads)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+
+
 class LocalBackend:
     """Run the model in-process (cifar10_serving.model.OnnxModel, the server's own model class):
     the same preprocessing (cifar10_core.images), the same session settings, the same float32
@@ -171,39 +216,15 @@ class LocalBackend:
         self.model = None
 
     async def start(self) -> str:
-        from cifar10_core.errors import ModelLoadError
-        from cifar10_serving.model import OnnxModel
         from cifar10_serving.settings import available_cpus
 
-        try:
-            self.model = OnnxModel.load(self.model_path, threads=self.threads or available_cpus())
-        except ModelLoadError as exc:
-            raise UsageError(str(exc)) from None
+        self.model = load_model(self.model_path, self.threads or available_cpus())
         return f"local model {self.model.name} version {self.model.version} ({self.model_path})"
 
     async def classify(self, batch: list[Item]) -> list[dict]:
         # Decoding (Pillow) and onnxruntime both release the GIL: run batches on threads so
         # that --concurrency batches overlap, as they do on a server.
-        return await asyncio.get_running_loop().run_in_executor(None, self._classify, batch)
-
-    def _classify(self, batch: list[Item]) -> list[dict]:
-        model = self.model
-        rows: list[dict | None] = [None] * len(batch)
-        arrays, positions = [], []
-        for i, item in enumerate(batch):
-            try:
-                arrays.append(item.to_array())
-                positions.append(i)
-            except (ClientError, InvalidInputError) as error:
-                rows[i] = error_row(item, error, model.name, model.version)
-        if arrays:
-            probabilities = model.predict(np.stack(arrays))
-            for i, row in zip(positions, probabilities):
-                result = Classification.from_probabilities(
-                    row, CLASS_NAMES, 1, model.name, model.version
-                )
-                rows[i] = result_row(batch[i], result)
-        return rows
+        return await asyncio.get_running_loop().run_in_executor(None, classify_locally, self.model, batch)
 
     async def close(self) -> None:
         self.model = None
@@ -291,13 +312,30 @@ def plan(source: Source, skip_sets: list[set[str]], limit: int) -> Iterator[Item
         yield item
 
 
-async def _run_async(args, backend, todo, total, files, skip_sets) -> tuple[int, int, float, str]:
-    description = await backend.start()
-
+def writer(files: list[ResultFile], skip_sets: list[set[str]]) -> Callable[[list[dict]], None]:
+    """Append rows to every output, each without the keys it already held."""
     def write(rows: list[dict]) -> None:
         for file, skip in zip(files, skip_sets):
             file.write([r for r in rows if r[KEY] not in skip] if skip else rows)
 
+    return write
+
+
+def _run_on_engine(args, todo, total, files, skip_sets) -> tuple[int, int, float, str]:
+    from .engine import run_on_ray
+
+    progress = Progress(total, enabled=not args.no_progress)
+    try:
+        return run_on_ray(todo, writer(files, skip_sets), progress, args.local, args.batch_size,
+                          args.concurrency, args.threads)
+    finally:
+        progress.close()
+
+
+async def _run_async(args, backend, todo, total, files, skip_sets) -> tuple[int, int, float, str]:
+    description = await backend.start()
+
+    write = writer(files, skip_sets)
     progress = Progress(total, enabled=not args.no_progress)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
@@ -322,6 +360,11 @@ def run(args: argparse.Namespace) -> int:
         files: list[ResultFile] = [result_file(p) for p in args.output]
     except OutputError as exc:
         raise UsageError(str(exc)) from None
+    if args.engine and not args.local:
+        raise UsageError("--engine runs the model of --local MODEL.onnx: give it")
+    if args.engine:
+        require(f"--engine {args.engine}", args.engine, "onnxruntime", "ray.data")
+        load_model(args.local, 1)  # the engine's workers load it: check it here first
     if args.local:
         require("--local", "local", "onnxruntime")  # before any output is opened
         backend = LocalBackend(args.local, args.threads)
@@ -345,10 +388,14 @@ def run(args: argparse.Namespace) -> int:
         already = sum(1 for item in source if all(item.key in s for s in skip_sets))
         print(f"{PROG}: {args.input} ({source.kind}): {len(source)} items, {already} "
               f"already in the output, {total} to do", file=sys.stderr)
-        if total:
+        if total and args.engine:
+            done, failed, seconds, description = _run_on_engine(
+                args, plan(source, skip_sets, args.limit), total, files, skip_sets)
+        elif total:
             done, failed, seconds, description = asyncio.run(
                 _run_async(args, backend, plan(source, skip_sets, args.limit), total, files, skip_sets)
             )
+        if total:
             print(f"{PROG}: {description}", file=sys.stderr)
             print(f"{PROG}: classified {done} items ({failed} failed) in {seconds:.1f} s: "
                   f"{done / seconds if seconds > 0 else 0:.0f} images/s", file=sys.stderr)

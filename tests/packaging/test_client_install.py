@@ -105,6 +105,13 @@ def test_client_cli_and_batch_against_a_real_server(client_venv, server, tiny_mo
         "cifar10-batch: error: --local needs the 'local' extra (onnxruntime is not installed): "
         "pip install 'cifar10-serving[local]'"
     ]
+    done = _run(client_venv, "cifar10-batch", str(tmp_path / "images"), "-o", str(tmp_path / "ray.csv"),
+                "--local", str(tiny_model_path), "--engine", "ray", cwd=tmp_path)
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "cifar10-batch: error: --engine ray needs the 'ray' extra (onnxruntime is not installed): "
+        "pip install 'cifar10-serving[ray]'"
+    ]
 
 
 @pytest.mark.parametrize("command", [["cifar10-serve"], ["python", "-m", "cifar10_serving"]])
