@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 IMAGES_PER_CLASS = 6
 VAL_SIZE = 10
+TEST_SIZE = 10
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,8 @@ def run_compose_up(doc: dict, profiles: tuple[str, ...], volume_root: Path, logs
 @pytest.mark.training
 @pytest.mark.timeout(1200)
 def test_compose_up_trains_exports_serves_and_classifies(synthetic_data, tmp_path):
-    doc = compose.load({"EPOCHS": "1", "VAL_SIZE": str(VAL_SIZE), "CIFAR10_DATA_DIR": str(synthetic_data)})
+    doc = compose.load({"EPOCHS": "1", "VAL_SIZE": str(VAL_SIZE), "TEST_SIZE": str(TEST_SIZE),
+                        "CIFAR10_DATA_DIR": str(synthetic_data)})
     assert compose.active_services(doc) == ["train", "serve"]
     volume_root, logs = tmp_path / "volumes", tmp_path / "logs"
     logs.mkdir()
