@@ -50,6 +50,11 @@ META_DATASET = "dataset"
 META_DATASET_FINGERPRINT = "dataset_fingerprint"
 META_VALIDATION_METRICS = "validation_metrics_json"
 META_CREATED = "created_utc"
+# Optional (models made before the three-way split lack them):
+META_TEST_METRICS = "test_metrics_json"
+"""Figures on the test part: images held out from training and from every choice."""
+META_SPLIT = "split_json"
+"""Seed and sizes of the training, validation and test parts (indices: recomputed from them)."""
 
 REQUIRED_METADATA = (
     META_CLASS_NAMES,

@@ -1,9 +1,9 @@
 """``cifar10-train``: train, export, evaluate and compare (the lab's experiment).
 
-    cifar10-train train   --run-dir runs/augmented [--no-augment] [--epochs 100] [--data DIR]
-    cifar10-train export  --run-dir runs/augmented --output models/cifar10-cnn.onnx
-    cifar10-train evaluate --model models/cifar10-cnn.onnx --data DIR [--validation | --val-of RUN_DIR]
-    cifar10-train compare --out runs/compare [--epochs 100] [--no-train]
+    cifar10-train train   --run-dir runs/improved [--recipe improved|lab] [--epochs N] [--data DIR]
+    cifar10-train export  --run-dir runs/improved --output models/cifar10-cnn.onnx [--checkpoint best|last]
+    cifar10-train evaluate --model models/cifar10-cnn.onnx --data DIR [--validation | --test | --val-of RUN_DIR]
+    cifar10-train compare --out runs/compare [--epochs 100] [--no-train]   (the lab's recipe)
 
 Bad flag values, problems with the data or the run folder, and an export whose ONNX answers
 differ from Keras' print one ``cifar10-train: error:`` line and exit 2.
@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 from cifar10_training import config as config_module
-from cifar10_training.config import TrainConfig
 
 log = logging.getLogger("training")
 
@@ -29,13 +28,25 @@ LOG_LEVEL_ENV = "CIFAR10_LOG_LEVEL"
 CONFIG_COMMANDS = ("train", "compare")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainConfig()
-    group = parser.add_argument_group("training config (defaults: the lab's recipe)")
+def _default_text(name: str, recipe: str) -> str:
+    """The flag's default under ``recipe``, and under the other recipes where they differ."""
+    values = {r: config_module.for_recipe(r).to_dict()[name] for r in config_module.RECIPE_NAMES}
+    if len(set(map(repr, values.values()))) == 1:
+        return f"default: {values[recipe]!r}"
+    return "default: " + ", ".join(f"{v!r} ({r})" for r, v in values.items())
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, recipe: str) -> None:
+    group = parser.add_argument_group(f"training config (defaults: the {recipe!r} recipe unless --recipe says otherwise)")
+    defaults = config_module.for_recipe(recipe)
     for field in config_module.fields():
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        help_text = f"{field.metadata['help']} (default: {default!r})"
+        if field.name == "recipe":
+            group.add_argument(flag, dest=field.name, choices=config_module.RECIPE_NAMES, default=recipe,
+                               help=f"{field.metadata['help']} (default: {recipe}; docs/training.md)")
+            continue
+        help_text = f"{field.metadata['help']} ({_default_text(field.name, recipe)})"
         if isinstance(default, bool):
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)
@@ -43,11 +54,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=field.name, type=type(default), default=None, help=help_text)
 
 
-def config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:
-    """The config flags given, over the defaults; ValueError for unusable values."""
-    values = {f.name: getattr(args, f.name) for f in config_module.fields() if getattr(args, f.name, None) is not None}
+def config_from_args(args: argparse.Namespace, **overrides) -> config_module.TrainConfig:
+    """The flags given, over the defaults of ``--recipe``; ValueError for unusable values."""
+    values = {f.name: getattr(args, f.name) for f in config_module.fields()
+              if f.name != "recipe" and getattr(args, f.name, None) is not None}
     values.update(overrides)
-    return TrainConfig(**values)
+    return config_module.for_recipe(args.recipe, **values)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -61,7 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from cifar10_training import run
 
-    path = run.export_run(args.run_dir, args.output)
+    path = run.export_run(args.run_dir, args.output, args.checkpoint)
     log.info("exported %s", path)
     return 0
 
@@ -69,7 +81,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from cifar10_training import run
 
-    run.evaluate_command(args.model, args.data, args.split, args.val_of, args.out, args.validation)
+    run.evaluate_command(args.model, args.data, args.split, args.val_of, args.out, args.validation, args.test)
     return 0
 
 
@@ -107,21 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one arm (resumes if the run folder has checkpoints), then export and evaluate")
     p.add_argument("--run-dir", type=Path, required=True, help="folder of the run (created; resumed if it exists)")
     p.add_argument("--no-export", action="store_true", help="stop after fitting")
-    _add_config_flags(p)
+    _add_config_flags(p, config_module.DEFAULT_RECIPE)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("export", help="export a run's last checkpoint to ONNX (with the parity check)")
-    p.add_argument("--run-dir", type=Path, required=True, help="the run folder whose last checkpoint to export")
+    p = sub.add_parser("export", help="export a run's best checkpoint to ONNX (with the parity check), "
+                                      "evaluated on its validation and test parts")
+    p.add_argument("--run-dir", type=Path, required=True, help="the run folder whose checkpoint to export")
     p.add_argument("--output", type=Path, default=None, help="the ONNX file to write (default: RUN_DIR/model.onnx)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="best: the epoch with the highest validation accuracy; last: the newest epoch")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of an ONNX model, via onnxruntime")
     p.add_argument("--model", type=Path, required=True, help="the ONNX model to evaluate")
     p.add_argument("--data", required=True, help="image folder, cifar-10-python.tar.gz, cifar-10-batches-py/ or keras")
     p.add_argument("--split", default="train", choices=["train", "test"], help="which split of an archive")
-    p.add_argument("--val-of", type=Path, default=None, help="evaluate only the validation images of this run folder")
-    p.add_argument("--validation", action="store_true",
-                   help="evaluate only the model's validation split, recomputed from its metadata")
+    part = p.add_mutually_exclusive_group()
+    part.add_argument("--val-of", type=Path, default=None, help="evaluate only the validation images of this run folder")
+    part.add_argument("--validation", action="store_true",
+                      help="evaluate only the model's validation part, recomputed from its metadata")
+    part.add_argument("--test", action="store_true",
+                      help="evaluate only the model's test part, recomputed from its metadata")
     p.add_argument("--out", type=Path, default=None, help="folder for evaluation.json and confusion_matrix.png")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -129,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder holding both runs and the comparison")
     p.add_argument("--no-train", action="store_true",
                    help="train nothing: draw the figure and table from the runs as they are now")
-    _add_config_flags(p)
+    _add_config_flags(p, "lab")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("quantize", help="INT8 copy of an exported model (onnxruntime static "

@@ -1,8 +1,10 @@
-"""The one training config: every hyperparameter of a run, with the lab's recipe as defaults.
+"""The one training config: every hyperparameter of a run, with the lab's recipe as defaults,
+and the named recipes (``RECIPES``) that set groups of them.
 
 A run saves it as ``config.json`` next to its checkpoints and the exported model embeds it
 in its metadata, so a model always says how it was made. Every field can be set from the
-command line (``cifar10-train train --help``).
+command line (``cifar10-train train --help``); ``--recipe`` picks the defaults the flags
+override (``for_recipe``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,38 @@ from typing import Any
 
 
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+# The named recipes: what each changes from the dataclass defaults (the lab's recipe).
+# ``improved`` changes the training only (same network, same 276,138 parameters), after the
+# checked trials in docs/training.md: AdamW with a warm-up and cosine decay to 0 instead of a
+# constant rmsprop rate (whose validation accuracy swings 2-3 points per epoch), pad-and-crop
+# plus flip instead of rotation and zoom, label smoothing, lighter dropout, batch 128.
+RECIPES: dict[str, dict[str, Any]] = {
+    "lab": {},
+    "improved": {
+        "epochs": 90,                  # no more wall time than the lab's 100 (docs/training.md)
+        "batch_size": 128,
+        "optimizer": "adamw",
+        "learning_rate": 2e-3,         # the peak, reached after the warm-up
+        "lr_schedule": "cosine",
+        "warmup_fraction": 0.1,
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+        "conv_dropout": 0.05,
+        "dense_dropout": 0.25,
+        "rotation_degrees": 0.0,       # pad-4 crop and flip only
+        "width_shift": 0.0,
+        "height_shift": 0.0,
+        "zoom": 0.0,
+        "crop_padding": 4,
+        "fill_mode": "reflect",
+    },
+}
+RECIPE_NAMES = tuple(RECIPES)
+DEFAULT_RECIPE = "improved"
+"""What ``cifar10-train train`` uses unless told: the better model in no more wall time."""
 
 
 def _help(text: str) -> dict[str, str]:
@@ -30,17 +64,35 @@ class TrainConfig:
         "data source: an image folder (one sub-folder per class), the official archive "
         "cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder, or 'keras' "
         "(keras.datasets.cifar10, which downloads)"))
-    val_size: int = field(default=5000, metadata=_help(
-        "images held out, stratified by class, for the validation figures"))
+    # The held-out images are the lab's 5,000-image validation split (seed 1234), cut in two
+    # by class: 2,500 for validation (every choice) and 2,500 for the test part (the final
+    # figures only). Training keeps the lab's 45,000 images (see data.three_way_split).
+    val_size: int = field(default=2500, metadata=_help(
+        "images held out, stratified by class, for validation: every choice (epochs, "
+        "checkpoint, recipe) is made on them"))
+    test_size: int = field(default=2500, metadata=_help(
+        "images held out, stratified by class, for the test part: the final figures only; "
+        "0 for the old two-way split"))
     split_seed: int = field(default=1234, metadata=_help(
-        "seed of the validation split: the same split on every run with the same data"))
+        "seed of the split: the same split on every run with the same data"))
 
     # --- model and optimisation (the lab's recipe) ---------------------------------------
+    recipe: str = field(default="lab", metadata=_help(
+        "named set of defaults the other flags override: " + ", ".join(RECIPE_NAMES)))
     epochs: int = field(default=100, metadata=_help("epochs to train (a resumed run continues to this)"))
     batch_size: int = field(default=256, metadata=_help("images per training step"))
     optimizer: str = field(default="rmsprop", metadata=_help(
         "any Keras optimizer name; the lab used rmsprop with Keras' defaults"))
-    learning_rate: float = field(default=0.001, metadata=_help("the optimizer's learning rate (rmsprop's Keras default)"))
+    learning_rate: float = field(default=0.001, metadata=_help(
+        "the optimizer's learning rate (rmsprop's Keras default); the peak with a schedule"))
+    lr_schedule: str = field(default="constant", metadata=_help(
+        "learning rate per step: constant, or cosine (linear warm-up from 0, then cosine to 0 "
+        "at the last step)"))
+    warmup_fraction: float = field(default=0.0, metadata=_help(
+        "share of all steps spent warming up (cosine schedule only)"))
+    weight_decay: float = field(default=0.0, metadata=_help(
+        "decoupled weight decay (adamw; 0: none for other optimizers)"))
+    label_smoothing: float = field(default=0.0, metadata=_help("label smoothing of the cross-entropy"))
     conv_dropout: float = field(default=0.25, metadata=_help("dropout after each convolution block"))
     dense_dropout: float = field(default=0.5, metadata=_help("dropout before the output layer"))
     seed: int = field(default=42, metadata=_help("seeds weights, shuffling and augmentation"))
@@ -52,6 +104,9 @@ class TrainConfig:
     height_shift: float = field(default=0.1, metadata=_help("random vertical shift up to this fraction of the height"))
     zoom: float = field(default=0.2, metadata=_help(
         "zoom in or out by up to this fraction (ImageDataGenerator's zoom_range=0.2)"))
+    crop_padding: int = field(default=0, metadata=_help(
+        "pad-and-crop: shift each image by up to this many whole pixels each way (a random "
+        "32x32 crop of the image padded by this much, padding per --fill-mode); 0: off"))
     horizontal_flip: bool = field(default=True, metadata=_help("mirror half the images left to right"))
     fill_mode: str = field(default="nearest", metadata=_help(
         "how pixels moved in from outside the image are filled: " + ", ".join(FILL_MODES)))
@@ -75,9 +130,18 @@ class TrainConfig:
         for name in ("val_size", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 out.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("test_size", "crop_padding"):
+            if getattr(self, name) < 0:
+                out.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.recipe not in RECIPES:
+            out.append(f"recipe must be one of {', '.join(RECIPE_NAMES)}, got {self.recipe!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            out.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.learning_rate <= 0:
             out.append(f"learning_rate must be positive, got {self.learning_rate}")
-        for name in ("conv_dropout", "dense_dropout", "zoom"):
+        if self.weight_decay < 0:
+            out.append(f"weight_decay must not be negative, got {self.weight_decay}")
+        for name in ("conv_dropout", "dense_dropout", "zoom", "warmup_fraction", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 out.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("width_shift", "height_shift"):
@@ -97,12 +161,30 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
-        return cls(**json.loads(path.read_text()))
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A saved config; one saved before a field existed gets what it meant then (the
+        two-way split, the lab's recipe), not today's default."""
+        return cls(**{**SAVED_BEFORE_FIELD, **values})
 
     def differences(self, other: "TrainConfig", ignore: tuple[str, ...] = ()) -> dict[str, tuple]:
         """Fields whose values differ, as {name: (self, other)}."""
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (mine[k], theirs[k]) for k in mine if k not in ignore and mine[k] != theirs[k]}
+
+
+# Configs saved before these fields existed: a two-way split of val_size (5,000) images.
+SAVED_BEFORE_FIELD: dict[str, Any] = {"test_size": 0, "recipe": "lab"}
+
+
+def for_recipe(recipe: str, **overrides: Any) -> TrainConfig:
+    """The config of ``recipe`` with ``overrides`` (explicit flags) on top; ValueError for an
+    unknown recipe or unusable values."""
+    if recipe not in RECIPES:
+        raise ValueError(f"invalid training config: recipe must be one of {', '.join(RECIPE_NAMES)}, got {recipe!r}")
+    return TrainConfig(**{**RECIPES[recipe], **overrides, "recipe": recipe})
 
 
 def fields() -> list[dataclasses.Field]:

@@ -169,7 +169,7 @@ def _load_keras(split: str) -> LabelledImages:
     return LabelledImages(x.astype(np.uint8), y.reshape(-1).astype(np.int64), f"keras.datasets.cifar10 ({split})")
 
 
-# --- the validation split ---------------------------------------------------------------
+# --- the split: training, validation, test ------------------------------------------------
 
 
 def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,3 +191,30 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
     val = np.sort(np.concatenate([per_class[c][: quotas[c]] for c in classes]))
     train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
     return train, val
+
+
+@dataclass(frozen=True)
+class Split:
+    """Sorted, disjoint indices of the three parts of a data set."""
+
+    train: np.ndarray
+    val: np.ndarray  # every choice: epochs, checkpoints, recipes, hyperparameters
+    test: np.ndarray  # the final figures only; empty in the old two-way split
+
+    def sizes(self) -> dict[str, int]:
+        return {"train_size": len(self.train), "val_size": len(self.val), "test_size": len(self.test)}
+
+
+def three_way_split(labels: np.ndarray, val_size: int, test_size: int, seed: int) -> Split:
+    """Training, validation and test parts, each stratified by class; deterministic.
+
+    The held-out images are ``stratified_split(labels, val_size + test_size, seed)``, so
+    with 2,500 + 2,500 they are exactly the lab's 5,000-image validation split (seed 1234)
+    and training keeps the lab's 45,000 images; that set is then cut, stratified again,
+    into test (``test_size``) and validation. ``test_size=0`` is the old two-way split.
+    """
+    train, held = stratified_split(labels, val_size + test_size, seed)
+    if test_size == 0:
+        return Split(train, held, np.zeros(0, dtype=np.int64))
+    keep, test = stratified_split(labels[held], test_size, seed)
+    return Split(train, held[keep], held[test])

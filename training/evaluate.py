@@ -25,6 +25,11 @@ class Evaluation:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def metrics(self, part: str) -> dict:
+        """The figures as metadata entries of one part of the split, e.g. ``test_accuracy``."""
+        return {f"{part}_accuracy": self.accuracy, f"{part}_loss": self.loss, f"{part}_images": self.images,
+                "per_class_accuracy": self.per_class_accuracy, "confusion_matrix": self.confusion_matrix}
+
 
 def predict_onnx(model_path: Path | bytes, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Probabilities [N, 10] of an ONNX model on uint8 images [N, 32, 32, 3]."""

@@ -70,7 +70,9 @@ def check_parity(model, model_proto, images: np.ndarray) -> dict:
     return report
 
 
-def build_metadata(config: dict, version: str, dataset: str, fingerprint: str, metrics: dict) -> dict[str, str]:
+def build_metadata(config: dict, version: str, dataset: str, fingerprint: str, metrics: dict,
+                   extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The contract's metadata entries, plus ``extra`` ones (e.g. the optional test figures)."""
     return {
         contract.META_CLASS_NAMES: json.dumps(list(contract.CLASS_NAMES)),
         contract.META_MODEL_NAME: config["model_name"],
@@ -80,6 +82,7 @@ def build_metadata(config: dict, version: str, dataset: str, fingerprint: str, m
         contract.META_DATASET_FINGERPRINT: fingerprint,
         contract.META_VALIDATION_METRICS: json.dumps(metrics, sort_keys=True),
         contract.META_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
     }
 
 

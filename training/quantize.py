@@ -6,17 +6,18 @@
 Reads top to bottom:
 
 1. The data set the model was trained on (its fingerprint must match the model's
-   metadata) and the model's own validation split, recomputed from that metadata.
-2. Calibration images: a seeded sample of the *training* part of the split, never the
-   validation images, so the validation figures below stay honest.
+   metadata) and the model's own split, recomputed from that metadata.
+2. Calibration images: a seeded sample of the *training* part of the split, never a
+   validation or test image, so the figures below stay honest.
 3. ``onnxruntime.quantization.quantize_static``: QDQ format, per-channel int8 weights (7-bit
    range by default, see ``quantize_bytes``), uint8 activations, percentile calibration (the
    99.999th percentile of each activation), convolutions, pooling and dense layers only. The uint8 input, the /255 scaling inside the graph and the float32
    softmax stay as they are: the file still honours the model contract.
-4. Both models evaluated on the validation split through onnxruntime; the INT8 file gets
-   the FP32 file's metadata with its own version (``<version>-int8``), its own validation
-   metrics and a ``quantization_json`` entry (method, calibration, both accuracies,
-   agreement with FP32), and passes the checks the server makes at load
+4. Both models evaluated on the validation part (and the test part, for models that have
+   one) through onnxruntime; the INT8 file gets the FP32 file's metadata with its own
+   version (``<version>-int8``), its own validation and test metrics and a
+   ``quantization_json`` entry (method, calibration, both accuracies, agreement with
+   FP32), and passes the checks the server makes at load
    (``export.check_model_file``: the core's contract check and rows that are probabilities)
    before it is written, atomically.
 """
@@ -55,9 +56,9 @@ class _Calibration:
         return None if batch is None else {contract.INPUT_NAME: batch}
 
 
-def calibration_indices(labels: np.ndarray, validation: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """``count`` seeded indices of images outside ``validation`` (sorted)."""
-    pool = np.setdiff1d(np.arange(len(labels)), validation)
+def calibration_indices(labels: np.ndarray, held_out: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` seeded indices of images outside ``held_out`` (sorted)."""
+    pool = np.setdiff1d(np.arange(len(labels)), held_out)
     if count < 1 or count > len(pool):
         raise data_module.DataError(
             f"calibration needs between 1 and {len(pool)} training images, asked for {count}")
@@ -101,12 +102,13 @@ def quantize(model_path: Path, source: str, output: Path,
     import onnx
     import onnxruntime
 
-    from cifar10_training.run import validation_indices_of
+    from cifar10_training.run import split_of
 
     started = time.perf_counter()
     dataset = data_module.load(source)
-    validation = validation_indices_of(model_path, dataset)
-    chosen = calibration_indices(dataset.labels, validation, calibration_images, seed)
+    split = split_of(model_path, dataset)
+    validation = split.val
+    chosen = calibration_indices(dataset.labels, np.concatenate([split.val, split.test]), calibration_images, seed)
     log.info("quantizing %s with %d calibration images (seed %d) from the training part of %s",
              model_path, len(chosen), seed, dataset.source)
     quantized = quantize_bytes(model_path, dataset.images[chosen], reduce_range)
@@ -126,7 +128,7 @@ def quantize(model_path: Path, source: str, output: Path,
         "reduce_range": reduce_range,
         "onnxruntime": onnxruntime.__version__,
         "calibration_images": int(len(chosen)), "calibration_seed": seed,
-        "calibration_from": "training part of the split (no validation image)",
+        "calibration_from": "training part of the split (no validation or test image)",
         "source_model_version": meta.get(contract.META_MODEL_VERSION, ""),
         "source_model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
         "validation_images": int(len(labels)),
@@ -138,6 +140,13 @@ def quantize(model_path: Path, source: str, output: Path,
         "fp32_top1_median_where_same": round(float(np.median(top1[same])), 4) if same.any() else None,
         "max_abs_delta_p": round(float(np.abs(fp32_probs - int8_probs).max()), 5),
     }
+    if len(split.test):
+        images, labels = dataset.images[split.test], dataset.labels[split.test]
+        fp32_test = evaluate.evaluate_onnx(model_path, images, labels)
+        int8_test = evaluate.evaluate_onnx(quantized, images, labels)
+        record.update({"test_images": int(len(labels)), "fp32_test_accuracy": round(fp32_test.accuracy, 5),
+                       "int8_test_accuracy": round(int8_test.accuracy, 5)})
+        meta[contract.META_TEST_METRICS] = json.dumps(int8_test.metrics("test"), sort_keys=True)
     metrics = {"val_accuracy": int8.accuracy, "val_loss": int8.loss, "val_images": int8.images,
                "per_class_accuracy": int8.per_class_accuracy,
                "fp32_validation_metrics": json.loads(meta.get(contract.META_VALIDATION_METRICS, "{}"))}
@@ -185,9 +194,18 @@ onnxruntime:
 | accuracy | {record["fp32_val_accuracy"]:.2%} | {record["int8_val_accuracy"]:.2%} |
 | loss (cross-entropy) | {record["fp32_val_loss"]:.4f} | {record["int8_val_loss"]:.4f} |
 
+{_test_row(record)}
 The INT8 model picks the same class as the FP32 model for {record["argmax_agreement"]:.2%}
 of these images. Where they differ, the FP32 model was unsure: its top probability there
 has median {record["fp32_top1_median_where_different"]} (where they agree:
 {record["fp32_top1_median_where_same"]}). The largest change of one probability is
 {record["max_abs_delta_p"]:.3f}. Speed: docs/benchmarks.md.
 """
+
+
+def _test_row(record: dict) -> str:
+    """The test part's accuracies, for models that have one."""
+    if "test_images" not in record:
+        return ""
+    return (f"On the {record['test_images']} images of the test part: FP32 {record['fp32_test_accuracy']:.2%}, "
+            f"INT8 {record['int8_test_accuracy']:.2%}.\n")

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from cifar10_core import contract
+from cifar10_training.train import best_row
 
 JPEG_CAVEAT = (
     "The images are CIFAR-10's training images re-encoded as JPEG (quality 75) by a public "
     "copy of the data set, so pixels differ slightly from the original arrays: figures here "
     "are not directly comparable with published CIFAR-10 results. The official test split "
-    "was not used; every figure is a validation figure on a fixed, seeded, stratified split "
-    "of the training images."
+    "was not used; every figure is on a fixed, seeded, stratified split of the training "
+    "images (the test part, where there is one, is held out from training and from every choice)."
 )
 
 
@@ -76,7 +77,7 @@ def model_version(config: dict, epochs: int) -> str:
 
 
 def best_and_final(history: list[dict]) -> dict:
-    best = max(history, key=lambda row: row["val_accuracy"])
+    best = best_row(history)
     final = history[-1]
     return {
         "epochs": final["epoch"],
@@ -91,58 +92,100 @@ def best_and_final(history: list[dict]) -> dict:
     }
 
 
-def model_card(config: dict, history: list[dict], evaluation: dict, parity: dict, split: dict, model_file: str) -> str:
-    """The model card (markdown) of an exported model."""
+def _training_time(history: list[dict], split: dict, hosts: list[dict]) -> str:
+    """Wall time, per-epoch speed and the hosts' CPUs of a run."""
     summary = best_and_final(history)
+    median = summary["median_epoch_seconds"]
+    cpus = sorted({f"{h['cpu']}, {h['cores']} cores" for h in hosts}) or ["not recorded"]
+    return (
+        f"Training time: {summary['train_seconds'] / 60:.0f} minutes, the epochs' wall times summed "
+        f"(median epoch {median:.0f} s = {median / 60:.1f} minutes, "
+        f"{split['train_size'] / median:.0f} training images/s; epochs far above it ran on a busy "
+        f"machine or while the job was paused). Host CPU: {'; '.join(cpus)}."
+    )
+
+
+def model_card(config: dict, history: list[dict], figures: dict, parity: dict, split: dict, model_file: str,
+               hosts: list[dict]) -> str:
+    """The model card (markdown) of an exported model.
+
+    ``figures``: the exported ``epoch`` and ``checkpoint`` (best or last) and the onnxruntime
+    evaluations of its ``validation`` part and, where the split has one, its ``test`` part.
+    """
+    summary = best_and_final(history)
+    epoch, val, test = figures["epoch"], figures["validation"], figures.get("test")
+    reported, label = (test, "test") if test else (val, "validation")
+    parts = [("validation", val)] + ([("test", test)] if test else [])
+    header = " | ".join(name for name, _ in parts)
     per_class = "\n".join(
-        f"| {name} | {acc:.1%} |" for name, acc in evaluation["per_class_accuracy"].items()
+        f"| {name} | " + " | ".join(f"{part['per_class_accuracy'][name]:.1%}" for _, part in parts) + " |"
+        for name in contract.CLASS_NAMES
     )
     augment = (
         f"rotation {config['rotation_degrees']} deg, width/height shift {config['width_shift']}/"
-        f"{config['height_shift']}, zoom {config['zoom']}, horizontal flip {config['horizontal_flip']}, "
-        f"fill {config['fill_mode']}"
+        f"{config['height_shift']}, zoom {config['zoom']}, pad-and-crop {config.get('crop_padding', 0)} px, "
+        f"horizontal flip {config['horizontal_flip']}, fill {config['fill_mode']}"
         if config["augment"] else "none"
+    )
+    schedule = (
+        f"cosine to 0 after a linear warm-up over {config['warmup_fraction']:.0%} of the steps, peak"
+        if config.get("lr_schedule", "constant") == "cosine" else "constant"
     )
     interim = (
         f"\n**Interim export:** epoch {summary['epochs']} of a run planned for {config['epochs']} epochs.\n"
         if summary["epochs"] < config["epochs"] else ""
     )
-    return f"""# Model card: {config['model_name']} {model_version(config, summary['epochs'])}
+    test_size = split.get("test_size", 0)
+    parts_text = (
+        f"{split['train_size']} training images, a validation part of {split['val_size']} images (every "
+        f"choice: epochs, checkpoint, recipe) and a test part of {test_size} images (these figures only)"
+        if test_size else f"{split['train_size']} training images and a validation split of {split['val_size']} images"
+    )
+    return f"""# Model card: {config['model_name']} {model_version(config, epoch)}
 {interim}
 File: `{model_file}` (ONNX, opset 17). Input `images`: uint8 [N, 32, 32, 3], RGB, NHWC, scaled to
 [0, 1] inside the graph. Output `probabilities`: float32 [N, 10] in label order
 {', '.join(contract.CLASS_NAMES)}.
 
+**{reported['accuracy']:.2%} {label} accuracy** ({reported['images']} images, onnxruntime).
+
 ## How it was trained
 The seed CNN of the course lab (six 3x3 convolutions 32-32-64-64-64-64, 'same' then 'valid'
 in each pair, 2x2 max-pool and dropout {config['conv_dropout']} after each pair, Dense 512 relu,
 dropout {config['dense_dropout']}, Dense 10 softmax; 276,138 parameters), trained by
-`cifar10-train train` for {summary['epochs']} epochs: {config['optimizer']} (learning rate
-{config['learning_rate']}), batch {config['batch_size']}, categorical cross-entropy, seed {config['seed']}.
+`cifar10-train train` (recipe `{config.get('recipe', 'lab')}`) for {summary['epochs']} epochs:
+{config['optimizer']} (learning rate {schedule} {config['learning_rate']}; weight decay
+{config.get('weight_decay', 0.0)}), batch {config['batch_size']}, categorical cross-entropy
+(label smoothing {config.get('label_smoothing', 0.0)}), seed {config['seed']}.
 Augmentation (training batches only): {augment}.
-Training time: {summary['train_seconds'] / 60:.0f} minutes, the epochs' wall times summed (median epoch
-{summary['median_epoch_seconds']:.0f} s; epochs far above it ran on a busy machine or while the job was paused).
+These weights are epoch {epoch} ({figures['checkpoint']} checkpoint; best validation accuracy
+{summary['best_val_accuracy']:.2%} at epoch {summary['best_epoch']}).
+{_training_time(history, split, hosts)}
 
 ## Data
 {split['dataset']}, fingerprint `{split['dataset_fingerprint'][:16]}...`:
-{split['train_size']} training images and a validation split of {split['val_size']} images
-(stratified by class, seed {split['split_seed']}).
+{parts_text}, stratified by class, seed {split['split_seed']}.
 
 {JPEG_CAVEAT}
 
-## Validation figures
-Measured on the {evaluation['images']} validation images through onnxruntime (the serving path):
+## Figures
+Measured through onnxruntime (the serving path):
 
-| metric | value |
-| --- | --- |
-| accuracy | {evaluation['accuracy']:.2%} |
-| loss (cross-entropy) | {evaluation['loss']:.4f} |
-| best validation accuracy during training | {summary['best_val_accuracy']:.2%} (epoch {summary['best_epoch']}) |
-| final training accuracy (augmented batches, dropout on) | {summary['final_train_accuracy']:.2%} |
+| metric | {header} |
+| --- | {' | '.join('---' for _ in parts)} |
+| images | {' | '.join(str(part['images']) for _, part in parts)} |
+| accuracy | {' | '.join(f"{part['accuracy']:.2%}" for _, part in parts)} |
+| loss (cross-entropy) | {' | '.join(f"{part['loss']:.4f}" for _, part in parts)} |
 
-| class | validation accuracy |
-| --- | --- |
+Final training accuracy (augmented batches, dropout on): {summary['final_train_accuracy']:.2%}.
+
+| class | {header} |
+| --- | {' | '.join('---' for _ in parts)} |
 {per_class}
+
+Confusion matrix ({label} part; rows: true class, columns: predicted, in label order):
+
+{confusion_table(reported['confusion_matrix'])}
 
 Export parity (Keras vs onnxruntime on {parity['images']} validation images): max |delta p| =
 {parity['max_abs_delta']:.1e}, {parity['argmax_mismatches']} argmax mismatches.
@@ -156,3 +199,11 @@ Export parity (Keras vs onnxruntime on {parity['images']} validation images): ma
 32x32 pictures of ten classes only: anything else is forced into one of them. Larger images
 are resized to 32x32 (core/images.py), which loses most detail.
 """
+
+
+def confusion_table(confusion: list[list[int]]) -> str:
+    """A confusion matrix as a markdown table."""
+    short = [name[:5] for name in contract.CLASS_NAMES]
+    rows = [f"| true \\ predicted | {' | '.join(short)} |", "| --- |" + " ---: |" * len(short)]
+    rows += [f"| {name} | {' | '.join(map(str, row))} |" for name, row in zip(contract.CLASS_NAMES, confusion)]
+    return "\n".join(rows)

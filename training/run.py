@@ -1,8 +1,11 @@
 """A whole run, top to bottom: fit, then the artifacts a user trusts.
 
-After fitting: curves (PNG), validation evaluation (JSON, per-class accuracy, confusion
-matrix PNG), the ONNX export with its parity check on every validation image, and the
-model card. ``compare`` runs both arms of the lab's experiment and overlays them.
+After fitting: curves (PNG); the checkpoint to export (the best by validation accuracy,
+unless told ``last``); the ONNX export with its parity check on every validation image;
+its figures through onnxruntime on the validation part (what choices were made on) and
+on the test part (touched by nothing else: the figures the card reports), per-class
+accuracy and the confusion matrix; and the model card. ``compare`` runs both arms of the
+lab's experiment and overlays them.
 """
 
 from __future__ import annotations
@@ -14,58 +17,102 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar10_core import contract
 from cifar10_training import data as data_module
 from cifar10_training import evaluate, export, report
 from cifar10_training.config import TrainConfig
-from cifar10_training.train import FitResult, fit, latest_checkpoint, read_history
+from cifar10_training.train import FitResult, best_checkpoint, fit, latest_checkpoint, read_history
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "MODEL_CARD.md"
+CHECKPOINTS = ("best", "last")
 
 
-def finish(run_dir: Path, result: FitResult, output: Path | None = None) -> dict:
-    """Write curves, evaluation, ONNX export and model card of a fitted run."""
+def chosen_checkpoint(run_dir: Path, which: str) -> tuple[int, Path]:
+    """(epoch, path) of the run's best checkpoint, or of its last; the last when a run from
+    before best checkpoints were kept has none."""
+    if which == "best":
+        epoch, path = best_checkpoint(run_dir)
+        if path is not None:
+            return epoch, path
+        log.warning("%s keeps no best checkpoint (made before they were kept): exporting the last", run_dir)
+    epoch, path = latest_checkpoint(run_dir)
+    if path is None:
+        raise data_module.DataError(f"{run_dir} has no checkpoint yet")
+    return epoch, path
+
+
+def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpoint: str = "best") -> dict:
+    """Export the chosen checkpoint of a fitted run; write its curves, figures and card."""
+    import keras
+
     config = TrainConfig.load(run_dir / "config.json").to_dict()
     split = json.loads((run_dir / "split.json").read_text())
     history = result.history
     arm = "with augmentation" if config["augment"] else "without augmentation"
     report.plot_curves({arm: history}, run_dir / "curves.png", f"{config['model_name']} {arm}")
 
-    x_val = result.data.images[result.val_idx]
-    y_val = result.data.labels[result.val_idx]
-    keras_p = np.asarray(result.model.predict(x_val.astype(np.float32) / 255.0, batch_size=1024, verbose=0))
-    val = evaluate.score(keras_p, y_val)
+    epoch, path = chosen_checkpoint(run_dir, checkpoint)
+    model = result.model if result.model is not None and epoch == result.epoch else keras.models.load_model(path)
+    log.info("exporting epoch %d of %d (%s checkpoint, validation accuracy %.2f%%)", epoch, len(history),
+             checkpoint, 100 * next(r["val_accuracy"] for r in history if r["epoch"] == epoch))
+
+    parts = {"validation": result.split.val, "test": result.split.test}
+    images = {name: result.data.images[idx] for name, idx in parts.items()}
+    labels = {name: result.data.labels[idx] for name, idx in parts.items()}
     summary = report.best_and_final(history)
+    output = output or run_dir / MODEL_FILE
+    version = report.model_version(config, epoch)
+    # Keras' figures on the validation part go into the metadata; the same figures through
+    # onnxruntime (the written file) into evaluation.json and the card, and must agree.
+    keras_p = np.asarray(model.predict(images["validation"].astype(np.float32) / 255.0, batch_size=1024, verbose=0))
+    val = evaluate.score(keras_p, labels["validation"])
     metrics = {
         "val_accuracy": val.accuracy,
         "val_loss": val.loss,
         "val_images": val.images,
         "per_class_accuracy": val.per_class_accuracy,
-        "epochs": summary["epochs"],
+        "epochs": epoch,  # of the exported weights
+        "checkpoint": checkpoint,
+        "epochs_trained": summary["epochs"],
         "best_val_accuracy": summary["best_val_accuracy"],
         "best_epoch": summary["best_epoch"],
         "split_seed": split["split_seed"],
     }
-    output = output or run_dir / MODEL_FILE
-    version = report.model_version(config, summary["epochs"])
-    metadata = export.build_metadata(config, version, result.data.source, result.data.fingerprint, metrics)
-    parity = export.export(result.model, output, metadata, x_val)
+    sizes = {"split_seed": split["split_seed"], "train_size": split["train_size"], "val_size": split["val_size"],
+             "test_size": split.get("test_size", 0)}
+    extra = {contract.META_SPLIT: json.dumps(sizes, sort_keys=True)}
+    served = {}
+    if len(labels["test"]):
+        keras_test = np.asarray(model.predict(images["test"].astype(np.float32) / 255.0, batch_size=1024, verbose=0))
+        test = evaluate.score(keras_test, labels["test"])
+        extra[contract.META_TEST_METRICS] = json.dumps(test.metrics("test"), sort_keys=True)
+    metadata = export.build_metadata(config, version, result.data.source, result.data.fingerprint, metrics, extra)
+    parity = export.export(model, output, metadata, images["validation"])
 
     # The serving path: the written file through onnxruntime.
-    served = evaluate.evaluate_onnx(output, x_val, y_val)
+    for name in parts:
+        if len(labels[name]):
+            served[name] = evaluate.evaluate_onnx(output, images[name], labels[name]).to_dict()
+    reported = "test" if "test" in served else "validation"
+    figures = {"epoch": epoch, "checkpoint": checkpoint, **served}
     (run_dir / "evaluation.json").write_text(
-        json.dumps({"validation": served.to_dict(), "parity": parity, "summary": summary}, indent=2) + "\n"
+        json.dumps({**figures, "parity": parity, "summary": summary}, indent=2) + "\n"
     )
-    report.plot_confusion(served.confusion_matrix, run_dir / "confusion_matrix.png",
-                          f"validation confusion matrix ({served.accuracy:.1%})")
-    card = report.model_card(config, history, served.to_dict(), parity, split, output.name)
+    report.plot_confusion(served[reported]["confusion_matrix"], run_dir / "confusion_matrix.png",
+                          f"{reported} confusion matrix ({served[reported]['accuracy']:.1%})")
+    hosts = json.loads((run_dir / "hosts.json").read_text()) if (run_dir / "hosts.json").exists() else []
+    card = report.model_card(config, history, figures, parity, split, output.name, hosts)
     (run_dir / CARD_FILE).write_text(card)
     if output.parent.resolve() != run_dir.resolve():
         output.with_suffix(".md").write_text(card)  # the card travels with the model file
-    log.info("validation accuracy %.2f%% (onnxruntime, %d images)", 100 * served.accuracy, served.images)
-    return {"model": str(output), "val_accuracy": served.accuracy, "epochs": summary["epochs"]}
+    for name, figure in served.items():
+        log.info("%s accuracy %.2f%% (onnxruntime, %d images)", name, 100 * figure["accuracy"], figure["images"])
+    return {"model": str(output), "epoch": epoch, "val_accuracy": served["validation"]["accuracy"],
+            "test_accuracy": served["test"]["accuracy"] if "test" in served else None,
+            "epochs": summary["epochs"]}
 
 
 def train_run(config: TrainConfig, run_dir: Path, export: bool = True) -> dict:
@@ -75,10 +122,17 @@ def train_run(config: TrainConfig, run_dir: Path, export: bool = True) -> dict:
     return finish(run_dir, result)
 
 
-def _reload(run_dir: Path) -> FitResult:
-    """A finished (or interrupted) run's last checkpoint, data and split, without training."""
-    import keras
+def recorded_split(record: dict, dataset: data_module.LabelledImages) -> data_module.Split:
+    """The split a run folder's split.json records (checked against the data's fingerprint)."""
+    if record["dataset_fingerprint"] != dataset.fingerprint:
+        raise data_module.DataError(f"{dataset.source} is not the data this run was split from (fingerprint differs)")
+    val = np.asarray(record["val_indices"], dtype=np.int64)
+    test = np.asarray(record.get("test_indices", []), dtype=np.int64)
+    return data_module.Split(np.setdiff1d(np.arange(len(dataset)), np.concatenate([val, test])), val, test)
 
+
+def _reload(run_dir: Path) -> FitResult:
+    """A finished (or interrupted) run's data, split and history, without training."""
     if not (run_dir / "config.json").exists():
         raise data_module.DataError(f"{run_dir} is not a run folder (no config.json)")
     config = TrainConfig.load(run_dir / "config.json")
@@ -86,52 +140,49 @@ def _reload(run_dir: Path) -> FitResult:
     if checkpoint is None:
         raise data_module.DataError(f"{run_dir} has no checkpoint yet")
     dataset = data_module.load(config.data)
-    split = json.loads((run_dir / "split.json").read_text())
-    if dataset.fingerprint != split["dataset_fingerprint"]:
-        raise data_module.DataError(f"the data at {config.data} changed since {run_dir} was trained")
-    val_idx = np.asarray(split["val_indices"], dtype=np.int64)
-    train_idx = np.setdiff1d(np.arange(len(dataset)), val_idx)
+    split = recorded_split(json.loads((run_dir / "split.json").read_text()), dataset)
     history = [row for row in read_history(run_dir) if row["epoch"] <= done]
-    return FitResult(keras.models.load_model(checkpoint), history, dataset, train_idx, val_idx, done)
+    return FitResult(None, history, dataset, split, done, done)
 
 
-def export_run(run_dir: Path, output: Path | None = None) -> str:
-    """Export a run's last checkpoint (curves, evaluation and card included)."""
-    return finish(run_dir, _reload(run_dir), output)["model"]
+def export_run(run_dir: Path, output: Path | None = None, checkpoint: str = "best") -> str:
+    """Export a run's best (or last) checkpoint, with curves, figures and card."""
+    return finish(run_dir, _reload(run_dir), output, checkpoint)["model"]
 
 
-def validation_indices_of(model: Path, dataset: data_module.LabelledImages) -> np.ndarray:
-    """The validation split a model was trained with, recomputed from its own metadata."""
+def split_of(model: Path, dataset: data_module.LabelledImages) -> data_module.Split:
+    """The split a model was trained with, recomputed from its own metadata (a model from
+    before the three-way split has no test part)."""
     import onnx
-
-    from cifar10_core import contract
 
     meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
     if contract.META_TRAINING_CONFIG not in meta:
-        raise data_module.DataError(f"{model} carries no training config to find its validation split")
+        raise data_module.DataError(f"{model} carries no training config to find its split")
     if meta.get(contract.META_DATASET_FINGERPRINT) != dataset.fingerprint:
         raise data_module.DataError(f"{dataset.source} is not the data {model.name} was trained on (fingerprint differs)")
     config = json.loads(meta[contract.META_TRAINING_CONFIG])
-    return data_module.stratified_split(dataset.labels, config["val_size"], config["split_seed"])[1]
+    return data_module.three_way_split(dataset.labels, config["val_size"], config.get("test_size", 0),
+                                       config["split_seed"])
 
 
 def evaluate_command(model: Path, source: str, split: str, val_of: Path | None, out: Path | None,
-                     validation: bool = False) -> dict:
+                     validation: bool = False, test: bool = False) -> dict:
     """``cifar10-train evaluate``: print and optionally save an ONNX model's figures.
 
     ``val_of`` (a run folder) or ``validation`` (the model's own metadata) restricts the
-    evaluation to the validation images the model was trained without.
+    evaluation to the validation images the model was trained without; ``test`` to its
+    test part.
     """
     dataset = data_module.load(source, split=split)
     images, labels = dataset.images, dataset.labels
     idx = None
     if val_of is not None:
-        recorded = json.loads((val_of / "split.json").read_text())
-        if recorded["dataset_fingerprint"] != dataset.fingerprint:
-            raise data_module.DataError(f"{source} is not the data {val_of} was split from")
-        idx = np.asarray(recorded["val_indices"])
-    elif validation:
-        idx = validation_indices_of(model, dataset)
+        idx = recorded_split(json.loads((val_of / "split.json").read_text()), dataset).val
+    elif validation or test:
+        parts = split_of(model, dataset)
+        idx = parts.test if test else parts.val
+        if not len(idx):
+            raise data_module.DataError(f"{model} was trained before the three-way split: it has no test part")
     if idx is not None:
         images, labels = images[idx], labels[idx]
     result = evaluate.evaluate_onnx(model, images, labels)

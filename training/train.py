@@ -1,16 +1,22 @@
 """Fit the seed CNN on one data source, checkpointing every epoch so a killed run resumes.
 
-Reads top to bottom: load data -> fixed validation split -> tf.data pipeline (augmentation
-on training batches only) -> build or resume the model -> fit with per-epoch checkpoints,
-history and progress. Everything that happens after fitting (export, evaluation, plots,
-model card) lives in ``cifar10_training.run``.
+Reads top to bottom: load data -> fixed three-way split (training, validation, test) ->
+tf.data pipeline (augmentation on training batches only) -> build or resume the model
+(optimizer, learning-rate schedule and loss per the recipe) -> fit with per-epoch
+checkpoints, the best checkpoint by validation accuracy, history and progress. The test
+part is never touched here. Everything after fitting (export, evaluation, plots, model
+card) lives in ``cifar10_training.run``.
 
 Run folder::
 
     config.json            the TrainConfig of the run (also embedded in the ONNX model)
-    split.json             seed, sizes and the validation indices of the split
-    checkpoints/epoch-NNNN.keras   model + optimizer state after epoch NNNN (last two kept)
-    history.csv            one row per finished epoch: loss, accuracy, val_*, seconds
+    split.json             seed, sizes and the validation and test indices of the split
+    hosts.json             CPU, cores and TensorFlow of every sitting of the run
+    checkpoints/epoch-NNNN.keras   model + optimizer state after epoch NNNN (last two kept;
+                                   resume starts from the newest)
+    checkpoints/best-NNNN.keras    the epoch with the best validation accuracy so far (the
+                                   earliest of equals); what ``export`` exports by default
+    history.csv            one row per finished epoch: loss, accuracy, val_*, seconds, lr
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import csv
 import json
 import logging
 import os
+import platform
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -33,8 +41,9 @@ from cifar10_training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_RE = re.compile(r"epoch-(\d{4})\.keras$")
-HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+CHECKPOINT_RE = re.compile(r"^epoch-(\d{4})\.keras$")
+BEST_RE = re.compile(r"^best-(\d{4})\.keras$")
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "learning_rate"]
 KEEP_CHECKPOINTS = 2
 
 
@@ -47,22 +56,36 @@ class FitResult:
     model: object  # keras.Model
     history: list[dict]
     data: data_module.LabelledImages
-    train_idx: np.ndarray
-    val_idx: np.ndarray
+    split: data_module.Split
     resumed_from: int
+    epoch: int  # the epoch whose weights ``model`` holds
 
 
 # --- run-folder state -------------------------------------------------------------------
 
 
+def _checkpoints(run_dir: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
+    """(epoch, path) of the complete checkpoints whose names match ``pattern``, oldest first."""
+    return sorted(
+        (int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("*.keras") if (m := pattern.search(p.name))
+    )
+
+
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path | None]:
     """(epochs done, checkpoint path) of the newest complete checkpoint, or (0, None)."""
-    found = [
-        (int(m.group(1)), p)
-        for p in (run_dir / "checkpoints").glob("epoch-*.keras")
-        if (m := CHECKPOINT_RE.search(p.name))
-    ]
-    return max(found) if found else (0, None)
+    found = _checkpoints(run_dir, CHECKPOINT_RE)
+    return found[-1] if found else (0, None)
+
+
+def best_checkpoint(run_dir: Path) -> tuple[int, Path | None]:
+    """(epoch, path) of the checkpoint kept as the best by validation accuracy, or (0, None)."""
+    found = _checkpoints(run_dir, BEST_RE)
+    return found[-1] if found else (0, None)
+
+
+def best_row(history: list[dict]) -> dict:
+    """The epoch with the highest validation accuracy (the earliest of equals)."""
+    return max(history, key=lambda row: row["val_accuracy"])
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -70,7 +93,8 @@ def read_history(run_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     with path.open() as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in (None, "")}
+                for row in csv.DictReader(f)]
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -81,20 +105,22 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
     lines = [",".join(HISTORY_FIELDS)]
-    lines += [",".join(str(row[k]) for k in HISTORY_FIELDS) for row in history]
+    lines += [",".join(str(row.get(k, "")) for k in HISTORY_FIELDS) for row in history]
     _write_atomically(run_dir / "history.csv", "\n".join(lines) + "\n")
 
 
 def prepare_run_dir(config: TrainConfig, run_dir: Path) -> None:
     """Create the folder and save the config, or check that it matches a saved one.
 
-    Only ``epochs`` may change between a run and its resumption (to extend a run).
+    Only ``epochs`` may change between a run and its resumption (to extend a run), and only
+    with a constant learning rate: a schedule's length is fixed in its checkpoints.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     saved_path = run_dir / "config.json"
     if saved_path.exists():
         saved = TrainConfig.load(saved_path)
-        diff = saved.differences(config, ignore=("epochs", "model_version"))
+        may_change = ("epochs", "model_version") if saved.lr_schedule == "constant" else ("model_version",)
+        diff = saved.differences(config, ignore=may_change)
         if diff:
             listed = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in diff.items())
             raise RunConfigMismatch(
@@ -104,6 +130,42 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path) -> None:
     if not config.model_version:
         config.model_version = time.strftime("%Y.%m.%d-%H%M", time.gmtime())
     config.save(saved_path)
+
+
+def write_split(run_dir: Path, config: TrainConfig, dataset: data_module.LabelledImages,
+                split: data_module.Split) -> None:
+    """split.json: seed, sizes, the data's fingerprint and the held-out indices."""
+    record = {
+        "split_seed": config.split_seed,
+        **split.sizes(),
+        "dataset": dataset.source,
+        "dataset_fingerprint": dataset.fingerprint,
+        "val_indices": split.val.tolist(),
+        "test_indices": split.test.tolist(),
+    }
+    _write_atomically(run_dir / "split.json", json.dumps(record) + "\n")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, else platform), e.g. 'AMD EPYC'."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def record_host(run_dir: Path, first_epoch: int) -> None:
+    """Append this sitting's host (CPU, cores, TensorFlow) to hosts.json."""
+    import tensorflow as tf
+
+    path = run_dir / "hosts.json"
+    hosts = json.loads(path.read_text()) if path.exists() else []
+    hosts.append({"from_epoch": first_epoch, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "cpu": cpu_model(), "cores": os.cpu_count(), "tensorflow": tf.__version__})
+    _write_atomically(path, json.dumps(hosts, indent=1) + "\n")
 
 
 # --- the input pipeline -----------------------------------------------------------------
@@ -133,14 +195,49 @@ def make_datasets(x_train, y_train, x_val, y_val, config: TrainConfig, epoch_see
 # --- fitting ----------------------------------------------------------------------------
 
 
-def _compile(model, config: TrainConfig) -> None:
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """The learning rate: a float, or a per-step schedule (saved in every checkpoint)."""
     import keras
 
-    optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}})
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    total = config.epochs * steps_per_epoch
+    warmup = int(round(config.warmup_fraction * total))
+    # From 0 up to the peak in ``warmup`` steps, then cosine from the peak to 0 at ``total``.
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=total - warmup, alpha=0.0, warmup_target=config.learning_rate, warmup_steps=warmup
+    )
 
 
-def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int):
+def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
+    """Optimizer, schedule and loss of the recipe (the lab's: rmsprop at Keras' defaults)."""
+    import keras
+
+    options = {"learning_rate": learning_rate(config, steps_per_epoch)}
+    if config.weight_decay or config.optimizer == "adamw":
+        options["weight_decay"] = config.weight_decay
+    optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": options})
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def current_learning_rate(optimizer) -> float:
+    """The learning rate the optimizer's next step uses."""
+    rate = optimizer.learning_rate
+    return float(np.asarray(rate(optimizer.iterations) if callable(rate) else rate))
+
+
+def save_best(run_dir: Path, epoch: int, checkpoint: Path) -> None:
+    """Keep ``checkpoint`` (of ``epoch``) as the best, then drop the older best."""
+    tmp = checkpoint.with_name(f"tmp-best-{epoch:04d}.keras")
+    shutil.copyfile(checkpoint, tmp)
+    os.replace(tmp, checkpoint.with_name(f"best-{epoch:04d}.keras"))
+    for old_epoch, old in _checkpoints(run_dir, BEST_RE):
+        if old_epoch != epoch:
+            old.unlink()
+
+
+def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int, train_images: int):
     import keras
 
     class EpochEnd(keras.callbacks.Callback):
@@ -155,21 +252,26 @@ def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int):
             # History first, checkpoint second: a kill between the two leaves a row without
             # its checkpoint, which resume drops (it keeps rows up to the newest checkpoint)
             # and redoes; the other order lost the row of a checkpointed epoch for good.
-            history.append({"epoch": done, **{k: float(logs[k]) for k in HISTORY_FIELDS[1:5]}, "seconds": round(seconds, 2)})
+            history.append({"epoch": done, **{k: float(logs[k]) for k in HISTORY_FIELDS[1:5]},
+                            "seconds": round(seconds, 2), "learning_rate": current_learning_rate(self.model.optimizer)})
             write_history(run_dir, history)
             ckpt_dir = run_dir / "checkpoints"
             ckpt_dir.mkdir(exist_ok=True)
             tmp = ckpt_dir / f"tmp-{done:04d}.keras"
             self.model.save(tmp)
-            os.replace(tmp, ckpt_dir / f"epoch-{done:04d}.keras")
-            for old in sorted(ckpt_dir.glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
+            checkpoint = ckpt_dir / f"epoch-{done:04d}.keras"
+            os.replace(tmp, checkpoint)
+            # After the rolling checkpoint: a kill before this line is repaired on resume.
+            if best_row(history)["epoch"] == done:
+                save_best(run_dir, done, checkpoint)
+            for _, old in _checkpoints(run_dir, CHECKPOINT_RE)[:-KEEP_CHECKPOINTS]:
                 old.unlink()
             recent = [row["seconds"] for row in history[-5:]]
             eta = (total_epochs - done) * float(np.median(recent))
             log.info(
-                "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  %.1fs  ETA %s",
+                "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  %.1fs (%.0f img/s)  ETA %s",
                 done, total_epochs, logs["loss"], logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
-                seconds, tqdm.format_interval(eta),  # H:MM:SS, hours unbounded (no wrap at a day)
+                seconds, train_images / seconds, tqdm.format_interval(eta),  # H:MM:SS, hours unbounded
             )
 
     return EpochEnd()
@@ -178,21 +280,9 @@ def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int):
 def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
     """Train (or resume) the run in ``run_dir``; return the fitted model and its history."""
     dataset = data_module.load(config.data, progress=progress)  # bad data: nothing written
+    split = data_module.three_way_split(dataset.labels, config.val_size, config.test_size, config.split_seed)
     prepare_run_dir(config, run_dir)
-    train_idx, val_idx = data_module.stratified_split(dataset.labels, config.val_size, config.split_seed)
-    _write_atomically(
-        run_dir / "split.json",
-        json.dumps(
-            {
-                "split_seed": config.split_seed,
-                "train_size": len(train_idx),
-                "val_size": len(val_idx),
-                "dataset": dataset.source,
-                "dataset_fingerprint": dataset.fingerprint,
-                "val_indices": val_idx.tolist(),
-            }
-        ) + "\n",
-    )
+    write_split(run_dir, config, dataset, split)
 
     import keras
 
@@ -200,20 +290,26 @@ def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
 
     done, checkpoint = latest_checkpoint(run_dir)
     history = [row for row in read_history(run_dir) if row["epoch"] <= done]
+    if history and best_row(history)["epoch"] == done and best_checkpoint(run_dir)[0] != done:
+        save_best(run_dir, done, checkpoint)  # killed between the two saves of epoch ``done``
     keras.utils.set_random_seed(config.seed + done)
     if checkpoint is not None:
         log.info("resuming %s after epoch %d from %s", run_dir, done, checkpoint.name)
         model = keras.models.load_model(checkpoint)
     else:
         model = build_seed_cnn(config.conv_dropout, config.dense_dropout)
-        _compile(model, config)
+        compile_model(model, config, steps_per_epoch=-(-len(split.train) // config.batch_size))
 
     if done < config.epochs:
+        record_host(run_dir, done + 1)
         x, y = dataset.images, dataset.labels
-        train_ds, val_ds = make_datasets(x[train_idx], y[train_idx], x[val_idx], y[val_idx], config, config.seed + done)
+        train_ds, val_ds = make_datasets(x[split.train], y[split.train], x[split.val], y[split.val],
+                                         config, config.seed + done)
         log.info(
-            "training %s: epochs %d..%d, %d train / %d validation images, augment=%s",
-            run_dir, done + 1, config.epochs, len(train_idx), len(val_idx), config.augment,
+            "training %s (recipe %s): epochs %d..%d, %d train / %d validation images (%d test images "
+            "untouched), augment=%s",
+            run_dir, config.recipe, done + 1, config.epochs, len(split.train), len(split.val), len(split.test),
+            config.augment,
         )
         verbose = 1 if (progress and sys.stdout.isatty()) else 0
         model.fit(
@@ -223,8 +319,8 @@ def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
             initial_epoch=done,
             shuffle=False,  # the tf.data pipeline shuffles
             verbose=verbose,
-            callbacks=[_epoch_callback(run_dir, history, config.epochs)],
+            callbacks=[_epoch_callback(run_dir, history, config.epochs, len(split.train))],
         )
     else:
         log.info("%s already has %d epochs: nothing to train", run_dir, done)
-    return FitResult(model, history, dataset, train_idx, val_idx, done)
+    return FitResult(model, history, dataset, split, done, history[-1]["epoch"] if history else done)

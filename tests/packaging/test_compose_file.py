@@ -123,7 +123,7 @@ def test_serving_publishes_ports_checks_health_restarts_and_has_a_cpu_limit(doc)
 def test_defaults_train_the_recipe_on_data_a_user_can_get():
     train = compose.load({})["services"]["train"]
     env = compose.environment(train)
-    assert env["EPOCHS"] == "" and env["VAL_SIZE"] == "", "empty: the recipe's own"
+    assert env["EPOCHS"] == env["VAL_SIZE"] == env["TEST_SIZE"] == "", "empty: the recipe's own"
     assert "./data:/input:ro" in train["volumes"]
     assert (ROOT / "data" / "README.md").is_file(), "the default data folder exists in a clone"
     overridden = compose.load({"EPOCHS": "20", "CIFAR10_HOST_PORT": "9000", "CIFAR10_DATA": "/x.tar.gz",

@@ -71,7 +71,7 @@ def classify(svc: compose.LocalService, image: Path) -> list:
 def test_compose_up_serves_at_once_then_trains_exports_and_reloads(tmp_path):
     data = tmp_path / "data"
     write_image_folder(data / "train", per_class=6)
-    doc = compose.load({"EPOCHS": "1", "VAL_SIZE": "10", "CIFAR10_DATA": str(data)})
+    doc = compose.load({"EPOCHS": "1", "VAL_SIZE": "10", "TEST_SIZE": "10", "CIFAR10_DATA": str(data)})
     assert compose.active_services(doc) == ["serve", "train"]
     volumes, logs = tmp_path / "volumes", tmp_path / "logs"
     logs.mkdir()

@@ -20,6 +20,8 @@ SCRIPT = str(Path(sys.executable).parent / "cifar10-train")
     (["train", "--run-dir", "r", "--epochs", "-1"], {}, "epochs must be at least 1, got -1"),
     (["compare", "--out", "o", "--conv-dropout", "1.5"], {}, r"conv_dropout must be in \[0, 1\), got 1.5"),
     (["train", "--run-dir", "r", "--fill-mode", "mirror"], {}, "fill_mode must be one of nearest"),
+    (["train", "--run-dir", "r", "--recipe", "fast"], {}, "argument --recipe: invalid choice: 'fast'"),
+    (["train", "--run-dir", "r", "--test-size", "-1"], {}, "test_size must not be negative, got -1"),
     (["train", "--run-dir", "r", "--batch-size", "many"], {}, "argument --batch-size: invalid int value"),
     (["quantize", "--model", "m", "--data", "d", "--output", "o", "--calibration-images", "0"], {},
      "argument --calibration-images: must be at least 1, got 0"),

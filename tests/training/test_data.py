@@ -146,3 +146,30 @@ def test_fingerprint_changes_with_one_pixel(tmp_path):
     changed[0, 0, 0, 0] ^= 1
     assert a.fingerprint == data.LabelledImages(images.copy(), labels, "y").fingerprint
     assert a.fingerprint != data.LabelledImages(changed, labels, "x").fingerprint
+
+
+def test_three_way_split_is_disjoint_stratified_and_fixed():
+    labels = np.repeat(np.arange(10), 50)
+    split = data.three_way_split(labels, 60, 40, seed=7)
+    parts = [split.train, split.val, split.test]
+    assert [len(p) for p in parts] == [400, 60, 40]
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(500))  # disjoint, nothing lost
+    assert np.bincount(labels[split.val]).tolist() == [6] * 10
+    assert np.bincount(labels[split.test]).tolist() == [4] * 10
+    assert all(np.array_equal(p, np.sort(p)) for p in parts)
+    again = data.three_way_split(labels, 60, 40, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, [again.train, again.val, again.test]))
+    assert split.sizes() == {"train_size": 400, "val_size": 60, "test_size": 40}
+
+
+def test_three_way_split_keeps_the_labs_training_images():
+    """Validation + test are the lab's two-way validation split cut in two: the lab's
+    5,000 (seed 1234) become 2,500 + 2,500, and training keeps the lab's 45,000 images."""
+    labels = np.repeat(np.arange(10), 100)
+    lab_train, lab_val = data.stratified_split(labels, 100, seed=1234)
+    split = data.three_way_split(labels, 50, 50, seed=1234)
+    np.testing.assert_array_equal(split.train, lab_train)
+    np.testing.assert_array_equal(np.sort(np.concatenate([split.val, split.test])), lab_val)
+    old = data.three_way_split(labels, 100, 0, seed=1234)  # a model from before the test part
+    np.testing.assert_array_equal(old.val, lab_val)
+    assert len(old.test) == 0

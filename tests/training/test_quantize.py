@@ -114,3 +114,25 @@ def test_full_range_is_recorded(trained_model, image_folder, tmp_path):
                  "--output", str(out), "--calibration-images", "16", "--full-range"]) == 0
     record = json.loads(OnnxModel.load(out, threads=1).info.metadata[quantize.META_QUANTIZATION])
     assert record["reduce_range"] is False and "7-bit" not in record["method"]
+
+
+def test_a_model_with_a_test_part_gets_test_figures_and_no_test_image_calibrates(image_folder, tmp_path):
+    model = build_tiny_model(version="8")
+    dataset = data_module.load(str(image_folder), progress=False)
+    _set_meta(model, contract.META_TRAINING_CONFIG,
+              json.dumps({"val_size": VAL_SIZE, "test_size": 10, "split_seed": SPLIT_SEED}))
+    _set_meta(model, contract.META_DATASET_FINGERPRINT, dataset.fingerprint)
+    fp32 = _save(model, tmp_path / "fp32.onnx")
+    out = tmp_path / "int8.onnx"
+    # 50 training images: asking for 51 shows the test part is kept out of calibration.
+    assert main(["quantize", "--model", str(fp32), "--data", str(image_folder), "--output", str(out),
+                 "--calibration-images", "51"]) == 2
+    assert main(["quantize", "--model", str(fp32), "--data", str(image_folder), "--output", str(out),
+                 "--calibration-images", "32"]) == 0
+    meta = OnnxModel.load(out, threads=1).info.metadata
+    record = json.loads(meta[quantize.META_QUANTIZATION])
+    split = data_module.three_way_split(dataset.labels, VAL_SIZE, 10, SPLIT_SEED)
+    test = evaluate.evaluate_onnx(out, dataset.images[split.test], dataset.labels[split.test])
+    assert record["test_images"] == 10 and record["int8_test_accuracy"] == pytest.approx(test.accuracy, abs=1e-5)
+    assert json.loads(meta[contract.META_TEST_METRICS])["test_accuracy"] == pytest.approx(test.accuracy)
+    assert f"{record['int8_test_accuracy']:.2%}" in out.with_suffix(".md").read_text()

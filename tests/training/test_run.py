@@ -1,5 +1,6 @@
-"""Whole runs on tiny synthetic data: artifacts, export contract and parity, resume after a
-kill, and the two-arm comparison. Real TensorFlow, tf2onnx and onnxruntime throughout."""
+"""Whole runs on tiny synthetic data: artifacts, the three-way split recorded, the best
+checkpoint kept and exported, export contract and parity, resume after a kill, and the
+two-arm comparison. Real TensorFlow, tf2onnx and onnxruntime throughout."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.training import cifar_files
 
 pytestmark = [pytest.mark.training, pytest.mark.slow]
 
-TINY = ["--val-size", "20", "--batch-size", "16"]
+TINY = ["--val-size", "20", "--test-size", "20", "--batch-size", "16"]
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +39,42 @@ def finished_run(image_folder, tmp_path_factory) -> Path:
 
 def test_a_run_leaves_every_artifact(finished_run):
     names = {p.name for p in finished_run.iterdir()}
-    assert {"config.json", "split.json", "history.csv", "curves.png", "confusion_matrix.png",
+    assert {"config.json", "split.json", "hosts.json", "history.csv", "curves.png", "confusion_matrix.png",
             "evaluation.json", "model.onnx", "MODEL_CARD.md", "checkpoints"} <= names
     history = (finished_run / "history.csv").read_text().splitlines()
-    assert history[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy") and len(history) == 3
+    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds,learning_rate" and len(history) == 3
     evaluation = json.loads((finished_run / "evaluation.json").read_text())
-    assert evaluation["validation"]["images"] == 20
-    assert set(evaluation["validation"]["per_class_accuracy"]) == set(contract.CLASS_NAMES)
-    assert evaluation["parity"]["argmax_mismatches"] == 0
+    assert evaluation["validation"]["images"] == 20 and evaluation["test"]["images"] == 20
+    assert set(evaluation["test"]["per_class_accuracy"]) == set(contract.CLASS_NAMES)
+    assert evaluation["parity"]["argmax_mismatches"] == 0 and evaluation["checkpoint"] == "best"
     card = (finished_run / "MODEL_CARD.md").read_text()
-    assert "JPEG" in card and f"{evaluation['validation']['accuracy']:.2%}" in card
+    assert "JPEG" in card and f"{evaluation['test']['accuracy']:.2%} test accuracy" in card
+    assert "recipe `improved`" in card and "Host CPU: " in card and "training images/s" in card
+    assert "| true \\ predicted |" in card  # the test part's confusion matrix
+    hosts = json.loads((finished_run / "hosts.json").read_text())
+    assert hosts[0]["from_epoch"] == 1 and hosts[0]["cpu"]
+
+
+def test_the_three_way_split_is_recorded_in_the_run_and_the_model(finished_run, image_folder):
+    import onnx
+
+    from cifar10_training import data
+
     split = json.loads((finished_run / "split.json").read_text())
-    assert len(split["val_indices"]) == 20 and split["split_seed"] == 1234
+    assert (split["train_size"], split["val_size"], split["test_size"], split["split_seed"]) == (40, 20, 20, 1234)
+    val, test = set(split["val_indices"]), set(split["test_indices"])
+    assert len(val) == 20 and len(test) == 20 and not val & test
+    labels = data.load(image_folder, progress=False).labels
+    assert np.bincount(labels[sorted(test)], minlength=10).tolist() == [2] * 10
+    meta = {p.key: p.value for p in onnx.load(str(finished_run / "model.onnx")).metadata_props}
+    assert json.loads(meta[contract.META_SPLIT]) == {"split_seed": 1234, "train_size": 40, "val_size": 20,
+                                                     "test_size": 20}
+    config = json.loads(meta[contract.META_TRAINING_CONFIG])
+    assert (config["recipe"], config["val_size"], config["test_size"]) == ("improved", 20, 20)
+    test_metrics = json.loads(meta[contract.META_TEST_METRICS])
+    evaluation = json.loads((finished_run / "evaluation.json").read_text())
+    assert test_metrics["test_images"] == 20
+    assert test_metrics["test_accuracy"] == pytest.approx(evaluation["test"]["accuracy"])
 
 
 def test_export_honours_the_model_contract(finished_run, image_folder):
@@ -129,6 +154,90 @@ def test_evaluate_command_on_the_validation_split(finished_run, image_folder, tm
                  "--validation", "--out", str(tmp_path / "eval2")])
     assert code == 0
     assert json.loads((tmp_path / "eval2" / "evaluation.json").read_text()) == evaluation
+    # ...and its test part.
+    code = main(["evaluate", "--model", str(finished_run / "model.onnx"), "--data", str(image_folder),
+                 "--test", "--out", str(tmp_path / "eval3")])
+    assert code == 0
+    test = json.loads((tmp_path / "eval3" / "evaluation.json").read_text())
+    assert test == json.loads((finished_run / "evaluation.json").read_text())["test"]
+
+
+def _copy_run(run_dir: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def _set_val_accuracy(run_dir: Path, by_epoch: dict[int, float]) -> None:
+    from cifar10_training.train import read_history, write_history
+
+    history = read_history(run_dir)
+    for row in history:
+        row["val_accuracy"] = by_epoch[row["epoch"]]
+    write_history(run_dir, history)
+
+
+def test_the_best_checkpoint_is_kept_beside_the_rolling_ones(finished_run):
+    from cifar10_training.train import best_checkpoint, best_row, latest_checkpoint, read_history
+
+    names = sorted(p.name for p in (finished_run / "checkpoints").iterdir())
+    best = best_row(read_history(finished_run))["epoch"]
+    assert names == sorted(["epoch-0001.keras", "epoch-0002.keras", f"best-{best:04d}.keras"])
+    assert best_checkpoint(finished_run)[0] == best and latest_checkpoint(finished_run)[0] == 2
+
+
+def test_export_takes_the_best_epoch_not_the_last_and_says_which(finished_run, tmp_path, caplog):
+    """A run whose best validation epoch (1) is not its last (2): export exports epoch 1."""
+    import keras
+    import onnx
+
+    from cifar10_training import evaluate
+    from cifar10_training.cli import main
+
+    run_dir = _copy_run(finished_run, tmp_path / "run")
+    for old in (run_dir / "checkpoints").glob("best-*.keras"):
+        old.unlink()
+    (run_dir / "checkpoints" / "best-0001.keras").write_bytes((run_dir / "checkpoints" / "epoch-0001.keras").read_bytes())
+    _set_val_accuracy(run_dir, {1: 0.9, 2: 0.1})
+    target = tmp_path / "best.onnx"
+    with caplog.at_level("INFO"):
+        assert main(["export", "--run-dir", str(run_dir), "--output", str(target)]) == 0
+    assert "exporting epoch 1 of 2 (best checkpoint, validation accuracy 90.00%)" in caplog.text
+    meta = {p.key: p.value for p in onnx.load(str(target)).metadata_props}
+    metrics = json.loads(meta[contract.META_VALIDATION_METRICS])
+    assert (metrics["epochs"], metrics["checkpoint"], metrics["epochs_trained"]) == (1, "best", 2)
+    assert meta[contract.META_MODEL_VERSION].endswith("-e001")
+    assert "These weights are epoch 1 (best checkpoint" in target.with_suffix(".md").read_text()
+    last = tmp_path / "last.onnx"
+    assert main(["export", "--run-dir", str(run_dir), "--output", str(last), "--checkpoint", "last"]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(last)).metadata_props}
+    assert json.loads(meta[contract.META_VALIDATION_METRICS])["epochs"] == 2
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    answers = {}
+    for epoch, onnx_file in ((1, target), (2, last)):  # each file computes its epoch's weights
+        keras_model = keras.models.load_model(run_dir / "checkpoints" / f"epoch-{epoch:04d}.keras")
+        expected = np.asarray(keras_model(images.astype(np.float32) / 255.0, training=False))
+        answers[epoch] = evaluate.predict_onnx(onnx_file, images)
+        np.testing.assert_allclose(answers[epoch], expected, atol=1e-5)
+    assert not np.allclose(answers[1], answers[2], atol=1e-5)
+    assert meta[contract.META_MODEL_VERSION].endswith("-e002")
+
+
+def test_resume_keeps_the_best_a_kill_between_the_two_saves_left_out(finished_run, image_folder, tmp_path):
+    from cifar10_training.cli import main
+    from cifar10_training.train import best_checkpoint
+
+    run_dir = _copy_run(finished_run, tmp_path / "run")
+    for old in (run_dir / "checkpoints").glob("best-*.keras"):
+        old.unlink()
+    (run_dir / "checkpoints" / "best-0001.keras").write_bytes(b"stale")  # the best before epoch 2
+    _set_val_accuracy(run_dir, {1: 0.5, 2: 0.7})  # epoch 2 was the best; its copy never made
+    assert main(["train", "--run-dir", str(run_dir), "--data", str(image_folder), "--epochs", "2",
+                 "--no-export", *TINY]) == 0
+    epoch, path = best_checkpoint(run_dir)
+    assert epoch == 2 and path.read_bytes() == (run_dir / "checkpoints" / "epoch-0002.keras").read_bytes()
+    assert not (run_dir / "checkpoints" / "best-0001.keras").exists()
 
 
 def test_killed_run_resumes_with_the_same_command(image_folder, tmp_path):
@@ -162,9 +271,12 @@ def test_resume_refuses_a_different_config(finished_run, image_folder, capsys):
     from cifar10_training.cli import main
 
     code = main(["train", "--run-dir", str(finished_run), "--data", str(image_folder), "--epochs", "2",
-                 "--val-size", "20", "--batch-size", "32"])
+                 "--val-size", "20", "--test-size", "20", "--batch-size", "32"])
     assert code == 2
     assert "batch_size: 16 in the run, 32 now" in capsys.readouterr().err
+    # A schedule's length is fixed in its checkpoints: more epochs are refused too.
+    assert main(["train", "--run-dir", str(finished_run), "--data", str(image_folder), "--epochs", "3", *TINY]) == 2
+    assert "epochs: 2 in the run, 3 now" in capsys.readouterr().err
 
 
 def test_compare_runs_both_arms_and_overlays_them(image_folder, tmp_path, capsys):
