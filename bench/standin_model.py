@@ -26,7 +26,7 @@ def build(output: Path = DEFAULT_PATH) -> Path:
     assert model.count_params() == SEED_CNN_PARAMETERS, model.count_params()
     images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     config = {"model_name": "cifar10-cnn", "model_version": "0", "note": "untrained stand-in"}
-    metadata = build_metadata(config, "none (untrained stand-in)", "none", {"val_accuracy": None})
+    metadata = build_metadata(config, "0", "none (untrained stand-in)", "none", {"val_accuracy": None})
     export(model, output, metadata, images)
     return output
 
