@@ -69,7 +69,7 @@ def run(images: np.ndarray, labels: np.ndarray, steps: int, rounds: int) -> dict
 
     from cifar10_training.config import TrainConfig
     from cifar10_training.model import build_seed_cnn
-    from cifar10_training.train import _compile, make_datasets
+    from cifar10_training.train import compile_model, make_datasets
 
     keras.utils.set_random_seed(0)
     config = TrainConfig(batch_size=BATCH)
@@ -84,7 +84,7 @@ def run(images: np.ndarray, labels: np.ndarray, steps: int, rounds: int) -> dict
     models = {}
     for name, data in arms.items():
         model = build_seed_cnn()
-        _compile(model, config)
+        compile_model(model, config, steps_per_epoch=steps)
         model.fit(data, epochs=1, steps_per_epoch=3, verbose=0)  # trace and warm up
         models[name] = model
     results: dict[str, list[float]] = {name: [] for name in arms}
