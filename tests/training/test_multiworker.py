@@ -30,14 +30,16 @@ def image_folder(tmp_path_factory) -> Path:
     return cifar_files.write_image_folder(tmp_path_factory.mktemp("data") / "train", per_class=8)
 
 
-def start_workers(run_dirs: list[Path], image_folder: Path, epochs: int, *extra: str) -> list[subprocess.Popen]:
-    """One ``training train`` process per run folder, worker i of a localhost cluster; worker
-    i's temporary folders go under ``<first run folder>-tmp-i``."""
-    hosts = [f"127.0.0.1:{free_port()}" for _ in run_dirs]
+def start_workers(run_dir: Path, image_folder: Path, epochs: int, *extra: str, workers: int = 2
+                  ) -> list[subprocess.Popen]:
+    """``workers`` processes of the same ``training train`` on one run folder (shared, as a
+    volume on Kubernetes), worker i of a localhost cluster with its temporary folders under
+    ``<run folder>-tmp-i``."""
+    hosts = [f"127.0.0.1:{free_port()}" for _ in range(workers)]
     processes = []
-    for index, run_dir in enumerate(run_dirs):
+    for index in range(workers):
         tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-        tmp = run_dirs[0].with_name(f"{run_dirs[0].name}-tmp-{index}")
+        tmp = run_dir.with_name(f"{run_dir.name}-tmp-{index}")
         tmp.mkdir(exist_ok=True)
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(tmp)}
         command = [sys.executable, "-m", "training", "train", "--run-dir", str(run_dir), "--data",
@@ -67,21 +69,20 @@ def digests(log: str) -> dict[int, str]:
 
 
 @pytest.fixture(scope="module")
-def two_worker_run(image_folder, tmp_path_factory) -> tuple[Path, Path, list[str]]:
-    root = tmp_path_factory.mktemp("multiworker")
-    chief, other = root / "chief", root / "other"  # on Kubernetes both are one shared volume
-    logs = finish_workers(start_workers([chief, other], image_folder, epochs=1))
-    return chief, other, logs
+def two_worker_run(image_folder, tmp_path_factory) -> tuple[Path, list[str]]:
+    run_dir = tmp_path_factory.mktemp("multiworker") / "run"
+    return run_dir, finish_workers(start_workers(run_dir, image_folder, epochs=1))
 
 
 def test_only_the_chief_writes_the_run_folder(two_worker_run):
-    chief, other, logs = two_worker_run
-    assert {"config.json", "split.json", "history.csv", "model.onnx", "checkpoints"} <= {p.name for p in chief.iterdir()}
-    assert sorted(p.name for p in (chief / "checkpoints").iterdir()) == ["best-0001.keras", "epoch-0001.keras"]
-    assert not other.exists()
-    assert f"worker worker:0 of 2 (chief): writes {chief}" in logs[0]
+    run_dir, logs = two_worker_run
+    assert {"config.json", "split.json", "history.csv", "model.onnx", "checkpoints"} <= {p.name for p in run_dir.iterdir()}
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best-0001.keras", "epoch-0001.keras"]
+    assert len(json.loads((run_dir / "hosts.json").read_text())) == 1  # one sitting, recorded once
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 2
+    assert f"worker worker:0 of 2 (chief): writes {run_dir}" in logs[0] and "run finished" in logs[0]
     temporary = Path(re.search(r"worker worker:1 of 2: saves to the temporary (\S+)", logs[1]).group(1))
-    assert temporary.parent == chief.with_name("chief-tmp-1") and not temporary.exists()  # deleted at the end
+    assert temporary.parent == run_dir.with_name("run-tmp-1") and not temporary.exists()  # deleted at the end
 
 
 def test_the_weights_agree_across_workers_and_with_the_chief_checkpoint(two_worker_run):
@@ -89,10 +90,10 @@ def test_the_weights_agree_across_workers_and_with_the_chief_checkpoint(two_work
 
     from cifar10_training.distributed import weights_digest
 
-    chief, _, logs = two_worker_run
+    run_dir, logs = two_worker_run
     chief_digests, other_digests = digests(logs[0]), digests(logs[1])
     assert list(chief_digests) == [1] and chief_digests == other_digests
-    saved = keras.models.load_model(chief / "checkpoints" / "epoch-0001.keras")
+    saved = keras.models.load_model(run_dir / "checkpoints" / "epoch-0001.keras")
     assert weights_digest(saved) == chief_digests[1]
 
 
@@ -101,22 +102,22 @@ def test_the_export_is_what_the_chief_weights_give(two_worker_run, image_folder)
 
     from cifar10_training import data, evaluate
 
-    chief, _, _ = two_worker_run
+    run_dir, _ = two_worker_run
     images = data.load(image_folder, progress=False).images[:20]
-    saved = keras.models.load_model(chief / "checkpoints" / "best-0001.keras")
+    saved = keras.models.load_model(run_dir / "checkpoints" / "best-0001.keras")
     expected = np.asarray(saved(images.astype(np.float32) / 255.0, training=False))
-    served = evaluate.predict_onnx(chief / "model.onnx", images)
+    served = evaluate.predict_onnx(run_dir / "model.onnx", images)
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
 def test_killed_workers_resume_from_the_chief_checkpoint(image_folder, tmp_path):
     from cifar10_training.train import latest_checkpoint, read_history
 
-    chief, other = tmp_path / "chief", tmp_path / "other"
-    processes = start_workers([chief, other], image_folder, 3, "--no-export")
+    run_dir = tmp_path / "run"
+    processes = start_workers(run_dir, image_folder, 3, "--no-export")
     try:
         deadline = time.monotonic() + 300
-        while latest_checkpoint(chief)[0] < 1:
+        while latest_checkpoint(run_dir)[0] < 1:
             assert all(p.poll() is None for p in processes), "a worker exited before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint in time"
             time.sleep(0.05)
@@ -125,11 +126,11 @@ def test_killed_workers_resume_from_the_chief_checkpoint(image_folder, tmp_path)
             process.send_signal(signal.SIGKILL)
         for process in processes:
             process.communicate(timeout=30)
-    done = latest_checkpoint(chief)[0]
+    done = latest_checkpoint(run_dir)[0]
     assert 1 <= done < 3
-    logs = finish_workers(start_workers([chief, other], image_folder, 3, "--no-export"))
+    logs = finish_workers(start_workers(run_dir, image_folder, 3, "--no-export"))
     for log in logs:
-        assert f"resuming {chief} after epoch {done}" in log
-    assert digests(logs[0]) == digests(logs[1]) and max(digests(logs[0])) == 3
-    assert [row["epoch"] for row in read_history(chief)] == [1, 2, 3]
-    assert not other.exists()
+        assert f"resuming {run_dir} after epoch {done}" in log
+    assert digests(logs[0]) == digests(logs[1]) and sorted(digests(logs[0])) == list(range(done + 1, 4))
+    assert [row["epoch"] for row in read_history(run_dir)] == [1, 2, 3]
+    assert [host["from_epoch"] for host in json.loads((run_dir / "hosts.json").read_text())] == [1, done + 1]
