@@ -24,6 +24,7 @@ chief writes this folder; every worker resumes from its newest checkpoint (a sha
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -318,8 +319,6 @@ def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
 def _fit(config: TrainConfig, run_dir: Path, out_dir: Path, strategy, progress: bool) -> FitResult:
     """Fit resuming from ``run_dir``'s checkpoints and writing to ``out_dir`` (the same folder
     except on a non-chief worker), in ``strategy``'s scope when one is given."""
-    import contextlib
-
     dataset = data_module.load(config.data, progress=progress)  # bad data: nothing written
     split = data_module.three_way_split(dataset.labels, config.val_size, config.test_size, config.split_seed)
     prepare_run_dir(config, out_dir)

@@ -76,7 +76,8 @@ def two_worker_run(image_folder, tmp_path_factory) -> tuple[Path, list[str]]:
 
 def test_only_the_chief_writes_the_run_folder(two_worker_run):
     run_dir, logs = two_worker_run
-    assert {"config.json", "split.json", "history.csv", "model.onnx", "checkpoints"} <= {p.name for p in run_dir.iterdir()}
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "split.json", "history.csv", "model.onnx", "checkpoints"} <= names
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best-0001.keras", "epoch-0001.keras"]
     assert len(json.loads((run_dir / "hosts.json").read_text())) == 1  # one sitting, recorded once
     assert len((run_dir / "history.csv").read_text().splitlines()) == 2
