@@ -19,7 +19,7 @@ import numpy as np
 
 from cifar10_core import contract
 from cifar10_training import data as data_module
-from cifar10_training import evaluate, export, report
+from cifar10_training import distributed, evaluate, export, report
 from cifar10_training.config import TrainConfig
 from cifar10_training.train import FitResult, best_checkpoint, fit, latest_checkpoint, read_history
 
@@ -116,8 +116,10 @@ def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpo
 
 
 def train_run(config: TrainConfig, run_dir: Path, export: bool = True) -> dict:
+    """Fit, then export (on a multi-worker cluster: the chief alone exports)."""
     result = fit(config, run_dir)
-    if not export:
+    cluster = distributed.cluster_from_env()
+    if not export or (cluster is not None and not cluster.is_chief):
         return {"epochs": len(result.history), "run_dir": str(run_dir)}
     return finish(run_dir, result)
 

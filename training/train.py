@@ -17,10 +17,14 @@ Run folder::
     checkpoints/best-NNNN.keras    the epoch with the best validation accuracy so far (the
                                    earliest of equals); what ``export`` exports by default
     history.csv            one row per finished epoch: loss, accuracy, val_*, seconds, lr
+
+With ``TF_CONFIG`` naming several workers (``cifar10_training.distributed``), only the
+chief writes this folder; every worker resumes from its newest checkpoint (a shared volume).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -29,6 +33,7 @@ import platform
 import re
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cifar10_training import data as data_module
+from cifar10_training import distributed
 from cifar10_training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -237,11 +243,12 @@ def save_best(run_dir: Path, epoch: int, checkpoint: Path) -> None:
             old.unlink()
 
 
-def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int, train_images: int):
+def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int, train_images: int, digest: bool):
     import keras
 
     class EpochEnd(keras.callbacks.Callback):
-        """Checkpoint, history and a progress line after every epoch."""
+        """Checkpoint, history and a progress line after every epoch (and, across workers,
+        a digest of the weights, to check that they agree)."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
@@ -273,16 +280,49 @@ def _epoch_callback(run_dir: Path, history: list[dict], total_epochs: int, train
                 done, total_epochs, logs["loss"], logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
                 seconds, train_images / seconds, tqdm.format_interval(eta),  # H:MM:SS, hours unbounded
             )
+            if digest:
+                log.info("epoch %d weights digest %s", done, distributed.weights_digest(self.model))
 
     return EpochEnd()
 
 
 def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
-    """Train (or resume) the run in ``run_dir``; return the fitted model and its history."""
+    """Train (or resume) the run in ``run_dir``; return the fitted model and its history.
+
+    Under a multi-worker ``TF_CONFIG`` every worker trains in step; ``config.batch_size`` is
+    the global batch (split across the workers); only the chief writes ``run_dir``, the others
+    write to a temporary folder deleted on return, and the returned ``model`` is None (load
+    the chief's checkpoint to use the weights outside the strategy).
+    """
+    cluster = distributed.cluster_from_env()
+    if cluster is None:
+        return _fit(config, run_dir, run_dir, None, progress)
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TensorFlow op
+    if cluster.is_chief:
+        log.info("worker %s:%d of %d (chief): writes %s", cluster.task_type, cluster.task_index, cluster.workers,
+                 run_dir)
+        result = _fit(config, run_dir, run_dir, strategy, progress)
+    else:
+        out_dir = Path(tempfile.mkdtemp(prefix=f"cifar10-worker-{cluster.task_index}-"))
+        log.info("worker %s:%d of %d: saves to the temporary %s", cluster.task_type, cluster.task_index,
+                 cluster.workers, out_dir)
+        try:
+            result = _fit(config, run_dir, out_dir, strategy, progress)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    result.model = None  # distributed variables: not for single-process use
+    return result
+
+
+def _fit(config: TrainConfig, run_dir: Path, out_dir: Path, strategy, progress: bool) -> FitResult:
+    """Fit resuming from ``run_dir``'s checkpoints and writing to ``out_dir`` (the same folder
+    except on a non-chief worker), in ``strategy``'s scope when one is given."""
     dataset = data_module.load(config.data, progress=progress)  # bad data: nothing written
     split = data_module.three_way_split(dataset.labels, config.val_size, config.test_size, config.split_seed)
-    prepare_run_dir(config, run_dir)
-    write_split(run_dir, config, dataset, split)
+    prepare_run_dir(config, out_dir)
+    write_split(out_dir, config, dataset, split)
 
     import keras
 
@@ -290,18 +330,22 @@ def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
 
     done, checkpoint = latest_checkpoint(run_dir)
     history = [row for row in read_history(run_dir) if row["epoch"] <= done]
-    if history and best_row(history)["epoch"] == done and best_checkpoint(run_dir)[0] != done:
+    if history and best_row(history)["epoch"] == done and best_checkpoint(run_dir)[0] != done and out_dir == run_dir:
         save_best(run_dir, done, checkpoint)  # killed between the two saves of epoch ``done``
     keras.utils.set_random_seed(config.seed + done)
-    if checkpoint is not None:
-        log.info("resuming %s after epoch %d from %s", run_dir, done, checkpoint.name)
-        model = keras.models.load_model(checkpoint)
-    else:
-        model = build_seed_cnn(config.conv_dropout, config.dense_dropout)
-        compile_model(model, config, steps_per_epoch=-(-len(split.train) // config.batch_size))
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if checkpoint is not None:
+            log.info("resuming %s after epoch %d from %s", run_dir, done, checkpoint.name)
+            model = keras.models.load_model(checkpoint)
+        else:
+            model = build_seed_cnn(config.conv_dropout, config.dense_dropout)
+            compile_model(model, config, steps_per_epoch=-(-len(split.train) // config.batch_size))
+        if strategy is not None:
+            distributed.build_from_local_batch(model, strategy)
+            distributed.mean_scalars_across_workers()
 
     if done < config.epochs:
-        record_host(run_dir, done + 1)
+        record_host(out_dir, done + 1)
         x, y = dataset.images, dataset.labels
         train_ds, val_ds = make_datasets(x[split.train], y[split.train], x[split.val], y[split.val],
                                          config, config.seed + done)
@@ -312,6 +356,7 @@ def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
             config.augment,
         )
         verbose = 1 if (progress and sys.stdout.isatty()) else 0
+        callback = _epoch_callback(out_dir, history, config.epochs, len(split.train), digest=strategy is not None)
         model.fit(
             train_ds,
             validation_data=val_ds,
@@ -319,7 +364,7 @@ def fit(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
             initial_epoch=done,
             shuffle=False,  # the tf.data pipeline shuffles
             verbose=verbose,
-            callbacks=[_epoch_callback(run_dir, history, config.epochs, len(split.train))],
+            callbacks=[callback],
         )
     else:
         log.info("%s already has %d epochs: nothing to train", run_dir, done)
