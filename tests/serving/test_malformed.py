@@ -6,7 +6,6 @@ import logging
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
 
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 from cifar10_serving.proto.inference import grpc_service_pb2 as ipb
