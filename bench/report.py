@@ -75,8 +75,8 @@ def _server(results: dict) -> list[str]:
     has_oip_ours = "oip_loadgen" in server
     lines = _table("(b) our server over cifar10.v2 (bench.loadgen) and (c) over the Open Inference "
                    "Protocol (perf_analyzer):",
-                   ["images/call", "concurrency", "v1 images/s", "v1 p50 ms", "v1 p99 ms",
-                    "v2 (perf_analyzer) images/s", "p50 ms", "p99 ms"]
+                   ["images/call", "concurrency", "cifar10 images/s", "p50 ms", "p99 ms",
+                    "OIP (perf_analyzer) images/s", "p50 ms", "p99 ms"]
                    + (["OIP (bench.loadgen) images/s", "p50 ms", "p99 ms"] if has_oip_ours else []))
     for key, ours in server["cifar10_loadgen"].items():  # in the order the scenarios ran
         batch, concurrency = key.split("x")
