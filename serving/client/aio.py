@@ -11,7 +11,7 @@ import grpc
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
 from .base import ClientBase, stop_waiting
-from .connection import call_with_retries_async
+from .connection import call_unary_async
 from .errors import ClientError
 from .inputs import ImageInput
 from .messages import Outcome, all_classified, build_request, each_or_refused, error_from_proto, outcomes
@@ -37,7 +37,7 @@ class AsyncClient(ClientBase):
         await self.close()
 
     async def _call(self, method, request, timeout: float | None):
-        return await call_with_retries_async(method, request, self.retry, self._deadline(timeout))
+        return await call_unary_async(method, request, self._deadline(timeout))
 
     async def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> list[Outcome]:
         return outcomes(await self._call(self._stub.Classify, request, timeout), len(request.images))

@@ -210,21 +210,18 @@ def make_options(tls: TLSConfig | None, extra=(), retry: RetryPolicy | None = No
     return [*CHANNEL_OPTIONS, *(retry or RetryPolicy()).channel_options(), *(tls.options() if tls else ()), *extra]
 
 
-def call_with_retries(fn, request, policy: RetryPolicy, timeout: float | None, metadata=None):
-    """Run a unary RPC ``fn(request, timeout=..)``; raise ClientError.
-
-    The retries happen inside gRPC (the channel's service config, see RetryPolicy);
-    ``policy`` is kept for the callers' signature.
-    """
+def call_unary(fn, request, timeout: float | None):
+    """Run a unary RPC ``fn(request, timeout=..)``; raise ClientError. Retries happen inside
+    gRPC (the channel's service config, see RetryPolicy)."""
     try:
-        return fn(request, timeout=timeout, metadata=metadata)
+        return fn(request, timeout=timeout)
     except grpc.RpcError as error:
         raise ClientError.from_rpc_error(error) from None
 
 
-async def call_with_retries_async(fn, request, policy: RetryPolicy, timeout: float | None, metadata=None):
-    """The asyncio twin of :func:`call_with_retries`."""
+async def call_unary_async(fn, request, timeout: float | None):
+    """The asyncio twin of :func:`call_unary`."""
     try:
-        return await fn(request, timeout=timeout, metadata=metadata)
+        return await fn(request, timeout=timeout)
     except grpc.RpcError as error:
         raise ClientError.from_rpc_error(error) from None

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
 from .base import ClientBase, stop_waiting
-from .connection import call_with_retries
+from .connection import call_unary
 from .errors import ClientError
 from .inputs import ImageInput
 from .messages import Outcome, all_classified, build_request, each_or_refused, outcomes
@@ -37,7 +37,7 @@ class Client(ClientBase):
         self.close()
 
     def _call(self, method, request, timeout: float | None):
-        return call_with_retries(method, request, self.retry, self._deadline(timeout))
+        return call_unary(method, request, self._deadline(timeout))
 
     def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> list[Outcome]:
         return outcomes(self._call(self._stub.Classify, request, timeout), len(request.images))
