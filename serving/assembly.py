@@ -34,7 +34,7 @@ def metrics_hooks(metrics: Metrics) -> CoreHooks:
     def on_reload(swapped: bool) -> None:
         metrics.reloads.labels("ok" if swapped else "rejected").inc()
 
-    return CoreHooks(on_batch=metrics.batch_size.observe, on_images=metrics.images.inc,
+    return CoreHooks(on_batch=metrics.observe_batch, on_images=metrics.images.inc,
                      on_model=on_model, on_reload=on_reload)
 
 

@@ -13,13 +13,21 @@ one test process do not collide) and are served over HTTP by ``Metrics.serve``:
 * ``cifar10_model_reloads_total{result}``: hot reloads, ``ok`` or ``rejected``
 * ``cifar10_malformed_requests_total{method}``: request messages that did not parse
   (answered INVALID_ARGUMENT; ``cifar10_serving.parsing``)
+
+With several worker processes (``--workers``), ``enable_multiprocess(directory)`` is called
+once before any ``Metrics`` exists and before the fork: every process then writes its metrics
+to files in ``directory`` (prometheus_client's multiprocess mode) and the first process
+serves them all, summed (counters, histograms, the queue depth) or one series per process
+(``cifar10_model_info`` gains a ``pid`` label).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import multiprocess, values
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
@@ -28,8 +36,26 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+def enable_multiprocess(directory: str) -> None:
+    """Every ``Metrics`` made from now on, in this process and the ones it forks, writes to
+    files in ``directory`` (an empty directory that outlives the workers)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    values.ValueClass = values.MultiProcessValue()
+
+
+def _multiprocess() -> bool:
+    return getattr(values.ValueClass, "_multiprocess", False)
+
+
+def mark_process_dead(pid: int, _status: int = 0) -> None:
+    """A worker has exited: drop its live gauges (its counters keep counting in the sum)."""
+    if _multiprocess():
+        multiprocess.mark_process_dead(pid)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
+        self.multiprocess = _multiprocess()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -45,12 +71,14 @@ class Metrics:
             "cifar10_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r
         )
         self.queue_depth = Gauge(
-            "cifar10_queue_depth_images", "Images waiting for the model.", registry=r
+            "cifar10_queue_depth_images", "Images waiting for the model.", registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
             "cifar10_model_info", "The model being served (value 1).", ["name", "version"],
-            registry=r,
+            registry=r, multiprocess_mode="liveall",
         )
+        self._queue_depth: Callable[[], float] | None = None
         self.reloads = Counter(
             "cifar10_model_reloads", "Model hot reloads by result.", ["result"], registry=r
         )
@@ -82,19 +110,37 @@ class Metrics:
 
     def set_model(self, name: str, version: str) -> None:
         if self._model_labels is not None:
-            try:
-                self.model_info.remove(*self._model_labels)
-            except KeyError:
-                pass
+            if self.multiprocess:  # the series lives on in this process's file: set it to 0
+                self.model_info.labels(*self._model_labels).set(0)
+            else:
+                try:
+                    self.model_info.remove(*self._model_labels)
+                except KeyError:
+                    pass
         self._model_labels = (name, version)
         self.model_info.labels(name, version).set(1)
 
     def track_queue(self, depth: Callable[[], float]) -> None:
-        self.queue_depth.set_function(depth)
+        """Report ``depth()`` as the queue depth: read at each scrape, or with several
+        workers (whose gauges live in files) after each model run (``observe_batch``)."""
+        if self.multiprocess:
+            self._queue_depth = depth
+        else:
+            self.queue_depth.set_function(depth)
+
+    def observe_batch(self, images: int) -> None:
+        """One model run of ``images`` images."""
+        self.batch_size.observe(images)
+        if self._queue_depth is not None:
+            self.queue_depth.set(self._queue_depth())
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP endpoint (port 0: a free one); return the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        registry = self.registry
+        if self.multiprocess:  # every worker's files, summed
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        server, _thread = start_http_server(port, addr=host, registry=registry)
         self.http_server = server
         self.port = server.server_port
         return self.port

@@ -6,7 +6,8 @@ turns NOT_SERVING at once, new requests are refused with UNAVAILABLE, admitted r
 answered, streams answer what they read and end UNAVAILABLE, and no call is cancelled under
 its client (``ServingServer._stop``); exit status 0 within ``grace_seconds``.
 SIGHUP reloads the model. A missing or invalid model at start-up prints one error line
-on stderr and exits with status 1 (2 for a bad flag or environment value).
+on stderr and exits with status 1 (2 for a bad flag or environment value). ``--workers N``
+runs N such processes on one port (``cifar10_serving.workers``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 
@@ -31,9 +35,10 @@ from cifar10_serving.core import ServingCore
 from cifar10_serving.grpc_status import RequestObserver
 from cifar10_serving.logs import setup_logging
 from cifar10_serving.memory import Trimmer, bound_allocator
-from cifar10_serving.metrics import Metrics
+from cifar10_serving.metrics import Metrics, enable_multiprocess, mark_process_dead
 from cifar10_serving.parsing import GuardedServer
 from cifar10_serving.settings import Settings
+from cifar10_serving.workers import Workers, reserve_port
 
 log = logging.getLogger("cifar10_serving.server")
 
@@ -85,7 +90,9 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),  # a port in use is an error, not a silent second listener
+        # A port in use is an error, not a silent second listener; several workers share
+        # theirs (the first one reserved it: cifar10_serving.workers).
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         # Calls a connection may have open at once; past it the client queues them itself
         # (HTTP/2 flow control), so a flood waits in the clients, not in the server.
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
@@ -202,18 +209,41 @@ def create_server(settings: Settings, core: ServingCore,
 
 
 async def serve(settings: Settings, metrics: Metrics | None = None,
-                core: ServingCore | None = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit status."""
+                core: ServingCore | None = None, workers: Workers | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status. ``workers``: this process's share
+    of ``--workers`` (the first process passes signals on and supervises the others)."""
     if core is None:
         core = await asyncio.get_running_loop().run_in_executor(None, build_core, settings, metrics)
     server, port = create_server(settings, core, metrics)
     loop = asyncio.get_running_loop()
+
+    def stop(sig: int) -> None:
+        if workers is not None:
+            workers.signal(sig)
+        server.stop()
+
+    def reload() -> None:
+        if workers is not None:
+            workers.signal(signal.SIGHUP)
+        core.request_reload()
+
+    def child_exited() -> None:  # the first process of several: a worker ended
+        workers.reap(mark_process_dead)
+        if workers.failed and not workers.stopping:
+            stop(signal.SIGTERM)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stop)
-    loop.add_signal_handler(signal.SIGHUP, core.request_reload)
+        loop.add_signal_handler(sig, stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    if workers is not None and workers.children:
+        loop.add_signal_handler(signal.SIGCHLD, child_exited)
     await server.start()
-    print(f"cifar10-serve: listening on port {port}", file=sys.stderr, flush=True)
+    if workers is None or workers.is_first:
+        print(f"cifar10-serve: listening on port {port}", file=sys.stderr, flush=True)
     await server.wait_for_termination()
+    if workers is not None and workers.is_first:
+        await workers.wait(settings.grace_seconds + 5.0, mark_process_dead)
+        return 1 if workers.failed else 0
     return 0
 
 
@@ -227,27 +257,56 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     bound_allocator()
     log.info("settings: %s", " ".join(f"{k}={v}" for k, v in settings.as_dict().items()))
+    workers = reservation = metrics_dir = None
+    if settings.workers > 1:
+        try:
+            reservation = reserve_port(settings.host, settings.port)
+        except OSError as exc:
+            print(f"cifar10-serve: error: cannot bind {settings.host}:{settings.port}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 1
+        settings = settings.replace(port=reservation.getsockname()[1])
+        metrics_dir = tempfile.mkdtemp(prefix="cifar10-metrics-")
+        enable_multiprocess(metrics_dir)
+        workers = Workers(settings.workers)
+        workers.fork()  # before any thread, grpc object or onnxruntime session exists
+        log.info("worker %d of %d: pid %d, port %d", workers.index, workers.count,
+                 os.getpid(), settings.port)
+    first = workers is None or workers.is_first
     metrics = Metrics()
+    code = 1
     try:
         core = build_core(settings, metrics)
-        if settings.metrics_port >= 0:
+        if settings.metrics_port >= 0 and first:
             port = metrics.serve(settings.host, settings.metrics_port)
             log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, port)
-        code = asyncio.run(_serve_with_timing(settings, metrics, core, started))
+        code = asyncio.run(_serve_with_timing(settings, metrics, core, started, workers))
     except ModelLoadError as exc:
-        print(f"cifar10-serve: error: {exc}", file=sys.stderr)
-        return 1
+        if first:  # the other workers read the same file: one line says it
+            print(f"cifar10-serve: error: {exc}", file=sys.stderr)
     except (OSError, RuntimeError) as exc:
-        print(f"cifar10-serve: error: {exc}", file=sys.stderr)
-        return 1
+        who = "" if first else f"worker {workers.index}: "
+        print(f"cifar10-serve: error: {who}{exc}", file=sys.stderr)
     finally:
         metrics.close()
+        if workers is not None and first:
+            if workers.children:  # start-up failed here: the others stop too (quietly: the
+                workers.signal(signal.SIGTERM)  # error line above says why)
+                asyncio.run(workers.wait(settings.grace_seconds + 5.0, report=False))
+            reservation.close()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    if workers is not None and not first:
+        # A forked worker ends here, skipping the interpreter's teardown of state it shares
+        # with the first process (as multiprocessing's forked children do).
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 
-async def _serve_with_timing(settings, metrics, core, started) -> int:
+async def _serve_with_timing(settings, metrics, core, started, workers=None) -> int:
     log.info("model ready %.0f ms after start", (time.perf_counter() - started) * 1000)
-    return await serve(settings, metrics, core)
+    return await serve(settings, metrics, core, workers)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,14 @@ CIFAR10_HOST                   0.0.0.0                     gRPC bind address
 CIFAR10_PORT                   8500                        gRPC port; 0 picks a free port
 CIFAR10_METRICS_PORT           8501                        Prometheus HTTP port; 0 picks a free
                                                            port, -1 turns metrics off
-CIFAR10_INSTANCES              2 (1 on a single CPU)       model runs at a time (batcher
-                                                           workers; Triton's instance count)
+CIFAR10_WORKERS                1                           server processes sharing the port
+                                                           (SO_REUSEPORT); 0 = one per CPU
+                                                           (cifar10_serving.workers)
+CIFAR10_INSTANCES              2 (1 on a single CPU)       model runs at a time per worker
+                                                           (Triton's instance count)
 CIFAR10_THREADS                CPUs this process may use   onnxruntime intra-op threads of a
                                (affinity and cgroup        run alone; a run beside another
-                               quota)                      gets threads / instances
+                               quota) / workers            gets threads / instances
 CIFAR10_SPINNING               false                       onnxruntime intra-op thread spinning
 CIFAR10_MAX_BATCH_SIZE         32                          largest merged session run (images)
 CIFAR10_MAX_QUEUE_DELAY_MS     0                           extra wait for a batch to fill; 0 =
@@ -112,6 +115,11 @@ class Settings:
     metrics_port: int = field(
         default=8501, metadata={"help": "Prometheus metrics port (0: a free port, -1: off)"}
     )
+    workers: int = field(
+        default=1,
+        metadata={"help": "server processes sharing the port, each with its own model and "
+                          "batcher (0: one per CPU); docs/benchmarks.md"},
+    )
     instances: int = field(
         default=0,
         metadata={"help": "model runs at a time (0: 2, or 1 on a single CPU); a second run "
@@ -174,13 +182,17 @@ class Settings:
 
     def __post_init__(self) -> None:
         problems = []
+        if self.workers < 0:
+            problems.append("workers must not be negative (0: one per CPU)")
+        elif self.workers == 0:
+            object.__setattr__(self, "workers", available_cpus())
         if self.instances < 0:
             problems.append("instances must not be negative (0: the default)")
         else:
             if self.instances == 0:
                 object.__setattr__(self, "instances", min(2, available_cpus()))
-            if self.threads <= 0:
-                object.__setattr__(self, "threads", available_cpus())
+            if self.threads <= 0:  # the CPUs shared out among the workers
+                object.__setattr__(self, "threads", max(1, available_cpus() // max(1, self.workers)))
         if self.decode_threads < 0:
             problems.append("decode_threads must not be negative (0: the default)")
         elif self.decode_threads == 0:
