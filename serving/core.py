@@ -323,9 +323,11 @@ class ServingCore:
         self._hooks.on_images(len(probabilities))
         return Prediction(probabilities, model.info)
 
-    @staticmethod
-    def _run(batch: np.ndarray, model: OnnxModel) -> np.ndarray:
-        return model.predict(batch)
+    def _run(self, batch: np.ndarray, model: OnnxModel) -> np.ndarray:
+        # All the CPUs for a lone request; a busy server's runs take a share of them, since
+        # other runs (other instances, other workers) are likely running beside this one.
+        alone = self._inflight <= 1 and self.admission.requests <= 1
+        return model.predict(batch, alone=alone)
 
     # -- hot reload -----------------------------------------------------------------------
 

@@ -4,10 +4,11 @@ Knows nothing of gRPC or batching. ``OnnxModel.load(path, threads=...)`` raises
 ``ModelLoadError`` with one clear message for a missing file, a file onnxruntime cannot
 read, or a model that breaks the contract (``cifar10_core.contract.check`` and ``check_answers``).
 
-Runs from several threads at once (the batcher's ``instances``) get elastic threads: a run
-that starts while no other is in flight uses all ``threads`` (lowest latency for a lone
-request); a run that starts beside another uses ``threads // instances`` (no run then waits
-at an operator barrier for a thread another run has taken). The two thread counts are two
+Runs get elastic threads: a run that starts while no other is in flight, for a caller that
+says it is alone (``predict(images, alone=True)``), uses all ``threads`` (lowest latency for
+a lone request); a run that starts beside another, or for a busy caller, uses the
+``overlap_threads`` (fewer: no run then waits at an operator barrier for a thread another
+run, or another worker process, has taken, and each thread's work is cheaper). The two thread counts are two
 onnxruntime sessions of the same model; every session of the process draws its tensors from
 one shared CPU arena (``session.use_env_allocators``), so a second session costs its weights
 (about 1 MB for the seed CNN), not a second arena.
@@ -139,9 +140,11 @@ class ElasticSessions(Generic[S]):
         return self._in_flight
 
     @contextlib.contextmanager
-    def acquire(self) -> Iterator[S]:
+    def acquire(self, alone: bool = True) -> Iterator[S]:
+        """``alone``: the caller's view of its run (False: other work is waiting, so take the
+        narrow session even if no other run is in flight right now)."""
         with self._lock:
-            alone = self._in_flight == 0 or self.narrow is None
+            alone = (alone and self._in_flight == 0) or self.narrow is None
             self._in_flight += 1
             self.runs["wide" if alone else "narrow"] += 1
         try:
@@ -225,9 +228,10 @@ class OnnxModel:
             contract.check_answers(functools.partial(self._predict_on, session), self.info.path,
                                    batch_sizes)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 [N, 32, 32, 3] -> float32 [N, 10]. Raises NonFiniteOutputError on NaN/inf."""
-        with self.sessions.acquire() as session:
+    def predict(self, images: np.ndarray, alone: bool = True) -> np.ndarray:
+        """uint8 [N, 32, 32, 3] -> float32 [N, 10]. Raises NonFiniteOutputError on NaN/inf.
+        ``alone=False``: more work is waiting; run on the narrow session (fewer threads)."""
+        with self.sessions.acquire(alone) as session:
             return self._predict_on(session, images)
 
     def _predict_on(self, session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:

@@ -19,8 +19,9 @@ CIFAR10_WORKERS                1                           server processes shar
 CIFAR10_INSTANCES              2 (1 on a single CPU)       model runs at a time per worker
                                                            (Triton's instance count)
 CIFAR10_THREADS                CPUs this process may use   onnxruntime intra-op threads of a
-                               (affinity and cgroup        run alone; a run beside another
-                               quota) / workers            gets threads / instances
+                               (affinity and cgroup        lone request's run; a busy worker's
+                               quota)                      runs get threads / (instances x
+                                                           workers)
 CIFAR10_SPINNING               false                       onnxruntime intra-op thread spinning
 CIFAR10_MAX_BATCH_SIZE         32                          largest merged session run (images)
 CIFAR10_MAX_QUEUE_DELAY_MS     0                           extra wait for a batch to fill; 0 =
@@ -127,8 +128,8 @@ class Settings:
     )
     threads: int = field(
         default=0,
-        metadata={"help": "onnxruntime intra-op threads of a run alone (0: the CPUs we may use); "
-                          "a run beside another gets threads / instances"},
+        metadata={"help": "onnxruntime intra-op threads of a lone request's run (0: the CPUs we "
+                          "may use); a busy worker's runs get threads / (instances x workers)"},
     )
     spinning: bool = field(
         default=False, metadata={"help": "let onnxruntime's threads spin while idle"}
@@ -191,8 +192,8 @@ class Settings:
         else:
             if self.instances == 0:
                 object.__setattr__(self, "instances", min(2, available_cpus()))
-            if self.threads <= 0:  # the CPUs shared out among the workers
-                object.__setattr__(self, "threads", max(1, available_cpus() // max(1, self.workers)))
+            if self.threads <= 0:
+                object.__setattr__(self, "threads", available_cpus())
         if self.decode_threads < 0:
             problems.append("decode_threads must not be negative (0: the default)")
         elif self.decode_threads == 0:
@@ -225,8 +226,10 @@ class Settings:
 
     @property
     def overlap_threads(self) -> int:
-        """Intra-op threads of a run that starts while another is in flight."""
-        return max(1, self.threads // self.instances)
+        """Intra-op threads of a run that is not alone: one that starts beside another run,
+        or (with several instances or workers) one for a worker busy with more than one
+        request, since the other workers are likely busy too: the CPUs shared out."""
+        return max(1, self.threads // (self.instances * self.workers))
 
     @property
     def tls(self) -> bool:

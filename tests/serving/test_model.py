@@ -69,7 +69,9 @@ def test_a_run_alone_gets_the_wide_session_and_a_run_beside_it_the_narrow_one():
     assert sessions.in_flight == 0
     with sessions.acquire() as alone_again:
         assert alone_again == "wide"
-    assert sessions.runs == {"wide": 2, "narrow": 2}
+    with sessions.acquire(alone=False) as busy:  # no other run, but the caller has more work
+        assert busy == "narrow"
+    assert sessions.runs == {"wide": 2, "narrow": 3}
 
 
 def test_without_a_narrow_session_every_run_is_wide_and_a_failed_run_frees_its_place():

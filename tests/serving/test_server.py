@@ -220,3 +220,18 @@ def test_stop_after_the_server_ended_on_its_own_returns_at_once(server_factory):
         assert time.monotonic() - started < 5.0
         assert not srv._thread.is_alive()
         srv.stop()  # and again, once everything is closed
+
+
+def test_a_lone_request_runs_on_every_thread_and_a_busy_server_on_its_share(server_factory):
+    """Elastic threads: the wide session for a request alone in the server, the narrow one
+    for a batch merged from several requests (others are waiting or running)."""
+    srv = server_factory(instances=2, threads=2, max_batch_size=4, max_queue_delay_ms=3_600_000)
+    runs = srv.core.model.sessions.runs
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        full = stub.Classify(pb.ClassifyRequest(images=[image(0)] * 4), timeout=30)  # alone
+        assert len(full.probabilities) == 40 and runs == {"wide": 1, "narrow": 0}
+        # four 1-image calls: a batch runs only when full, so all four are in flight in it
+        assert not run_clients(lambda seed, i: stub.Classify(
+            pb.ClassifyRequest(images=[image(seed)]), timeout=30), clients=4, calls=1)
+    assert runs == {"wide": 1, "narrow": 1}

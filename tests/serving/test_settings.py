@@ -28,6 +28,8 @@ def test_threads_default_to_the_cpus_and_overlapping_runs_share_them():
     assert Settings(instances=4 * cpus).overlap_threads == 1
     assert Settings(instances=2, threads=3).threads == 3  # explicit threads are kept
     assert Settings(instances=2, threads=3).overlap_threads == 1
+    assert Settings(instances=1, workers=2).threads == cpus  # a lone request: every CPU
+    assert Settings(instances=1, workers=2).overlap_threads == max(1, cpus // 2)
 
 
 @pytest.mark.parametrize("argv, message", [
