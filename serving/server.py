@@ -31,6 +31,7 @@ from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from cifar10_core.errors import ModelLoadError
 from cifar10_serving.assembly import build_core
+from cifar10_serving import event_loop
 from cifar10_serving.core import ServingCore
 from cifar10_serving.grpc_status import RequestObserver
 from cifar10_serving.logs import setup_logging
@@ -44,6 +45,8 @@ log = logging.getLogger("cifar10_serving.server")
 
 PENDING_CALLS = 1 << 16
 QUIET_S = 0.1
+SUPERVISE_INTERVAL_S = 0.1
+"""How often the first of several workers looks for a worker that has ended."""
 """At shutdown, the port closes once no request was refused for this long."""
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -227,24 +230,27 @@ async def serve(settings: Settings, metrics: Metrics | None = None,
             workers.signal(signal.SIGHUP)
         core.request_reload()
 
-    def child_exited() -> None:  # the first process of several: a worker ended
-        workers.reap(mark_process_dead)
-        if workers.failed and not workers.stopping:
-            stop(signal.SIGTERM)
+    async def supervise() -> None:  # the first process of several: has a worker ended?
+        while True:  # polled: uvloop keeps SIGCHLD to itself
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            workers.reap(mark_process_dead)
+            if workers.failed and not workers.stopping:
+                stop(signal.SIGTERM)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    if workers is not None and workers.children:
-        loop.add_signal_handler(signal.SIGCHLD, child_exited)
     await server.start()
     if workers is None or workers.is_first:
         print(f"cifar10-serve: listening on port {port}", file=sys.stderr, flush=True)
+    if workers is None or not workers.children:
+        await server.wait_for_termination()
+        return 0
+    supervisor = asyncio.ensure_future(supervise())
     await server.wait_for_termination()
-    if workers is not None and workers.is_first:
-        await workers.wait(settings.grace_seconds + 5.0, mark_process_dead)
-        return 1 if workers.failed else 0
-    return 0
+    supervisor.cancel()
+    await workers.wait(settings.grace_seconds + 5.0, mark_process_dead)
+    return 1 if workers.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     bound_allocator()
     log.info("settings: %s", " ".join(f"{k}={v}" for k, v in settings.as_dict().items()))
+    try:
+        loop_name, run = event_loop.runner(settings.event_loop)
+    except RuntimeError as exc:
+        print(f"cifar10-serve: error: {exc}", file=sys.stderr)
+        return 2
+    log.info("event loop: %s", loop_name)
     workers = reservation = metrics_dir = None
     if settings.workers > 1:
         try:
@@ -280,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.metrics_port >= 0 and first:
             port = metrics.serve(settings.host, settings.metrics_port)
             log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, port)
-        code = asyncio.run(_serve_with_timing(settings, metrics, core, started, workers))
+        code = run(_serve_with_timing(settings, metrics, core, started, workers))
     except ModelLoadError as exc:
         if first:  # the other workers read the same file: one line says it
             print(f"cifar10-serve: error: {exc}", file=sys.stderr)

@@ -13,6 +13,8 @@ CIFAR10_HOST                   0.0.0.0                     gRPC bind address
 CIFAR10_PORT                   8500                        gRPC port; 0 picks a free port
 CIFAR10_METRICS_PORT           8501                        Prometheus HTTP port; 0 picks a free
                                                            port, -1 turns metrics off
+CIFAR10_EVENT_LOOP             auto                        uvloop, asyncio, or auto (uvloop if
+                                                           installed: the serve extra has it)
 CIFAR10_WORKERS                1                           server processes sharing the port
                                                            (SO_REUSEPORT); 0 = one per CPU
                                                            (cifar10_serving.workers)
@@ -116,6 +118,10 @@ class Settings:
     metrics_port: int = field(
         default=8501, metadata={"help": "Prometheus metrics port (0: a free port, -1: off)"}
     )
+    event_loop: str = field(
+        default="auto",
+        metadata={"help": "uvloop, asyncio, or auto (uvloop where installed)"},
+    )
     workers: int = field(
         default=1,
         metadata={"help": "server processes sharing the port, each with its own model and "
@@ -216,6 +222,8 @@ class Settings:
             problems.append("tls_cert and tls_key go together")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls_client_ca needs tls_cert and tls_key")
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            problems.append(f"event_loop must be auto, uvloop or asyncio, got {self.event_loop!r}")
         if self.log_format not in ("text", "json"):
             problems.append(f"log_format must be text or json, got {self.log_format!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

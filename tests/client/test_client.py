@@ -229,10 +229,10 @@ def test_a_full_queue_is_retried_after_the_servers_pushback(server_factory):
     gate, running = threading.Event(), threading.Event()
     predict = model.predict
 
-    def gated(batch):
+    def gated(batch, alone=True):
         running.set()
         gate.wait(30)
-        return predict(batch)
+        return predict(batch, alone)
 
     outcomes: dict[str, object] = {}
 
