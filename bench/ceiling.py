@@ -8,12 +8,14 @@ optimizations) are exactly the server's. Run in its own process by bench.run.
 
 ``--instances K`` runs K model runs side by side on one session, each from its own thread,
 with ``threads / K`` intra-op threads (the server's ``--instances``); images/s is their sum.
+``p50_ms`` is the median time of one run (one ``predict`` call) at that batch size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import threading
 import time
@@ -38,12 +40,15 @@ def measure(model_path: str, batches, seconds: float, threads: int, runs: int = 
         for _ in range(3):  # warm-up for this shape
             model.predict(images)
         counts = [0] * instances
+        durations: list[float] = []  # of every run, all threads (list.append is atomic)
         began, cpu_began = time.perf_counter(), time.process_time()
         stop = began + seconds
 
         def loop(i: int) -> None:
             while True:
+                run_began = time.perf_counter()
                 model.predict(images)
+                durations.append(time.perf_counter() - run_began)
                 counts[i] += 1
                 if (runs and counts[i] >= runs) or (not runs and time.perf_counter() >= stop):
                     break
@@ -60,6 +65,7 @@ def measure(model_path: str, batches, seconds: float, threads: int, runs: int = 
             "images_per_s": round(count * batch / elapsed, 1),
             "cpu_us_per_image": round(cpu / (count * batch) * 1e6, 2),
             "ms_per_run": round(elapsed / count * 1000 * instances, 3),
+            "p50_ms": round(statistics.median(durations) * 1000, 3),
             "runs": count,
         }
     return out

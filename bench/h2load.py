@@ -1,10 +1,13 @@
-"""h2load as a lean load generator for cifar10.v2 Classify (the benchmark's part (e)).
+"""h2load as a lean load generator for our two APIs (the benchmark's part (e)).
 
 h2load (Debian: ``apt-get install nghttp2-client``) is nghttp2's HTTP/2 benchmark client,
 written in C: it sends one pre-framed gRPC request over and over and costs the two shared
 CPUs far less per call than a Python gRPC client does, so the server gets more of them.
 That is how the design notes measured grpc.aio's own ceiling. Here it drives our server and
-``bench.echo_server`` with the same requests as ``bench.loadgen`` (random raw 32x32x3 images).
+``bench.echo_server`` with the same requests as ``bench.loadgen`` (random raw 32x32x3 images):
+``--api cifar10`` (the default) calls cifar10.v2.Classifier/Classify, ``--api oip`` the Open
+Inference Protocol's inference.GRPCInferenceService/ModelInfer (``--model-name``: the model
+the request names; '' asks for the served one).
 
 Concurrency C is C streams in flight: ``-c min(C, 4)`` connections of ``-m C / connections``
 streams each. Latency percentiles come from h2load's per-request log (``--log-file``).
@@ -15,6 +18,7 @@ answer, and callers also check the server's log; a server that failed requests o
 load would still be counted as answering them.
 
     python -m bench.h2load --address 127.0.0.1:8500 --batch 1 --concurrency 64 --duration 5
+    python -m bench.h2load --address 127.0.0.1:8500 --api oip --model-name cifar10-cnn
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import struct
 import subprocess
 import tempfile
 
-import numpy as np
+from bench.loadgen import CIFAR10_METHOD, OIP_METHOD, build_requests
 
-PATH = "/cifar10.v2.Classifier/Classify"
+APIS = ("cifar10", "oip")
+PATHS = {"cifar10": CIFAR10_METHOD, "oip": OIP_METHOD}
 FINISHED = re.compile(r"finished in ([\d.]+)m?s, ([\d.]+) req/s")
 REQUESTS = re.compile(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
                       r"(\d+) failed, (\d+) errored, (\d+) timeout")
@@ -42,15 +47,10 @@ def binary() -> str | None:
     return shutil.which(os.environ.get("H2LOAD", "h2load"))
 
 
-def request_message(batch: int, seed: int = 1234) -> bytes:
-    """A serialized ClassifyRequest of ``batch`` random raw images."""
-    from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-
-    images = np.random.default_rng(seed).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
-    return pb.ClassifyRequest(images=[
-        pb.Image(raw=pb.RawImage(data=image.tobytes(), height=32, width=32, channels=3))
-        for image in images
-    ]).SerializeToString()
+def request_message(batch: int, api: str = "cifar10", model_name: str = "") -> bytes:
+    """A serialized request of ``batch`` random raw images: a ClassifyRequest (``cifar10``) or
+    a ModelInferRequest for ``model_name`` (``oip``); bench.loadgen's first request."""
+    return build_requests(api, batch, model_name, variants=1)[0]
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -67,7 +67,8 @@ def layout(concurrency: int) -> tuple[int, int]:
 
 
 def command(address: str, body: str, concurrency: int, duration: float, warmup: float,
-            requests: int, log_file: str) -> list[str]:
+            requests: int, log_file: str, api: str = "cifar10") -> list[str]:
+    """The h2load command line: ``concurrency`` streams, the framed request in ``body``."""
     connections, streams = layout(concurrency)
     cmd = [binary() or "h2load", "-c", str(connections), "-m", str(streams), "-d", body,
            "-H", "content-type: application/grpc", "-H", "te: trailers",
@@ -76,15 +77,16 @@ def command(address: str, body: str, concurrency: int, duration: float, warmup: 
         cmd += ["-n", str(max(requests, concurrency))]
     else:
         cmd += ["-D", f"{duration:g}", f"--warm-up-time={warmup:g}"]
-    return [*cmd, f"http://{address}{PATH}"]
+    return [*cmd, f"http://{address}{PATHS[api]}"]
 
 
-def check_request(address: str, message: bytes, timeout: float = 30.0) -> None:
-    """Send ``message`` once through grpcio; raises unless the server answers it OK."""
+def check_request(address: str, message: bytes, api: str = "cifar10", timeout: float = 30.0) -> None:
+    """Send ``message`` once through grpcio to ``api``'s method; raises unless the server
+    answers it OK."""
     import grpc
 
     with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary(PATH)  # bytes in, bytes out
+        call = channel.unary_unary(PATHS[api])  # bytes in, bytes out
         call(message, timeout=timeout, wait_for_ready=True)
 
 
@@ -109,22 +111,24 @@ def parse(stdout: str, log_file: str, batch: int) -> dict:
 
 
 def run(address: str, batch: int, concurrency: int, duration: float = 5.0, warmup: float = 1.0,
-        requests: int = 0, timeout: float = 300.0) -> dict:
-    """One h2load measurement: images/s and latency percentiles (ms), or ``{"error": ...}``."""
+        requests: int = 0, timeout: float = 300.0, api: str = "cifar10",
+        model_name: str = "") -> dict:
+    """One h2load measurement of ``api``: images/s and latency percentiles (ms), or
+    ``{"error": ...}``."""
     if binary() is None:
         return {"error": "h2load not found: apt-get install nghttp2-client"}
     import grpc
 
-    message = request_message(batch)
+    message = request_message(batch, api, model_name)
     try:
-        check_request(address, message)
+        check_request(address, message, api)
     except grpc.RpcError as exc:
         return {"error": f"the server did not answer the request OK: {exc.code().name}: {exc.details()}"}
     with tempfile.TemporaryDirectory() as tmp:
         body, log_file = os.path.join(tmp, "request.bin"), os.path.join(tmp, "requests.tsv")
         with open(body, "wb") as f:
             f.write(grpc_frame(message))
-        cmd = command(address, body, concurrency, duration, warmup, requests, log_file)
+        cmd = command(address, body, concurrency, duration, warmup, requests, log_file, api)
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -132,13 +136,15 @@ def run(address: str, batch: int, concurrency: int, duration: float = 5.0, warmu
         if done.returncode != 0:
             return {"error": f"h2load exited with {done.returncode}: {done.stderr.strip()[-1000:]}"}
         out = parse(done.stdout, log_file, batch)
-    out.update(batch=batch, concurrency=concurrency)
+    out.update(api=api, batch=batch, concurrency=concurrency)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", required=True)
+    parser.add_argument("--api", choices=APIS, default="cifar10")
+    parser.add_argument("--model-name", default="", help="the model --api oip asks for ('' = served one)")
     parser.add_argument("--batch", type=int, default=1, help="images per request")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds")
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="send exactly this many requests instead (smoke tests)")
     args = parser.parse_args(argv)
     result = run(args.address, args.batch, args.concurrency, args.duration, args.warmup,
-                 args.requests)
+                 args.requests, api=args.api, model_name=args.model_name)
     print(json.dumps(result))
     return 1 if "error" in result else 0
 

@@ -31,7 +31,8 @@ def ceiling_instances() -> list[int]:
 
 
 def run_ceiling(model: str, repeats: int, smoke: bool) -> dict:
-    """Medians per batch size for each layout; ``images_per_s`` is the best layout's."""
+    """Medians per batch size for each layout (images/s, CPU us per image, p50 ms per run);
+    ``images_per_s`` and the rest at the top of each batch are the best layout's."""
     args = ["-m", "bench.ceiling", "--model", model]
     args += ["--batches", "1,8,32", "--runs", "3"] if smoke else ["--seconds", "2"]
     runs = {k: [] for k in ceiling_instances()}
@@ -46,6 +47,7 @@ def run_ceiling(model: str, repeats: int, smoke: bool) -> dict:
             str(k): {
                 "images_per_s": median([r["batches"][batch]["images_per_s"] for r in rs]),
                 "cpu_us_per_image": median([r["batches"][batch]["cpu_us_per_image"] for r in rs]),
+                "p50_ms": median([r["batches"][batch]["p50_ms"] for r in rs]),
                 "all": [r["batches"][batch]["images_per_s"] for r in rs],
             }
             for k, rs in runs.items()
@@ -95,12 +97,14 @@ def use_h2load(args) -> bool:
     return not args.no_h2load and h2load.binary() is not None
 
 
-def run_h2load(address: str, scenarios, args) -> dict:
-    """(e): the scenarios with h2load, ``--repeats`` times, interleaved; medians."""
-    runs = {s: [] for s in scenarios}
+def run_h2load(address: str, scenarios, args, model_name: str = "") -> dict[str, dict]:
+    """(e): the scenarios with h2load over each API (ModelInfer naming ``model_name``),
+    ``--repeats`` times, interleaved; medians, ``{api: {"BxC": figures}}``."""
+    runs = {(api, s): [] for api in h2load.APIS for s in scenarios}
     for _ in range(args.repeats):
-        for batch, concurrency in scenarios:
-            runs[(batch, concurrency)].append(h2load.run(
+        for (api, (batch, concurrency)), figures in runs.items():
+            figures.append(h2load.run(
                 address, batch, concurrency, args.duration, args.warmup,
-                requests=max(concurrency, 8) if args.smoke else 0))
-    return {f"{b}x{c}": summarize_runs(runs[(b, c)]) for b, c in scenarios}
+                requests=max(concurrency, 8) if args.smoke else 0, api=api, model_name=model_name))
+    return {api: {f"{b}x{c}": summarize_runs(runs[(api, (b, c))]) for b, c in scenarios}
+            for api in h2load.APIS}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.targets import TARGETS
+from bench.targets import APIS, H2LOAD_KEYS
 
 
 def fmt(value, spec: str) -> str:
@@ -18,7 +18,8 @@ def _table(caption: str, columns: list[str], left: int = 0) -> list[str]:
 
 
 def render(results: dict) -> str:
-    """The whole report: setting, parts (a) to (e), the 32x4 shares and the targets."""
+    """The whole report: setting, parts (a) to (e), the 32x4 shares, the composed floor and
+    the targets."""
     lines = _setting(results)
     lines += _ceiling(results)
     lines += _server(results)
@@ -27,6 +28,7 @@ def render(results: dict) -> str:
     lines += _grpc_floor(results)
     lines += _h2load(results)
     lines += _paired_shares(results)
+    lines += _floor(results)
     lines += _targets(results)
     return "\n".join(lines) + "\n"
 
@@ -58,14 +60,17 @@ def _ceiling(results: dict) -> list[str]:
     names = [f"{k} x {threads[str(k)]} threads" for k in layouts]
     lines = _table("(a) Ceiling, raw onnxruntime in-process, images/s for each layout (instances x "
                    "intra-op threads; K instances = K runs side by side on one session, from K "
-                   "threads); CPU cost of the best layout:",
-                   ["batch", *names, "CPU us/image", f"images/s if {cpus} CPUs were all ours"])
+                   "threads); p50 of one run in the first layout; CPU cost of the best layout:",
+                   ["batch", *names, f"p50 ms per run ({names[0]})", "CPU us/image",
+                    f"images/s if {cpus} CPUs were all ours"])
     for batch, value in results["ceiling"]["batches"].items():
         by = value.get("by_instances") or {"1": value}
         cells = [f"{by[str(k)]['images_per_s']:,.0f}" if str(k) in by else "n/a" for k in layouts]
+        first = by.get(str(layouts[0]), {})
         cost = value.get("cpu_us_per_image")
         tail = f"{cost} | {cpus * 1e6 / cost:,.0f}" if cost else "n/a | n/a"
-        lines.append(f"| {batch} | " + " | ".join(cells) + f" | {tail} |")
+        lines.append(f"| {batch} | " + " | ".join(cells)
+                     + f" | {fmt(first.get('p50_ms'), '.3f')} | {tail} |")
     return [*lines, ""]
 
 
@@ -102,7 +107,7 @@ def _cpu_cost(results: dict) -> list[str]:
     cpus = results["environment"]["cpus"]
     server = results["server"]
     lines = _table("CPU cost per image (whole runs, warm-up included; server: all threads of the "
-                   "server process; client: the load generator process):",
+                   "server's processes; client: the load generator process):",
                    ["API", "images/call", "concurrency", "server CPU us/image", "client CPU us/call",
                     f"server images/s if {cpus} CPUs were all its own"], left=1)
     for part, api in (("cifar10_loadgen", "cifar10"), ("oip_loadgen", "oip")):
@@ -116,16 +121,28 @@ def _cpu_cost(results: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _memory(memory: dict) -> str:
+    """RSS of all the server's processes; with several, each one's and their PSS."""
+    if memory.get("processes", 1) == 1:
+        return f"{memory['rss_mb']} MB"
+    return (f"{memory['rss_mb']} MB in {memory['processes']} processes "
+            f"({' + '.join(map(str, memory['per_process_rss_mb']))}; PSS {fmt(memory['pss_mb'], '')} MB)")
+
+
 def _cold_start_and_memory(results: dict) -> list[str]:
     server = results["server"]
-    errors = {f"{part} {k}": v["errors"] for part in ("cifar10_loadgen", "oip_loadgen", "oip_perf_analyzer", "cifar10_h2load")
+    parts = ("cifar10_loadgen", "oip_loadgen", "oip_perf_analyzer",
+             *(ours for ours, _ in H2LOAD_KEYS.values()))
+    errors = {f"{part} {k}": v["errors"] for part in parts
               for k, v in server.get(part, {}).items() if v["errors"]}
     cold = results["cold_start"]
     return [f"Cold start (process start to first answer): median {cold['seconds']} s "
-            f"of {cold['all']}. Server memory: {server['memory_after_load']['rss_mb']} MB "
-            f"RSS after (b), {server['memory_end']['rss_mb']} MB after (c), peak "
+            f"of {cold['all']}. Server memory: {_memory(server['memory_after_load'])} "
+            f"RSS after (b), {_memory(server['memory_end'])} after (c), peak "
             f"{server['memory_end']['peak_rss_mb']} MB. Server exit status on SIGTERM: "
-            f"{server['exit_code']}. Request errors: {errors or 'none'}.", ""]
+            f"{server['exit_code']}; its children left running after it exited (killed): "
+            f"{server.get('children_left_after_exit') or 'none'}. "
+            f"Request errors: {errors or 'none'}.", ""]
 
 
 def _grpc_floor(results: dict) -> list[str]:
@@ -148,24 +165,27 @@ def _grpc_floor(results: dict) -> list[str]:
 
 
 def _h2load(results: dict) -> list[str]:
-    """(e): our server and the echo server with h2load as the client."""
-    ours, echo = results["server"].get("cifar10_h2load"), results.get("grpc_floor_h2load") or {}
-    if not ours:
+    """(e): our server and the echo server with h2load as the client, both APIs."""
+    measured = [(api, results["server"][ours], results.get(echo) or {})
+                for api, (ours, echo) in H2LOAD_KEYS.items() if results["server"].get(ours)]
+    if not measured:
         return []
-    lines = _table("(e) The same cifar10.v2 calls with h2load (a C HTTP/2 client; bench.h2load) as "
-                   "the client, our server and, for 1-image calls, bench.echo_server:",
-                   ["images/call", "concurrency", "our server images/s", "p50 ms", "p99 ms",
-                    "echo calls/s", "echo p50 ms", "echo p99 ms", "our server / echo"])
-    for key, row in ours.items():
-        batch, concurrency = key.split("x")
-        floor = echo.get(key, {})
-        share = (f"{row['images_per_s'] / floor['images_per_s']:.2f}"
-                 if row.get("images_per_s") and floor.get("images_per_s") else "")
-        lines.append(f"| {batch} | {concurrency} | {fmt(row['images_per_s'], ',.0f')} | "
-                     f"{fmt(row['p50_ms'], '.2f')} | {fmt(row['p99_ms'], '.2f')} | "
-                     f"{fmt(floor.get('images_per_s'), ',.0f') if floor else ''} | "
-                     f"{fmt(floor.get('p50_ms'), '.2f') if floor else ''} | "
-                     f"{fmt(floor.get('p99_ms'), '.2f') if floor else ''} | {share} |")
+    lines = _table("(e) The same calls with h2load (a C HTTP/2 client; bench.h2load) as the client, "
+                   "over cifar10.v2 Classify and the Open Inference Protocol's ModelInfer, our "
+                   "server and, for 1-image calls, bench.echo_server:",
+                   ["API", "images/call", "concurrency", "our server images/s", "p50 ms", "p99 ms",
+                    "echo calls/s", "echo p50 ms", "echo p99 ms", "our server / echo"], left=1)
+    for api, ours, echo in measured:
+        for key, row in ours.items():
+            batch, concurrency = key.split("x")
+            floor = echo.get(key, {})
+            share = (f"{row['images_per_s'] / floor['images_per_s']:.2f}"
+                     if row.get("images_per_s") and floor.get("images_per_s") else "")
+            lines.append(f"| {api} | {batch} | {concurrency} | {fmt(row['images_per_s'], ',.0f')} | "
+                         f"{fmt(row['p50_ms'], '.2f')} | {fmt(row['p99_ms'], '.2f')} | "
+                         f"{fmt(floor.get('images_per_s'), ',.0f') if floor else ''} | "
+                         f"{fmt(floor.get('p50_ms'), '.2f') if floor else ''} | "
+                         f"{fmt(floor.get('p99_ms'), '.2f') if floor else ''} | {share} |")
     return [*lines, ""]
 
 
@@ -185,10 +205,30 @@ def _paired_shares(results: dict) -> list[str]:
             ""]
 
 
+def _floor(results: dict) -> list[str]:
+    """E per API, R and F per API (bench.targets.floor)."""
+    floor = results["floor"]
+    apis = "; ".join(
+        f"{name}: E {fmt(floor[api]['E_calls_per_s'], ',.0f')} calls/s (p50 "
+        f"{fmt(floor[api]['E_c1_p50_ms'], '.3f')} ms at concurrency 1), "
+        f"F {fmt(floor[api]['F_images_per_s'], ',.0f')} "
+        f"images/s" for api, name in APIS.items())
+    return [f"Composed floor F = 1 / (1/E + 1/R), E from bench.echo_server with h2load (1-image "
+            f"calls, concurrency 64): {apis}. R {floor['R_images_per_s']:,.0f} images/s (raw "
+            f"onnxruntime, batch {floor['R_batch']}, {floor['R_instances']} instance(s)); "
+            f"onnxruntime's batch-1 p50 (one run at a time) {fmt(floor['R_batch1_p50_ms'], '.3f')} ms. "
+            f"Server workers: {results['server_settings']['workers']}.", ""]
+
+
 def _targets(results: dict) -> list[str]:
-    lines = ["| target | measured | limit | met |", "|---|---:|---:|---|"]
-    for name, target in TARGETS.items():
-        t = results["targets"][name]
-        met = {True: "yes", False: "NO", None: "n/a"}[t["met"]]
-        lines.append(f"| {target.label} | {t['value']} | {t['target']} | {met} |")
+    """The serving-speed targets (bench.targets): measured, target or limit, met."""
+    lines = ["Targets (issue 14):", "", "| target | measured | target / limit | met |",
+             "|---|---:|---:|---|"]
+    for t in results["targets"].values():
+        met = {True: "yes", False: "no", None: "—"}[t["met"]]
+        measured = "—" if t["value"] is None else str(t["value"])
+        if t.get("pss_mb") is not None:
+            measured += f" (PSS {t['pss_mb']})"
+        limit = "—" if t["target"] is None else f"{t['op']} {t['target']}"
+        lines.append(f"| {t['label']} | {measured} | {limit} | {met} |")
     return lines

@@ -1,25 +1,29 @@
-"""The benchmark, all in one run on one machine (issue 4): ceiling, our server, perf_analyzer.
+"""The benchmark, all in one run on one machine: ceiling, our server, perf_analyzer, floor.
 
     python -m bench                       # tiny test model: a quick check that it all works
     python -m bench --real                # models/cifar10-cnn.onnx (or the seed-CNN stand-in)
     python -m bench --model PATH --repeats 5 --duration 5 --out results.json --report report.md
     python -m bench --smoke               # seconds, tiny request counts (tests/bench)
+    python -m bench --workers 2           # the server as 2 processes (CIFAR10_WORKERS=2)
 
 (a) ceiling: raw onnxruntime in-process images/s at batch 1..256 (bench.ceiling, own process);
-(b) our server (a fresh ``cifar10-serve`` process, default settings, port picked here) over
+(b) our server (a fresh ``cifar10-serve`` process, default settings, port picked here; with
+    ``--workers N``, CIFAR10_WORKERS=N, here and for the cold starts) over
     cifar10.v2 Classify with our closed-loop load generator (bench.loadgen, own process):
     1-image calls at concurrency 1, 4, 16, 64 and 32-image calls at concurrency 1, 4;
     images/s and p50/p99 latency; cold start (process start to the first answer, several
-    fresh processes); resident memory of the server process after the load;
+    fresh processes); memory of the server's processes (all of them) after the load;
 (c) the same calls through the Open Inference Protocol with Triton's perf_analyzer;
 (d) the gRPC floor: 1-image calls at concurrency 1 and 64 against ``bench.echo_server``, a
     grpc.aio server that parses each request and computes nothing: the most calls/s and the
     least latency any grpcio server can give with this client on these CPUs;
 (e) (b) and (d) again with h2load (bench.h2load), a C HTTP/2 client that leaves the server
-    more of the shared CPUs than a Python client does (skipped when h2load is not installed).
+    more of the shared CPUs than a Python client does, over both APIs: cifar10.v2 Classify
+    and the Open Inference Protocol's ModelInfer (skipped when h2load is not installed).
 Each figure is the median of ``--repeats`` runs (scenarios interleaved, so slow drift of
 the machine's load spreads over all of them). Results: JSON (``--out``) and a Markdown
-report (``--report``, also printed), with the issue-4 targets marked met or not.
+report (``--report``, also printed), with the composed floor (``floor``: E, R, F) and the
+serving-speed targets (``targets``, issue 14; bench.targets) marked met or not.
 
 This module runs the parts in order; the servers' processes are in bench.server_process,
 the measuring processes in bench.measurements, the targets in bench.targets and the
@@ -44,16 +48,21 @@ from bench.paths import REAL_MODEL, ROOT, STANDIN_MODEL
 from bench.report import render
 from bench.server_process import Server, cold_start, echo_server
 from bench.stats import summarize_runs
-from bench.targets import targets
+from bench.targets import H2LOAD_KEYS, floor, targets
 
 SCENARIOS = [(1, 1), (1, 4), (1, 16), (1, 64), (32, 1), (32, 4)]  # (images per call, concurrency)
 FLOOR_SCENARIOS = [(1, 1), (1, 64)]
 
 
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    """The settings bench gives the server processes it starts (beyond model and port)."""
+    return {"CIFAR10_WORKERS": str(args.workers)} if args.workers else {}
+
+
 def run_server_parts(model: str, model_name: str, args: argparse.Namespace) -> dict:
-    """(b), (c) and (e) against one fresh server process; its memory, exit status and
-    logged errors."""
-    server = Server(model)
+    """(b), (c) and (e) against one fresh server; its memory, exit status, children left
+    running after it exited, and logged errors."""
+    server = Server(model, server_env(args))
     out: dict = {}
     try:
         out["first_answer_s"] = round(server.first_answer(), 3)
@@ -90,7 +99,8 @@ def run_server_parts(model: str, model_name: str, args: argparse.Namespace) -> d
                         window_ms=args.pa_window_ms,
                         request_count=max(concurrency, 8) * 2 if args.smoke else 0))
         if use_h2load(args):
-            out["cifar10_h2load"] = run_h2load(server.address, SCENARIOS, args)
+            for api, figures in run_h2load(server.address, SCENARIOS, args, model_name).items():
+                out[H2LOAD_KEYS[api][0]] = figures
         out["memory_end"] = server.memory_mb()
         out["cifar10_loadgen"] = {f"{b}x{c}": summarize_runs(ours[(b, c)]) for b, c in SCENARIOS}
         if args.oip_loadgen:
@@ -101,21 +111,23 @@ def run_server_parts(model: str, model_name: str, args: argparse.Namespace) -> d
                                        for b, c in SCENARIOS}
     finally:
         out["exit_code"] = server.stop()
+        out["children_left_after_exit"] = server.children_left
         stderr = server.log_text()
         out["server_errors_logged"] = [line for line in stderr.splitlines() if " ERROR " in line][:10]
     return out
 
 
-def run_grpc_floor(args: argparse.Namespace) -> tuple[dict, dict | None]:
+def run_grpc_floor(model_name: str, args: argparse.Namespace) -> tuple[dict, dict | None]:
     """(d): the same 1-image load against bench.echo_server (no model, no batching), with
-    bench.loadgen, and with h2load for (e) (None without h2load)."""
+    bench.loadgen, and with h2load over both APIs for (e), the same requests as for our
+    server (None without h2load)."""
     with echo_server() as address:
         runs = {s: [] for s in FLOOR_SCENARIOS}
         for _ in range(args.repeats):
             for batch, concurrency in FLOOR_SCENARIOS:
                 runs[(batch, concurrency)].append(
                     run_loadgen(address, "cifar10", batch, concurrency, args))
-        lean = run_h2load(address, FLOOR_SCENARIOS, args) if use_h2load(args) else None
+        lean = run_h2load(address, FLOOR_SCENARIOS, args, model_name) if use_h2load(args) else None
         return {f"{b}x{c}": summarize_runs(runs[(b, c)]) for b, c in FLOOR_SCENARIOS}, lean
 
 
@@ -159,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--oip-loadgen", "--v2-loadgen", dest="oip_loadgen", action="store_true",
                         help="also drive the Open Inference Protocol (ModelInfer) with our load "
                              "generator (--v2-loadgen: its older name, as in earlier runs' commands)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="server processes (CIFAR10_WORKERS) of the servers started here; "
+                             "0: not set, the server's default")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny request counts, 1 repeat: checks the machinery only")
     parser.add_argument("--out", help="write the JSON results here")
@@ -196,17 +211,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         from cifar10_serving.settings import Settings
 
-        served = Settings.from_args([], os.environ)  # what Server() starts: flags none, env as here
+        # What Server() starts: no flags, the environment as here plus server_env.
+        served = Settings.from_args([], {**os.environ, **server_env(args)})
         results["server_settings"] = {k: getattr(served, k) for k in (
             "instances", "threads", "max_batch_size", "max_queue_delay_ms")}
+        results["server_settings"]["workers"] = args.workers or getattr(served, "workers", 1)
         results["ceiling"] = run_ceiling(model, args.repeats, args.smoke)
-        results["cold_start"] = cold_start(model, args.cold_starts)
+        results["cold_start"] = cold_start(model, args.cold_starts, server_env(args))
         results["server"] = run_server_parts(model, info.name, args)
-        results["grpc_floor"], lean_floor = run_grpc_floor(args)
-        if lean_floor is not None:
-            results["grpc_floor_h2load"] = lean_floor
+        results["grpc_floor"], lean_floor = run_grpc_floor(info.name, args)
+        for api, figures in (lean_floor or {}).items():
+            results[H2LOAD_KEYS[api][1]] = figures
         results["environment"]["load_after"] = background_load()
-        results["targets"] = targets(results)
+        results["floor"] = floor(results)
+        results["targets"] = targets(results, results["floor"])
     text = render(results)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,10 @@
 """Servers in their own processes: ``cifar10-serve`` (first answer, CPU time, memory, cold
-start) and ``bench.echo_server`` (the gRPC floor)."""
+start) and ``bench.echo_server`` (the gRPC floor).
+
+``cifar10-serve`` may run several processes (``CIFAR10_WORKERS``), the one started here the
+parent of the others: CPU time and memory are those of the whole process tree
+(bench.proctree), and stopping it signals the parent, which stops the others.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from bench import proctree
 from bench.paths import ROOT
 from bench.ports import free_port
 from bench.stats import median
@@ -21,7 +26,8 @@ SERVER_CODE = "import sys; from cifar10_serving.server import main; sys.exit(mai
 
 
 class Server:
-    """``cifar10-serve`` in its own process with default settings (port and model aside)."""
+    """``cifar10-serve`` in its own process with default settings (port, model and
+    ``extra_env`` aside)."""
 
     def __init__(self, model: str, extra_env: dict[str, str] | None = None):
         self.port = free_port()
@@ -36,6 +42,7 @@ class Server:
         self.process = subprocess.Popen([sys.executable, "-c", SERVER_CODE], env=env, cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=self._log)
         self.address = f"127.0.0.1:{self.port}"
+        self.children_left: list[int] = []  # pids of its children still running after stop()
 
     def log_text(self) -> str:
         """Everything the server has written to stderr so far."""
@@ -60,33 +67,36 @@ class Server:
         return time.perf_counter() - self.started
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process (all its threads) so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the server's processes (all their threads) so far."""
+        return proctree.cpu_seconds(self.process.pid)
 
     def memory_mb(self) -> dict:
-        """Resident memory now and at its peak, MB."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        values = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
-                  if line.startswith(("VmRSS", "VmHWM"))}
-        return {"rss_mb": round(values["VmRSS"] / 1024, 1), "peak_rss_mb": round(values["VmHWM"] / 1024, 1)}
+        """Memory of the server's processes, MB: bench.proctree.memory_mb (``rss_mb``,
+        ``peak_rss_mb``, ``pss_mb``, ``processes``, ``per_process_rss_mb``)."""
+        return proctree.memory_mb(self.process.pid)
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, then SIGKILL after ``timeout``; the exit status."""
+        """SIGTERM to the parent, then SIGKILL after ``timeout``; the parent's exit status.
+        Children still running once it has exited are killed and listed in
+        ``children_left``."""
+        children = []
         if self.process.poll() is None:
+            children = proctree.identities(proctree.tree(self.process.pid)[1:])
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        self.children_left = proctree.kill_survivors(children)
+        return code
 
 
-def cold_start(model: str, repeats: int) -> dict:
+def cold_start(model: str, repeats: int, extra_env: dict[str, str] | None = None) -> dict:
     """Process start to first answer of ``repeats`` fresh servers: median, all, exit codes."""
     times, codes = [], []
     for _ in range(repeats):
-        server = Server(model)
+        server = Server(model, extra_env)
         try:
             times.append(round(server.first_answer(), 3))
         finally:

@@ -38,20 +38,34 @@ def test_bench_smoke(tmp_path):
         if any("not found" in str(e) for e in value["errors"]):
             continue
         assert value["images_per_s"] and not value["errors"], (key, value)
-    assert server["memory_end"]["rss_mb"] > 0
+    memory = server["memory_end"]
+    assert memory["rss_mb"] > 0 and memory["processes"] == len(memory["per_process_rss_mb"]) >= 1
+    assert server["children_left_after_exit"] == []
+    assert results["server_settings"]["workers"] >= 1
     floor = results["grpc_floor"]
     assert set(floor) == {"1x1", "1x64"}
     assert all(v["images_per_s"] > 0 and not v["errors"] for v in floor.values()), floor
-    assert set(results["targets"]) >= {"cold_start_s", "rss_mb", "single_c64_images_per_s"}
-    assert "| target |" in report.read_text() and "(d) The gRPC floor" in report.read_text()
+    targets = results["targets"]
+    assert set(targets) == {f"{api}_{name}" for api in ("cifar10", "oip") for name in (
+        "single_c64_vs_floor", "single_c1_p50_ms", "single_c1_p99_over_p50")} | {
+        "batch32_c4_vs_ceiling", "cold_start_s", "rss_mb"}
+    assert targets["cold_start_s"]["met"] is not None and targets["rss_mb"]["met"] is not None
+    assert results["floor"]["R_images_per_s"] > 0 and results["floor"]["R_batch1_p50_ms"] > 0
+    text = report.read_text()
+    assert "Targets (issue 14)" in text and "(d) The gRPC floor" in text and "Composed floor" in text
     if h2load.binary() is not None:  # part (e); CI installs h2load (nghttp2-client)
-        for key, value in server["cifar10_h2load"].items():
-            assert value["images_per_s"] > 0 and not value["errors"], (key, value)
-        lean_floor = results["grpc_floor_h2load"]
-        assert set(lean_floor) == {"1x1", "1x64"}
-        assert all(v["images_per_s"] > 0 and not v["errors"] for v in lean_floor.values()), lean_floor
-        assert results["targets"]["single_c64_images_per_s_h2load"]["value"] > 0
-        assert "(e) The same cifar10.v2 calls with h2load" in report.read_text()
+        for part in ("cifar10_h2load", "oip_h2load"):
+            for key, value in server[part].items():
+                assert value["images_per_s"] > 0 and not value["errors"], (part, key, value)
+        for part in ("grpc_floor_h2load", "oip_grpc_floor_h2load"):
+            lean_floor = results[part]
+            assert set(lean_floor) == {"1x1", "1x64"}
+            assert all(v["images_per_s"] > 0 and not v["errors"] for v in lean_floor.values()), lean_floor
+        for api in ("cifar10", "oip"):
+            assert results["floor"][api]["F_images_per_s"] > 0
+            assert targets[f"{api}_single_c64_vs_floor"]["value"] > 0
+            assert targets[f"{api}_single_c1_p50_ms"]["target"] > 0
+        assert "| oip | 1 | 64 |" in text
 
 
 def test_settings_sweep_smoke(tmp_path, tiny_model_path):

@@ -9,8 +9,9 @@ import grpc
 import numpy as np
 import pytest
 
-from bench import h2load
+from bench import h2load, loadgen
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_serving.proto.inference import grpc_service_pb2 as oip
 
 needs_h2load = pytest.mark.skipif(h2load.binary() is None, reason="h2load not installed (nghttp2-client)")
 
@@ -23,6 +24,23 @@ def test_frame_holds_the_request():
     assert len(request.images) == 3
     raw = request.images[0].raw
     assert (raw.height, raw.width, raw.channels, len(raw.data)) == (32, 32, 3, 3072)
+
+
+def test_oip_request_is_a_model_infer_request():
+    message = h2load.request_message(3, "oip", "cifar10-cnn")
+    request = oip.ModelInferRequest.FromString(h2load.grpc_frame(message)[5:])
+    assert request.model_name == "cifar10-cnn" and len(request.inputs) == 1
+    tensor = request.inputs[0]
+    assert (tensor.name, tensor.datatype, list(tensor.shape)) == ("images", "UINT8", [3, 32, 32, 3])
+    assert len(request.raw_input_contents) == 1 and len(request.raw_input_contents[0]) == 3 * 3072
+
+
+@pytest.mark.parametrize("api, path", [("cifar10", "/cifar10.v2.Classifier/Classify"),
+                                       ("oip", "/inference.GRPCInferenceService/ModelInfer")])
+def test_command_calls_the_api_method(api, path):
+    cmd = h2load.command("127.0.0.1:1", "body.bin", 16, 5, 1, 0, "log.tsv", api)
+    assert cmd[-1] == f"http://127.0.0.1:1{path}"
+    assert cmd[cmd.index("-c") + 1] == "4" and cmd[cmd.index("-m") + 1] == "4"
 
 
 @pytest.mark.parametrize("concurrency, expected", [(1, (1, 1)), (4, (4, 1)), (16, (4, 4)), (64, (4, 16))])
@@ -60,6 +78,15 @@ def test_check_request_refuses_a_request_the_server_rejects(server):
     h2load.check_request(server.address, h2load.request_message(2))  # a good one passes
 
 
+def test_check_request_checks_the_oip_answer(server):
+    name = server.core.info.name
+    h2load.check_request(server.address, h2load.request_message(2, "oip", name), "oip")
+    with pytest.raises(grpc.RpcError) as caught:
+        h2load.check_request(server.address, h2load.request_message(2, "oip", "no-such-model"), "oip")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown model 'no-such-model'" in caught.value.details()
+
+
 @needs_h2load
 @pytest.mark.parametrize("batch, concurrency", [(1, 1), (4, 16)])
 def test_run_against_the_real_server(server, batch, concurrency):
@@ -73,10 +100,20 @@ def test_run_against_the_real_server(server, batch, concurrency):
 
 
 @needs_h2load
+def test_oip_run_against_the_real_server(server):
+    before = server.core.batcher.images
+    out = h2load.run(server.address, 2, 4, requests=20, api="oip",
+                     model_name=server.core.info.name)
+    assert "error" not in out, out
+    assert out["api"] == "oip" and out["errors"] == {} and out["requests"] >= 20
+    assert server.core.batcher.images - before == 2 * (out["requests"] + 1)
+
+
+@needs_h2load
 def test_a_rejected_request_is_an_error_not_a_measurement(server, monkeypatch):
     from cifar10_serving.proto.cifar10.v2 import classifier_pb2
 
-    monkeypatch.setattr(h2load, "request_message", lambda batch: classifier_pb2.ClassifyRequest().SerializeToString())
+    monkeypatch.setattr(h2load, "request_message", lambda batch, api, model_name: classifier_pb2.ClassifyRequest().SerializeToString())
     out = h2load.run(server.address, 1, 1, requests=4)
     assert out["error"].startswith("the server did not answer the request OK: INVALID_ARGUMENT")
 
@@ -87,7 +124,9 @@ def test_missing_binary_is_reported(monkeypatch):
     assert out == {"error": "h2load not found: apt-get install nghttp2-client"}
 
 
-def test_request_matches_loadgen_shape():
-    request = pb.ClassifyRequest.FromString(h2load.request_message(2, seed=7))
+@pytest.mark.parametrize("api", ["cifar10", "oip"])
+def test_request_is_loadgens(api):
+    assert h2load.request_message(2, api) == loadgen.build_requests(api, 2, "")[0]
+    request = pb.ClassifyRequest.FromString(h2load.request_message(2))
     pixels = np.frombuffer(request.images[1].raw.data, np.uint8)
     assert pixels.shape == (3072,) and pixels.std() > 0  # random images, not zeros
