@@ -2,18 +2,20 @@
 
 It parses each request like the real server and answers a fixed, valid one-image response,
 so with the same client on the same CPUs it measures what the gRPC layer alone (grpcio's C
-core, its Python bindings and asyncio) costs per call: no server built on grpcio can answer
-more calls per second than this one. It serves cifar10.v2.Classifier/Classify (a
+core, its Python bindings and the event loop) costs per call: no server built on grpcio can
+answer more calls per second than this one. It runs on the event loop the server runs on
+(``--event-loop``, the same choice as ``cifar10-serve``'s: uvloop where installed), so that
+the floor is the server's own. It serves cifar10.v2.Classifier/Classify (a
 ClassifyResponse) and the Open Inference Protocol's inference.GRPCInferenceService/ModelInfer
 (a ModelInferResponse with the FP32 [1, 10] output "probabilities", any model name).
 
-    python -m bench.echo_server --port 8500      # prints "listening on PORT" when ready
+    python -m bench.echo_server --port 8500 [--event-loop auto|uvloop|asyncio]
+                                                 # prints "listening on PORT" when ready
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 import grpc
@@ -71,9 +73,15 @@ async def serve(port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--event-loop", default="auto", choices=("auto", "uvloop", "asyncio"),
+                        help="as cifar10-serve's --event-loop (default auto: uvloop if installed)")
     args = parser.parse_args(argv)
+    from cifar10_serving.event_loop import runner
+
+    name, run = runner(args.event_loop)
+    print(f"event loop: {name}", file=sys.stderr, flush=True)
     try:
-        asyncio.run(serve(args.port))
+        run(serve(args.port))
     except KeyboardInterrupt:
         pass
     return 0

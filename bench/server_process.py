@@ -106,9 +106,12 @@ def cold_start(model: str, repeats: int, extra_env: dict[str, str] | None = None
 
 @contextmanager
 def echo_server() -> Iterator[str]:
-    """``bench.echo_server`` in its own process, for as long as the block runs; its address."""
+    """``bench.echo_server`` in its own process, for as long as the block runs; its address.
+    It runs on the event loop the benchmarked server runs on (``CIFAR10_EVENT_LOOP``)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bench.echo_server", "--port", str(port)],
+    loop = os.environ.get("CIFAR10_EVENT_LOOP", "auto")
+    process = subprocess.Popen([sys.executable, "-m", "bench.echo_server", "--port", str(port),
+                                "--event-loop", loop],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         if not process.stdout.readline().startswith("listening"):
