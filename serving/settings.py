@@ -18,8 +18,8 @@ CIFAR10_EVENT_LOOP             auto                        uvloop, asyncio, or a
 CIFAR10_WORKERS                1                           server processes sharing the port
                                                            (SO_REUSEPORT); 0 = one per CPU
                                                            (cifar10_serving.workers)
-CIFAR10_INSTANCES              2 (1 on a single CPU)       model runs at a time per worker
-                                                           (Triton's instance count)
+CIFAR10_INSTANCES              2 (1 with under 2 CPUs a    model runs at a time per worker
+                               worker)                     (Triton's instance count)
 CIFAR10_THREADS                CPUs this process may use   onnxruntime intra-op threads of a
                                (affinity and cgroup        lone request's run; a busy worker's
                                quota)                      runs get threads / (instances x
@@ -196,8 +196,9 @@ class Settings:
         if self.instances < 0:
             problems.append("instances must not be negative (0: the default)")
         else:
-            if self.instances == 0:
-                object.__setattr__(self, "instances", min(2, available_cpus()))
+            if self.instances == 0:  # 2 per worker while each gets 2 CPUs or more
+                object.__setattr__(self, "instances",
+                                   max(1, min(2, available_cpus() // max(1, self.workers))))
             if self.threads <= 0:
                 object.__setattr__(self, "threads", available_cpus())
         if self.decode_threads < 0:

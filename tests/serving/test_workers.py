@@ -202,5 +202,6 @@ def test_workers_share_out_the_cpus():
     assert Settings().workers == 1
     assert Settings(workers=0).workers == available_cpus()
     assert Settings(workers=2, instances=2, threads=4).overlap_threads == 1
+    assert Settings(workers=2).instances == max(1, min(2, available_cpus() // 2))
     with pytest.raises(ValueError, match="workers must not be negative"):
         Settings(workers=-1)
