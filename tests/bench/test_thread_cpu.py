@@ -33,3 +33,12 @@ def test_cpu_per_call_of_the_echo_server():
     assert result["main_thread_us_per_call"] > 0  # the event loop does work for every call
     assert result["server_us_per_call"] >= result["main_thread_us_per_call"]
     assert result["h2load_us_per_call"] > 0
+
+
+def test_request_path_pieces_are_timed_and_summed():
+    from bench import request_path
+
+    result = request_path.measure(number=50, repeats=1)
+    pieces = {k: v for k, v in result.items() if k != "sum"}
+    assert len(pieces) == 8 and all(v > 0 for v in pieces.values())
+    assert result["sum"] == pytest.approx(sum(pieces.values()), abs=0.05)
