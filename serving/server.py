@@ -45,9 +45,9 @@ log = logging.getLogger("cifar10_serving.server")
 
 PENDING_CALLS = 1 << 16
 QUIET_S = 0.1
+"""At shutdown, the port closes once no request was refused for this long."""
 SUPERVISE_INTERVAL_S = 0.1
 """How often the first of several workers looks for a worker that has ended."""
-"""At shutdown, the port closes once no request was refused for this long."""
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
