@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bench import proctree
 from bench.ports import free_port
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
@@ -47,16 +48,7 @@ def _port_of(proc) -> int:
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return proctree.tree(pid)[1:]
 
 
 def _sockets(pid: int) -> int:
