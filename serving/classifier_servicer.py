@@ -21,6 +21,7 @@ from cifar10_serving.core import Prediction, ServingCore, deadline_after
 from cifar10_core.errors import InvalidInputError, ServingError
 from cifar10_serving.grpc_status import RequestObserver, rpc
 from cifar10_serving.parsing import per_message_errors
+from cifar10_serving.receiving import carries_images
 from cifar10_serving.streams import pipelined
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
@@ -95,7 +96,8 @@ def decode_each(
         try:
             out[i - len(failed)] = _decode_one(image, max_pixels, budget)
         except InvalidInputError as exc:
-            failed.append((i, exc))
+            # without its traceback: kept, it would tie this frame (and the request) in a cycle
+            failed.append((i, exc.with_traceback(None)))
     if len(failed) == n:
         quoted = "; ".join(f"image {i}: {exc}" for i, exc in failed[:_ERRORS_IN_MESSAGE])
         more = n - _ERRORS_IN_MESSAGE
@@ -153,10 +155,12 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             pred = await core.classify(batch, model=model, deadline=deadline, admitted=True)
         return build_response(pred, top_k, request.request_id, errors)
 
+    @carries_images
     @rpc("Classify")
     async def Classify(self, request, context):
         return await self._classify(request, context.time_remaining())
 
+    @carries_images
     @per_message_errors
     async def ClassifyStream(self, request_iterator, context):
         """Pipelined (``cifar10_serving.streams``): answered in order, errors per message."""

@@ -44,6 +44,7 @@ from cifar10_serving.inference_codec import (
 from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 from cifar10_serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from cifar10_serving.parsing import per_message_errors
+from cifar10_serving.receiving import carries_images
 from cifar10_serving.streams import pipelined
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -235,6 +236,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.statistics.record(True, images, started)
         return response
 
+    @carries_images
     @rpc("ModelInfer")
     async def ModelInfer(self, request, context):
         return await self._infer(request, context.time_remaining())
@@ -244,6 +246,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             infer_response=await self._infer(request, context.time_remaining())
         )
 
+    @carries_images
     @per_message_errors
     async def ModelStreamInfer(self, request_iterator, context):
         """Pipelined (``cifar10_serving.streams``), answered in request order.

@@ -6,6 +6,12 @@ returned: after a burst of big requests RSS stays near its peak. ``bound_allocat
 fixes the threshold at 128 KiB, so every large buffer is its own mapping, returned to the
 system when freed; and ``Trimmer`` hands the heap's free pages back (``malloc_trim``) once
 the server has been idle a moment after work. No-op where glibc is absent.
+
+``CycleCollector`` frees reference cycles soon after a call ends in error: an error path
+leaves a cycle (exception, traceback, the frames, grpc's own call state) that holds the
+request's protobuf message, whose payload lives in protobuf's native arena, which Python's
+collector does not count. Left to the collector's own schedule, 16 requests each holding a
+30 MiB image that did not decode kept 480 MB alive.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import logging
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -62,3 +70,33 @@ class Trimmer:
                 self._trim(0)
                 self.trims += 1
                 last = now
+
+
+class CycleCollector:
+    """``note_error()`` after a call ends in error: one ``gc.collect()`` soon after, at most
+    one per ``min_interval_s`` (on the event loop). ``freeze()`` once the server is up: what
+    exists then lives as long as the server, and a collection only walks what came since
+    (0.01 ms idle here, against 23-34 ms for a full collection over the loaded model)."""
+
+    def __init__(self, min_interval_s: float = 0.05) -> None:
+        self.min_interval_s = min_interval_s
+        self.collections = 0
+        self._scheduled = False
+        self._last = 0.0
+
+    @staticmethod
+    def freeze() -> None:
+        gc.freeze()
+
+    def note_error(self) -> None:
+        if self._scheduled:
+            return
+        self._scheduled = True
+        delay = max(0.0, self._last + self.min_interval_s - time.monotonic())
+        asyncio.get_running_loop().call_later(delay, self._collect)
+
+    def _collect(self) -> None:
+        self._scheduled = False
+        gc.collect()
+        self._last = time.monotonic()
+        self.collections += 1

@@ -14,6 +14,10 @@ placeholder, counted (``on_malformed(method)``) and logged at WARNING at most on
 * a message on one of our streams (handlers marked ``per_message_errors``, i.e.
   ``cifar10_serving.streams.pipelined``): an error answer to that message; the stream goes on;
 * a message on any other stream (reflection): the stream ends with INVALID_ARGUMENT.
+
+Every handler also reads its own request messages, through a gate
+(``cifar10_serving.receiving``), instead of letting grpc read them all before it runs: grpc
+sees every method as request-streaming, clients see no difference.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import grpc
 
 from cifar10_core.errors import InvalidInputError, quoted
 from cifar10_serving.logs import RateLimitedLog
+from cifar10_serving.receiving import Gates, ReceiveGate
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +81,9 @@ def _reason(exc: Exception) -> str:
 class _Guard:
     """Makes guarded method handlers: one per method, sharing the count and the log."""
 
-    def __init__(self, on_malformed: MalformedObserver | None) -> None:
+    def __init__(self, on_malformed: MalformedObserver | None, gates: Gates) -> None:
         self.on_malformed = on_malformed
+        self.gates = gates
         self.warn = RateLimitedLog(log, logging.WARNING)
 
     def deserializer(self, method: str, parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
@@ -99,22 +105,68 @@ class _Guard:
     def handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler is None or handler.request_deserializer is None:
             return handler
-        changes: dict[str, Any] = {
-            "request_deserializer": self.deserializer(method, handler.request_deserializer)
-        }
+        deserializer = self.deserializer(method, handler.request_deserializer)
+        streaming = handler.response_streaming
         if not handler.request_streaming:
-            field = "unary_stream" if handler.response_streaming else "unary_unary"
+            field = "unary_stream" if streaming else "unary_unary"
             behaviour = getattr(handler, field)
+            gate = self.gates.for_handler(behaviour)
             if not getattr(behaviour, "checks_malformed", False):
-                changes[field] = (_unary_stream if handler.response_streaming
-                                  else _unary_unary)(behaviour)
+                behaviour = (_unary_stream if streaming else _unary_unary)(behaviour)
+            # grpc would read the message before the handler runs; we read it (gated)
+            changes = {field: None, "stream_stream" if streaming else "stream_unary":
+                       _read_one(behaviour, gate), "request_streaming": True}
         else:
-            field = "stream_stream" if handler.response_streaming else "stream_unary"
+            field = "stream_stream" if streaming else "stream_unary"
             behaviour = getattr(handler, field)
+            gate = self.gates.for_handler(behaviour)
             if not getattr(behaviour, "per_message_errors", False):
-                changes[field] = (_stream_stream if handler.response_streaming
-                                  else _stream_unary)(behaviour)
-        return handler._replace(**changes)
+                behaviour = (_stream_stream if streaming else _stream_unary)(behaviour)
+            changes = {field: _read_each(behaviour, gate)}
+        return handler._replace(request_deserializer=deserializer, **changes)
+
+
+def _read_one(behaviour, gate: ReceiveGate):
+    """A request-streaming handler that reads the one request through ``gate``."""
+    if inspect.isasyncgenfunction(behaviour):
+        async def read_one_streaming(_requests, context):
+            request = await _one(gate, context)
+            async for response in behaviour(request, context):
+                yield response
+
+        return read_one_streaming
+
+    async def read_one(_requests, context):
+        return await behaviour(await _one(gate, context), context)
+
+    return read_one
+
+
+async def _one(gate: ReceiveGate, context) -> Any:
+    request = await gate.read(context)
+    if request is grpc.aio.EOF:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+    return request
+
+
+async def _messages(gate: ReceiveGate, context) -> AsyncIterator:
+    while (request := await gate.read(context)) is not grpc.aio.EOF:
+        yield request
+
+
+def _read_each(behaviour, gate: ReceiveGate):
+    """The stream handler fed by ``gate`` instead of grpc's own request iterator."""
+    if inspect.isasyncgenfunction(behaviour):
+        async def read_each_streaming(_requests, context):
+            async for response in behaviour(_messages(gate, context), context):
+                yield response
+
+        return read_each_streaming
+
+    async def read_each(_requests, context):
+        return await behaviour(_messages(gate, context), context)
+
+    return read_each
 
 
 def _unary_unary(behaviour):
@@ -184,9 +236,11 @@ class GuardedServer:
     """A ``grpc.aio.Server`` as the generated ``add_*_to_server`` functions see it: every
     handler they register is guarded (see the module docstring). Other calls pass through."""
 
-    def __init__(self, server: grpc.aio.Server, on_malformed: MalformedObserver | None = None):
+    def __init__(self, server: grpc.aio.Server, on_malformed: MalformedObserver | None = None,
+                 gates: Gates | None = None):
         self._server = server
-        self._guard = _Guard(on_malformed)
+        self.gates = gates if gates is not None else Gates()
+        self._guard = _Guard(on_malformed, self.gates)
 
     def add_generic_rpc_handlers(self, handlers) -> None:
         self._server.add_generic_rpc_handlers(

@@ -35,9 +35,10 @@ from cifar10_serving import event_loop
 from cifar10_serving.core import ServingCore
 from cifar10_serving.grpc_status import RequestObserver
 from cifar10_serving.logs import setup_logging
-from cifar10_serving.memory import Trimmer, bound_allocator
+from cifar10_serving.memory import CycleCollector, Trimmer, bound_allocator
 from cifar10_serving.metrics import Metrics, enable_multiprocess, mark_process_dead
 from cifar10_serving.parsing import GuardedServer
+from cifar10_serving.receiving import Gates
 from cifar10_serving.settings import Settings
 from cifar10_serving.workers import Workers, reserve_port
 
@@ -96,14 +97,17 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         # A port in use is an error, not a silent second listener; several workers share
         # theirs (the first one reserved it: cifar10_serving.workers).
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-        # Calls a connection may have open at once; past it the client queues them itself
-        # (HTTP/2 flow control), so a flood waits in the clients, not in the server.
+        # Calls a connection may have open at once; a grpc client's calls past it fail
+        # UNAVAILABLE (they are not queued), so the default is well above any client's.
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
         # Calls received and not yet taken by our event loop: past grpc's defaults (1,000,
         # then random drops to 3,000) they are CANCELLED before our code sees them. Ours
         # (every connection's streams) answer them all: OK or RESOURCE_EXHAUSTED.
         ("grpc.server.max_pending_requests", PENDING_CALLS),
         ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
+        # A call that waits for its turn to read (cifar10_serving.receiving) holds only its
+        # stream's initial window (64 KiB), not one grown to the link's bandwidth.
+        ("grpc.http2.bdp_probe", 0),
     ]
 
 
@@ -113,11 +117,14 @@ class ServingServer:
     def __init__(self, settings: Settings, core: ServingCore, metrics: Metrics | None = None):
         self.settings = settings
         self.core = core
-        observe = metrics.observe if metrics is not None else None
+        self.collector = CycleCollector()
+        observe = self._observer(metrics)
         self.grpc_server = grpc.aio.server(options=grpc_options(settings))
         # Every service registers through the guard: we parse the requests (parsing.py).
+        self.gates = Gates(image_slots=settings.receive_slots)
         guarded = GuardedServer(
-            self.grpc_server, metrics.malformed_request if metrics is not None else None)
+            self.grpc_server, metrics.malformed_request if metrics is not None else None,
+            self.gates)
         self.health = HealthServicer()
         self.service_names: list[str] = []
         for register in servicer_registrations():
@@ -145,6 +152,24 @@ class ServingServer:
         self._trimmer: asyncio.Future | None = None
         self.stopped = asyncio.Event()
 
+    def _observer(self, metrics: Metrics | None) -> RequestObserver:
+        """``observe(method, code, seconds)`` for every finished call: metrics, and a
+        collection soon after an error (``CycleCollector``)."""
+        note_error = self.collector.note_error
+        if metrics is None:
+            def observe(_method: str, code: str, _seconds: float) -> None:
+                if code != "OK":
+                    note_error()
+            return observe
+        count = metrics.observe
+
+        def observe_and_count(method: str, code: str, seconds: float) -> None:
+            count(method, code, seconds)
+            if code != "OK":
+                note_error()
+
+        return observe_and_count
+
     async def _set_health(self, status) -> None:
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
@@ -159,6 +184,7 @@ class ServingServer:
             lambda: admission.seen, lambda: admission.requests == 0).run())
         if self.core.ready:
             await self._set_health(SERVING)
+        self.collector.freeze()
         log.info("serving %s on port %d (%s): %s", self.core.info.name, self.port,
                  "TLS" if self.settings.tls else "plaintext", ", ".join(self.service_names))
 

@@ -39,6 +39,9 @@ CIFAR10_MAX_INFLIGHT_REQUESTS  256                         requests admitted at 
 CIFAR10_MAX_INFLIGHT_BYTES     134217728 (128 MiB)         request bytes admitted at once
 CIFAR10_DECODE_THREADS         half the CPUs (at least 1)  threads decoding images with Pillow
 CIFAR10_MAX_STREAMS_PER_CONNECTION 1000                    calls open at once on one connection
+CIFAR10_RECEIVE_SLOTS          2                           image requests read at once (each up
+                                                           to max_message_bytes); the rest wait
+                                                           (cifar10_serving.receiving)
 CIFAR10_GRACE_SECONDS          10                          in-flight grace period at shutdown
 CIFAR10_RELOAD_INTERVAL_S      2                           model file polling; 0 = off (SIGHUP
                                                            still reloads)
@@ -167,7 +170,13 @@ class Settings:
     )
     max_streams_per_connection: int = field(
         default=1000, metadata={"help": "calls one connection may have open at once (HTTP/2 "
-                                       "max concurrent streams); clients queue the rest"},
+                                       "max concurrent streams); a grpc client's calls past "
+                                       "it fail UNAVAILABLE"},
+    )
+    receive_slots: int = field(
+        default=2, metadata={"help": "requests with images read at once, each up to "
+                                    "max_message_bytes; the others wait their turn (a bound "
+                                    "on the memory of requests not yet admitted)"},
     )
     decode_threads: int = field(
         default=0, metadata={"help": "threads decoding images with Pillow (0: half the CPUs, "
@@ -211,7 +220,8 @@ class Settings:
             problems.append(f"metrics_port {self.metrics_port} out of range")
         for name in ("max_batch_size", "max_queue_size", "max_message_bytes",
                      "max_images_per_request", "max_image_pixels", "max_request_pixels",
-                     "max_inflight_requests", "max_inflight_bytes", "max_streams_per_connection"):
+                     "max_inflight_requests", "max_inflight_bytes", "max_streams_per_connection",
+                     "receive_slots"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for name in ("max_queue_delay_ms", "grace_seconds", "reload_interval_s"):

@@ -1,0 +1,134 @@
+"""The receive gate (cifar10_serving.receiving): at most `slots` reads at once, the rest in
+arrival order, nothing lost when a waiting call is cancelled; and a request-less call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from cifar10_serving.receiving import Gates, ReceiveGate, carries_images
+
+
+class Upload:
+    """A call whose message arrives when ``arrive()`` is called."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+        self.arrived = asyncio.Event()
+
+    async def read(self) -> str:
+        self.log.append(f"start {self.name}")
+        await self.arrived.wait()
+        self.log.append(f"end {self.name}")
+        return self.name
+
+    def arrive(self) -> None:
+        self.arrived.set()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_at_most_slots_reads_at_once_and_the_rest_in_arrival_order():
+    async def scenario():
+        gate, log = ReceiveGate(2), []
+        uploads = [Upload(str(i), log) for i in range(5)]
+        reads = [asyncio.ensure_future(gate.read(u)) for u in uploads]
+        await settle()
+        assert log == ["start 0", "start 1"] and gate.reading == 2 and gate.waiting == 3
+        uploads[1].arrive()
+        await settle()
+        assert log[2:] == ["end 1", "start 2"]
+        for u in uploads:
+            u.arrive()
+        assert await asyncio.gather(*reads) == ["0", "1", "2", "3", "4"]
+        starts = [entry for entry in log if entry.startswith("start")]
+        assert starts == [f"start {i}" for i in range(5)]
+        assert gate.reading == 0 and gate.waiting == 0 and gate.waits == 3
+
+    asyncio.run(scenario())
+
+
+def test_a_call_cancelled_while_waiting_gives_up_its_place_not_a_slot():
+    async def scenario():
+        gate, log = ReceiveGate(1), []
+        first, gone, last = (Upload(n, log) for n in ("first", "gone", "last"))
+        reading = asyncio.ensure_future(gate.read(first))
+        waiting = asyncio.ensure_future(gate.read(gone))
+        behind = asyncio.ensure_future(gate.read(last))
+        await settle()
+        waiting.cancel()
+        first.arrive()
+        last.arrive()
+        assert await reading == "first" and await behind == "last"
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert "start gone" not in log
+        assert gate.reading == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_call_cancelled_just_as_it_is_handed_a_slot_passes_it_on():
+    async def scenario():
+        gate, log = ReceiveGate(1), []
+        first, unlucky, last = (Upload(n, log) for n in ("first", "unlucky", "last"))
+        reading = asyncio.ensure_future(gate.read(first))
+        handed = asyncio.ensure_future(gate.read(unlucky))
+        behind = asyncio.ensure_future(gate.read(last))
+        await settle()
+        first.arrive()
+        while not reading.done():  # its slot goes to `unlucky`, woken but not yet run
+            await asyncio.sleep(0)
+        assert "start unlucky" not in log
+        handed.cancel()
+        last.arrive()
+        assert await asyncio.wait_for(behind, 5) == "last"
+        assert handed.cancelled() and "start unlucky" not in log
+        assert gate.reading == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_read_frees_its_slot():
+    class Broken:
+        async def read(self):
+            raise ConnectionError("client went away")
+
+    async def scenario():
+        gate = ReceiveGate(1)
+        with pytest.raises(ConnectionError):
+            await gate.read(Broken())
+        assert gate.reading == 0
+
+    asyncio.run(scenario())
+
+
+def test_image_methods_and_the_others_have_separate_gates():
+    gates = Gates(image_slots=3)
+
+    @carries_images
+    async def classify(request, context): ...
+
+    async def check(request, context): ...
+
+    assert gates.for_handler(classify) is gates.images and gates.images.slots == 3
+    assert gates.for_handler(check) is gates.other and gates.other.slots == 1
+    with pytest.raises(ValueError):
+        ReceiveGate(0)
+
+
+def test_a_call_without_a_request_message_is_invalid_argument(server):
+    with grpc.insecure_channel(server.address) as channel:
+        for method in ("/cifar10.v2.Classifier/Classify",
+                       "/inference.GRPCInferenceService/ModelInfer",
+                       "/grpc.health.v1.Health/Check"):
+            call = channel.stream_unary(method)
+            with pytest.raises(grpc.RpcError) as info:
+                call(iter(()), timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert info.value.details() == "no request message"
