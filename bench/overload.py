@@ -6,10 +6,12 @@ Starts ``cifar10-serve`` in its own process (``bench.server_process``) and runs,
 * ``big``: 96 concurrent 1024-image requests (3 MiB each);
 * ``soak``: 32 clients sending 1024-image requests back to back for ``--soak`` seconds;
 * ``decode``: the largest legal image (4000 x 4000 PNG) decoding;
+* ``largest_messages``: 24 messages of 60 MiB at once over 8 connections;
 
-with a health prober calling grpc.health.v1 Check every 10 ms throughout. It reports the
-calls of each phase by status code, the server's RSS peak (VmHWM) and RSS after
-``--idle`` seconds of rest, and the slowest health check of each phase::
+with health probes every 10 ms throughout, from their own process (``bench.probe``): gRPC
+health Check, and HTTP ``/v2/health/ready`` on the metrics port. It reports the calls of
+each phase by status code, the server's RSS peak (VmHWM) and RSS after ``--idle`` seconds of
+rest, and the slowest health check of each kind in each phase::
 
     python -m bench.overload [--model models/cifar10-cnn.onnx] [--soak 20] [--idle 10] \
         [--out docs/reliability.json]
@@ -31,11 +33,11 @@ import zlib
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.encoding import cpu
 from bench.machine import background_load
 from bench.paths import ROOT
+from bench.probe import Probes
 from bench.server_process import Server
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 
@@ -80,50 +82,15 @@ async def call(channel: grpc.aio.Channel, data: bytes, codes: collections.Counte
         codes[exc.code().name] += 1
 
 
-class HealthProbe:
-    """Checks health every ``interval`` s on its own connection; keeps the slowest."""
-
-    def __init__(self, address: str, interval: float = 0.01) -> None:
-        self.address, self.interval = address, interval
-        self.slowest = 0.0
-        self.checks = 0
-        self.failures: collections.Counter = collections.Counter()
-        self._task: asyncio.Task | None = None
-
-    async def _run(self) -> None:
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                started = time.perf_counter()
-                try:
-                    await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
-                    self.slowest = max(self.slowest, time.perf_counter() - started)
-                    self.checks += 1
-                except grpc.aio.AioRpcError as exc:
-                    self.failures[exc.code().name] += 1
-                await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> dict:
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        return {"checks": self.checks, "slowest_ms": round(self.slowest * 1000, 1),
-                "failures": dict(self.failures)}
-
-
 async def phase(name: str, server: Server, work) -> dict:
-    """Run ``work()`` with a health probe; the codes it counted, its time, the slowest check."""
-    probe = HealthProbe(server.address)
-    probe.start()
+    """Run ``work()`` with health probes (gRPC and HTTP, from their own process): the codes
+    it counted, its time, the slowest check of each kind."""
+    probes = Probes(server.address, server.metrics_base())
+    await asyncio.sleep(0.5)  # the probe process up and checking
     started = time.perf_counter()
     codes = await work()
     seconds = time.perf_counter() - started
-    health = await probe.stop()
+    health = probes.stop()
     result = {"phase": name, "codes": dict(codes), "seconds": round(seconds, 2),
               "health": health, **server.memory_mb()}
     log.info("%s: %s", name, json.dumps(result))
@@ -166,6 +133,19 @@ async def soak(address: str, seconds: float, clients: int = 32) -> collections.C
     return codes
 
 
+async def largest_messages(address: str, calls: int = 24, connections: int = 8,
+                           mib: int = 60) -> collections.Counter:
+    """``calls`` messages of ``mib`` MiB at once (an image that does not decode: the
+    server reads each whole before it can refuse it)."""
+    codes: collections.Counter = collections.Counter()
+    chans = channels(address, connections)
+    data = classify_bytes(encoded=bytes(mib << 20))
+    await asyncio.gather(*(call(chans[i % connections], data, codes, 120) for i in range(calls)))
+    for channel in chans:
+        await channel.close()
+    return codes
+
+
 async def decode(address: str, repeats: int = 3) -> collections.Counter:
     codes: collections.Counter = collections.Counter()
     data = classify_bytes(encoded=largest_png())
@@ -189,6 +169,8 @@ async def run(args: argparse.Namespace) -> dict:
                         lambda: soak(server.address, args.soak)),
             await phase("largest legal image (4000 x 4000 PNG)", server,
                         lambda: decode(server.address)),
+            await phase("24 x 60 MiB messages at once, 8 connections", server,
+                        lambda: largest_messages(server.address)),
         ]
         await asyncio.sleep(args.idle)
         after = server.memory_mb()

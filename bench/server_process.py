@@ -9,6 +9,7 @@ parent of the others: CPU time and memory are those of the whole process tree
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,11 @@ class Server:
                                         stdout=subprocess.DEVNULL, stderr=self._log)
         self.address = f"127.0.0.1:{self.port}"
         self.children_left: list[int] = []  # pids of its children still running after stop()
+
+    def metrics_base(self) -> str:
+        """``http://127.0.0.1:PORT`` of its metrics port (health probes too), from its log."""
+        port = re.search(r"Prometheus metrics on http://[^:]+:(\d+)", self.log_text()).group(1)
+        return f"http://127.0.0.1:{port}"
 
     def log_text(self) -> str:
         """Everything the server has written to stderr so far."""

@@ -13,6 +13,10 @@ one test process do not collide) and are served over HTTP by ``Metrics.serve``:
 * ``cifar10_model_reloads_total{result}``: hot reloads, ``ok`` or ``rejected``
 * ``cifar10_malformed_requests_total{method}``: request messages that did not parse
   (answered INVALID_ARGUMENT; ``cifar10_serving.parsing``)
+* ``cifar10_ready``: 1 while the server is SERVING
+
+The same port answers HTTP health probes (``cifar10_serving.http_probes``:
+``/v2/health/live``, ``/v2/health/ready``).
 
 With several worker processes (``--workers``), ``enable_multiprocess(directory)`` is called
 once before any ``Metrics`` exists and before the fork: every process then writes its metrics
@@ -24,10 +28,17 @@ serves them all, summed (counters, histograms, the queue depth) or one series pe
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client import multiprocess, values
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from cifar10_serving.http_probes import with_probes
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
@@ -86,6 +97,11 @@ class Metrics:
             "cifar10_malformed_requests", "Request messages that did not parse, by method.",
             ["method"], registry=r,
         )
+        self.ready_gauge = Gauge(
+            "cifar10_ready", "1 while the server is SERVING.", registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.ready = False
         self._children: dict[tuple[str, str], Callable[[], None]] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._model_labels: tuple[str, str] | None = None
@@ -107,6 +123,11 @@ class Metrics:
     def malformed_request(self, method: str) -> None:
         """Count one request message that did not parse."""
         self.malformed.labels(method).inc()
+
+    def set_ready(self, ready: bool) -> None:
+        """The server's health: SERVING (True) or not; ``/v2/health/ready`` answers it."""
+        self.ready = ready
+        self.ready_gauge.set(1 if ready else 0)
 
     def set_model(self, name: str, version: str) -> None:
         if self._model_labels is not None:
@@ -135,12 +156,16 @@ class Metrics:
             self.queue_depth.set(self._queue_depth())
 
     def serve(self, host: str, port: int) -> int:
-        """Start the HTTP endpoint (port 0: a free one); return the bound port."""
+        """Start the HTTP endpoint (port 0: a free one) on its own thread: ``/metrics`` and
+        the health probes; return the bound port."""
         registry = self.registry
         if self.multiprocess:  # every worker's files, summed
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        app = with_probes(make_wsgi_app(registry), lambda: self.ready)
+        server = make_server(host, port, app, _server_class(host, port),
+                             handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         self.http_server = server
         self.port = server.server_port
         return self.port
@@ -150,3 +175,15 @@ class Metrics:
             self.http_server.shutdown()
             self.http_server.server_close()
             self.http_server = None
+
+
+def _server_class(host: str, port: int) -> type[ThreadingWSGIServer]:
+    """prometheus_client's threaded WSGI server, in the address family of ``host``."""
+    family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                flags=socket.AI_PASSIVE)[0][0]
+    return type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # no line per scrape or probe
+        pass

@@ -117,6 +117,7 @@ class ServingServer:
     def __init__(self, settings: Settings, core: ServingCore, metrics: Metrics | None = None):
         self.settings = settings
         self.core = core
+        self.metrics = metrics
         self.collector = CycleCollector()
         observe = self._observer(metrics)
         self.grpc_server = grpc.aio.server(options=grpc_options(settings))
@@ -173,6 +174,8 @@ class ServingServer:
     async def _set_health(self, status) -> None:
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
+        if self.metrics is not None:
+            self.metrics.set_ready(status == SERVING)
 
     async def start(self) -> None:
         """Start serving; health turns SERVING (the model is already loaded and warm)."""
@@ -200,6 +203,8 @@ class ServingServer:
         log.info("shutting down: health NOT_SERVING, refusing new requests, %.1f s grace", grace)
         self.core.begin_shutdown()  # from here on, new requests get UNAVAILABLE
         await self.health.enter_graceful_shutdown()
+        if self.metrics is not None:
+            self.metrics.set_ready(False)
         inflight = self.core.inflight
         # 1. Answer every admitted request (and the streams' read messages) while the port
         # is open; late arrivals get UNAVAILABLE at once, with a pushback hint.

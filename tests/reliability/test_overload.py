@@ -42,8 +42,7 @@ async def flood(address: str, calls: int, connections: int, images: int = 1):
 
 def counted_requests(server: Server) -> dict[str, float]:
     """cifar10_requests_total by code, from the server's /metrics."""
-    port = re.search(r"Prometheus metrics on http://[^:]+:(\d+)", server.log_text()).group(1)
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    text = urllib.request.urlopen(server.metrics_base() + "/metrics", timeout=10).read().decode()
     counts: collections.Counter = collections.Counter()
     for code, value in re.findall(r'^cifar10_requests_total\{code="(\w+)",method="Classify"\} (\S+)',
                                   text, re.M):

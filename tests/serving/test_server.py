@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 
 import grpc
@@ -96,6 +97,23 @@ def test_metrics_endpoint(server_factory):
     assert "cifar10_batch_size_count" in text
     assert "cifar10_queue_depth_images 0.0" in text
     assert 'cifar10_model_info{name="tiny-cnn",version="1"} 1.0' in text
+    assert "cifar10_ready 1.0" in text
+
+
+def test_http_health_probes_on_the_metrics_port(server_factory):
+    srv = server_factory(metrics_port=0)
+    base = f"http://127.0.0.1:{srv.metrics_port}"
+    for path, body in (("/v2/health/live", b"live\n"), ("/v2/health/ready", b"ready\n")):
+        with urllib.request.urlopen(base + path, timeout=5) as answer:
+            assert answer.status == 200 and answer.read() == body
+    srv.metrics.set_ready(False)  # what the server does as it starts and as it stops
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(base + "/v2/health/ready", timeout=5)
+    assert info.value.code == 503 and info.value.read() == b"not ready\n"
+    with urllib.request.urlopen(base + "/v2/health/live", timeout=5) as answer:
+        assert answer.status == 200
+    text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+    assert "cifar10_ready 0.0" in text
 
 
 # -- TLS -------------------------------------------------------------------------------------
