@@ -11,8 +11,8 @@ environment variable           default                     meaning
 CIFAR10_MODEL_PATH             models/cifar10-cnn.onnx     the ONNX model (model contract)
 CIFAR10_HOST                   0.0.0.0                     gRPC bind address
 CIFAR10_PORT                   8500                        gRPC port; 0 picks a free port
-CIFAR10_METRICS_PORT           8501                        Prometheus HTTP port; 0 picks a free
-                                                           port, -1 turns metrics off
+CIFAR10_METRICS_PORT           8501                        HTTP: /metrics and health probes; 0 free
+                                                           port, -1 turns it off
 CIFAR10_EVENT_LOOP             auto                        uvloop, asyncio, or auto (uvloop if
                                                            installed: the serve extra has it)
 CIFAR10_WORKERS                1                           server processes sharing the port
@@ -119,7 +119,9 @@ class Settings:
     host: str = field(default="0.0.0.0", metadata={"help": "gRPC bind address"})
     port: int = field(default=8500, metadata={"help": "gRPC port (0: a free port)"})
     metrics_port: int = field(
-        default=8501, metadata={"help": "Prometheus metrics port (0: a free port, -1: off)"}
+        default=8501, metadata={"help": "HTTP port of /metrics and the health probes "
+                                       "/v2/health/live, /v2/health/ready (0: a free port, "
+                                       "-1: off)"}
     )
     event_loop: str = field(
         default="auto",

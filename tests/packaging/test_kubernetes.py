@@ -173,12 +173,14 @@ def test_ports_are_the_servers(container, env, rendered):
     assert int(isvc["metadata"]["annotations"]["prometheus.kserve.io/port"]) == isvc_settings.metrics_port
 
 
-def test_probes_are_native_grpc_on_the_health_service(container, env):
-    port = settings_from(env).port
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+def test_probes_are_grpc_health_and_liveness_is_http_on_the_metrics_port(container, env):
+    settings = settings_from(env)
+    for probe in ("startupProbe", "readinessProbe"):
         grpc_probe = container[probe]["grpc"]
-        assert grpc_probe["port"] == port, probe
+        assert grpc_probe["port"] == settings.port, probe
         assert grpc_probe.get("service", "") in ("", CLASSIFIER), probe
+    live = container["livenessProbe"]["httpGet"]
+    assert live == {"path": "/v2/health/live", "port": settings.metrics_port}
 
 
 def test_termination_grace_outlasts_the_drain(deployment, env):
@@ -243,7 +245,7 @@ def test_the_pod_answers_its_probes_and_serves_metrics(rendered, name, tmp_path)
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "readinessProbe"):
             spec = container[probe]["grpc"]
             address = f"127.0.0.1:{pod.ports[spec['port']]}"
             while True:
@@ -257,6 +259,10 @@ def test_the_pod_answers_its_probes_and_serves_metrics(rendered, name, tmp_path)
                 assert time.monotonic() < deadline, f"{probe}: {status}\n{compose.tail(log)}"
                 time.sleep(0.5)
         metrics = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
+        live = container["livenessProbe"]["httpGet"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{pod.ports[live['port']]}{live['path']}",
+                                    timeout=5) as r:
+            assert r.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{pod.ports[metrics]}/metrics", timeout=5) as r:
             served = "tiny-cnn" if volumes else "cifar10-cnn"
             assert f'cifar10_model_info{{name="{served}"' in r.read().decode()
