@@ -20,7 +20,7 @@ from cifar10_core import contract, images
 from cifar10_serving.core import Prediction, ServingCore, deadline_after
 from cifar10_core.errors import InvalidInputError, ServingError
 from cifar10_serving.grpc_status import RequestObserver, rpc
-from cifar10_serving.parsing import per_message_errors
+from cifar10_serving.parsing import per_message_errors, request_size
 from cifar10_serving.receiving import carries_images
 from cifar10_serving.streams import pipelined
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
@@ -108,8 +108,12 @@ def decode_each(
 
 
 def request_bytes(request: pb.ClassifyRequest) -> int:
-    """The request's size for admission: exact for small requests, the image payloads for
-    large ones (``ByteSize`` serializes: 2 ms for 1024 images)."""
+    """The request's size for admission: its wire size (a unary call's, from the parse), else
+    exact for small requests and the image payloads for large ones (``ByteSize``
+    serializes: 2 ms for 1024 images)."""
+    size = request_size()
+    if size is not None:
+        return size
     if len(request.images) <= 64:
         return request.ByteSize()
     return sum(len(image.raw.data) + len(image.encoded) for image in request.images)

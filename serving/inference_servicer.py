@@ -43,7 +43,7 @@ from cifar10_serving.inference_codec import (
 )
 from cifar10_serving.proto.inference import grpc_service_pb2 as pb
 from cifar10_serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from cifar10_serving.parsing import per_message_errors
+from cifar10_serving.parsing import per_message_errors, request_size
 from cifar10_serving.receiving import carries_images
 from cifar10_serving.streams import pipelined
 
@@ -268,7 +268,11 @@ def _decode_checked(request: pb.ModelInferRequest, max_images: int, check) -> np
 
 
 def request_bytes(request: pb.ModelInferRequest) -> int:
-    """The request's size for admission: its tensor data (raw bytes, or 4 bytes a value)."""
+    """The request's size for admission: its wire size (a unary call's, from the parse), else
+    its tensor data (raw bytes, or 4 bytes a value)."""
+    size = request_size()
+    if size is not None:
+        return size
     return sum(map(len, request.raw_input_contents)) + 4 * sum(
         len(tensor.contents.uint_contents) for tensor in request.inputs)
 

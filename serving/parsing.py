@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from contextvars import ContextVar
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
@@ -34,6 +35,8 @@ from cifar10_serving.logs import RateLimitedLog
 from cifar10_serving.receiving import Gates, ReceiveGate
 
 log = logging.getLogger(__name__)
+
+_request_size: ContextVar[int | None] = ContextVar("cifar10_request_size", default=None)
 
 MalformedObserver = Callable[[str], None]
 """``on_malformed(method)``: one message that did not parse (``Metrics.malformed``)."""
@@ -84,6 +87,7 @@ class _Guard:
     def __init__(self, on_malformed: MalformedObserver | None, gates: Gates) -> None:
         self.on_malformed = on_malformed
         self.gates = gates
+        self.last_size = 0  # bytes of the message deserialized last (on the event loop)
         self.warn = RateLimitedLog(log, logging.WARNING)
 
     def deserializer(self, method: str, parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
@@ -91,6 +95,7 @@ class _Guard:
         guard = self
 
         def deserialize(data: bytes) -> Any:
+            guard.last_size = len(data)
             try:
                 return parse(data)
             except Exception as exc:  # DecodeError, UnicodeDecodeError, ...
@@ -115,7 +120,7 @@ class _Guard:
                 behaviour = (_unary_stream if streaming else _unary_unary)(behaviour)
             # grpc would read the message before the handler runs; we read it (gated)
             changes = {field: None, "stream_stream" if streaming else "stream_unary":
-                       _read_one(behaviour, gate), "request_streaming": True}
+                       _read_one(behaviour, gate, self), "request_streaming": True}
         else:
             field = "stream_stream" if streaming else "stream_unary"
             behaviour = getattr(handler, field)
@@ -126,27 +131,36 @@ class _Guard:
         return handler._replace(request_deserializer=deserializer, **changes)
 
 
-def _read_one(behaviour, gate: ReceiveGate):
+def _read_one(behaviour, gate: ReceiveGate, guard: _Guard):
     """A request-streaming handler that reads the one request through ``gate``."""
     if inspect.isasyncgenfunction(behaviour):
         async def read_one_streaming(_requests, context):
-            request = await _one(gate, context)
+            request = await _one(gate, context, guard)
             async for response in behaviour(request, context):
                 yield response
 
         return read_one_streaming
 
     async def read_one(_requests, context):
-        return await behaviour(await _one(gate, context), context)
+        return await behaviour(await _one(gate, context, guard), context)
 
     return read_one
 
 
-async def _one(gate: ReceiveGate, context) -> Any:
+async def _one(gate: ReceiveGate, context, guard: _Guard) -> Any:
     request = await gate.read(context)
     if request is grpc.aio.EOF:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+    # grpc deserialized it in this same step of this call's task: the size is its own
+    _request_size.set(guard.last_size)
     return request
+
+
+def request_size() -> int | None:
+    """The wire size of the request the current unary call read (None on a stream, whose
+    messages a handler may read ahead of the one it works on): admission's byte count,
+    without ``ByteSize()`` (which serializes) or copying the payloads to measure them."""
+    return _request_size.get()
 
 
 async def _messages(gate: ReceiveGate, context) -> AsyncIterator:

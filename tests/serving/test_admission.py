@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import numpy as np
 import pytest
 
 from cifar10_core.errors import OverloadedError, UnavailableError
@@ -56,3 +58,39 @@ def test_after_close_requests_are_unavailable_and_can_be_held_until_release():
         assert admission.requests == 0 and admission.seen == 3
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("api", ["cifar10.v2", "kserve"])
+def test_the_server_admits_a_unary_request_by_its_size_on_the_wire(server_factory, api):
+    # the first request waits 300 ms for a batch to fill; the second, of another size, finds
+    # it in flight and is refused: the refusal names the bytes the first was admitted with
+    import grpc
+
+    from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+    from cifar10_serving.proto.inference import grpc_service_pb2 as kpb
+
+    srv = server_factory(max_inflight_bytes=4000, max_queue_delay_ms=300.0)
+    rng = np.random.default_rng(0)
+
+    def request(images: int) -> bytes:
+        data = rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)
+        if api == "cifar10.v2":
+            return pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(
+                data=d.tobytes(), height=32, width=32, channels=3)) for d in data]).SerializeToString()
+        tensor = kpb.ModelInferRequest.InferInputTensor(
+            name="images", datatype="UINT8", shape=[images, 32, 32, 3])
+        return kpb.ModelInferRequest(model_name="tiny-cnn", inputs=[tensor],
+                                     raw_input_contents=[data.tobytes()]).SerializeToString()
+
+    method = ("/cifar10.v2.Classifier/Classify" if api == "cifar10.v2"
+              else "/inference.GRPCInferenceService/ModelInfer")
+    first, second = request(1), request(2)
+    with grpc.insecure_channel(srv.address) as channel:
+        call = channel.unary_unary(method)
+        pending = call.future(first, timeout=10)
+        time.sleep(0.1)
+        with pytest.raises(grpc.RpcError) as info:
+            call(second, timeout=10)
+        pending.result()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"1 requests ({len(first)} bytes) in flight" in info.value.details()
