@@ -16,10 +16,18 @@ from pathlib import Path
 PROC = Path("/proc")
 
 
+def stat(pid: int, tid: int | None = None) -> tuple[str, list[str]]:
+    """The command name and the fields after it of /proc/PID/stat (of thread ``tid``:
+    /proc/PID/task/TID/stat): fields[0] is the state, [1] the parent pid, [11] and [12]
+    user and system CPU ticks, [19] the start time."""
+    path = PROC / str(pid) / "stat" if tid is None else PROC / str(pid) / "task" / str(tid) / "stat"
+    text = path.read_text()
+    head, tail = text.rsplit(")", 1)
+    return head[head.index("(") + 1:], tail.split()
+
+
 def _stat_fields(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name: fields[0] is the state, [1] the parent pid,
-    [11] and [12] user and system CPU ticks, [19] the start time."""
-    return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return stat(pid)[1]
 
 
 def tree(pid: int) -> list[int]:

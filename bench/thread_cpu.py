@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 
-from bench import h2load
+from bench import h2load, proctree
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -31,12 +31,10 @@ def thread_cpu(pid: int) -> dict[str, float]:
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
+            command, fields = proctree.stat(pid, int(tid))
         except OSError:  # the thread ended meanwhile
             continue
-        name = "main" if tid == str(pid) else f"{stat[stat.index('(') + 1:stat.rindex(')')]}-{tid}"
-        fields = stat.rsplit(")", 1)[1].split()
+        name = "main" if tid == str(pid) else f"{command}-{tid}"
         out[name] = (int(fields[11]) + int(fields[12])) / TICK
     return out
 
