@@ -37,6 +37,7 @@ import numpy as np
 from cifar10_core import contract
 from cifar10_training import data as data_module
 from cifar10_training import evaluate, export
+from cifar10_training.train import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,14 @@ def quantize(model_path: Path, source: str, output: Path,
         record.update({"test_images": int(len(labels)), "fp32_test_accuracy": round(fp32_test.accuracy, 5),
                        "int8_test_accuracy": round(int8_test.accuracy, 5)})
         meta[contract.META_TEST_METRICS] = json.dumps(int8_test.metrics("test"), sort_keys=True)
+        per_class = {"fp32_test": fp32_test.per_class_accuracy, "int8_test": int8_test.per_class_accuracy}
+        confusion = int8_test.confusion_matrix
+    else:
+        per_class, confusion = {}, int8.confusion_matrix
+    per_class = {"fp32_validation": fp32.per_class_accuracy, "int8_validation": int8.per_class_accuracy,
+                 **per_class}
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    record["host"] = f"{cpu_model()}, {os.cpu_count()} cores"
     metrics = {"val_accuracy": int8.accuracy, "val_loss": int8.loss, "val_images": int8.images,
                "per_class_accuracy": int8.per_class_accuracy,
                "fp32_validation_metrics": json.loads(meta.get(contract.META_VALIDATION_METRICS, "{}"))}
@@ -161,16 +170,49 @@ def quantize(model_path: Path, source: str, output: Path,
     # Checked as the server checks it (contract, probabilities) before it replaces ``output``.
     export.write_model_atomically(model.SerializeToString(), output, check=export.check_model_file)
     card = output.with_suffix(".md")
-    card.write_text(model_card(output.name, meta, record))
+    source_card = model_path.with_suffix(".md")
+    training = _training_line(source_card.read_text()) if source_card.is_file() else ""
+    card.write_text(model_card(output.name, meta, record, per_class, confusion, training))
     log.info("wrote %s in %.1f s: validation accuracy %.2f %% (FP32 %.2f %%), argmax agreement "
              "%.2f %%", output, time.perf_counter() - started, 100 * int8.accuracy,
              100 * fp32.accuracy, 100 * record["argmax_agreement"])
     return record
 
 
-def model_card(file_name: str, meta: dict[str, str], record: dict) -> str:
-    """The INT8 copy's card: what it is, how it was made, its figures next to FP32's."""
+def _training_line(fp32_card: str) -> str:
+    """The FP32 card's training time and host line, for the INT8 card."""
+    lines = [line for line in fp32_card.splitlines() if line.startswith("Training time:")]
+    return lines[0] if lines else ""
+
+
+def model_card(file_name: str, meta: dict[str, str], record: dict,
+               per_class: dict[str, dict[str, float]] | None = None,
+               confusion: list[list[int]] | None = None, training: str = "") -> str:
+    """The INT8 copy's card: what it is, how it was made, its figures next to FP32's: per
+    class, and the INT8 confusion matrix (of the test part where there is one)."""
+    from cifar10_training.report import confusion_table
+
     version = meta[contract.META_MODEL_VERSION]
+    per_class = per_class or {}
+    columns = [name for name in ("fp32_validation", "int8_validation", "fp32_test", "int8_test")
+               if name in per_class]
+    class_table = ""
+    if columns:
+        heads = " | ".join(name.replace("_", " ").replace("fp32", "FP32").replace("int8", "INT8")
+                           for name in columns)
+        rows = "\n".join(f"| {label} | " + " | ".join(f"{per_class[c][label]:.1%}" for c in columns) + " |"
+                         for label in contract.CLASS_NAMES)
+        class_table = (f"\n## Per class\n\n| class | {heads} |\n| --- |{' ---: |' * len(columns)}\n"
+                       f"{rows}\n")
+    if confusion is not None:
+        part = "test part" if "int8_test" in per_class else "validation images"
+        class_table += (f"\nINT8 confusion matrix ({part}; rows: true class, columns: predicted, in "
+                        f"label order):\n\n{confusion_table(confusion)}\n")
+    made = ""
+    if "seconds" in record:
+        made = f"Quantized and evaluated in {record['seconds']:.0f} s on {record['host']}.\n"
+    fp32_card = Path(file_name.replace("-int8", "")).with_suffix(".md").name
+    trained = f"\n## Training\nFrom the FP32 model's card ({fp32_card}): {training}\n" if training else ""
     return f"""# Model card: {meta[contract.META_MODEL_NAME]} {version}
 
 File: `{file_name}`: the INT8 copy of {meta[contract.META_MODEL_NAME]} \
@@ -184,7 +226,7 @@ and metadata, plus `{META_QUANTIZATION}`. Serve it with
 {record["method"]}; onnxruntime {record["onnxruntime"]}.
 Calibration: {record["calibration_images"]} images (seed {record["calibration_seed"]}) from the
 training part of the split, no validation image.
-
+{made}{trained}
 ## Validation figures
 The same {record["validation_images"]} validation images as the FP32 model's card, through
 onnxruntime:
@@ -200,7 +242,7 @@ of these images. Where they differ, the FP32 model was unsure: its top probabili
 has median {record["fp32_top1_median_where_different"]} (where they agree:
 {record["fp32_top1_median_where_same"]}). The largest change of one probability is
 {record["max_abs_delta_p"]:.3f}. Speed: docs/benchmarks.md.
-"""
+{class_table}"""
 
 
 def _test_row(record: dict) -> str:

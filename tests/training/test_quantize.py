@@ -79,6 +79,12 @@ def test_the_record_holds_the_figures_of_the_validation_split(quantized, trained
     assert json.loads(meta[contract.META_TRAINING_CONFIG])["split_seed"] == SPLIT_SEED
     card = quantized.with_suffix(".md").read_text()
     assert "7-int8" in card and f"{record['int8_val_accuracy']:.2%}" in card
+    # per class, FP32 beside INT8, and the INT8 confusion matrix; where and how long it took
+    assert "| class | FP32 validation | INT8 validation |" in card
+    assert f"| airplane | {fp32.per_class_accuracy['airplane']:.1%} | {int8.per_class_accuracy['airplane']:.1%} |" in card
+    assert "INT8 confusion matrix (validation images" in card
+    assert "| airplane | " + " | ".join(map(str, int8.confusion_matrix[0])) + " |" in card
+    assert record["host"] in card and "cores" in record["host"]
 
 
 def test_calibration_never_uses_validation_images():
