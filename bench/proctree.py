@@ -26,17 +26,13 @@ def stat(pid: int, tid: int | None = None) -> tuple[str, list[str]]:
     return head[head.index("(") + 1:], tail.split()
 
 
-def _stat_fields(pid: int) -> list[str]:
-    return stat(pid)[1]
-
-
 def tree(pid: int) -> list[int]:
     """``pid`` and all its descendants (parents before their children)."""
     children: dict[int, list[int]] = {}
     for entry in PROC.iterdir():
         if entry.name.isdigit():
             try:
-                children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(int(entry.name))
+                children.setdefault(int(stat(int(entry.name))[1][1]), []).append(int(entry.name))
             except (FileNotFoundError, ProcessLookupError):
                 continue
     out = [pid]
@@ -86,7 +82,7 @@ def cpu_seconds(pid: int) -> float:
     ticks = 0
     for member in tree(pid):
         try:
-            fields = _stat_fields(member)
+            _, fields = stat(member)
         except (FileNotFoundError, ProcessLookupError):
             continue
         ticks += int(fields[11]) + int(fields[12])
@@ -98,7 +94,7 @@ def identities(pids: list[int]) -> list[tuple[int, str]]:
     out = []
     for pid in pids:
         try:
-            out.append((pid, _stat_fields(pid)[19]))
+            out.append((pid, stat(pid)[1][19]))
         except (FileNotFoundError, ProcessLookupError):
             continue
     return out
@@ -106,7 +102,7 @@ def identities(pids: list[int]) -> list[tuple[int, str]]:
 
 def _running(pid: int, started: str) -> bool:
     try:
-        fields = _stat_fields(pid)
+        _, fields = stat(pid)
     except (FileNotFoundError, ProcessLookupError):
         return False
     return fields[19] == started and fields[0] != "Z"

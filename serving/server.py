@@ -157,19 +157,15 @@ class ServingServer:
         """``observe(method, code, seconds)`` for every finished call: metrics, and a
         collection soon after an error (``CycleCollector``)."""
         note_error = self.collector.note_error
-        if metrics is None:
-            def observe(_method: str, code: str, _seconds: float) -> None:
-                if code != "OK":
-                    note_error()
-            return observe
-        count = metrics.observe
+        count = metrics.observe if metrics is not None else None
 
-        def observe_and_count(method: str, code: str, seconds: float) -> None:
-            count(method, code, seconds)
+        def observe(method: str, code: str, seconds: float) -> None:
+            if count is not None:
+                count(method, code, seconds)
             if code != "OK":
                 note_error()
 
-        return observe_and_count
+        return observe
 
     async def _set_health(self, status) -> None:
         for name in ["", *self.service_names]:
