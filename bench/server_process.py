@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from bench.paths import ROOT
 from bench.ports import free_port
 from bench.stats import median
 
-SERVER_CODE = "import sys; from cifar10_serving.server import main; sys.exit(main())"
+SERVER_CODE = "import sys; from cifar10_serving.launcher import main; sys.exit(main())"
 
 
 class Server:
@@ -65,6 +66,14 @@ class Server:
 
         request = pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(
             data=np.zeros(3072, np.uint8).tobytes(), height=32, width=32, channels=3))])
+        # Wait for the port with plain connects a millisecond apart: a grpc channel's
+        # reconnect backoff (tens of ms, jittered) would be counted as start-up time.
+        end = time.perf_counter() + timeout
+        while not _accepts("127.0.0.1", self.port) and time.perf_counter() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with status {self.process.returncode}: "
+                                   f"{self.log_text()[-2000:]}")
+            time.sleep(0.001)
         options = [("grpc.initial_reconnect_backoff_ms", 5), ("grpc.min_reconnect_backoff_ms", 5),
                    ("grpc.max_reconnect_backoff_ms", 20)]
         with grpc.insecure_channel(self.address, options=options) as channel:
@@ -96,6 +105,16 @@ class Server:
             code = self.process.wait()
         self.children_left = proctree.kill_survivors(children)
         return code
+
+
+def _accepts(host: str, port: int) -> bool:
+    """True if ``host:port`` accepts a TCP connection now."""
+    with socket.socket() as sock:
+        try:
+            sock.connect((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def cold_start(model: str, repeats: int, extra_env: dict[str, str] | None = None) -> dict:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 PROJECT = "cifar10-serving"
 
@@ -19,11 +20,16 @@ class MissingExtraError(ImportError):
     """A feature's library is not installed; the message names the extra to install."""
 
 
-def require(feature: str, extra: str, *modules: str) -> None:
-    """Import ``modules``; raise MissingExtraError naming ``extra`` when one is missing."""
+def require(feature: str, extra: str, *modules: str, load: bool = True) -> None:
+    """Import ``modules``; raise MissingExtraError naming ``extra`` when one is missing.
+    ``load=False``: only look them up (top-level names), for a caller that imports them
+    later in an order of its own."""
     for module in modules:
         try:
-            importlib.import_module(module)
+            if load:
+                importlib.import_module(module)
+            elif importlib.util.find_spec(module) is None:
+                raise ImportError(name=module)
         except ImportError as exc:
             missing = exc.name or module
             raise MissingExtraError(

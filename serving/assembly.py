@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cifar10_serving.core import CoreHooks, ServingCore
-from cifar10_serving.metrics import Metrics
 from cifar10_serving.model import ModelInfo, OnnxModel
 from cifar10_serving.settings import Settings
+
+if TYPE_CHECKING:  # not imported here: the model loads while Prometheus imports (startup.py)
+    from cifar10_serving.metrics import Metrics
 
 
 def model_loader(settings: Settings) -> Callable[[str], OnnxModel]:
@@ -38,11 +41,13 @@ def metrics_hooks(metrics: Metrics) -> CoreHooks:
                      on_model=on_model, on_reload=on_reload)
 
 
-def build_core(settings: Settings, metrics: Metrics | None = None) -> ServingCore:
-    """Load ``settings.model_path`` and build the core around it (sync; ModelLoadError)."""
+def build_core(settings: Settings, metrics: Metrics | None = None,
+               model: OnnxModel | None = None) -> ServingCore:
+    """Build the core around ``model``, or around ``settings.model_path`` loaded now (sync;
+    ModelLoadError). ``model``: loaded by ``model_loader(settings)``."""
     load = model_loader(settings)
     core = ServingCore(
-        load(settings.model_path),
+        model if model is not None else load(settings.model_path),
         load_model=load,
         model_path=settings.model_path,
         max_batch_size=settings.max_batch_size,

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cifar10_core import contract
+from cifar10_core import contract, images
 from cifar10_core.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -75,6 +75,8 @@ from cifar10_serving.model import FileSignature, ModelInfo, OnnxModel
 log = logging.getLogger(__name__)
 
 _IMAGE_SHAPE = contract.INPUT_SHAPE
+PRELOAD_AFTER_S = 0.2
+"""Seconds after start() at which Pillow is imported (``cifar10_core.images.preload``)."""
 
 
 def deadline_after(seconds: float | None) -> float | None:
@@ -395,10 +397,17 @@ class ServingCore:
     async def start(self) -> None:
         """Start the model file watcher on the running loop (if reload_interval_s > 0)."""
         self._loop = asyncio.get_running_loop()
+        # Pillow imports on a decode thread, a moment after the port opens (not before: a
+        # shorter cold start), so that the first encoded image does not wait for it.
+        self._loop.call_later(PRELOAD_AFTER_S, self._preload)
         if self.stopping is None:
             self.stopping = asyncio.Event()
         if self.reload_interval_s > 0 and self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(self.reload_interval_s))
+
+    def _preload(self) -> None:
+        if not self._draining:
+            self._decode_pool.submit(images.preload)
 
     def begin_shutdown(self) -> None:
         """From now on admit() and classify() raise UnavailableError; admitted requests and

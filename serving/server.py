@@ -1,7 +1,8 @@
 """The gRPC server: every service on one port, health, reflection, TLS, graceful shutdown.
 
-``cifar10-serve`` (``cifar10_serving.launcher`` checks the serve extra, then ``main``) loads
-the model, starts metrics and the server, and runs until SIGTERM or SIGINT. Shutdown: health
+``cifar10-serve`` (``cifar10_serving.launcher`` checks the serve extra, then
+``cifar10_serving.startup.main``) loads the model, starts metrics and ``serve``s here until
+SIGTERM or SIGINT. Shutdown: health
 turns NOT_SERVING at once, new requests are refused with UNAVAILABLE, admitted requests are
 answered, streams answer what they read and end UNAVAILABLE, and no call is cancelled under
 its client (``ServingServer._stop``); exit status 0 within ``grace_seconds``.
@@ -15,11 +16,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 
@@ -29,18 +27,15 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
-from cifar10_core.errors import ModelLoadError
 from cifar10_serving.assembly import build_core
-from cifar10_serving import event_loop
 from cifar10_serving.core import ServingCore
 from cifar10_serving.grpc_status import RequestObserver
-from cifar10_serving.logs import setup_logging
-from cifar10_serving.memory import CycleCollector, Trimmer, bound_allocator
-from cifar10_serving.metrics import Metrics, enable_multiprocess, mark_process_dead
+from cifar10_serving.memory import CycleCollector, Trimmer
+from cifar10_serving.metrics import Metrics, mark_process_dead
 from cifar10_serving.parsing import GuardedServer
 from cifar10_serving.receiving import Gates
 from cifar10_serving.settings import Settings
-from cifar10_serving.workers import Workers, reserve_port
+from cifar10_serving.workers import Workers
 
 log = logging.getLogger("cifar10_serving.server")
 
@@ -280,73 +275,7 @@ async def serve(settings: Settings, metrics: Metrics | None = None,
     return 1 if workers.failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    started = time.perf_counter()
-    try:
-        settings = Settings.from_args(sys.argv[1:] if argv is None else argv)
-    except ValueError as exc:
-        print(f"cifar10-serve: error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.log_level, settings.log_format)
-    bound_allocator()
-    log.info("settings: %s", " ".join(f"{k}={v}" for k, v in settings.as_dict().items()))
-    try:
-        loop_name, run = event_loop.runner(settings.event_loop)
-    except RuntimeError as exc:
-        print(f"cifar10-serve: error: {exc}", file=sys.stderr)
-        return 2
-    log.info("event loop: %s", loop_name)
-    workers = reservation = metrics_dir = None
-    if settings.workers > 1:
-        try:
-            reservation = reserve_port(settings.host, settings.port)
-        except OSError as exc:
-            print(f"cifar10-serve: error: cannot bind {settings.host}:{settings.port}: "
-                  f"{exc.strerror or exc}", file=sys.stderr)
-            return 1
-        settings = settings.replace(port=reservation.getsockname()[1])
-        metrics_dir = tempfile.mkdtemp(prefix="cifar10-metrics-")
-        enable_multiprocess(metrics_dir)
-        workers = Workers(settings.workers)
-        workers.fork()  # before any thread, grpc object or onnxruntime session exists
-        log.info("worker %d of %d: pid %d, port %d", workers.index, workers.count,
-                 os.getpid(), settings.port)
-    first = workers is None or workers.is_first
-    metrics = Metrics()
-    code = 1
-    try:
-        core = build_core(settings, metrics)
-        if settings.metrics_port >= 0 and first:
-            port = metrics.serve(settings.host, settings.metrics_port)
-            log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, port)
-        code = run(_serve_with_timing(settings, metrics, core, started, workers))
-    except ModelLoadError as exc:
-        if first:  # the other workers read the same file: one line says it
-            print(f"cifar10-serve: error: {exc}", file=sys.stderr)
-    except (OSError, RuntimeError) as exc:
-        who = "" if first else f"worker {workers.index}: "
-        print(f"cifar10-serve: error: {who}{exc}", file=sys.stderr)
-    finally:
-        metrics.close()
-        if workers is not None and first:
-            if workers.children:  # start-up failed here: the others stop too (quietly: the
-                workers.signal(signal.SIGTERM)  # error line above says why)
-                asyncio.run(workers.wait(settings.grace_seconds + 5.0, report=False))
-            reservation.close()
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-    if workers is not None and not first:
-        # A forked worker ends here, skipping the interpreter's teardown of state it shares
-        # with the first process (as multiprocessing's forked children do).
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-
-
-async def _serve_with_timing(settings, metrics, core, started, workers=None) -> int:
-    log.info("model ready %.0f ms after start", (time.perf_counter() - started) * 1000)
-    return await serve(settings, metrics, core, workers)
-
-
 if __name__ == "__main__":
+    from cifar10_serving.startup import main
+
     sys.exit(main())
