@@ -112,7 +112,9 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self._queued = 0  # images in _queue
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # the lock, for ``with``
+        self._sleepers: list[threading.Condition] = []  # idle workers, most recent last
         self._closing = False
         self._running = 0  # model runs in flight
         self._stats_lock = threading.Lock()
@@ -177,10 +179,29 @@ class Batcher:
         return np.concatenate(parts)
 
     def _wake(self) -> None:
-        """Under the lock: wake one idle worker. It passes the wake on if, after taking its
-        batch, another run may still start (see ``_work``); a worker that ends a run looks at
-        the queue itself, so nobody needs waking then."""
-        self._cond.notify()
+        """Under the lock: if a run may start now, wake the idle worker that went idle last.
+
+        Only then: a wake is a system call on the event loop's thread and a context switch
+        to a worker that needs the GIL, and with a run in flight and less than a full batch
+        queued a woken worker would only go back to sleep (``_may_start``). A worker that ends
+        a run looks at the queue itself; one that takes a batch passes the wake on if another
+        run may still start (``_work``).
+
+        The last one (a stack, not a queue): under light load one worker then does every
+        run, on a core whose caches still hold the model. Taking turns (a condition variable's
+        order) made a lone 1-image run on this host's 2 vCPUs 1.5 times slower (1,168 against
+        762 us; docs/benchmarks.md)."""
+        if self._sleepers and self._may_start():
+            self._sleepers.pop().notify()
+
+    def _sleep(self, mine: threading.Condition, timeout: float | None = None) -> None:
+        """Under the lock: wait on ``mine`` (this worker's) for a wake, or ``timeout``."""
+        self._sleepers.append(mine)
+        try:
+            mine.wait(timeout)
+        finally:
+            if mine in self._sleepers:  # timed out (or closing) without being woken
+                self._sleepers.remove(mine)
 
     # -- worker thread ------------------------------------------------------------------
 
@@ -222,24 +243,24 @@ class Batcher:
 
     def _work(self) -> None:
         cond = self._cond
+        mine = threading.Condition(self._lock)
         while True:
             with cond:
                 while not self._may_start():
                     if self._closing and not self._queue:
                         return
-                    cond.wait()
+                    self._sleep(mine)
                 if self.max_queue_delay > 0 and self._queued < self.max_batch_size:
                     end = time.monotonic() + self.max_queue_delay
                     while self._queued < self.max_batch_size and not self._closing:
                         remaining = end - time.monotonic()
                         if remaining <= 0:
                             break
-                        cond.wait(remaining)
+                        self._sleep(mine, remaining)
                 batch, dropped = self._take()
                 if batch:
                     self._running += 1
-                if self._may_start():
-                    cond.notify()  # more than one run's worth is queued: the next worker
+                self._wake()  # more than one run's worth is queued: the next worker
             if dropped:
                 self._fail(dropped, None)
             if batch:
@@ -303,7 +324,8 @@ class Batcher:
         """Refuse new requests; the worker finishes what is queued, then exits."""
         with self._cond:
             self._closing = True
-            self._cond.notify_all()
+            while self._sleepers:
+                self._sleepers.pop().notify()
 
     async def close(self, timeout: float | None = None) -> bool:
         """Refuse new requests, finish the queued ones; True if the workers ended in time."""
