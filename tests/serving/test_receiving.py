@@ -53,13 +53,17 @@ def test_at_most_slots_reads_at_once_and_the_rest_in_arrival_order():
     asyncio.run(scenario())
 
 
+def three_reads(gate: ReceiveGate, log: list[str], middle: str):
+    """Three calls reading through ``gate`` in order (first, ``middle``, last): their
+    uploads and the futures of their reads."""
+    uploads = [Upload(name, log) for name in ("first", middle, "last")]
+    return uploads, [asyncio.ensure_future(gate.read(upload)) for upload in uploads]
+
+
 def test_a_call_cancelled_while_waiting_gives_up_its_place_not_a_slot():
     async def scenario():
         gate, log = ReceiveGate(1), []
-        first, gone, last = (Upload(n, log) for n in ("first", "gone", "last"))
-        reading = asyncio.ensure_future(gate.read(first))
-        waiting = asyncio.ensure_future(gate.read(gone))
-        behind = asyncio.ensure_future(gate.read(last))
+        (first, _, last), (reading, waiting, behind) = three_reads(gate, log, "gone")
         await settle()
         waiting.cancel()
         first.arrive()
@@ -76,10 +80,7 @@ def test_a_call_cancelled_while_waiting_gives_up_its_place_not_a_slot():
 def test_a_call_cancelled_just_as_it_is_handed_a_slot_passes_it_on():
     async def scenario():
         gate, log = ReceiveGate(1), []
-        first, unlucky, last = (Upload(n, log) for n in ("first", "unlucky", "last"))
-        reading = asyncio.ensure_future(gate.read(first))
-        handed = asyncio.ensure_future(gate.read(unlucky))
-        behind = asyncio.ensure_future(gate.read(last))
+        (first, _, last), (reading, handed, behind) = three_reads(gate, log, "unlucky")
         await settle()
         first.arrive()
         while not reading.done():  # its slot goes to `unlucky`, woken but not yet run
