@@ -33,10 +33,19 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu(env: dict) -> str:
+    """`` (model, flags)`` of the run's CPU, for results that record it (since 2026-12-02)."""
+    cpu = env.get("cpu")
+    if not cpu:
+        return ""
+    flags = ", ".join(cpu["vector_flags"]) or "no AVX2"
+    return f" ({cpu['model'] or 'unknown model'}; {flags})"
+
+
 def _setting(results: dict) -> list[str]:
     env = results["environment"]
     lines = [f"Model: `{results['model']['path']}` ({results['model']['name']} "
-             f"version {results['model']['version']}); {env['cpus']} CPUs, "
+             f"version {results['model']['version']}); {env['cpus']} CPUs{_cpu(env)}, "
              f"onnxruntime {env['onnxruntime']}, grpcio {env['grpcio']}, "
              f"Python {env['python']}; medians of {results['repeats']} runs"
              f"{' (SMOKE: tiny request counts, figures meaningless)' if results['smoke'] else ''}."]

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from bench import perf_analyzer
 from bench.machine import background_load
+from bench.machine import cpu as machine_cpu
 from bench.measurements import loadgen, paired_ceiling, run_ceiling, run_h2load, run_loadgen, use_h2load
 from bench.paths import REAL_MODEL, ROOT, STANDIN_MODEL
 from bench.report import render
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "environment": {
-                "cpus": available_cpus(), "python": platform.python_version(),
+                "cpus": available_cpus(), "cpu": machine_cpu(), "python": platform.python_version(),
                 "onnxruntime": onnxruntime.__version__, "grpcio": grpc.__version__,
                 "platform": platform.platform(), "load_before": background_load(),
             },

@@ -30,6 +30,8 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   queued); otherwise it leaves the queue to fill until a run ends. So extra workers add
   parallel runs under heavy traffic (big requests, deep queues) and never split light
   traffic into many small runs.
+* An idle worker is woken only when a run may start, and it is the one that went idle last:
+  under light load one thread does every run (``_wake``).
 
 ``run`` is any callable ``run(batch, key) -> outputs`` with one output row per input row;
 ``key`` is the one its requests were submitted with.
