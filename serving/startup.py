@@ -3,8 +3,9 @@
 Most of a cold start is imports (numpy, onnxruntime, grpc, protobuf, Prometheus: a few
 tenths of a second, all holding the GIL) and loading the model (onnxruntime sessions and
 warm-up runs: about 0.1 s, mostly outside the GIL). So the model loads on a thread as soon
-as its own modules are imported, while this thread imports grpc, Prometheus and the
-servicers; the port opens once both are done (docs/benchmarks.md, "Cold start").
+as its own modules are imported, while this thread imports grpc, protobuf and
+Prometheus; the port opens once both are done (docs/benchmarks.md, "Serving speed (issue
+14): session of 2026-12-02").
 
 Exit status: 0 after a graceful stop; 1 for a model that cannot be loaded, a port that
 cannot be bound or a worker that failed; 2 for a bad flag or environment value.
