@@ -1,4 +1,5 @@
-"""A free local TCP port: the one copy, used by the benchmarks and by the tests."""
+"""Local TCP ports: a free one, and whether one accepts connections; the one copy, used by
+the benchmarks and by the tests."""
 
 from __future__ import annotations
 
@@ -10,3 +11,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def accepts(host: str, port: int) -> bool:
+    """True if ``host:port`` accepts a TCP connection now."""
+    with socket.socket() as sock:
+        try:
+            sock.connect((host, port))
+        except OSError:
+            return False
+    return True

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 
 from bench import proctree
 from bench.paths import ROOT
-from bench.ports import free_port
+from bench.ports import accepts, free_port
 from bench.stats import median
 
 SERVER_CODE = "import sys; from cifar10_serving.launcher import main; sys.exit(main())"
@@ -69,7 +68,7 @@ class Server:
         # Wait for the port with plain connects a millisecond apart: a grpc channel's
         # reconnect backoff (tens of ms, jittered) would be counted as start-up time.
         end = time.perf_counter() + timeout
-        while not _accepts("127.0.0.1", self.port) and time.perf_counter() < end:
+        while not accepts("127.0.0.1", self.port) and time.perf_counter() < end:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with status {self.process.returncode}: "
                                    f"{self.log_text()[-2000:]}")
@@ -105,16 +104,6 @@ class Server:
             code = self.process.wait()
         self.children_left = proctree.kill_survivors(children)
         return code
-
-
-def _accepts(host: str, port: int) -> bool:
-    """True if ``host:port`` accepts a TCP connection now."""
-    with socket.socket() as sock:
-        try:
-            sock.connect((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def cold_start(model: str, repeats: int, extra_env: dict[str, str] | None = None) -> dict:

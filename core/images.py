@@ -81,13 +81,20 @@ class PixelBudget:
         self.left -= pixels
 
 
+_preloaded = False
+
+
 def preload() -> None:
     """Import Pillow and the plugins of ``FORMATS`` now (a server does it on a decode thread
     after start), so that the first encoded image does not pay for the imports. With these
     registered, ``Image.open(..., formats=FORMATS)`` never imports Pillow's other plugins."""
+    global _preloaded
+    if _preloaded:  # decode() calls this for every image: once is enough
+        return
     from PIL import Image, ImageOps, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
     Image.preinit()  # BMP, GIF, JPEG, PPM, PNG
+    _preloaded = True
 
 
 def _to_model_input(image: Image.Image) -> np.ndarray:

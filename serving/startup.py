@@ -19,10 +19,9 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from cifar10_core.errors import ModelLoadError
 from cifar10_serving import event_loop
@@ -36,31 +35,6 @@ if TYPE_CHECKING:
     from cifar10_serving.core import ServingCore
 
 log = logging.getLogger("cifar10_serving.server")
-
-T = TypeVar("T")
-
-
-class Background(Generic[T]):
-    """``work()`` on a thread of its own, started at once; ``result()`` waits for it and
-    returns its value or raises what it raised."""
-
-    def __init__(self, work: Callable[[], T], name: str) -> None:
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self, work: Callable[[], T]) -> None:
-        try:
-            self._value = work()
-        except BaseException as exc:  # handed to result()
-            self._error = exc
-
-    def result(self) -> T:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     from cifar10_serving.assembly import build_core, model_loader
 
     load = model_loader(settings)
-    loading = Background(lambda: load(settings.model_path), name="model-load")
+    loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+    loading = loader.submit(load, settings.model_path)
+    loader.shutdown(wait=False)  # the thread ends once the model is loaded
     from cifar10_serving.metrics import Metrics
     from cifar10_serving.server import serve
 

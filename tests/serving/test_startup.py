@@ -6,26 +6,8 @@ import gc
 import io
 import subprocess
 import sys
-import threading
-
-import pytest
 
 from cifar10_serving.memory import CycleCollector
-from cifar10_serving.startup import Background
-
-
-def test_background_work_runs_on_its_own_thread_and_hands_back_its_value():
-    main = threading.get_ident()
-    work = Background(lambda: threading.get_ident(), name="t")
-    assert work.result() != main
-
-
-def test_background_work_hands_back_what_it_raised():
-    def fail():
-        raise ValueError("bad model")
-
-    with pytest.raises(ValueError, match="bad model"):
-        Background(fail, name="t").result()
 
 
 def test_collection_is_paused_during_start_up_and_resumes_at_freeze():
