@@ -18,7 +18,7 @@ def _table(caption: str, columns: list[str], left: int = 0) -> list[str]:
 
 
 def render(results: dict) -> str:
-    """The whole report: setting, parts (a) to (e), the 32x4 shares, the composed floor and
+    """The whole report: setting, parts (a) to (f), the 32x4 shares, the composed floor and
     the targets."""
     lines = _setting(results)
     lines += _ceiling(results)
@@ -28,6 +28,7 @@ def render(results: dict) -> str:
     lines += _grpc_floor(results)
     lines += _h2load(results)
     lines += _paired_shares(results)
+    lines += _paired_floor(results)
     lines += _floor(results)
     lines += _targets(results)
     return "\n".join(lines) + "\n"
@@ -214,6 +215,32 @@ def _paired_shares(results: dict) -> list[str]:
             ""]
 
 
+def _paired_floor(results: dict) -> list[str]:
+    """(f): each repeat's R, E and our server side by side (bench.paired_floor)."""
+    paired = results["server"].get("paired_floor") or {}
+    if not any(p.get("repeats") for p in paired.values()):
+        return []
+    lines = _table("(f) Side by side, per repeat (bench.paired_floor): a short ceiling R, then "
+                   "bench.echo_server (E) and our server one right after the other with h2load, "
+                   "1-image calls; F = 1 / (1/E + 1/R); the concurrency-1 limit is E's p50 + "
+                   "onnxruntime's batch-1 p50 + 0.2 ms. Targets 1 and 2 take the medians (last "
+                   "row of each API):",
+                   ["API", "repeat", "R images/s", "E calls/s", "F images/s", "ours c64 images/s",
+                    "share of F", "E c1 p50 ms", "batch-1 p50 ms", "c1 limit ms", "ours c1 p50 ms",
+                    "ours c1 p99 / p50"], left=2)
+    for api, summary in paired.items():
+        rows = [(str(i + 1), p) for i, p in enumerate(summary.get("repeats") or [])]
+        for label, p in [*rows, ("median", summary)]:
+            lines.append(
+                f"| {api} | {label} | {fmt(p['R_images_per_s'], ',.0f')} | "
+                f"{fmt(p['E_calls_per_s'], ',.0f')} | {fmt(p['F_images_per_s'], ',.0f')} | "
+                f"{fmt(p['images_per_s'], ',.0f')} | {fmt(p['share_of_F'], '.3f')} | "
+                f"{fmt(p['E_c1_p50_ms'], '.3f')} | {fmt(p['R_batch1_p50_ms'], '.3f')} | "
+                f"{fmt(p['c1_limit_ms'], '.3f')} | {fmt(p['c1_p50_ms'], '.3f')} | "
+                f"{fmt(p['c1_p99_over_p50'], '.2f')} |")
+    return [*lines, ""]
+
+
 def _floor(results: dict) -> list[str]:
     """E per API, R and F per API (bench.targets.floor)."""
     floor = results["floor"]
@@ -226,7 +253,9 @@ def _floor(results: dict) -> list[str]:
             f"calls, concurrency 64): {apis}. R {floor['R_images_per_s']:,.0f} images/s (raw "
             f"onnxruntime, batch {floor['R_batch']}, {floor['R_instances']} instance(s)); "
             f"onnxruntime's batch-1 p50 (one run at a time) {fmt(floor['R_batch1_p50_ms'], '.3f')} ms. "
-            f"Server workers: {results['server_settings']['workers']}.", ""]
+            f"Server workers: {results['server_settings']['workers']}."
+            + (" Targets 1 and 2 below use part (f)'s side-by-side figures instead."
+               if results["server"].get("paired_floor") else ""), ""]
 
 
 def _targets(results: dict) -> list[str]:

@@ -20,6 +20,10 @@
 (e) (b) and (d) again with h2load (bench.h2load), a C HTTP/2 client that leaves the server
     more of the shared CPUs than a Python client does, over both APIs: cifar10.v2 Classify
     and the Open Inference Protocol's ModelInfer (skipped when h2load is not installed).
+(f) the single-image targets' figures side by side (bench.paired_floor, with h2load): in
+    each repeat a short ceiling (R), then the echo server and ours one right after the
+    other at concurrency 64 and 1, per API, so that each repeat's share of F and
+    concurrency-1 limit come from the same minutes.
 Each figure is the median of ``--repeats`` runs (scenarios interleaved, so slow drift of
 the machine's load spreads over all of them). Results: JSON (``--out``) and a Markdown
 report (``--report``, also printed), with the composed floor (``floor``: E, R, F) and the
@@ -41,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import perf_analyzer
+from bench import paired_floor, perf_analyzer
 from bench.machine import background_load
 from bench.machine import cpu as machine_cpu
 from bench.measurements import loadgen, paired_ceiling, run_ceiling, run_h2load, run_loadgen, use_h2load
@@ -102,6 +106,7 @@ def run_server_parts(model: str, model_name: str, args: argparse.Namespace) -> d
         if use_h2load(args):
             for api, figures in run_h2load(server.address, SCENARIOS, args, model_name).items():
                 out[H2LOAD_KEYS[api][0]] = figures
+            out["paired_floor"] = paired_floor.run(model, server.address, model_name, args)
         out["memory_end"] = server.memory_mb()
         out["cifar10_loadgen"] = {f"{b}x{c}": summarize_runs(ours[(b, c)]) for b, c in SCENARIOS}
         if args.oip_loadgen:

@@ -66,6 +66,12 @@ def test_bench_smoke(tmp_path):
             assert targets[f"{api}_single_c64_vs_floor"]["value"] > 0
             assert targets[f"{api}_single_c1_p50_ms"]["target"] > 0
         assert "| oip | 1 | 64 |" in text
+        for api in ("cifar10", "oip"):  # part (f): side by side, one repeat in a smoke run
+            paired = server["paired_floor"][api]
+            assert len(paired["repeats"]) == 1 and paired["repeats"][0]["errors"] == []
+            assert paired["share_of_F"] > 0 and paired["c1_limit_ms"] > paired["E_c1_p50_ms"] > 0
+            assert targets[f"{api}_single_c64_vs_floor"]["value"] == paired["share_of_F"]
+        assert "(f) Side by side" in text
 
 
 def test_settings_sweep_smoke(tmp_path, tiny_model_path):

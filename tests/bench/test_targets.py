@@ -118,3 +118,26 @@ def test_report_renders_several_processes_and_missing_figures():
     assert "R 4,000 images/s" in floor_line and "Server workers: 2." in floor_line
     assert report._memory(results["server"]["memory_end"]) == (
         "240.0 MB in 3 processes (90.0 + 75.0 + 75.0; PSS 150.0 MB)")
+
+
+def _pair(share: float, p50: float, limit: float, tail: float) -> dict:
+    return {"share_of_F": share, "c1_p50_ms": p50, "c1_limit_ms": limit, "c1_p99_over_p50": tail}
+
+
+def test_single_image_targets_use_the_side_by_side_figures():
+    from bench.paired_floor import summarize
+
+    results = copy.deepcopy(RESULTS)
+    pairs = [{**_pair(0.95, 1.0, 1.1, 1.5), "F_images_per_s": 1500.0},
+             {**_pair(0.85, 1.3, 1.0, 2.5), "F_images_per_s": 1400.0},
+             {**_pair(0.91, 1.2, 1.3, 1.8), "F_images_per_s": 1450.0}]
+    results["server"]["paired_floor"] = {"cifar10": summarize(pairs)}
+    out = targets(results, floor(results))
+    c64, p50, tail = (out[f"cifar10_single_{k}"] for k in ("c64_vs_floor", "c1_p50_ms", "c1_p99_over_p50"))
+    # medians of the repeats' own figures, not parts (d) and (e): 1800 / 2000 there
+    assert (c64["value"], c64["met"]) == (0.91, True)
+    assert (p50["value"], p50["target"], p50["met"]) == (1.2, 1.1, False)
+    assert (tail["value"], tail["met"]) == (1.8, True)
+    assert "median of 3 repeats" in c64["label"]
+    # an API without side-by-side figures keeps the separate phases' (none here for oip)
+    assert out["oip_single_c64_vs_floor"]["value"] is None
