@@ -13,14 +13,18 @@ minutes than our server's figure: two full runs 40 minutes apart on one host gav
 of F of 1.045 and 0.831 for the same server. Side by side, a slow minute slows numerator and
 denominator alike.
 
-Both servers stay up for the whole part; the one not measured is idle.
+Beside them, for cifar10.v2 Classify, ``bench.minimal_server`` (gRPC, our batcher and the
+model, none of our other layers) at concurrency 64: how much of F a composition of grpc.aio,
+our batcher and onnxruntime reaches at all on this host, in the same minutes.
+
+The servers stay up for the whole part; those not measured are idle.
 """
 
 from __future__ import annotations
 
 from bench import h2load
 from bench.measurements import ceiling_instances, python_json
-from bench.server_process import echo_server
+from bench.server_process import echo_server, minimal_server
 from bench.stats import median
 from bench.targets import LATENCY_MARGIN_MS, composed
 
@@ -48,12 +52,14 @@ def _h2load(address: str, concurrency: int, api: str, args, model_name: str) -> 
                       model_name=model_name)
 
 
-def one_pair(raw: dict, echo: dict, ours: dict, echo_c1: dict, ours_c1: dict) -> dict:
-    """One repeat's figures for one API from its five measurements (R, then E and ours at
-    concurrency 64 and at concurrency 1)."""
+def one_pair(raw: dict, echo: dict, ours: dict, echo_c1: dict, ours_c1: dict,
+             minimal: dict | None = None) -> dict:
+    """One repeat's figures for one API from its measurements (R, then E and ours at
+    concurrency 64 and at concurrency 1; the minimal server's at 64 where measured)."""
     e, r = echo.get("images_per_s"), raw["R_images_per_s"]
     f = composed(e, r)
     images = ours.get("images_per_s")
+    least = (minimal or {}).get("images_per_s")
     parts = (echo_c1.get("p50_ms"), raw["batch1_p50_ms"])
     p50, p99 = ours_c1.get("p50_ms"), ours_c1.get("p99_ms")
     return {
@@ -63,31 +69,39 @@ def one_pair(raw: dict, echo: dict, ours: dict, echo_c1: dict, ours_c1: dict) ->
         "c1_limit_ms": None if None in parts else round(sum(parts) + LATENCY_MARGIN_MS, 3),
         "c1_p50_ms": p50, "c1_p99_ms": p99,
         "c1_p99_over_p50": round(p99 / p50, 2) if p99 and p50 else None,
-        "errors": [m["error"] for m in (echo, ours, echo_c1, ours_c1) if m.get("error")],
+        "minimal_images_per_s": least,
+        "minimal_share_of_F": round(least / f, 3) if least and f else None,
+        "errors": [m["error"] for m in (echo, ours, echo_c1, ours_c1, minimal or {})
+                   if m.get("error")],
     }
 
 
 def summarize(pairs: list[dict]) -> dict:
     """Medians of the per-repeat figures; the pairs themselves under ``repeats``."""
     keys = ("share_of_F", "F_images_per_s", "images_per_s", "E_calls_per_s", "R_images_per_s",
-            "c1_p50_ms", "c1_limit_ms", "c1_p99_over_p50", "E_c1_p50_ms", "R_batch1_p50_ms")
+            "c1_p50_ms", "c1_limit_ms", "c1_p99_over_p50", "E_c1_p50_ms", "R_batch1_p50_ms",
+            "minimal_images_per_s", "minimal_share_of_F")
     return {**{k: median([p.get(k) for p in pairs]) for k in keys}, "repeats": pairs}
 
 
 def run(model: str, address: str, model_name: str, args) -> dict:
     """Part (f) against our running server at ``address``: ``{api: summarize(pairs)}``."""
     pairs: dict[str, list[dict]] = {api: [] for api in h2load.APIS}
-    with echo_server() as echo_address:
+    with echo_server() as echo_address, minimal_server(model) as minimal_address:
         for repeat in range(args.repeats):
             raw = short_ceiling(model, args.smoke)
             for api in h2load.APIS:
-                order = [echo_address, address] if repeat % 2 == 0 else [address, echo_address]
+                first, second = (echo_address, address)[::1 if repeat % 2 == 0 else -1]
                 figures: dict[tuple[str, int], dict] = {}
                 for concurrency in (64, 1):
-                    for target in order:
+                    servers = [first, second]
+                    if api == "cifar10" and concurrency == 64:  # Classify only
+                        servers.insert(repeat % 3, minimal_address)
+                    for target in servers:
                         figures[(target, concurrency)] = _h2load(target, concurrency, api, args,
                                                                  model_name)
                 pairs[api].append(one_pair(
                     raw, figures[(echo_address, 64)], figures[(address, 64)],
-                    figures[(echo_address, 1)], figures[(address, 1)]))
+                    figures[(echo_address, 1)], figures[(address, 1)],
+                    figures.get((minimal_address, 64))))
     return {api: summarize(p) for api, p in pairs.items()}

@@ -222,12 +222,14 @@ def _paired_floor(results: dict) -> list[str]:
         return []
     lines = _table("(f) Side by side, per repeat (bench.paired_floor): a short ceiling R, then "
                    "bench.echo_server (E) and our server one right after the other with h2load, "
-                   "1-image calls; F = 1 / (1/E + 1/R); the concurrency-1 limit is E's p50 + "
+                   "1-image calls (for Classify at concurrency 64 also bench.minimal_server: gRPC, "
+                   "our batcher and the model, nothing else); F = 1 / (1/E + 1/R); the concurrency-1 limit is E's p50 + "
                    "onnxruntime's batch-1 p50 + 0.2 ms. Targets 1 and 2 take the medians (last "
                    "row of each API):",
                    ["API", "repeat", "R images/s", "E calls/s", "F images/s", "ours c64 images/s",
-                    "share of F", "E c1 p50 ms", "batch-1 p50 ms", "c1 limit ms", "ours c1 p50 ms",
-                    "ours c1 p99 / p50"], left=2)
+                    "share of F", "minimal server c64 images/s (share of F)", "E c1 p50 ms",
+                    "batch-1 p50 ms", "c1 limit ms", "ours c1 p50 ms", "ours c1 p99 / p50"],
+                   left=2)
     for api, summary in paired.items():
         rows = [(str(i + 1), p) for i, p in enumerate(summary.get("repeats") or [])]
         for label, p in [*rows, ("median", summary)]:
@@ -235,10 +237,18 @@ def _paired_floor(results: dict) -> list[str]:
                 f"| {api} | {label} | {fmt(p['R_images_per_s'], ',.0f')} | "
                 f"{fmt(p['E_calls_per_s'], ',.0f')} | {fmt(p['F_images_per_s'], ',.0f')} | "
                 f"{fmt(p['images_per_s'], ',.0f')} | {fmt(p['share_of_F'], '.3f')} | "
+                f"{_minimal(p)} | "
                 f"{fmt(p['E_c1_p50_ms'], '.3f')} | {fmt(p['R_batch1_p50_ms'], '.3f')} | "
                 f"{fmt(p['c1_limit_ms'], '.3f')} | {fmt(p['c1_p50_ms'], '.3f')} | "
                 f"{fmt(p['c1_p99_over_p50'], '.2f')} |")
     return [*lines, ""]
+
+
+def _minimal(pair: dict) -> str:
+    """bench.minimal_server's figure and its share of F, or "" (not measured for the API)."""
+    if pair.get("minimal_images_per_s") is None:
+        return ""
+    return f"{pair['minimal_images_per_s']:,.0f} ({fmt(pair['minimal_share_of_F'], '.3f')})"
 
 
 def _floor(results: dict) -> list[str]:

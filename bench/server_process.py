@@ -1,5 +1,6 @@
 """Servers in their own processes: ``cifar10-serve`` (first answer, CPU time, memory, cold
-start) and ``bench.echo_server`` (the gRPC floor).
+start), ``bench.echo_server`` (the gRPC floor) and ``bench.minimal_server`` (gRPC, our batcher
+and the model, nothing else).
 
 ``cifar10-serve`` may run several processes (``CIFAR10_WORKERS``), the one started here the
 parent of the others: CPU time and memory are those of the whole process tree
@@ -8,6 +9,7 @@ parent of the others: CPU time and memory are those of the whole process tree
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -119,18 +121,30 @@ def cold_start(model: str, repeats: int, extra_env: dict[str, str] | None = None
 
 
 @contextmanager
-def echo_server() -> Iterator[str]:
-    """``bench.echo_server`` in its own process, for as long as the block runs; its address.
-    It runs on the event loop the benchmarked server runs on (``CIFAR10_EVENT_LOOP``)."""
+def _listening(name: str, *args: str) -> Iterator[str]:
+    """``python -m NAME --port PORT ARGS`` (one of bench's servers, which prints "listening"
+    when ready) for as long as the block runs; its address."""
     port = free_port()
-    loop = os.environ.get("CIFAR10_EVENT_LOOP", "auto")
-    process = subprocess.Popen([sys.executable, "-m", "bench.echo_server", "--port", str(port),
-                                "--event-loop", loop],
+    process = subprocess.Popen([sys.executable, "-m", name, "--port", str(port), *args],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         if not process.stdout.readline().startswith("listening"):
-            raise RuntimeError(f"bench.echo_server did not start: {process.stderr.read()[-2000:]}")
+            raise RuntimeError(f"{name} did not start: {process.stderr.read()[-2000:]}")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(30)
+
+
+def echo_server() -> contextlib.AbstractContextManager[str]:
+    """``bench.echo_server`` in its own process, for as long as the block runs; its address.
+    It runs on the event loop the benchmarked server runs on (``CIFAR10_EVENT_LOOP``)."""
+    return _listening("bench.echo_server", "--event-loop",
+                      os.environ.get("CIFAR10_EVENT_LOOP", "auto"))
+
+
+def minimal_server(model: str) -> contextlib.AbstractContextManager[str]:
+    """``bench.minimal_server`` on ``model`` in its own process (the server's settings from
+    the same CIFAR10_* environment, its event loop too); its address."""
+    return _listening("bench.minimal_server", "--model", model, "--event-loop",
+                      os.environ.get("CIFAR10_EVENT_LOOP", "auto"))

@@ -71,6 +71,9 @@ def test_bench_smoke(tmp_path):
             assert len(paired["repeats"]) == 1 and paired["repeats"][0]["errors"] == []
             assert paired["share_of_F"] > 0 and paired["c1_limit_ms"] > paired["E_c1_p50_ms"] > 0
             assert targets[f"{api}_single_c64_vs_floor"]["value"] == paired["share_of_F"]
+            # bench.minimal_server beside them, for Classify only
+            assert (paired["minimal_share_of_F"] > 0) if api == "cifar10" else (
+                paired["minimal_images_per_s"] is None)
         assert "(f) Side by side" in text
 
 
