@@ -23,7 +23,9 @@
 (f) the single-image targets' figures side by side (bench.paired_floor, with h2load): in
     each repeat a short ceiling (R), then the echo server and ours one right after the
     other at concurrency 64 and 1, per API, so that each repeat's share of F and
-    concurrency-1 limit come from the same minutes.
+    concurrency-1 limit come from the same minutes; beside them bench.minimal_server
+    (Classify at concurrency 64), whose share of the same F is what a grpc.aio server
+    batching with our batcher reaches on this host at all.
 Each figure is the median of ``--repeats`` runs (scenarios interleaved, so slow drift of
 the machine's load spreads over all of them). Results: JSON (``--out``) and a Markdown
 report (``--report``, also printed), with the composed floor (``floor``: E, R, F) and the

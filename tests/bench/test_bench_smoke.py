@@ -74,6 +74,8 @@ def test_bench_smoke(tmp_path):
             # bench.minimal_server beside them, for Classify only
             assert (paired["minimal_share_of_F"] > 0) if api == "cifar10" else (
                 paired["minimal_images_per_s"] is None)
+            assert targets[f"{api}_single_c64_vs_floor"]["minimal_server_share_of_F"] == (
+                paired["minimal_share_of_F"])
         assert "(f) Side by side" in text
 
 
