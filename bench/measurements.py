@@ -57,17 +57,23 @@ def run_ceiling(model: str, repeats: int, smoke: bool) -> dict:
     return out
 
 
+def ceiling_now(model: str, batches: str, smoke: bool, smoke_runs: int) -> dict[int, dict]:
+    """A short ceiling now: ``{instances: {batch: figures}}`` for each layout, 1 s per batch
+    size (``smoke_runs`` runs in a smoke run)."""
+    out = {}
+    for k in ceiling_instances():
+        cargs = ["-m", "bench.ceiling", "--model", model, "--batches", batches,
+                 "--instances", str(k)]
+        cargs += ["--runs", str(smoke_runs)] if smoke else ["--seconds", "1"]
+        out[k] = python_json(cargs, timeout=300)["batches"]
+    return out
+
+
 def paired_ceiling(model: str, smoke: bool) -> dict[int, float]:
     """The best batch-8..128 images/s of each layout (instances), measured now (for the
     32x4 share)."""
-    best = {}
-    for k in ceiling_instances():
-        cargs = ["-m", "bench.ceiling", "--model", model, "--batches", "8,32,64,128",
-                 "--instances", str(k)]
-        cargs += ["--runs", "2"] if smoke else ["--seconds", "1"]
-        ceiling = python_json(cargs, timeout=300)
-        best[k] = max(v["images_per_s"] for v in ceiling["batches"].values())
-    return best
+    return {k: max(v["images_per_s"] for v in figures.values())
+            for k, figures in ceiling_now(model, "8,32,64,128", smoke, 2).items()}
 
 
 def loadgen(server: Server, api: str, batch: int, concurrency: int, args) -> dict:
@@ -97,14 +103,20 @@ def use_h2load(args) -> bool:
     return not args.no_h2load and h2load.binary() is not None
 
 
+def h2load_once(address: str, batch: int, concurrency: int, api: str, args,
+                model_name: str = "") -> dict:
+    """One h2load run (``--duration`` s after ``--warmup``; a few requests in a smoke run)."""
+    return h2load.run(address, batch, concurrency, args.duration, args.warmup,
+                      requests=max(concurrency, 8) if args.smoke else 0, api=api,
+                      model_name=model_name)
+
+
 def run_h2load(address: str, scenarios, args, model_name: str = "") -> dict[str, dict]:
     """(e): the scenarios with h2load over each API (ModelInfer naming ``model_name``),
     ``--repeats`` times, interleaved; medians, ``{api: {"BxC": figures}}``."""
     runs = {(api, s): [] for api in h2load.APIS for s in scenarios}
     for _ in range(args.repeats):
         for (api, (batch, concurrency)), figures in runs.items():
-            figures.append(h2load.run(
-                address, batch, concurrency, args.duration, args.warmup,
-                requests=max(concurrency, 8) if args.smoke else 0, api=api, model_name=model_name))
+            figures.append(h2load_once(address, batch, concurrency, api, args, model_name))
     return {api: {f"{b}x{c}": summarize_runs(runs[(api, (b, c))]) for b, c in scenarios}
             for api in h2load.APIS}

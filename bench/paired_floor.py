@@ -23,7 +23,7 @@ The servers stay up for the whole part; those not measured are idle.
 from __future__ import annotations
 
 from bench import h2load
-from bench.measurements import ceiling_instances, python_json
+from bench.measurements import ceiling_now, h2load_once
 from bench.server_process import echo_server, minimal_server
 from bench.stats import median
 from bench.targets import LATENCY_MARGIN_MS, composed
@@ -34,22 +34,9 @@ SHORT_CEILING_BATCHES = "1,2,8,32,64"
 def short_ceiling(model: str, smoke: bool) -> dict:
     """R now: the best images/s of a few batch sizes in each session layout (1 s each), and
     onnxruntime's batch-1 p50 of one run on all threads (the first layout)."""
-    best, batch1_p50 = 0.0, None
-    for instances in ceiling_instances():
-        args = ["-m", "bench.ceiling", "--model", model, "--batches", SHORT_CEILING_BATCHES,
-                "--instances", str(instances)]
-        args += ["--runs", "3"] if smoke else ["--seconds", "1"]
-        figures = python_json(args, timeout=300)["batches"]
-        best = max(best, *(v["images_per_s"] for v in figures.values()))
-        if instances == 1:
-            batch1_p50 = figures["1"]["p50_ms"]
-    return {"R_images_per_s": round(best, 1), "batch1_p50_ms": batch1_p50}
-
-
-def _h2load(address: str, concurrency: int, api: str, args, model_name: str) -> dict:
-    return h2load.run(address, 1, concurrency, args.duration, args.warmup,
-                      requests=max(concurrency, 8) if args.smoke else 0, api=api,
-                      model_name=model_name)
+    layouts = ceiling_now(model, SHORT_CEILING_BATCHES, smoke, 3)
+    best = max(v["images_per_s"] for figures in layouts.values() for v in figures.values())
+    return {"R_images_per_s": round(best, 1), "batch1_p50_ms": layouts[1]["1"]["p50_ms"]}
 
 
 def one_pair(raw: dict, echo: dict, ours: dict, echo_c1: dict, ours_c1: dict,
@@ -98,8 +85,8 @@ def run(model: str, address: str, model_name: str, args) -> dict:
                     if api == "cifar10" and concurrency == 64:  # Classify only
                         servers.insert(repeat % 3, minimal_address)
                     for target in servers:
-                        figures[(target, concurrency)] = _h2load(target, concurrency, api, args,
-                                                                 model_name)
+                        figures[(target, concurrency)] = h2load_once(
+                            target, 1, concurrency, api, args, model_name)
                 pairs[api].append(one_pair(
                     raw, figures[(echo_address, 64)], figures[(address, 64)],
                     figures[(echo_address, 1)], figures[(address, 1)],
