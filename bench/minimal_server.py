@@ -14,8 +14,12 @@ layers cost (docs/benchmarks.md). Optional layers of ours, to measure them one a
   ``Metrics.observe`` (Prometheus);
 * ``--options``: the server's grpc options (``cifar10_serving.server.grpc_options``).
 
+``--loop-batcher`` replaces our batcher with ``bench.loop_batcher`` (scheduling on the event
+loop, onnxruntime's ``run_async``): an experiment, measured beside this server.
+
     python -m bench.minimal_server --model models/cifar10-cnn.onnx --port 8500 [--guard]
-                                   [--metrics] [--options]   # "listening on PORT" when ready
+                                   [--metrics] [--options] [--loop-batcher]
+                                   # prints "listening on PORT" when ready
 """
 
 from __future__ import annotations
@@ -68,9 +72,15 @@ async def serve(args: argparse.Namespace) -> None:
     model = OnnxModel.load(args.model, threads=settings.threads,
                            overlap_threads=settings.overlap_threads)
     # As the server runs it: ``instances`` workers, a busy worker's run on the narrow session.
-    batcher = Batcher(lambda batch, key: model.predict(batch, alone=len(batch) == 1 and
-                                                       batcher.queued == 0),
-                      max_batch_size=settings.max_batch_size, workers=settings.instances)
+    if args.loop_batcher:
+        from bench.loop_batcher import LoopBatcher, async_session
+
+        batcher = LoopBatcher(model, [async_session(args.model) for _ in range(settings.instances)],
+                              settings.max_batch_size)
+    else:
+        batcher = Batcher(lambda batch, key: model.predict(batch, alone=len(batch) == 1 and
+                                                           batcher.queued == 0),
+                          max_batch_size=settings.max_batch_size, workers=settings.instances)
     options = grpc_options(settings) if args.options else [
         ("grpc.max_receive_message_length", settings.max_message_bytes)]
     server = grpc.aio.server(options=options)
@@ -98,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guard", action="store_true", help="our parsing guard and receive gate")
     parser.add_argument("--metrics", action="store_true", help="@rpc with Prometheus metrics")
     parser.add_argument("--options", action="store_true", help="the server's grpc options")
+    parser.add_argument("--loop-batcher", action="store_true",
+                        help="bench.loop_batcher instead of our batcher (an experiment)")
     parser.add_argument("--event-loop", default="auto", choices=("auto", "uvloop", "asyncio"))
     args = parser.parse_args(argv)
     from cifar10_serving.event_loop import runner

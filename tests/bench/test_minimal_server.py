@@ -3,6 +3,7 @@ bare and with each of our layers it can add."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from bench import loadgen
+from cifar10_serving.model import OnnxModel
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 from tests.tiny_model import write_tiny_model
@@ -43,15 +44,38 @@ def model(tmp_path_factory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("model") / "tiny-cnn.onnx")
 
 
-@pytest.mark.parametrize("flags", [(), LAYERS], ids=["bare", "layers"])
+def _images(n: int) -> np.ndarray:
+    return np.random.default_rng(n).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def _request(image: np.ndarray) -> pb.ClassifyRequest:
+    raw = pb.RawImage(data=image.tobytes(), height=32, width=32, channels=3)
+    return pb.ClassifyRequest(images=[pb.Image(raw=raw)])
+
+
+@pytest.mark.parametrize("flags", [(), LAYERS, ("--loop-batcher",)],
+                         ids=["bare", "layers", "loop-batcher"])
 def test_classify_runs_the_model(model, flags):
-    request = pb.ClassifyRequest.FromString(loadgen.build_requests("cifar10", 1, "", variants=1)[0])
-    with _minimal_server(model, *flags) as address, grpc.insecure_channel(address) as channel:
-        response = pb_grpc.ClassifierStub(channel).Classify(request, timeout=30)
-    probabilities = np.array(response.probabilities)
-    assert probabilities.shape == (10,) and abs(probabilities.sum() - 1) < 1e-4
-    assert list(response.top_indices) == [int(probabilities.argmax())]
-    assert response.model_name == "tiny-cnn" and len(response.labels) == 10
+    """Each image's answer is the model's own for it, alone or batched with others."""
+    images = _images(40)
+    expected = OnnxModel.load(model).predict(images)
+    with _minimal_server(model, *flags) as address:
+        responses = asyncio.run(_classify_all(address, images))
+    for image_expected, response in zip(expected, responses, strict=True):
+        probabilities = np.array(response.probabilities)
+        np.testing.assert_allclose(probabilities, image_expected, atol=1e-5)
+        assert list(response.top_indices) == [int(probabilities.argmax())]
+        assert response.model_name == "tiny-cnn" and len(response.labels) == 10
+
+
+async def _classify_all(address: str, images: np.ndarray) -> list[pb.ClassifyResponse]:
+    """One image alone, then the rest at once (batched by the server)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        first = await stub.Classify(_request(images[0]), timeout=30)
+        rest = await asyncio.gather(*(stub.Classify(_request(image), timeout=30)
+                                      for image in images[1:]))
+    return [first, *rest]
 
 
 def test_a_malformed_request_is_invalid_argument_behind_the_guard(model):
