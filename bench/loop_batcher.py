@@ -16,6 +16,7 @@ flight or a full batch is queued); what differs is who does it and where the mod
   ``OnnxModel.predict`` on one Python thread, as the server does: ``run_async`` on a 1-image
   batch after an idle gap was 0.16-0.73 ms slower at concurrency 1 (docs/benchmarks.md).
 
+Part (f) of ``python -m bench`` measures it beside the minimal server in every run.
 Not used by the server: in the same minutes it answered about 5 % more 1-image calls at
 concurrency 64 than the minimal server with our batcher, below the 0.9 of F that issue 14
 asks for, and it would bring native threads calling back into Python during shutdown and a

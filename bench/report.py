@@ -223,11 +223,13 @@ def _paired_floor(results: dict) -> list[str]:
     lines = _table("(f) Side by side, per repeat (bench.paired_floor): a short ceiling R, then "
                    "bench.echo_server (E) and our server one right after the other with h2load, "
                    "1-image calls (for Classify at concurrency 64 also bench.minimal_server: gRPC, "
-                   "our batcher and the model, nothing else); F = 1 / (1/E + 1/R); the concurrency-1 limit is E's p50 + "
+                   "our batcher and the model, nothing else; and the same with --loop-batcher: "
+                   "bench.loop_batcher, onnxruntime's run_async); F = 1 / (1/E + 1/R); the concurrency-1 limit is E's p50 + "
                    "onnxruntime's batch-1 p50 + 0.2 ms. Targets 1 and 2 take the medians (last "
                    "row of each API):",
                    ["API", "repeat", "R images/s", "E calls/s", "F images/s", "ours c64 images/s",
-                    "share of F", "minimal server c64 images/s (share of F)", "E c1 p50 ms",
+                    "share of F", "minimal server c64 images/s (share of F)",
+                    "loop batcher c64 images/s (share of F)", "E c1 p50 ms",
                     "batch-1 p50 ms", "c1 limit ms", "ours c1 p50 ms", "ours c1 p99 / p50"],
                    left=2)
     for api, summary in paired.items():
@@ -237,18 +239,19 @@ def _paired_floor(results: dict) -> list[str]:
                 f"| {api} | {label} | {fmt(p['R_images_per_s'], ',.0f')} | "
                 f"{fmt(p['E_calls_per_s'], ',.0f')} | {fmt(p['F_images_per_s'], ',.0f')} | "
                 f"{fmt(p['images_per_s'], ',.0f')} | {fmt(p['share_of_F'], '.3f')} | "
-                f"{_minimal(p)} | "
+                f"{_composition(p, 'minimal')} | {_composition(p, 'loop_batcher')} | "
                 f"{fmt(p['E_c1_p50_ms'], '.3f')} | {fmt(p['R_batch1_p50_ms'], '.3f')} | "
                 f"{fmt(p['c1_limit_ms'], '.3f')} | {fmt(p['c1_p50_ms'], '.3f')} | "
                 f"{fmt(p['c1_p99_over_p50'], '.2f')} |")
     return [*lines, ""]
 
 
-def _minimal(pair: dict) -> str:
-    """bench.minimal_server's figure and its share of F, or "" (not measured for the API)."""
-    if pair.get("minimal_images_per_s") is None:
+def _composition(pair: dict, name: str) -> str:
+    """A composition's figure (bench.paired_floor.COMPOSITIONS) and its share of F, or ""
+    (not measured for the API, or in an older results file)."""
+    if pair.get(f"{name}_images_per_s") is None:
         return ""
-    return f"{pair['minimal_images_per_s']:,.0f} ({fmt(pair['minimal_share_of_F'], '.3f')})"
+    return f"{pair[f'{name}_images_per_s']:,.0f} ({fmt(pair[f'{name}_share_of_F'], '.3f')})"
 
 
 def _floor(results: dict) -> list[str]:

@@ -25,7 +25,8 @@
     other at concurrency 64 and 1, per API, so that each repeat's share of F and
     concurrency-1 limit come from the same minutes; beside them bench.minimal_server
     (Classify at concurrency 64), whose share of the same F is what a grpc.aio server
-    batching with our batcher reaches on this host at all.
+    batching with our batcher reaches on this host at all, and the same with
+    ``--loop-batcher`` (bench.loop_batcher, the best composition measured so far).
 Each figure is the median of ``--repeats`` runs (scenarios interleaved, so slow drift of
 the machine's load spreads over all of them). Results: JSON (``--out``) and a Markdown
 report (``--report``, also printed), with the composed floor (``floor``: E, R, F) and the

@@ -143,8 +143,8 @@ def echo_server() -> contextlib.AbstractContextManager[str]:
                       os.environ.get("CIFAR10_EVENT_LOOP", "auto"))
 
 
-def minimal_server(model: str) -> contextlib.AbstractContextManager[str]:
+def minimal_server(model: str, *flags: str) -> contextlib.AbstractContextManager[str]:
     """``bench.minimal_server`` on ``model`` in its own process (the server's settings from
-    the same CIFAR10_* environment, its event loop too); its address."""
+    the same CIFAR10_* environment, its event loop too), with its ``flags``; its address."""
     return _listening("bench.minimal_server", "--model", model, "--event-loop",
-                      os.environ.get("CIFAR10_EVENT_LOOP", "auto"))
+                      os.environ.get("CIFAR10_EVENT_LOOP", "auto"), *flags)

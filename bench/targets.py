@@ -91,7 +91,8 @@ def _single_image(api: str, results: dict, floors: dict) -> dict:
         limit, tail = paired["c1_limit_ms"], paired["c1_p99_over_p50"]
         n = len(paired["repeats"])
         how = f"(h2load, beside echo and R: median of {n} repeat{'s' if n != 1 else ''})"
-        reach = {"minimal_server_share_of_F": paired.get("minimal_share_of_F")}
+        reach = {"minimal_server_share_of_F": paired.get("minimal_share_of_F"),
+                 "loop_batcher_share_of_F": paired.get("loop_batcher_share_of_F")}
     else:
         ours, api_floor = results["server"].get(H2LOAD_KEYS[api][0]), floors[api]
         images, f = _figure(ours, "1x64", "images_per_s"), api_floor["F_images_per_s"]
