@@ -92,10 +92,16 @@ class LoopBatcher:
         self._lone.shutdown(wait=False)
 
     def _callback(self, outputs, user_data, error: str) -> None:
-        """On onnxruntime's pool thread: post the end of the run to the loop."""
+        """On onnxruntime's pool thread: post the end of the run to the loop (with the check
+        ``OnnxModel.predict`` makes on the other path)."""
         session, items, _ = user_data
-        self._loop.call_soon_threadsafe(
-            self._finished, session, items, outputs, RuntimeError(error) if error else None)
+        if not error and not np.isfinite(outputs[0].sum()):
+            error = "the model produced non-finite probabilities"
+        try:
+            self._loop.call_soon_threadsafe(
+                self._finished, session, items, outputs, RuntimeError(error) if error else None)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
 
     def _finished(self, session, items, outputs, error: BaseException | None) -> None:
         self._idle.append(session)
