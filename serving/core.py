@@ -216,9 +216,14 @@ class ServingCore:
 
     async def refusals_ended(self, quiet_s: float, timeout: float) -> bool:
         """After begin_shutdown: wait (polling) until no request was refused for ``quiet_s``
-        (no client is sending any more), at most ``timeout``; True if so."""
-        end = time.monotonic() + timeout
-        while time.monotonic() - self.admission.last_refusal < quiet_s:
+        (no client is sending any more), at most ``timeout``; True if so.
+
+        The quiet time counts from this call at the earliest: clients whose calls were all in
+        flight until now were refused nothing, yet send their next call the moment they are
+        answered (a stop right then would cancel those calls in grpc's hands)."""
+        start = time.monotonic()
+        end = start + timeout
+        while time.monotonic() - max(self.admission.last_refusal, start) < quiet_s:
             if time.monotonic() >= end:
                 return False
             await asyncio.sleep(0.005)

@@ -209,7 +209,7 @@ class ServingServer:
         admission = self.core.admission
         admission.hold()
         left = max(0.0, grace - min(1.0, grace / 2) - (time.monotonic() - started))
-        if not await self.core.refusals_ended(QUIET_S, left) and left > 0:
+        if not await self.core.refusals_ended(QUIET_S, left) and left > QUIET_S:
             log.warning("clients kept sending during the %.1f s grace; closing the port", grace)
         closing = asyncio.ensure_future(
             self.grpc_server.stop(max(0.0, grace - (time.monotonic() - started))))

@@ -94,3 +94,34 @@ def test_the_server_admits_a_unary_request_by_its_size_on_the_wire(server_factor
         pending.result()
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"1 requests ({len(first)} bytes) in flight" in info.value.details()
+
+
+def test_the_quiet_time_before_the_port_closes_counts_from_the_end_of_the_drain(
+        tiny_model_path):
+    """Clients whose calls were all in flight during the drain were refused nothing, yet send
+    their next call the moment they are answered: ``refusals_ended`` waits its quiet time from
+    its own start (not from the last refusal, long past), and a refusal meanwhile extends it.
+    (A stop right after the drain cancelled such calls in grpc's hands: CANCELLED, not
+    UNAVAILABLE, in tests/serving/test_lifecycle.py: 2 of 36 runs here, and once in CI.)"""
+    from cifar10_serving.assembly import build_core
+    from cifar10_serving.settings import Settings
+
+    core = build_core(Settings(model_path=str(tiny_model_path), reload_interval_s=0))
+    quiet = 2.0
+
+    async def scenario():
+        core.begin_shutdown()  # a refusal's time is set here, then nothing is refused
+        await asyncio.sleep(quiet + 0.1)  # the drain, longer than the quiet time
+        waiting = asyncio.ensure_future(core.refusals_ended(quiet, 30))
+        await asyncio.sleep(1.0)
+        assert not waiting.done()  # the quiet time counts from the call
+        with pytest.raises(UnavailableError):
+            core.admit(100)  # a client's next call, refused
+        await asyncio.sleep(1.5)  # 2.5 s after the call, 1.5 s after the refusal
+        assert not waiting.done()
+        return await waiting
+
+    try:
+        assert asyncio.run(scenario()) is True
+    finally:
+        core.batcher.close_nowait()
