@@ -102,7 +102,7 @@ def test_the_quiet_time_before_the_port_closes_counts_from_the_end_of_the_drain(
     their next call the moment they are answered: ``refusals_ended`` waits its quiet time from
     its own start (not from the last refusal, long past), and a refusal meanwhile extends it.
     (A stop right after the drain cancelled such calls in grpc's hands: CANCELLED, not
-    UNAVAILABLE, in tests/serving/test_lifecycle.py: 2 of 36 runs here, and once in CI.)"""
+    UNAVAILABLE, in tests/serving/test_lifecycle.py: 3 of 51 runs here, and once in CI.)"""
     from cifar10_serving.assembly import build_core
     from cifar10_serving.settings import Settings
 
