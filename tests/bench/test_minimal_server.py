@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
+from cifar10_serving.client.inputs import raw_image
 from cifar10_serving.model import OnnxModel
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
 from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
@@ -49,8 +50,7 @@ def _images(n: int) -> np.ndarray:
 
 
 def _request(image: np.ndarray) -> pb.ClassifyRequest:
-    raw = pb.RawImage(data=image.tobytes(), height=32, width=32, channels=3)
-    return pb.ClassifyRequest(images=[pb.Image(raw=raw)])
+    return pb.ClassifyRequest(images=[raw_image(image)])
 
 
 @pytest.mark.parametrize("flags", [(), LAYERS, ("--loop-batcher",)],
