@@ -28,7 +28,7 @@ help:
 	@echo "make compose-test  build both images, docker-compose up, classify, see training's model hot-reloaded, down -v"
 	@echo "make setup    create $(VENV) with the dev extra, pinned by $(CONSTRAINTS)"
 	@echo "make triton-env  the separate Triton-client venv (.venv-triton) for OIP tests and perf_analyzer"
-	@echo "make protos   regenerate serving/proto/ from protos/"
+	@echo "make protos   regenerate protos/cifar10_protos/ from protos/*.proto"
 	@echo "make bench    run the benchmarks"
 	@echo "make train    train on DATA=$(DATA) for EPOCHS=$(EPOCHS) in RUN_DIR=$(RUN_DIR) (exports RUN_DIR/model.onnx)"
 

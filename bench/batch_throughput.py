@@ -49,7 +49,7 @@ CEILING_CONFIGS = ((32, 4), (64, 2), (64, 4), (64, 8), (128, 4))
 def _requests(kind: str, source: str, batch: int, variants: int = 16) -> list[bytes]:
     import numpy as np
 
-    from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+    from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
     out = []
     if kind == "raw":
@@ -160,7 +160,7 @@ def _ceiling(address: str, kind: str, source: Path, duration: float, configs, se
 def _batch_run(address: str, source: Path, workdir: Path, extra: list[str], server_pid: int) -> dict:
     output = workdir / f"out-{time.monotonic_ns()}.jsonl"
     cpu = _server_cpu(server_pid)
-    command = [sys.executable, "-m", "cifar10_serving.client.batch", str(source), "-o", str(output),
+    command = [sys.executable, "-m", "cifar10_client.batch", str(source), "-o", str(output),
                "--address", address, "--no-progress", *extra]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -198,14 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     address = f"127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "cifar10_serving.server", "--model-path", str(model), "--port", str(port),
+        [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(model), "--port", str(port),
          "--host", "127.0.0.1", "--metrics-port", "-1", "--log-level", "WARNING", "--reload-interval-s", "0"],
         cwd=ROOT,
     )
     report: dict = {"model": str(model), "host": platform.node(), "cpus": os.cpu_count(),
                     "load_average_at_start": os.getloadavg(), "results": {}}
     try:
-        from cifar10_serving.client import Client
+        from cifar10_client import Client
 
         with Client(address) as client:
             client.wait_until_serving(60)

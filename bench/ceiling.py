@@ -1,6 +1,6 @@
 """The ceiling: raw onnxruntime, in-process, images/s at each batch size.
 
-Uses cifar10_serving.model.OnnxModel, so the session options (threads, no spinning, graph
+Uses cifar10_serving.onnx_model.OnnxModel, so the session options (threads, no spinning, graph
 optimizations) are exactly the server's. Run in its own process by bench.run.
 
     python -m bench.ceiling --model PATH [--batches 1,8,32,256] [--seconds 2] [--threads 0]
@@ -27,7 +27,7 @@ DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 def measure(model_path: str, batches, seconds: float, threads: int, runs: int = 0,
             instances: int = 1) -> dict:
-    from cifar10_serving.model import OnnxModel
+    from cifar10_serving.onnx_model import OnnxModel
     from cifar10_serving.settings import Settings
 
     # K runs side by side get what the server gives overlapping runs (threads / K each).

@@ -22,8 +22,8 @@ import grpc
 import numpy as np
 
 from cifar10_core import contract
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.inference import grpc_service_pb2 as oip
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.inference import grpc_service_pb2 as oip
 
 SERVICE = "cifar10.v2.Classifier"
 OIP_SERVICE = "inference.GRPCInferenceService"
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--event-loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                         help="as cifar10-serve's --event-loop (default auto: uvloop if installed)")
     args = parser.parse_args(argv)
-    from cifar10_serving.event_loop import runner
+    from cifar10_serving.process.event_loop import runner
 
     name, run = runner(args.event_loop)
     print(f"event loop: {name}", file=sys.stderr, flush=True)

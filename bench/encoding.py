@@ -34,11 +34,11 @@ import numpy as np
 
 from bench import v1_baseline
 from cifar10_core import contract
-from cifar10_serving.classifier_servicer import build_response
-from cifar10_serving.client.messages import outcomes
-from cifar10_serving.core import Prediction
-from cifar10_serving.model import ModelInfo
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_serving.grpc_api.classifier import build_response
+from cifar10_client.messages import outcomes
+from cifar10_serving.dataplane.plane import Prediction
+from cifar10_serving.onnx_model import ModelInfo
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
 INFO = ModelInfo(name="cifar10-cnn", version="1", labels=contract.CLASS_NAMES, metadata={})
 REQUEST_ID = "17"

@@ -3,8 +3,8 @@ threads taking turns; back to back, or after an idle gap (as a server sees at co
 
 Why it matters: the batcher's workers used to wake in turn (a condition variable's order), so
 at concurrency 1 consecutive runs came from different threads; a worker now takes the next
-run if it went idle last (``cifar10_serving.batching.Batcher._wake``). Raw onnxruntime through
-``cifar10_serving.model.OnnxModel`` (the server's session options), no gRPC.
+run if it went idle last (``cifar10_serving.dataplane.batching.Batcher._wake``). Raw onnxruntime through
+``cifar10_serving.onnx_model.OnnxModel`` (the server's session options), no gRPC.
 
     python -m bench.handoff --model models/cifar10-cnn.onnx [--runs 1000] [--repeats 3]
 
@@ -61,7 +61,7 @@ def one_case(model, workers: int, gap: float, runs: int) -> tuple[float, float]:
 
 
 def measure(model_path: str, runs: int, repeats: int) -> dict:
-    from cifar10_serving.model import OnnxModel
+    from cifar10_serving.onnx_model import OnnxModel
 
     models = {threads: OnnxModel.load(model_path, threads=threads) for threads in (1, 2)}
     cases = [(threads, workers, gap) for threads in (1, 2) for workers in (1, 2)

@@ -37,7 +37,7 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
     for _ in range(variants):
         images = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
         if api == "cifar10":
-            from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+            from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
             request = pb.ClassifyRequest(
                 images=[
@@ -46,7 +46,7 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
                 ]
             )
         else:
-            from cifar10_serving.proto.inference import grpc_service_pb2 as pb
+            from cifar10_protos.inference import grpc_service_pb2 as pb
 
             request = pb.ModelInferRequest(model_name=model)
             request.inputs.add(name="images", datatype="UINT8", shape=list(images.shape))
@@ -58,13 +58,13 @@ def build_requests(api: str, batch: int, model: str, variants: int = 8) -> list[
 def check_answer(api: str, batch: int, data: bytes) -> None:
     """Decode one answer and check its shape (the load itself keeps bytes only)."""
     if api == "cifar10":
-        from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+        from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
         response = pb.ClassifyResponse.FromString(data)
         assert len(response.probabilities) == batch * len(response.labels) == batch * 10
         assert len(response.top_indices) == batch and not response.image_errors
     else:
-        from cifar10_serving.proto.inference import grpc_service_pb2 as pb
+        from cifar10_protos.inference import grpc_service_pb2 as pb
 
         response = pb.ModelInferResponse.FromString(data)
         probs = np.frombuffer(response.raw_output_contents[0], dtype="<f4")

@@ -8,11 +8,11 @@ health or reflection. It answers what a server that only composes gRPC and onnxr
 reaches on these CPUs, so that the distance from it to ``cifar10-serve`` is what our other
 layers cost (docs/benchmarks.md). Optional layers of ours, to measure them one at a time:
 
-* ``--guard``: requests read through ``cifar10_serving.parsing.GuardedServer`` (our own
+* ``--guard``: requests read through ``cifar10_serving.grpc_api.parsing.GuardedServer`` (our own
   parsing, every method request-streaming and read through the receive gate);
 * ``--metrics``: the handler wrapped in ``@rpc`` (error mapping) with
   ``Metrics.observe`` (Prometheus);
-* ``--options``: the server's grpc options (``cifar10_serving.server.grpc_options``).
+* ``--options``: the server's grpc options (``cifar10_serving.grpc_api.server.grpc_options``).
 
 ``--loop-batcher`` replaces our batcher with ``bench.loop_batcher`` (scheduling on the event
 loop, onnxruntime's ``run_async``): an experiment, measured beside this server.
@@ -31,14 +31,14 @@ import grpc
 import numpy as np
 
 from cifar10_core import contract
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
 SERVICE = "cifar10.v2.Classifier"
 
 
 def _handler(args: argparse.Namespace, batcher, info):
-    from cifar10_serving.classifier_servicer import build_response
-    from cifar10_serving.core import Prediction
+    from cifar10_serving.grpc_api.classifier import build_response
+    from cifar10_serving.dataplane.plane import Prediction
 
     async def classify(request, context):
         raw = request.images[0].raw
@@ -47,8 +47,8 @@ def _handler(args: argparse.Namespace, batcher, info):
 
     if not args.metrics:
         return classify
-    from cifar10_serving.grpc_status import rpc
-    from cifar10_serving.metrics import Metrics
+    from cifar10_serving.grpc_api.status import rpc
+    from cifar10_serving.observability.metrics import Metrics
 
     class Servicer:
         observe = Metrics().observe
@@ -61,11 +61,11 @@ def _handler(args: argparse.Namespace, batcher, info):
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from cifar10_serving.batching import Batcher
-    from cifar10_serving.model import OnnxModel
-    from cifar10_serving.parsing import GuardedServer
-    from cifar10_serving.receiving import Gates
-    from cifar10_serving.server import grpc_options
+    from cifar10_serving.dataplane.batching import Batcher
+    from cifar10_serving.onnx_model import OnnxModel
+    from cifar10_serving.grpc_api.parsing import GuardedServer
+    from cifar10_serving.grpc_api.receive_gate import Gates
+    from cifar10_serving.grpc_api.server import grpc_options
     from cifar10_serving.settings import Settings
 
     settings = Settings.from_args([])  # the CIFAR10_* environment, as the server reads it
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="bench.loop_batcher instead of our batcher (an experiment)")
     parser.add_argument("--event-loop", default="auto", choices=("auto", "uvloop", "asyncio"))
     args = parser.parse_args(argv)
-    from cifar10_serving.event_loop import runner
+    from cifar10_serving.process.event_loop import runner
 
     _, run = runner(args.event_loop)
     try:

@@ -39,7 +39,7 @@ from bench.machine import background_load
 from bench.paths import ROOT
 from bench.probe import Probes
 from bench.server_process import Server
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
 log = logging.getLogger("bench.overload")
 

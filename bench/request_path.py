@@ -23,12 +23,12 @@ import numpy as np
 def pieces() -> dict[str, Callable[[], object]]:
     """name -> one call of that piece, on a 1-image request and its answer."""
     from cifar10_core import contract
-    from cifar10_serving import classifier_servicer as cs
-    from cifar10_serving.admission import Admission
-    from cifar10_serving.core import Prediction
-    from cifar10_serving.metrics import Metrics
-    from cifar10_serving.model import ModelInfo
-    from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+    from cifar10_serving.grpc_api import classifier as cs
+    from cifar10_serving.dataplane.admission import Admission
+    from cifar10_serving.dataplane.plane import Prediction
+    from cifar10_serving.observability.metrics import Metrics
+    from cifar10_serving.onnx_model import ModelInfo
+    from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
     metrics, admission = Metrics(), Admission(256, 1 << 27)
     request = pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     import grpc
     import onnxruntime
 
-    from cifar10_serving.model import OnnxModel
+    from cifar10_serving.onnx_model import OnnxModel
     from cifar10_serving.settings import available_cpus
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -62,8 +62,8 @@ class Server:
         import grpc
         import numpy as np
 
-        from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-        from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+        from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+        from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
         request = pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(
             data=np.zeros(3072, np.uint8).tobytes(), height=32, width=32, channels=3))])

@@ -3,7 +3,7 @@
 The one command (``make protos``, or ``python protos/generate.py``). Generated files are
 committed and never edited by hand; tests/test_protos.py fails when they are stale.
 The folder serving/ is the installed package ``cifar10_serving`` (pyproject.toml maps it),
-so the code is generated for the import path ``cifar10_serving.proto`` and then copied into
+so the code is generated for the import path ``cifar10_protos`` and then copied into
 serving/proto/. ``--out DIR`` writes the package's files into DIR instead (the staleness
 test uses it).
 """
@@ -20,8 +20,8 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-IMPORT_PATH = "cifar10_serving/proto"  # the package the generated code imports itself as
-FOLDER = ROOT / "serving" / "proto"  # where that package lives in the repository
+IMPORT_PATH = "cifar10_protos"  # the package the generated code imports itself as
+FOLDER = PROTOS / "cifar10_protos"  # where that package lives in the repository
 
 
 def proto_files() -> list[Path]:

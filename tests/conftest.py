@@ -8,7 +8,7 @@ Fixtures
 
 ``server_factory``
     ``server_factory(model_path=None, **settings_overrides) -> BackgroundServer``: starts the
-    real gRPC server (cifar10_serving.server.ServingServer + cifar10_serving.core.ServingCore, real
+    real gRPC server (cifar10_serving.grpc_api.server.ServingServer + cifar10_serving.dataplane.plane.ServingCore, real
     onnxruntime) in-process on a background event-loop thread, on a free port (port 0),
     metrics off unless ``metrics_port=0`` is passed. Stopped at the end of the test.
     ``model_path`` defaults to ``tiny_model_path``.
@@ -16,7 +16,7 @@ Fixtures
 ``server``
     ``server_factory()`` with the defaults: the tiny model, port 0. Useful attributes:
     ``server.address`` ("localhost:PORT"), ``server.port``, ``server.core``
-    (cifar10_serving.core.ServingCore), ``server.settings``, ``server.metrics``,
+    (cifar10_serving.dataplane.plane.ServingCore), ``server.settings``, ``server.metrics``,
     ``server.call(coro)`` (run a coroutine on the server's loop), ``server.stop(grace)``.
 
 ``channel``
@@ -40,7 +40,7 @@ def tiny_model_path(tmp_path):
 
 @pytest.fixture
 def server_factory(tiny_model_path):
-    from cifar10_serving.background import BackgroundServer
+    from cifar10_serving.testing import BackgroundServer
     from cifar10_serving.settings import Settings
 
     started = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cifar10_core import contract
-from cifar10_serving.model import OnnxModel
+from cifar10_serving.onnx_model import OnnxModel
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "cifar10-cnn.onnx"

@@ -1,7 +1,7 @@
-"""The generated protobuf/gRPC code in serving/proto/ is what protos/generate.py makes now.
+"""The generated protobuf/gRPC code in protos/cifar10_protos/ is what protos/generate.py makes now.
 
 Regenerate with ``make protos`` (``python protos/generate.py``) after changing protos/;
-never edit serving/proto/ by hand.
+never edit protos/cifar10_protos/ by hand.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "serving" / "proto"
+PACKAGE = ROOT / "protos" / "cifar10_protos"
 
 
 def files_under(base: Path) -> dict[str, bytes]:
@@ -30,6 +30,6 @@ def test_generated_code_is_not_stale(tmp_path):
     assert result.returncode == 0, result.stderr
     fresh, committed = files_under(tmp_path / "proto"), files_under(PACKAGE)
     assert fresh, "protos/generate.py generated nothing"
-    assert sorted(fresh) == sorted(committed), "files differ: run `make protos` and commit serving/proto/"
+    assert sorted(fresh) == sorted(committed), "files differ: run `make protos` and commit protos/cifar10_protos/"
     stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"stale generated files {stale}: run `make protos` and commit serving/proto/"
+    assert not stale, f"stale generated files {stale}: run `make protos` and commit protos/cifar10_protos/"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from bench import loadgen
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
-from cifar10_serving.proto.inference import grpc_service_pb2 as oip
-from cifar10_serving.proto.inference import grpc_service_pb2_grpc as oip_grpc
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+from cifar10_protos.inference import grpc_service_pb2 as oip
+from cifar10_protos.inference import grpc_service_pb2_grpc as oip_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 

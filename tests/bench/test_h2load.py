@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bench import h2load, loadgen
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.inference import grpc_service_pb2 as oip
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.inference import grpc_service_pb2 as oip
 
 needs_h2load = pytest.mark.skipif(h2load.binary() is None, reason="h2load not installed (nghttp2-client)")
 
@@ -111,7 +111,7 @@ def test_oip_run_against_the_real_server(server):
 
 @needs_h2load
 def test_a_rejected_request_is_an_error_not_a_measurement(server, monkeypatch):
-    from cifar10_serving.proto.cifar10.v2 import classifier_pb2
+    from cifar10_protos.cifar10.v2 import classifier_pb2
 
     monkeypatch.setattr(h2load, "request_message", lambda batch, api, model_name: classifier_pb2.ClassifyRequest().SerializeToString())
     out = h2load.run(server.address, 1, 1, requests=4)

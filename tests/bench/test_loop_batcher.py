@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 
 from bench.loop_batcher import LoopBatcher, async_session
-from cifar10_serving.model import OnnxModel
+from cifar10_serving.onnx_model import OnnxModel
 from tests.tiny_model import write_tiny_model
 
 

@@ -14,10 +14,10 @@ import grpc
 import numpy as np
 import pytest
 
-from cifar10_serving.client.inputs import raw_image
-from cifar10_serving.model import OnnxModel
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+from cifar10_client.inputs import raw_image
+from cifar10_serving.onnx_model import OnnxModel
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 from tests.tiny_model import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]

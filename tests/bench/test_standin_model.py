@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cifar10_core import contract
-from cifar10_serving.model import OnnxModel
+from cifar10_serving.onnx_model import OnnxModel
 
 pytestmark = [pytest.mark.training, pytest.mark.slow]
 

@@ -23,23 +23,23 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.ports import free_port
-from cifar10_serving.client import AsyncClient, Client
-from cifar10_serving.client.connection import channel_target, split_addresses
-from cifar10_serving.client.errors import ClientError
+from cifar10_client import AsyncClient, Client
+from cifar10_client.connection import channel_target, split_addresses
+from cifar10_client.errors import ClientError
 from tests.client.helpers import random_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class Replica:
-    """``python -m cifar10_serving.server`` on 127.0.0.1 with its own gRPC and metrics ports."""
+    """``python -m cifar10_serving.grpc_api.server`` on 127.0.0.1 with its own gRPC and metrics ports."""
 
     def __init__(self, model: Path, *flags: str):
         self.port, self.metrics_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CIFAR10_")}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cifar10_serving.server", "--model-path", str(model),
+            [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(model),
              "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
              "--reload-interval-s", "0", "--log-level", "WARNING", *flags],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -102,7 +102,7 @@ def test_addresses_are_a_list_a_comma_separated_string_or_one_target():
 
 
 def test_the_service_config_asks_for_round_robin():
-    from cifar10_serving.client.connection import RetryPolicy
+    from cifar10_client.connection import RetryPolicy
 
     config = json.loads(RetryPolicy().service_config())
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
@@ -152,7 +152,7 @@ def test_the_asyncio_client_takes_a_comma_separated_string(replicas):
 
 
 def test_the_cli_takes_repeated_and_comma_separated_addresses(replicas, tmp_path, capsys):
-    from cifar10_serving.client.cli import main
+    from cifar10_client.cli import main
     from tests.client.helpers import write_png
 
     paths = [str(write_png(tmp_path / f"{i}.png", random_image(i))) for i in range(6)]
@@ -186,7 +186,7 @@ def test_killing_a_replica_mid_batch_loses_no_image(replicas, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIFAR10_")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     run = subprocess.Popen(
-        [sys.executable, "-m", "cifar10_serving.client.batch", str(tmp_path / "images.npy"),
+        [sys.executable, "-m", "cifar10_client.batch", str(tmp_path / "images.npy"),
          "-o", str(out), "--batch-size", "8", "--concurrency", "3", "--no-progress",
          "--address", replicas[0].address, "--address", f"{victim.address},{replicas[2].address}"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -221,7 +221,7 @@ def test_killing_a_replica_mid_batch_loses_no_image(replicas, tmp_path):
 
 
 def test_tls_over_several_replicas_checks_the_first_host_name(server_factory, tmp_path):
-    from cifar10_serving.client import TLSConfig
+    from cifar10_client import TLSConfig
     from tests.client.helpers import make_certs
 
     certs = make_certs(tmp_path / "certs")

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from bench.ports import free_port
-from cifar10_serving.client.batch import main
-from cifar10_serving.client.outputs import JsonlFile
+from cifar10_client.batch import main
+from cifar10_client.outputs import JsonlFile
 from cifar10_core.contract import CLASS_NAMES
 from tests.client.helpers import image_folder, random_image, write_png
 
@@ -118,7 +118,7 @@ def test_sigkill_mid_run_then_resume_gives_every_input_exactly_once(server, tmp_
     count = 1500
     np.save(tmp_path / "many.npy", np.stack([random_image(i % 97) for i in range(count)]))
     out = tmp_path / "many.jsonl"
-    command = [sys.executable, "-m", "cifar10_serving.client.batch", str(tmp_path / "many.npy"), "-o", str(out),
+    command = [sys.executable, "-m", "cifar10_client.batch", str(tmp_path / "many.npy"), "-o", str(out),
                "--address", server.address, "--batch-size", "1", "--concurrency", "1", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -246,7 +246,7 @@ def test_server_unavailable_stops_the_run_with_exit_3(tmp_path, capsys):
 
 def test_local_without_onnxruntime_says_what_to_install(tmp_path, tiny_model_path):
     np.save(tmp_path / "a.npy", np.stack([random_image(0)]))
-    code = ("import sys; sys.modules['onnxruntime'] = None; from cifar10_serving.client.batch import main; "
+    code = ("import sys; sys.modules['onnxruntime'] = None; from cifar10_client.batch import main; "
             f"sys.exit(main([{str(tmp_path / 'a.npy')!r}, '-o', {str(tmp_path / 'o.csv')!r}, "
             f"'--local', {str(tiny_model_path)!r}, '--no-progress']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

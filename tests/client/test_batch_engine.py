@@ -82,7 +82,7 @@ def test_ray_resumes_after_a_partial_output(ray_here, tiny_model_path, tmp_path,
 
 def test_engine_without_ray_says_what_to_install(tmp_path, tiny_model_path):
     np.save(tmp_path / "a.npy", np.stack([random_image(0)]))
-    code = ("import sys; sys.modules['ray'] = None; from cifar10_serving.client.batch import main; "
+    code = ("import sys; sys.modules['ray'] = None; from cifar10_client.batch import main; "
             f"sys.exit(main([{str(tmp_path / 'a.npy')!r}, '-o', {str(tmp_path / 'o.csv')!r}, "
             f"'--local', {str(tiny_model_path)!r}, '--engine', 'ray', '--no-progress']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

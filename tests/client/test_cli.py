@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.ports import free_port
-from cifar10_serving.client.cli import main
+from cifar10_client.cli import main
 from tests.client.helpers import image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,13 +125,13 @@ def test_console_script_takes_flags_after_the_command_and_rejects_bad_ones(serve
 def test_stdin_and_missing_extra_in_a_subprocess(server, tmp_path):
     image = image_folder(tmp_path, per_class=1, classes=("dog",))[0]
     env = {**os.environ, "CIFAR10_ADDRESS": server.address, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "cifar10_serving.client.cli", "classify", "-", "--json"],
+    done = subprocess.run([sys.executable, "-m", "cifar10_client.cli", "classify", "-", "--json"],
                           input=image.read_bytes(), capture_output=True, env=env, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["file"] == "-"
     # The health check needs grpcio-health-checking (the client extra): a clear message, exit 5.
     code = ("import sys; sys.modules['grpc_health'] = None; "
-            "from cifar10_serving.client.cli import main; sys.exit(main(['health']))")
+            "from cifar10_client.cli import main; sys.exit(main(['health']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=60)
     assert done.returncode == 5
@@ -179,8 +179,8 @@ def test_client_imports_need_no_optional_packages():
     code = ("import sys\n"
             "for name in ('onnxruntime', 'matplotlib', 'tensorflow', 'tqdm', 'onnx'):\n"
             "    sys.modules[name] = None\n"
-            "import cifar10_serving.client, cifar10_serving.client.cli, cifar10_serving.client.batch\n"
-            "assert cifar10_serving.client.batch.build_parser()\n")
+            "import cifar10_client, cifar10_client.cli, cifar10_client.batch\n"
+            "assert cifar10_client.batch.build_parser()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -15,7 +15,7 @@ from PIL import Image
 
 from bench.ports import free_port
 from cifar10_core import images
-from cifar10_serving.client import (
+from cifar10_client import (
     AsyncClient,
     Classification,
     Client,
@@ -113,7 +113,7 @@ def test_local_input_problems_are_client_errors(client, tmp_path):
 
 
 def test_classify_each_reports_bad_items_in_one_call(client, server):
-    from cifar10_serving.client.inputs import to_image
+    from cifar10_client.inputs import to_image
 
     good = [to_image(random_image(i)) for i in range(6)]
     mixed = good[:2] + [to_image(b"junk")] + good[2:5] + [to_image(b"\x89PNG broken")] + good[5:]
@@ -134,7 +134,7 @@ def test_classify_each_reports_bad_items_in_one_call(client, server):
 
 def test_classify_each_when_every_image_is_bad(client):
     """The server refuses the request as a whole; each image gets that error."""
-    from cifar10_serving.client.inputs import to_image
+    from cifar10_client.inputs import to_image
 
     results = client.classify_each([to_image(b"junk"), to_image(b"more junk")])
     assert [(r.code, r.item) for r in results] == [
@@ -311,7 +311,7 @@ def test_async_client(server, tmp_path):
                 await c.classify(b"junk")
             with pytest.raises(ClientError) as late:
                 await c.classify_batch(np.stack([array] * 64), timeout=1e-4)
-            from cifar10_serving.client.inputs import to_image
+            from cifar10_client.inputs import to_image
 
             batches = [[to_image(array)], [to_image(b"junk")], [to_image(path), to_image(b"junk")]]
             streamed = [r async for r in c.classify_stream(batches)]

@@ -46,8 +46,8 @@ import numpy as np
 
 from bench.ports import free_port
 from cifar10_core import contract, images
-from cifar10_serving.client import Client, ClientError
-from cifar10_serving.model import OnnxModel
+from cifar10_client import Client, ClientError
+from cifar10_serving.onnx_model import OnnxModel
 from tests.training.cifar_files import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Unit tests of cifar10_serving.inference_codec: Open Inference Protocol messages <-> numpy."""
+"""Unit tests of cifar10_serving.grpc_api.inference_codec: Open Inference Protocol messages <-> numpy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from cifar10_core import contract
 from cifar10_core.errors import InvalidInputError
-from cifar10_serving.inference_codec import (
+from cifar10_serving.grpc_api.inference_codec import (
     IMAGE_BYTES,
     OutputRequest,
     classification_strings,
@@ -17,7 +17,7 @@ from cifar10_serving.inference_codec import (
     requested_output,
     serialize_bytes,
 )
-from cifar10_serving.proto.inference import grpc_service_pb2 as pb
+from cifar10_protos.inference import grpc_service_pb2 as pb
 
 MAX_IMAGES = 8
 

@@ -12,10 +12,10 @@ import grpc
 import numpy as np
 import pytest
 
-from cifar10_serving.inference_codec import deserialize_bytes
-from cifar10_serving.inference_servicer import extensions
-from cifar10_serving.proto.inference import grpc_service_pb2 as pb
-from cifar10_serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from cifar10_serving.grpc_api.inference_codec import deserialize_bytes
+from cifar10_serving.grpc_api.inference import extensions
+from cifar10_protos.inference import grpc_service_pb2 as pb
+from cifar10_protos.inference import grpc_service_pb2_grpc as pb_grpc
 
 
 def images(count: int, seed: int = 0) -> np.ndarray:

@@ -18,8 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from cifar10_serving.inference_servicer import SERVICE_NAME
-from cifar10_serving.proto.inference import grpc_service_pb2 as pb
+from cifar10_serving.grpc_api.inference import SERVICE_NAME
+from cifar10_protos.inference import grpc_service_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = Path(__file__).with_name("triton_client_checks.py")
@@ -67,7 +67,7 @@ def model_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def triton_server(model_path):
-    from cifar10_serving.background import BackgroundServer
+    from cifar10_serving.testing import BackgroundServer
     from cifar10_serving.settings import Settings
 
     settings = Settings(

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cifar10_core import contract
-from cifar10_serving.model import OnnxModel
+from cifar10_serving.onnx_model import OnnxModel
 from tests.packaging import compose
 from tests.training.cifar_files import write_image_folder
 

@@ -29,7 +29,7 @@ def test_script_target_is_callable_and_answers_help(name):
 
 
 def _parsers():
-    from cifar10_serving.client import batch, cli
+    from cifar10_client import batch, cli
     from cifar10_serving.settings import Settings
     from cifar10_training import cli as train_cli
 

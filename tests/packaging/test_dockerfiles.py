@@ -57,10 +57,10 @@ def ignored(path: str, patterns: list[str]) -> bool:
 
 def test_the_dockerignore_matcher():
     patterns = ["**/__pycache__", ".venv*", "tests"]
-    assert ignored("serving/__pycache__/x.pyc", patterns)
+    assert ignored("serving/cifar10_serving/__pycache__/x.pyc", patterns)
     assert ignored(".venv-triton/bin/python", patterns)
     assert ignored("tests/packaging/compose.py", patterns)
-    assert not ignored("serving/server.py", patterns)
+    assert not ignored("serving/cifar10_serving/startup.py", patterns)
 
 
 @pytest.mark.parametrize("dockerfile", [SERVING, TRAINING], ids=["serving", "training"])
@@ -79,7 +79,8 @@ def test_copy_sources_exist_and_are_in_the_build_context(dockerfile):
     assert {"pyproject.toml", "requirements", "."} <= set(copied)
     # What the install needs from `COPY . .` is in the context; the local data is not.
     needed = [PYPROJECT["project"]["readme"], "requirements/constraints.txt", "requirements/image-install.sh",
-              "requirements/extra_requirements.py", "core/contract.py", "serving/server.py", "training/fetch.py"]
+              "requirements/extra_requirements.py", "core/cifar10_core/contract.py", "serving/cifar10_serving/startup.py",
+              "client/cifar10_client/cli.py", "protos/cifar10_protos/__init__.py", "training/cifar10_training/fetch.py"]
     assert not [path for path in needed if ignored(path, patterns)]
     assert ignored("data/cifar-10-python.tar.gz", patterns) and ignored("runs/compose-test/x", patterns)
 

@@ -23,7 +23,7 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
-from cifar10_serving.classifier_servicer import SERVICE_NAME as CLASSIFIER
+from cifar10_serving.grpc_api.classifier import SERVICE_NAME as CLASSIFIER
 from cifar10_serving.healthcheck import check
 from cifar10_serving.settings import Settings
 from tests.packaging import compose

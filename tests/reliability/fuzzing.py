@@ -9,8 +9,8 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from PIL import Image
 
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.inference import grpc_service_pb2 as ipb
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.inference import grpc_service_pb2 as ipb
 
 CLASSIFIER = "/cifar10.v2.Classifier/"
 INFERENCE = "/inference.GRPCInferenceService/"

@@ -19,10 +19,10 @@ import grpc
 import pytest
 
 from bench.ports import free_port
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
-from cifar10_serving.proto.inference import grpc_service_pb2 as ipb
-from cifar10_serving.proto.inference import grpc_service_pb2_grpc as ipb_grpc
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+from cifar10_protos.inference import grpc_service_pb2 as ipb
+from cifar10_protos.inference import grpc_service_pb2_grpc as ipb_grpc
 from tests.serving.test_lifecycle import IMAGE, _start
 
 REPEATS = int(os.environ.get("CIFAR10_SHUTDOWN_REPEATS", "3"))

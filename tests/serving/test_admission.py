@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cifar10_core.errors import OverloadedError, UnavailableError
-from cifar10_serving.admission import RETRY_AFTER_MS, Admission
-from cifar10_serving.grpc_status import trailers_of
+from cifar10_serving.dataplane.admission import RETRY_AFTER_MS, Admission
+from cifar10_serving.grpc_api.status import trailers_of
 
 
 def test_requests_past_either_limit_are_refused_with_pushback():
@@ -66,8 +66,8 @@ def test_the_server_admits_a_unary_request_by_its_size_on_the_wire(server_factor
     # it in flight and is refused: the refusal names the bytes the first was admitted with
     import grpc
 
-    from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-    from cifar10_serving.proto.inference import grpc_service_pb2 as kpb
+    from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+    from cifar10_protos.inference import grpc_service_pb2 as kpb
 
     srv = server_factory(max_inflight_bytes=4000, max_queue_delay_ms=300.0)
     rng = np.random.default_rng(0)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
 MAX_IMAGES = 4
 MAX_PIXELS = 100_000
@@ -82,7 +82,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def stub():
-    from cifar10_serving.background import BackgroundServer
+    from cifar10_serving.testing import BackgroundServer
     from cifar10_serving.settings import Settings
     from tests.tiny_model import write_tiny_model
     import tempfile

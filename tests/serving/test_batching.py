@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from cifar10_serving.batching import Batcher
+from cifar10_serving.dataplane.batching import Batcher
 from cifar10_core.errors import DeadlineExceededError, OverloadedError, UnavailableError
 
 

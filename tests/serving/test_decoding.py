@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

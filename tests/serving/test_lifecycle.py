@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from bench.ports import free_port
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 from tests.serving import models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def _env():
 def _start(model_path, *flags, port=None):
     port = port or free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cifar10_serving.server", "--model-path", str(model_path), "--host",
+        [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(model_path), "--host",
          "127.0.0.1", "--port", str(port), "--metrics-port", "-1", *flags],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -57,7 +57,7 @@ def _start(model_path, *flags, port=None):
 def test_bad_model_at_start_up_is_one_error_line_and_non_zero_exit(tmp_path, make, message):
     path = make(tmp_path / "model.onnx")
     result = subprocess.run(
-        [sys.executable, "-m", "cifar10_serving.server", "--model-path", str(path), "--port", "0",
+        [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(path), "--port", "0",
          "--metrics-port", "-1"],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60,
     )
@@ -70,7 +70,7 @@ def test_bad_model_at_start_up_is_one_error_line_and_non_zero_exit(tmp_path, mak
 
 def test_bad_setting_is_one_error_line(tmp_path):
     env = _env() | {"CIFAR10_MAX_BATCH_SIZE": "lots"}
-    result = subprocess.run([sys.executable, "-m", "cifar10_serving.server"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "cifar10_serving.grpc_api.server"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == (
@@ -82,13 +82,13 @@ def test_bad_setting_is_one_error_line(tmp_path):
 def test_no_tensorflow_in_the_serving_process(tiny_model_path):
     code = f"""
 import sys
-from cifar10_serving.background import BackgroundServer
+from cifar10_serving.testing import BackgroundServer
 from cifar10_serving.settings import Settings
 import grpc
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb, classifier_pb2_grpc as pb_grpc
-import cifar10_serving.server, cifar10_serving.core, cifar10_serving.model, cifar10_serving.batching, cifar10_core.images
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb, classifier_pb2_grpc as pb_grpc
+import cifar10_serving.grpc_api.server, cifar10_serving.dataplane.plane, cifar10_serving.onnx_model, cifar10_serving.dataplane.batching, cifar10_core.images
 try:
-    import cifar10_serving.inference_servicer
+    import cifar10_serving.grpc_api.inference
 except ModuleNotFoundError:
     pass
 with BackgroundServer(Settings(model_path={str(tiny_model_path)!r}, port=0, metrics_port=0)) as srv:

@@ -7,8 +7,8 @@ import logging
 import grpc
 import pytest
 
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.inference import grpc_service_pb2 as ipb
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.inference import grpc_service_pb2 as ipb
 
 # wire-format garbage (field number 0), a length past the end
 GARBAGE = [b"\xff\xff\xff\xff", b"\x0a\x64abc"]

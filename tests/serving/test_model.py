@@ -9,7 +9,7 @@ import pytest
 
 from cifar10_core import contract
 from cifar10_core.errors import ModelLoadError
-from cifar10_serving.model import ElasticSessions, OnnxModel
+from cifar10_serving.onnx_model import ElasticSessions, OnnxModel
 from tests.serving import models
 
 

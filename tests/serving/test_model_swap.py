@@ -12,9 +12,9 @@ import time
 import grpc
 import numpy as np
 
-from cifar10_serving.model import OnnxModel
-from cifar10_serving.proto.inference import grpc_service_pb2 as pb
-from cifar10_serving.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from cifar10_serving.onnx_model import OnnxModel
+from cifar10_protos.inference import grpc_service_pb2 as pb
+from cifar10_protos.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving import models
 
 MAX_BATCH = 4

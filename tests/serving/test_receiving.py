@@ -1,4 +1,4 @@
-"""The receive gate (cifar10_serving.receiving): at most `slots` reads at once, the rest in
+"""The receive gate (cifar10_serving.grpc_api.receive_gate): at most `slots` reads at once, the rest in
 arrival order, nothing lost when a waiting call is cancelled; and a request-less call."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import asyncio
 import grpc
 import pytest
 
-from cifar10_serving.receiving import Gates, ReceiveGate, carries_images
+from cifar10_serving.grpc_api.receive_gate import Gates, ReceiveGate, carries_images
 
 
 class Upload:

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from cifar10_core import contract
-from cifar10_serving.classifier_servicer import build_response
-from cifar10_serving.client import ClientError
-from cifar10_serving.client.messages import outcomes
-from cifar10_serving.client.results import Classification
-from cifar10_serving.core import Prediction
-from cifar10_serving.model import ModelInfo
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
+from cifar10_serving.grpc_api.classifier import build_response
+from cifar10_client import ClientError
+from cifar10_client.messages import outcomes
+from cifar10_client.results import Classification
+from cifar10_serving.dataplane.plane import Prediction
+from cifar10_serving.onnx_model import ModelInfo
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
 INFO = ModelInfo(name="m" * 200, version="v1.2", labels=contract.CLASS_NAMES, metadata={})
 

@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from cifar10_core import contract
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2 as pb
-from cifar10_serving.proto.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -72,7 +72,7 @@ def test_reflection_lists_every_service(channel):
     assert {"cifar10.v2.Classifier", "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection"} <= services
     try:
-        import cifar10_serving.inference_servicer  # noqa: F401
+        import cifar10_serving.grpc_api.inference  # noqa: F401
     except ModuleNotFoundError:
         pass
     else:

@@ -7,7 +7,7 @@ import io
 import subprocess
 import sys
 
-from cifar10_serving.memory import CycleCollector
+from cifar10_serving.process.memory import CycleCollector
 
 
 def test_collection_is_paused_during_start_up_and_resumes_at_freeze():

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from cifar10_core import contract
-from cifar10_serving.model import OnnxModel
+from cifar10_serving.onnx_model import OnnxModel
 from tests.serving.models import _save, _set_meta
 from tests.tiny_model import build_tiny_model
 from tests.training import cifar_files

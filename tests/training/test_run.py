@@ -80,7 +80,7 @@ def test_the_three_way_split_is_recorded_in_the_run_and_the_model(finished_run, 
 def test_export_honours_the_model_contract(finished_run, image_folder):
     import onnxruntime as ort
 
-    from cifar10_serving.model import OnnxModel
+    from cifar10_serving.onnx_model import OnnxModel
     from cifar10_training import data
 
     session = ort.InferenceSession(str(finished_run / "model.onnx"))

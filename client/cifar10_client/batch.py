@@ -1,0 +1,424 @@
+"""``cifar10-batch``: classify a folder, a list, an array or the CIFAR-10 archive, resumably.
+
+    cifar10-batch ../shared/data/cifar10-jpeg/train -o train.csv -o train.jsonl
+    cifar10-batch cifar-10-python.tar.gz --split test -o test.jsonl
+    cifar10-batch images.npy -o out.csv --local models/cifar10-cnn.onnx    # no server
+
+Sends batches (``--batch-size``) over up to ``--concurrency`` concurrent Classify calls of
+one HTTP/2 channel, shows a progress bar (images/s, ETA), and appends one line per input to
+each output (CSV and/or JSON Lines, chosen by suffix). Rerunning the same command skips
+what the outputs already hold, so an interrupted run resumes; every input ends up in the
+output exactly once. An unreadable or undecodable image is recorded with its error and
+the run goes on; a server that stays unavailable stops the run (exit 3) without
+recording anything for the items not done. When the true labels are known (class
+folders, archive or .npz labels) it prints accuracy and per-class accuracy over the whole
+output and writes a confusion-matrix PNG.
+
+Exit codes: 0 every item classified; 1 the output holds failed items; 2 usage; 3 server
+unavailable; 4 other server error; 5 an optional dependency is missing; 6 message too
+large (a batch over the size limit: lower --batch-size); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cifar10_core.contract import CLASS_NAMES
+from cifar10_core.errors import InvalidInputError
+from cifar10_core.extras import require
+
+from .cli import (
+    EXIT_ITEM_FAILED,
+    EXIT_OK,
+    UsageError,
+    add_connection_args,
+    connection_kwargs,
+    run_main,
+)
+from .errors import ClientError
+from .outputs import KEY, OutputError, ResultFile, result_file
+from .report import summarize, write_confusion_png
+from .results import Classification
+from .sources import Item, Source, SourceError, open_source
+
+if TYPE_CHECKING:  # onnxruntime is the local extra's: imported only when used
+    from cifar10_serving.onnx_model import OnnxModel
+
+PROG = "cifar10-batch"
+TQDM_HINT = "no progress bar: tqdm is missing (pip install 'cifar10-serving[client]')"
+
+Classify = Callable[[list[Item]], Awaitable[list[dict]]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Batch inference over many images with a cifar10-serving server "
+                    "(or in-process with --local), resumable.",
+        epilog="exit codes: 0 ok, 1 the output holds failed items, 2 usage, 3 server "
+               "unavailable, 4 other server error, 5 missing optional dependency, 6 message "
+               "too large, 130 interrupted",
+    )
+    parser.add_argument("input", help="folder of images (recursive), text file of paths, .npy/.npz, "
+                                      "cifar-10-python.tar.gz or cifar-10-batches-py/")
+    parser.add_argument("-o", "--output", action="append", required=True, metavar="FILE",
+                        help="result file, .csv or .jsonl (repeat for both)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per request [%(default)s]")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="requests in flight at once (--local: batches on threads) [%(default)s]")
+    parser.add_argument("--preprocess", choices=("server", "client"), default="server",
+                        help="files: decode on the server (send as-is) or here (send 32x32 "
+                             "pixels) [%(default)s]")
+    parser.add_argument("--split", choices=("train", "test", "all"), default="all",
+                        help="CIFAR-10 archive/folder: which batches [%(default)s]")
+    parser.add_argument("--local", metavar="MODEL.onnx",
+                        help="run the model in-process with onnxruntime instead of calling a server")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="--local: onnxruntime threads (0: the CPUs available; with --engine: "
+                             "per actor, 0: one) [%(default)s]")
+    parser.add_argument("--engine", choices=("ray",),
+                        help="run the --local model on a distributed engine: ray = Ray Data "
+                             "map_batches over an actor pool of up to --concurrency actors, on "
+                             "this machine or the cluster RAY_ADDRESS names (the 'ray' extra)")
+    parser.add_argument("--confusion-matrix", metavar="PNG",
+                        help="where to write the confusion matrix when labels are known "
+                             "[default: next to the first output, .confusion.png]")
+    parser.add_argument("--no-confusion-matrix", action="store_true", help="do not write the PNG")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="drop the failed items from the outputs and try them again")
+    parser.add_argument("--overwrite", action="store_true", help="start the outputs afresh")
+    parser.add_argument("--limit", type=int, default=0, help="classify at most N new items (0: all)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_connection_args(parser, timeout=60.0)
+    return parser
+
+
+# -- rows ---------------------------------------------------------------------------------
+def _true_label(item: Item) -> str | None:
+    return None if item.label is None else CLASS_NAMES[item.label]
+
+
+def result_row(item: Item, result: Classification) -> dict:
+    return {
+        KEY: item.key, "true_label": _true_label(item), "label": result.label, "index": result.index,
+        "probability": result.probability, "probabilities": result.probabilities,
+        "labels": result.labels, "model_name": result.model_name,
+        "model_version": result.model_version, "error": "", "error_code": "",
+    }
+
+
+def error_row(item: Item, error: ClientError | InvalidInputError, model_name="", model_version="") -> dict:
+    if isinstance(error, ClientError):
+        code, message = error.code.name, error.message
+    else:
+        code, message = getattr(error, "status_name", "INVALID_ARGUMENT"), str(error)
+    return failed_row(item, code, message, model_name, model_version)
+
+
+def failed_row(item: Item, code: str, message: str, model_name="", model_version="") -> dict:
+    return {
+        KEY: item.key, "true_label": _true_label(item), "error": message or code, "error_code": code,
+        "model_name": model_name, "model_version": model_version,
+    }
+
+
+def classify_locally(model: OnnxModel, batch: list[Item]) -> list[dict]:
+    """Rows for ``batch`` from an in-process ``cifar10_serving.onnx_model.OnnxModel``: each item
+    preprocessed with cifar10_core.images, one ``predict`` for the batch (--local and the
+    engine's workers alike)."""
+    rows: list[dict | None] = [None] * len(batch)
+    arrays, positions = [], []
+    for i, item in enumerate(batch):
+        try:
+            arrays.append(item.to_array())
+            positions.append(i)
+        except (ClientError, InvalidInputError) as error:
+            rows[i] = error_row(item, error, model.name, model.version)
+    if arrays:
+        probabilities = model.predict(np.stack(arrays))
+        for i, row in zip(positions, probabilities):
+            result = Classification.from_probabilities(row, CLASS_NAMES, 1, model.name, model.version)
+            rows[i] = result_row(batch[i], result)
+    return rows
+
+
+# -- backends -----------------------------------------------------------------------------
+class RemoteBackend:
+    """Classify batches with the asyncio client (one channel, many concurrent calls)."""
+
+    def __init__(self, connection: dict, preprocess: bool) -> None:
+        self.connection = connection
+        self.preprocess = preprocess
+        self.client = None
+        self.model_name = self.model_version = ""
+
+    async def start(self) -> str:
+        from .aio import AsyncClient
+
+        self.client = AsyncClient(**self.connection)
+        info = await self.client.model_info()
+        self.model_name, self.model_version = info.name, info.version
+        return f"server {self.client.address}, model {info.name} version {info.version}"
+
+    async def classify(self, batch: list[Item]) -> list[dict]:
+        rows: list[dict | None] = [None] * len(batch)
+        images, positions = [], []
+        for i, item in enumerate(batch):
+            try:
+                images.append(item.to_image(self.preprocess))
+                positions.append(i)
+            except ClientError as error:
+                rows[i] = error_row(item, error, self.model_name, self.model_version)
+        if images:
+            results = await self.client.classify_each(images)
+            for i, result in zip(positions, results):
+                item = batch[i]
+                if isinstance(result, ClientError):
+                    rows[i] = error_row(item, result, self.model_name, self.model_version)
+                else:
+                    rows[i] = result_row(item, result)
+        return rows
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+def load_model(path: str, threads: int) -> OnnxModel:
+    """``cifar10_serving.onnx_model.OnnxModel.load`` (contract checks, warm-up); a model that
+    cannot be used is a usage error."""
+    from cifar10_core.errors import ModelLoadError
+    from cifar10_serving.onnx_model import OnnxModel
+
+    try:
+        return OnnxModel.load(path, threads=threads)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class LocalBackend:
+    """Run the model in-process (cifar10_serving.onnx_model.OnnxModel, the server's own model class):
+    the same preprocessing (cifar10_core.images), the same session settings, the same float32
+    probabilities as the server."""
+
+    def __init__(self, model_path: str, threads: int) -> None:
+        self.model_path = model_path
+        self.threads = threads
+        self.model = None
+
+    async def start(self) -> str:
+        from cifar10_serving.settings import available_cpus
+
+        self.model = load_model(self.model_path, self.threads or available_cpus())
+        return f"local model {self.model.name} version {self.model.version} ({self.model_path})"
+
+    async def classify(self, batch: list[Item]) -> list[dict]:
+        # Decoding (Pillow) and onnxruntime both release the GIL: run batches on threads so
+        # that --concurrency batches overlap, as they do on a server.
+        return await asyncio.get_running_loop().run_in_executor(None, classify_locally, self.model, batch)
+
+    async def close(self) -> None:
+        self.model = None
+
+
+# -- the pump -----------------------------------------------------------------------------
+class Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                print(f"{PROG}: {TQDM_HINT}", file=sys.stderr)
+            else:
+                self.bar = tqdm(total=total, unit="img", dynamic_ncols=True,
+                                smoothing=0.1, file=sys.stderr)
+
+    def update(self, n: int, failed: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if failed:
+                self.bar.set_postfix(failed=failed, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+async def pump(
+    items: Iterable[Item],
+    classify: Classify,
+    write: Callable[[list[dict]], None],
+    batch_size: int,
+    concurrency: int,
+    progress: Progress,
+) -> tuple[int, int]:
+    """Classify ``items`` (read lazily) in batches with at most ``concurrency`` in flight;
+    write each batch's rows as it completes. Returns (items done, items failed). A
+    ClientError other than a per-item one propagates and stops the pump (rows written
+    so far stay; batches in flight are dropped and redone by the next run)."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency * 2)
+    counts = [0, 0]
+
+    async def producer() -> None:
+        iterator = iter(items)
+        while batch := list(itertools.islice(iterator, batch_size)):
+            await queue.put(batch)
+        for _ in range(concurrency):
+            await queue.put(None)
+
+    async def worker() -> None:
+        while (batch := await queue.get()) is not None:
+            rows = await classify(batch)
+            write(rows)
+            failed = sum(1 for r in rows if r.get("error"))
+            counts[0] += len(rows)
+            counts[1] += failed
+            progress.update(len(rows), counts[1])
+
+    tasks = [asyncio.create_task(producer())] + [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return counts[0], counts[1]
+
+
+def plan(source: Source, skip_sets: list[set[str]], limit: int) -> Iterator[Item]:
+    """The items still to do, lazily, in source order, each key once."""
+    seen: set[str] = set()
+    taken = 0
+    for item in source:
+        if limit and taken >= limit:
+            return
+        if item.key in seen or all(item.key in s for s in skip_sets):
+            continue
+        seen.add(item.key)
+        taken += 1
+        yield item
+
+
+def writer(files: list[ResultFile], skip_sets: list[set[str]]) -> Callable[[list[dict]], None]:
+    """Append rows to every output, each without the keys it already held."""
+    def write(rows: list[dict]) -> None:
+        for file, skip in zip(files, skip_sets):
+            file.write([r for r in rows if r[KEY] not in skip] if skip else rows)
+
+    return write
+
+
+def _run_on_engine(args, todo, total, files, skip_sets) -> tuple[int, int, float, str]:
+    from .engine import run_on_ray
+
+    progress = Progress(total, enabled=not args.no_progress)
+    try:
+        return run_on_ray(todo, writer(files, skip_sets), progress, args.local, args.batch_size,
+                          args.concurrency, args.threads)
+    finally:
+        progress.close()
+
+
+async def _run_async(args, backend, todo, total, files, skip_sets) -> tuple[int, int, float, str]:
+    description = await backend.start()
+
+    write = writer(files, skip_sets)
+    progress = Progress(total, enabled=not args.no_progress)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    try:
+        done, failed = await pump(
+            todo, backend.classify, write, args.batch_size, args.concurrency, progress,
+        )
+    finally:
+        progress.close()
+        await backend.close()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return done, failed, seconds, f"{description}; client CPU {cpu / max(done, 1) * 1e6:.0f} us per image"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.concurrency < 1:
+        raise UsageError("--batch-size and --concurrency must be at least 1")
+    if args.limit < 0:
+        raise UsageError("--limit must not be negative")
+    if len({str(Path(p).resolve()) for p in args.output}) != len(args.output):
+        raise UsageError("the same output is given twice")
+    try:
+        files: list[ResultFile] = [result_file(p) for p in args.output]
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
+    if args.engine and not args.local:
+        raise UsageError("--engine runs the model of --local MODEL.onnx: give it")
+    if args.engine:
+        require(f"--engine {args.engine}", args.engine, "onnxruntime", "ray.data")
+        load_model(args.local, 1)  # the engine's workers load it: check it here first
+    if args.local:
+        require("--local", "local", "onnxruntime")  # before any output is opened
+        backend = LocalBackend(args.local, args.threads)
+    else:
+        backend = RemoteBackend(connection_kwargs(args), preprocess=args.preprocess == "client")
+    try:
+        source = open_source(args.input, args.split)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    if len(source) == 0:
+        raise UsageError(f"{args.input}: no images found")
+
+    try:
+        skip_sets = [f.open(overwrite=args.overwrite, drop_errors=args.retry_errors) for f in files]
+    except OutputError as exc:
+        for f in files:
+            f.close()
+        raise UsageError(str(exc)) from None
+    try:
+        total = sum(1 for _ in plan(source, skip_sets, args.limit))
+        already = sum(1 for item in source if all(item.key in s for s in skip_sets))
+        print(f"{PROG}: {args.input} ({source.kind}): {len(source)} items, {already} "
+              f"already in the output, {total} to do", file=sys.stderr)
+        if total and args.engine:
+            done, failed, seconds, description = _run_on_engine(
+                args, plan(source, skip_sets, args.limit), total, files, skip_sets)
+        elif total:
+            done, failed, seconds, description = asyncio.run(
+                _run_async(args, backend, plan(source, skip_sets, args.limit), total, files, skip_sets)
+            )
+        if total:
+            print(f"{PROG}: {description}", file=sys.stderr)
+            print(f"{PROG}: classified {done} items ({failed} failed) in {seconds:.1f} s: "
+                  f"{done / seconds if seconds > 0 else 0:.0f} images/s", file=sys.stderr)
+    finally:
+        for f in files:
+            f.close()
+
+    summary = summarize(files[0].outcomes)
+    print(summary.text())
+    if source.labels_known and summary.labelled and not args.no_confusion_matrix:
+        target = args.confusion_matrix or str(Path(args.output[0]).with_suffix(".confusion.png"))
+        try:
+            write_confusion_png(summary, target, title=Path(args.input).name)
+            print(f"confusion matrix: {target}")
+        except ImportError as exc:
+            print(f"{PROG}: warning: {exc}", file=sys.stderr)
+    return EXIT_ITEM_FAILED if summary.failed else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_main(lambda: run(args), PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The synchronous client for the ``cifar10.v2.Classifier`` service."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+
+from .base import ClientBase, stop_waiting
+from .connection import call_unary
+from .errors import ClientError
+from .inputs import ImageInput
+from .messages import Outcome, all_classified, build_request, each_or_refused, outcomes
+from .results import Classification, ModelInfo
+
+
+class Client(ClientBase):
+    """Blocking client. Thread-safe; one channel, reused; use as a context manager.
+
+    Every call has a deadline (``timeout`` seconds, the client's default unless given) that
+    also bounds its retries; every failure raises :class:`ClientError`.
+
+    >>> with Client("localhost:8500") as client:              # doctest: +SKIP
+    ...     result = client.classify("cat.png")
+    ...     print(result.label, result.probability)
+    """
+
+    # -- lifecycle ------------------------------------------------------------------
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, timeout: float | None):
+        return call_unary(method, request, self._deadline(timeout))
+
+    def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> list[Outcome]:
+        return outcomes(self._call(self._stub.Classify, request, timeout), len(request.images))
+
+    # -- API ----------------------------------------------------------------------
+    def classify(
+        self,
+        image: ImageInput,
+        *,
+        top_k: int = 1,
+        timeout: float | None = None,
+        preprocess: bool | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> Classification:
+        """Classify one image (a path, encoded bytes, a PIL image or a uint8 array)."""
+        results = self.classify_images(
+            [self._image(image, preprocess)], top_k=top_k, timeout=timeout,
+            model_name=model_name, model_version=model_version,
+        )
+        return results[0]
+
+    def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        top_k: int = 1,
+        timeout: float | None = None,
+        preprocess: bool | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> list[Classification]:
+        """Classify a batch in one call: a sequence of images or an NxHxW[xC] uint8 array."""
+        return self.classify_images(
+            self._images(images, preprocess), top_k=top_k, timeout=timeout,
+            model_name=model_name, model_version=model_version,
+        )
+
+    def classify_images(
+        self,
+        images: Sequence[pb.Image],
+        *,
+        top_k: int = 1,
+        timeout: float | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> list[Classification]:
+        """Classify already-built protobuf ``Image`` messages in one call; a bad image
+        raises its ClientError (see :meth:`classify_each` to keep the others)."""
+        request = build_request(images, top_k, model_name, model_version)
+        return all_classified(self._classify(request, timeout))
+
+    def classify_each(
+        self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None
+    ) -> list[Classification | ClientError]:
+        """Like :meth:`classify_images`, in one call, but a bad image does not fail the others:
+        the list holds a ClientError (INVALID_ARGUMENT, ``item``: the image's index) in its
+        place. A request the server refuses as a whole with INVALID_ARGUMENT (every image
+        bad) gives that error for each image; other failures raise."""
+        request = build_request(images, top_k)
+        try:
+            return self._classify(request, timeout)
+        except ClientError as error:
+            return each_or_refused(len(request.images), error)
+
+    def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        """Name, version, labels and input spec of the served model."""
+        return ModelInfo.from_proto(self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout))
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The gRPC health status name (``"SERVING"``, ``"NOT_SERVING"``, ...) of ``service``
+        (``""``: the whole server)."""
+        check, request, statuses = self._health_check(service)
+        return statuses.Name(self._call(check, request, timeout).status)
+
+    def wait_until_serving(self, timeout: float = 30.0, service: str = "") -> None:
+        """Block until health says SERVING (retrying while unavailable) or raise ClientError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            error = None
+            try:
+                if self.health(service, timeout=max(0.01, min(remaining, 2.0))) == "SERVING":
+                    return
+            except ClientError as exc:
+                error = exc
+            stop_waiting(error, deadline, timeout)
+            time.sleep(0.1)

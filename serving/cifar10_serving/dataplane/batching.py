@@ -1,0 +1,342 @@
+"""Dynamic batching: concurrent requests merged into one model run. No gRPC in here.
+
+``Batcher.submit(images, deadline)`` is awaited from an asyncio event loop. Requests wait
+in a bounded queue; a worker thread takes as many queued images as fit in
+``max_batch_size``, runs them as one batch off the event loop, splits the answer and
+hands each caller its rows back through ``loop.call_soon_threadsafe``. ``workers`` (default
+1) worker threads share the queue: Triton's model instances, one model run per worker.
+
+Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
+
+* While the worker is busy, new requests queue up; when it is free it takes everything
+  queued (up to ``max_batch_size``) at once. With ``max_queue_delay`` 0 (the default, chosen
+  by measurement: on a CPU the model run itself is the natural batching window) an idle
+  worker never waits, so a lone request pays no batching delay.
+* ``max_queue_delay`` > 0 makes the worker wait up to that long for a batch to fill.
+* The queue holds at most ``max_queue_size`` images; beyond that ``submit`` raises
+  ``OverloadedError`` (RESOURCE_EXHAUSTED) at once instead of letting latency grow.
+* A request whose deadline passed while it waited is not computed: it gets
+  ``DeadlineExceededError``. A cancelled caller's request is dropped the same way.
+* A request larger than ``max_batch_size`` is split into chunks that run in order;
+  the caller gets the rows back concatenated.
+* Each request carries a ``key`` (the serving core's: the model it was admitted under), and
+  only requests of one key (the same object) share a run: every chunk of a request runs
+  with its own key, even when newer requests queue up under another.
+* With one worker there is one model run at a time, which then uses every CPU we may use.
+  With ``workers`` > 1, that many runs overlap; a run that starts beside another should get
+  a share of the CPUs (``cifar10_serving.onnx_model``'s elastic threads), so a worker that loses its CPU
+  for a moment delays only its own batch instead of every thread of one shared run.
+* A worker starts a run beside another only for a full batch (``max_batch_size`` images
+  queued); otherwise it leaves the queue to fill until a run ends. So extra workers add
+  parallel runs under heavy traffic (big requests, deep queues) and never split light
+  traffic into many small runs.
+* An idle worker is woken only when a run may start, and it is the one that went idle last:
+  under light load one thread does every run (``_wake``).
+
+``run`` is any callable ``run(batch, key) -> outputs`` with one output row per input row;
+``key`` is the one its requests were submitted with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from cifar10_core.errors import DeadlineExceededError, OverloadedError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[np.ndarray, Any], np.ndarray]
+
+
+class _Item:
+    __slots__ = ("images", "size", "future", "loop", "deadline", "key")
+
+    def __init__(self, images, size, future, loop, deadline, key):
+        self.images = images
+        self.size = size
+        self.future = future
+        self.loop = loop
+        self.deadline = deadline
+        self.key = key
+
+
+def _set_result(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _deliver(results: list) -> None:
+    """Runs on the event loop: resolve the futures of one batch."""
+    for future, value, exc in results:
+        if not future.done():
+            if exc is None:
+                future.set_result(value)
+            else:
+                future.set_exception(exc)
+
+
+class Batcher:
+    """Merges concurrent ``submit`` calls into batched ``run`` calls on one worker thread."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        max_batch_size: int = 64,
+        max_queue_delay: float = 0.0,
+        max_queue_size: int = 2048,
+        on_batch: Callable[[int], None] | None = None,
+        name: str = "batcher",
+        workers: int = 1,
+    ):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if max_queue_size < max_batch_size:
+            raise ValueError("max_queue_size must be at least max_batch_size")
+        self._run = run
+        self.max_batch_size = int(max_batch_size)
+        self.max_queue_delay = float(max_queue_delay)
+        self.max_queue_size = int(max_queue_size)
+        self._on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._queued = 0  # images in _queue
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # the lock, for ``with``
+        self._sleepers: list[threading.Condition] = []  # idle workers, most recent last
+        self._closing = False
+        self._running = 0  # model runs in flight
+        self._stats_lock = threading.Lock()
+        self.batches = 0  # counters, for tests and logs
+        self.images = 0
+        self._threads = [
+            threading.Thread(target=self._work, name=name if workers == 1 else f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
+
+    @property
+    def queued(self) -> int:
+        """Images waiting in the queue (not yet taken into a batch)."""
+        return self._queued
+
+    async def submit(self, images: np.ndarray, deadline: float | None = None,
+                     key: Any = None) -> np.ndarray:
+        """Queue ``images`` (N rows, N >= 1) and wait for their ``run(batch, key)`` outputs.
+
+        ``deadline`` is a ``time.monotonic()`` instant; None waits as long as needed. Only
+        requests with the same ``key`` share a run; every chunk of a request larger than
+        ``max_batch_size`` runs with its ``key``. Raises OverloadedError, UnavailableError
+        (closed), DeadlineExceededError, or whatever ``run`` raised for a batch of these rows.
+        """
+        n = len(images)
+        step = self.max_batch_size
+        loop = asyncio.get_running_loop()
+        futures = []
+        with self._cond:
+            if self._closing:
+                raise UnavailableError("server is shutting down")
+            if n > self.max_queue_size:
+                raise OverloadedError(
+                    f"request of {n} images can never fit in the queue of {self.max_queue_size} "
+                    f"images; send fewer", retry_after_ms=None,
+                )
+            if self._queued + n > self.max_queue_size:
+                raise OverloadedError(
+                    f"request queue is full ({self._queued} of {self.max_queue_size} images "
+                    f"queued, {n} more asked); retry later or send fewer"
+                )
+            for start in range(0, n, step):
+                chunk = images[start:start + step] if n > step else images
+                futures.append(loop.create_future())
+                self._queue.append(_Item(chunk, len(chunk), futures[-1], loop, deadline, key))
+            self._queued += n
+            self._wake()
+        if len(futures) == 1:
+            return await futures[0]
+        try:
+            parts = await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return np.concatenate(parts)
+
+    def _wake(self) -> None:
+        """Under the lock: if a run may start now, wake the idle worker that went idle last.
+
+        Only then: a wake is a system call on the event loop's thread and a context switch
+        to a worker that needs the GIL, and with a run in flight and less than a full batch
+        queued a woken worker would only go back to sleep (``_may_start``). A worker that ends
+        a run looks at the queue itself; one that takes a batch passes the wake on if another
+        run may still start (``_work``).
+
+        The last one (a stack, not a queue): under light load one worker then does every
+        run, on a core whose caches still hold the model. Taking turns (a condition variable's
+        order) made a lone 1-image run on this host's 2 vCPUs 1.5 times slower (1,168 against
+        762 us; docs/benchmarks.md)."""
+        if self._sleepers and self._may_start():
+            self._sleepers.pop().notify()
+
+    def _sleep(self, mine: threading.Condition, timeout: float | None = None) -> None:
+        """Under the lock: wait on ``mine`` (this worker's) for a wake, or ``timeout``."""
+        self._sleepers.append(mine)
+        try:
+            mine.wait(timeout)
+        finally:
+            if mine in self._sleepers:  # timed out (or closing) without being woken
+                self._sleepers.remove(mine)
+
+    # -- worker thread ------------------------------------------------------------------
+
+    def _may_start(self) -> bool:
+        """Under the lock: a run may start now (see the module docstring)."""
+        if not self._queue:
+            return False
+        return self._running == 0 or self._queued >= self.max_batch_size or self._closing
+
+    def _take(self) -> tuple[list[_Item], list[_Item]]:
+        """Under the lock: pop the next batch (queued items in order, all of the first one's
+        key, up to ``max_batch_size`` images), and the expired or cancelled items."""
+        batch: list[_Item] = []
+        dropped: list[_Item] = []
+        total = 0
+        now = None
+        queue = self._queue
+        while queue:
+            item = queue[0]
+            if item.future.done():  # cancelled by the caller
+                queue.popleft()
+                self._queued -= item.size
+                continue
+            if item.deadline is not None:
+                if now is None:
+                    now = time.monotonic()
+                if item.deadline <= now:
+                    queue.popleft()
+                    self._queued -= item.size
+                    dropped.append(item)
+                    continue
+            if total + item.size > self.max_batch_size or (batch and item.key is not batch[0].key):
+                break
+            queue.popleft()
+            self._queued -= item.size
+            batch.append(item)
+            total += item.size
+        return batch, dropped
+
+    def _work(self) -> None:
+        cond = self._cond
+        mine = threading.Condition(self._lock)
+        while True:
+            with cond:
+                while not self._may_start():
+                    if self._closing and not self._queue:
+                        return
+                    self._sleep(mine)
+                if self.max_queue_delay > 0 and self._queued < self.max_batch_size:
+                    end = time.monotonic() + self.max_queue_delay
+                    while self._queued < self.max_batch_size and not self._closing:
+                        remaining = end - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._sleep(mine, remaining)
+                batch, dropped = self._take()
+                if batch:
+                    self._running += 1
+                self._wake()  # more than one run's worth is queued: the next worker
+            if dropped:
+                self._fail(dropped, None)
+            if batch:
+                try:
+                    self._run_batch(batch)
+                finally:
+                    with cond:
+                        self._running -= 1
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        try:
+            if len(batch) == 1:
+                inputs = batch[0].images
+            else:
+                inputs = np.concatenate([item.images for item in batch])
+            outputs = self._run(inputs, batch[0].key)
+        except BaseException as exc:  # handed to every caller of the batch
+            self._fail(batch, exc)
+            return
+        with self._stats_lock:
+            self.batches += 1
+            self.images += len(inputs)
+        if self._on_batch is not None:
+            try:
+                self._on_batch(len(inputs))
+            except Exception:
+                log.exception("on_batch callback failed")
+        if len(batch) == 1:
+            item = batch[0]
+            self._post(item.loop, [(item.future, outputs, None)])
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        start = 0
+        for item in batch:
+            end = start + item.size
+            by_loop.setdefault(item.loop, []).append((item.future, outputs[start:end], None))
+            start = end
+        for loop, results in by_loop.items():
+            self._post(loop, results)
+
+    def _fail(self, items: list[_Item], exc: BaseException | None) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for item in items:
+            error = exc if exc is not None else DeadlineExceededError(
+                "deadline expired while the request was queued; not computed"
+            )
+            by_loop.setdefault(item.loop, []).append((item.future, None, error))
+        for loop, results in by_loop.items():
+            self._post(loop, results)
+
+    @staticmethod
+    def _post(loop: asyncio.AbstractEventLoop, results: list) -> None:
+        try:
+            loop.call_soon_threadsafe(_deliver, results)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            pass
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close_nowait(self) -> None:
+        """Refuse new requests; the worker finishes what is queued, then exits."""
+        with self._cond:
+            self._closing = True
+            while self._sleepers:
+                self._sleepers.pop().notify()
+
+    async def close(self, timeout: float | None = None) -> bool:
+        """Refuse new requests, finish the queued ones; True if the workers ended in time."""
+        self.close_nowait()
+        return await asyncio.get_running_loop().run_in_executor(None, self.join, timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for every worker (``timeout`` for all of them together); True if all ended."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)

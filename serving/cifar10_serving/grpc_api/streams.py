@@ -1,0 +1,116 @@
+"""Pipelined bidirectional streams, shared by ClassifyStream and ModelStreamInfer.
+
+Up to ``window`` messages are answered at once (each its own task, so their images can share
+a batch); the answers go out in request order. A message that fails, or does not parse
+(``cifar10_serving.grpc_api.parsing.Malformed``), gets an error answer built by the servicer, and the
+stream goes on. Each message is recorded like an RPC
+(``observe(method, code, seconds)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from cifar10_serving.grpc_api.status import RequestObserver, status_of
+from cifar10_serving.grpc_api.parsing import Malformed
+
+STREAM_WINDOW = 64
+"""Messages in flight per stream."""
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+async def pipelined(
+    requests: AsyncIterable[Req],
+    answer: Callable[[Req], Awaitable[Resp]],
+    error_answer: Callable[[Req, str, str], Resp],
+    *,
+    method: str,
+    observe: RequestObserver | None = None,
+    window: int = STREAM_WINDOW,
+    stopping: asyncio.Event | None = None,
+    context: grpc.aio.ServicerContext | None = None,
+) -> AsyncIterator[Resp]:
+    """``answer(request)`` for each request, in order; ``error_answer(request, code name,
+    message)`` for one that raised.
+
+    Once ``stopping`` is set (the server shuts down), no further message is read; those read
+    are answered, then the stream ends with UNAVAILABLE (``context``) so that the client
+    sends the rest elsewhere. A stream the client closed first ends OK as usual.
+    """
+    pending: asyncio.Queue = asyncio.Queue(maxsize=window)
+    done = object()
+    state = {"reading": False, "stopped": False}
+
+    async def one(request: Req) -> Resp:
+        started = time.perf_counter()
+        try:
+            if type(request) is Malformed:
+                request, exc = request.empty(), request.error()
+                raise exc
+            response = await answer(request)
+            code = "OK"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            status, message = status_of(exc, method)
+            code = status.name
+            response = error_answer(request, code, message)
+        if observe is not None:
+            observe(method, code, time.perf_counter() - started)
+        return response
+
+    async def read() -> None:
+        iterator = aiter(requests)
+        try:
+            while not state["stopped"]:
+                state["reading"] = True
+                try:
+                    request = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    state["reading"] = False
+                await pending.put(asyncio.ensure_future(one(request)))
+        except asyncio.CancelledError:
+            if not state["stopped"]:
+                raise
+        finally:
+            await pending.put(done)
+
+    reader = asyncio.ensure_future(read())
+
+    def stop(_: object = None) -> None:
+        state["stopped"] = True
+        if state["reading"]:  # waiting for the client's next message: stop waiting
+            reader.cancel()
+
+    watcher = None
+    if stopping is not None:
+        watcher = asyncio.ensure_future(stopping.wait())
+        watcher.add_done_callback(stop)
+    try:
+        while True:
+            item = await pending.get()
+            if item is done:
+                break
+            yield await item
+        await reader  # re-raise a reader failure, if any
+        if state["stopped"] and context is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "server shutting down: every message read was answered; "
+                                "send the rest elsewhere")
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        reader.cancel()
+        while not pending.empty():
+            item = pending.get_nowait()
+            if item is not done:
+                item.cancel()

@@ -1,0 +1,1 @@
+"""The server process: worker processes, memory, the event loop and logging."""

@@ -1,0 +1,124 @@
+"""Run the full server on a background thread with its own event loop.
+
+For tests, benchmarks and notebooks: the same ``ServingCore`` and ``ServingServer`` as
+``cifar10-serve``, without signals or a subprocess::
+
+    with BackgroundServer(Settings(model_path=..., port=0, metrics_port=-1)) as srv:
+        channel = grpc.insecure_channel(srv.address)
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+
+from cifar10_serving.assembly import build_core
+from cifar10_serving.dataplane.plane import ServingCore
+from cifar10_serving.observability.metrics import Metrics
+from cifar10_serving.grpc_api.server import ServingServer, create_server
+from cifar10_serving.settings import Settings
+
+
+class BackgroundServer:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.core: ServingCore | None = None
+        self.server: ServingServer | None = None
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()  # guards _loop_ending against begin_stop
+        self._loop_ending = False
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        self._thread = threading.Thread(target=self._main, name="grpc-server", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("server did not start in time")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _main(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._run())
+        finally:
+            with self._lock:
+                self._loop_ending = True
+            # Run what begin_stop scheduled just before the end, so its futures complete.
+            self.loop.run_until_complete(self._finish_pending())
+            self.loop.close()
+
+    @staticmethod
+    async def _finish_pending() -> None:
+        await asyncio.sleep(0)
+        current = asyncio.current_task()
+        await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not current),
+                             return_exceptions=True)
+
+    async def _run(self) -> None:
+        try:
+            self.core = build_core(self.settings, self.metrics)
+            self.server, self.port = create_server(self.settings, self.core, self.metrics)
+            await self.server.start()
+            if self.settings.metrics_port >= 0:
+                self.metrics_port = self.metrics.serve("127.0.0.1", self.settings.metrics_port)
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        await self.server.wait_for_termination()
+
+    def call(self, coro, timeout: float | None = 60.0):
+        """Run a coroutine on the server's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def begin_stop(self, grace: float | None = None) -> concurrent.futures.Future:
+        """Start a graceful stop without waiting (a concurrent.futures.Future).
+
+        Once the server has ended on its own, the future is already done.
+        """
+
+        async def go():
+            await self.server.stop(grace)
+
+        with self._lock:
+            if not self._loop_ending:
+                return asyncio.run_coroutine_threadsafe(go(), self.loop)
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        done.set_result(None)
+        return done
+
+    def stop(self, grace: float | None = 0.0, timeout: float = 30.0) -> None:
+        """Stop gracefully and wait for the server thread to end (TimeoutError if it does not)."""
+        if self._thread is None:
+            return
+        end = time.monotonic() + timeout
+        if self._thread.is_alive() and self.server is not None:
+            future = self.begin_stop(grace)
+            while not future.done() and self._thread.is_alive() and time.monotonic() < end:
+                self._thread.join(0.05)
+        self._thread.join(max(0.0, end - time.monotonic()))
+        if self._thread.is_alive():
+            raise TimeoutError(f"server did not stop within {timeout:.0f} s")
+        self.metrics.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
