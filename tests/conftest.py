@@ -22,7 +22,7 @@ Fixtures
 ``channel``
     A ``grpc.insecure_channel`` to ``server``, closed afterwards.
 
-A free TCP port for a test's own use: ``from bench.ports import free_port``.
+A free TCP port for a test's own use: ``from tests.ports import free_port``.
 """
 
 from __future__ import annotations

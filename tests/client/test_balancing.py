@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_client import AsyncClient, Client
 from cifar10_client.connection import channel_target, split_addresses
 from cifar10_client.errors import ClientError

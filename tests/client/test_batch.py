@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_client.batch import main
 from cifar10_client.outputs import JsonlFile
 from cifar10_core.contract import CLASS_NAMES

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_client.cli import main
 from tests.client.helpers import image_folder
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_core import images
 from cifar10_client import (
     AsyncClient,

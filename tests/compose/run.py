@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_core import contract, images
 from cifar10_client import Client, ClientError
 from cifar10_serving.onnx_model import OnnxModel

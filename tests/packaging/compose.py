@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.ports import free_port
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -25,7 +25,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from bench.ports import free_port
+from tests.ports import free_port
 from tests.packaging import compose
 
 ROOT = compose.ROOT

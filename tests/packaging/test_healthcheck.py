@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_serving import healthcheck
 
 

@@ -18,7 +18,7 @@ import time
 import grpc
 import pytest
 
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 from cifar10_protos.inference import grpc_service_pb2 as ipb

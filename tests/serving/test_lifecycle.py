@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 from tests.serving import models

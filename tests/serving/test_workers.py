@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from bench import proctree
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
 from cifar10_serving.settings import Settings, available_cpus

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.ports import free_port
+from tests.ports import free_port
 from cifar10_training import data, fetch
 from tests.training import cifar_files
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.ports import free_port
+from tests.ports import free_port
 from tests.training import cifar_files
 
 pytestmark = [pytest.mark.training, pytest.mark.slow]
