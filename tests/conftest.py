@@ -8,15 +8,15 @@ Fixtures
 
 ``server_factory``
     ``server_factory(model_path=None, **settings_overrides) -> BackgroundServer``: starts the
-    real gRPC server (cifar10_serving.grpc_api.server.ServingServer + cifar10_serving.dataplane.plane.ServingCore, real
+    real server (cifar10_serving.service.Service: the data plane, the gRPC door, real
     onnxruntime) in-process on a background event-loop thread, on a free port (port 0),
     metrics off unless ``metrics_port=0`` is passed. Stopped at the end of the test.
     ``model_path`` defaults to ``tiny_model_path``.
 
 ``server``
     ``server_factory()`` with the defaults: the tiny model, port 0. Useful attributes:
-    ``server.address`` ("localhost:PORT"), ``server.port``, ``server.core``
-    (cifar10_serving.dataplane.plane.ServingCore), ``server.settings``, ``server.metrics``,
+    ``server.address`` ("localhost:PORT"), ``server.port``, ``server.plane``
+    (cifar10_serving.dataplane.plane.DataPlane), ``server.service``, ``server.settings``, ``server.metrics``,
     ``server.call(coro)`` (run a coroutine on the server's loop), ``server.stop(grace)``.
 
 ``channel``

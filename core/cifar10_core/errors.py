@@ -68,7 +68,6 @@ class UnavailableError(ServingError):
     def __init__(self, message: str, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
-        self.hold = None  # an asyncio.Event to wait for before answering (shutdown), or None
 
 
 class DeadlineExceededError(ServingError):

@@ -6,7 +6,6 @@ client's) answers with one line naming the extra, exit status 2, instead of a tr
 
 from __future__ import annotations
 
-import gc
 import sys
 
 from cifar10_core.extras import MissingExtraError, require
@@ -17,7 +16,6 @@ SERVE_MODULES = ("onnxruntime", "prometheus_client", "grpc_reflection", "grpc_he
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server (``cifar10_serving.startup.main``) if the serve extra is installed."""
-    gc.disable()  # no collections while the server imports and loads (CycleCollector.pause)
     try:
         # Looked up, not imported: the server imports them in the order that keeps its cold
         # start short (cifar10_serving.startup).

@@ -1,11 +1,12 @@
 """The ``cifar10-serve`` process from start to exit, ordered for a short cold start.
 
-Most of a cold start is imports (numpy, onnxruntime, grpc, protobuf, Prometheus: a few
-tenths of a second, all holding the GIL) and loading the model (onnxruntime sessions and
-warm-up runs: about 0.1 s, mostly outside the GIL). So the model loads on a thread as soon
-as its own modules are imported, while this thread imports grpc, protobuf and
-Prometheus; the port opens once both are done (docs/benchmarks.md, "Serving speed (issue
-14): session of 2026-12-02").
+Most of a cold start is imports (numpy, onnxruntime, grpc, protobuf, Prometheus, all
+holding the GIL) and loading the model (onnxruntime sessions and warm-up runs, mostly
+outside the GIL). So the model loads on a thread as soon as its own modules are imported,
+while this thread imports grpc, protobuf and Prometheus; the port opens once both are done.
+
+SIGTERM or SIGINT: a graceful stop (``cifar10_serving.lifecycle``); SIGHUP reloads the
+model. ``--workers N`` runs N such processes on one port (``cifar10_serving.process.workers``).
 
 Exit status: 0 after a graceful stop; 1 for a model that cannot be loaded, a port that
 cannot be bound or a worker that failed; 2 for a bad flag or environment value.
@@ -13,6 +14,7 @@ cannot be bound or a worker that failed; 2 for a bad flag or environment value.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -31,15 +33,18 @@ from cifar10_serving.settings import Settings
 from cifar10_serving.process.workers import Workers, reserve_port
 
 if TYPE_CHECKING:
+    from cifar10_serving.dataplane.plane import DataPlane
     from cifar10_serving.observability.metrics import Metrics
-    from cifar10_serving.dataplane.plane import ServingCore
 
-log = logging.getLogger("cifar10_serving.grpc_api.server")
+log = logging.getLogger("cifar10_serving.server")
+
+SUPERVISE_INTERVAL_S = 0.1
+"""How often the first of several workers looks for a worker that has ended."""
 
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
-    CycleCollector.pause()  # until the server has started (ServingServer.start)
+    CycleCollector.pause()  # until the server has started (Service.start)
     try:
         settings = Settings.from_args(sys.argv[1:] if argv is None else argv)
     except ValueError as exc:
@@ -74,23 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     first = workers is None or workers.is_first
     # numpy and onnxruntime first, then the model loads on its thread while grpc, protobuf
     # and Prometheus import here (see the module docstring).
-    from cifar10_serving.assembly import build_core, model_loader
+    from cifar10_serving.assembly import build_plane, model_loader
 
     load = model_loader(settings)
     loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
     loading = loader.submit(load, settings.model_path)
     loader.shutdown(wait=False)  # the thread ends once the model is loaded
     from cifar10_serving.observability.metrics import Metrics
-    from cifar10_serving.grpc_api.server import serve
 
     metrics = Metrics()
     code = 1
     try:
-        core = build_core(settings, metrics, model=loading.result())
+        plane = build_plane(settings, metrics, model=loading.result())
         if settings.metrics_port >= 0 and first:
             port = metrics.serve(settings.host, settings.metrics_port)
             log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, port)
-        code = run(_serve_with_timing(serve, settings, metrics, core, started, workers))
+        log.info("model ready %.0f ms after start", (time.perf_counter() - started) * 1000)
+        code = run(serve(settings, metrics, plane, workers))
     except ModelLoadError as exc:
         if first:  # the other workers read the same file: one line says it
             print(f"cifar10-serve: error: {exc}", file=sys.stderr)
@@ -102,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         if workers is not None and first:
             if workers.children:  # start-up failed here: the others stop too (quietly: the
                 workers.signal(signal.SIGTERM)  # error line above says why)
-                import asyncio
-
                 asyncio.run(workers.wait(settings.grace_seconds + 5.0, report=False))
             reservation.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -116,10 +119,47 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-async def _serve_with_timing(serve, settings: Settings, metrics: Metrics, core: ServingCore,
-                             started: float, workers: Workers | None = None) -> int:
-    log.info("model ready %.0f ms after start", (time.perf_counter() - started) * 1000)
-    return await serve(settings, metrics, core, workers)
+async def serve(settings: Settings, metrics: Metrics, plane: DataPlane,
+                workers: Workers | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status. ``workers``: this process's share of
+    ``--workers`` (the first process passes signals on and supervises the others)."""
+    from cifar10_serving.observability.metrics import mark_process_dead
+    from cifar10_serving.service import Service
+
+    service = Service(settings, metrics, plane)
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: int) -> None:
+        if workers is not None:
+            workers.signal(sig)
+        service.stop()
+
+    def reload() -> None:
+        if workers is not None:
+            workers.signal(signal.SIGHUP)
+        plane.models.request_reload()
+
+    async def supervise() -> None:  # the first process of several: has a worker ended?
+        while True:  # polled: uvloop keeps SIGCHLD to itself
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            workers.reap(mark_process_dead)
+            if workers.failed and not workers.stopping:
+                stop(signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await service.start()
+    if workers is None or workers.is_first:
+        print(f"cifar10-serve: listening on port {service.port}", file=sys.stderr, flush=True)
+    if workers is None or not workers.children:
+        await service.wait()
+        return 0
+    supervisor = asyncio.ensure_future(supervise())
+    await service.wait()
+    supervisor.cancel()
+    await workers.wait(settings.grace_seconds + 5.0, mark_process_dead)
+    return 1 if workers.failed else 0
 
 
 if __name__ == "__main__":

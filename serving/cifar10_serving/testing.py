@@ -1,7 +1,7 @@
 """Run the full server on a background thread with its own event loop.
 
-For tests, benchmarks and notebooks: the same ``ServingCore`` and ``ServingServer`` as
-``cifar10-serve``, without signals or a subprocess::
+For tests, benchmarks and notebooks: the same ``Service`` as ``cifar10-serve``, without
+signals or a subprocess::
 
     with BackgroundServer(Settings(model_path=..., port=0, metrics_port=-1)) as srv:
         channel = grpc.insecure_channel(srv.address)
@@ -15,19 +15,18 @@ import concurrent.futures
 import threading
 import time
 
-from cifar10_serving.assembly import build_core
-from cifar10_serving.dataplane.plane import ServingCore
 from cifar10_serving.observability.metrics import Metrics
-from cifar10_serving.grpc_api.server import ServingServer, create_server
+from cifar10_serving.service import Service
 from cifar10_serving.settings import Settings
 
 
 class BackgroundServer:
+    """``Service`` on a thread of its own (``service``: it, once started; ``port``: its port)."""
+
     def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
-        self.core: ServingCore | None = None
-        self.server: ServingServer | None = None
+        self.service: Service | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -36,6 +35,11 @@ class BackgroundServer:
         self._error: BaseException | None = None
         self._lock = threading.Lock()  # guards _loop_ending against begin_stop
         self._loop_ending = False
+
+    @property
+    def plane(self):
+        """The service's data plane (``cifar10_serving.dataplane.plane.DataPlane``)."""
+        return self.service.plane
 
     @property
     def address(self) -> str:
@@ -71,9 +75,9 @@ class BackgroundServer:
 
     async def _run(self) -> None:
         try:
-            self.core = build_core(self.settings, self.metrics)
-            self.server, self.port = create_server(self.settings, self.core, self.metrics)
-            await self.server.start()
+            self.service = Service(self.settings, self.metrics)
+            self.port = self.service.port
+            await self.service.start()
             if self.settings.metrics_port >= 0:
                 self.metrics_port = self.metrics.serve("127.0.0.1", self.settings.metrics_port)
         except BaseException as exc:
@@ -81,7 +85,7 @@ class BackgroundServer:
             self._started.set()
             return
         self._started.set()
-        await self.server.wait_for_termination()
+        await self.service.wait()
 
     def call(self, coro, timeout: float | None = 60.0):
         """Run a coroutine on the server's loop and return its result."""
@@ -94,7 +98,7 @@ class BackgroundServer:
         """
 
         async def go():
-            await self.server.stop(grace)
+            await self.service.stop(grace)
 
         with self._lock:
             if not self._loop_ending:
@@ -108,7 +112,7 @@ class BackgroundServer:
         if self._thread is None:
             return
         end = time.monotonic() + timeout
-        if self._thread.is_alive() and self.server is not None:
+        if self._thread.is_alive() and self.service is not None:
             future = self.begin_stop(grace)
             while not future.done() and self._thread.is_alive() and time.monotonic() < end:
                 self._thread.join(0.05)

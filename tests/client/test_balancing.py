@@ -39,7 +39,7 @@ class Replica:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CIFAR10_")}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(model),
+            [sys.executable, "-m", "cifar10_serving", "--model-path", str(model),
              "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
              "--reload-interval-s", "0", "--log-level", "WARNING", *flags],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

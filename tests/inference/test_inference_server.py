@@ -6,7 +6,6 @@ cases with Triton's own client.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -45,7 +44,7 @@ def test_infer_raw_typed_and_classification(server, stub):
     assert raw.raw_output_contents == typed.raw_output_contents
     probs = np.frombuffer(raw.raw_output_contents[0], dtype="<f4").reshape(4, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
-    want = server.core.model.predict(x)
+    want = server.plane.models.default.predict(x)
     np.testing.assert_allclose(probs, want, rtol=1e-6)
 
     request = infer_request(x)
@@ -54,7 +53,7 @@ def test_infer_raw_typed_and_classification(server, stub):
     assert reply.outputs[0].datatype == "BYTES" and list(reply.outputs[0].shape) == [4, 2]
     strings = deserialize_bytes(reply.raw_output_contents[0])
     best = int(np.argmax(probs[0]))
-    assert strings[0].decode().split(":")[1:] == [str(best), server.core.info.labels[best]]
+    assert strings[0].decode().split(":")[1:] == [str(best), server.plane.models.default.info.labels[best]]
 
 
 def test_bad_requests_are_invalid_argument_and_server_keeps_serving(server, stub):
@@ -63,7 +62,7 @@ def test_bad_requests_are_invalid_argument_and_server_keeps_serving(server, stub
         infer_request(images(1), model_version="7"),
         pb.ModelInferRequest(model_name="tiny-cnn"),
         infer_request(images(0)),
-        infer_request(images(server.core.max_images_per_request + 1)),
+        infer_request(images(server.plane.limits.max_images_per_request + 1)),
     ]
     short = infer_request(images(2))
     short.raw_input_contents[0] = short.raw_input_contents[0][:100]
@@ -84,7 +83,7 @@ def test_metadata_config_ready(server, stub):
     config = stub.ModelConfig(pb.ModelConfigRequest(name="tiny-cnn")).config
     assert config.input[0].data_type == pb.TYPE_UINT8 and list(config.input[0].dims) == [32, 32, 3]
     assert config.HasField("dynamic_batching")
-    assert [g.count for g in config.instance_group] == [server.core.instances]
+    assert [g.count for g in config.instance_group] == [server.plane.batching.instances]
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelConfig(pb.ModelConfigRequest(name="other"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -100,12 +99,9 @@ def test_stream_in_order_with_errors(stub):
 
 
 def test_statistics_extension_only_for_integer_versions():
-    def core(version):
-        return SimpleNamespace(info=SimpleNamespace(version=version))
-
-    assert "statistics" in extensions(core("3"))
-    assert "statistics" not in extensions(core("2026.11.28-0413"))
-    assert "classification" in extensions(core("x"))
+    assert "statistics" in extensions("3")
+    assert "statistics" not in extensions("2026.11.28-0413")
+    assert "classification" in extensions("x")
 
 
 def test_large_typed_request(server, stub):

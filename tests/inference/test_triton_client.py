@@ -84,22 +84,6 @@ def results(triton_server):
     return run_checks(f"127.0.0.1:{triton_server.port}", "tiny-cnn", str(MAX_IMAGES))
 
 
-def test_perf_analyzer_can_benchmark_us(triton_server):
-    """Triton's perf_analyzer (ModelMetadata, ModelConfig, ModelStatistics, ModelInfer)."""
-    from bench import perf_analyzer
-
-    ensure_triton_python()
-    if perf_analyzer.binary() is None:
-        pytest.skip("perf_analyzer not installed (bash bench/setup_triton_env.sh)")
-    address = f"127.0.0.1:{triton_server.port}"
-    for batch in (1, 4):
-        result = perf_analyzer.run("tiny-cnn", address, batch, 2, request_count=20, timeout=60)
-        if "error while loading shared libraries" in result.get("error", ""):
-            pytest.skip(f"perf_analyzer cannot start here: {result['error']}")
-        assert "error" not in result, result
-        assert result["images_per_s"] > 0 and result["p99_ms"] > 0
-
-
 def expected(model_path, batch: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     return session.run(["probabilities"], {"images": batch})[0]

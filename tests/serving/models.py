@@ -93,3 +93,9 @@ def version(path, version: str, name: str = "tiny-cnn", seed: int = 0) -> Path:
 
 __all__ = ["helper", "missing_metadata", "wrong_labels", "float_input", "renamed_output",
            "wrong_input_shape", "nan_output", "no_softmax", "garbage", "version"]
+
+
+def model_runs(srv) -> tuple[int, int]:
+    """(model runs, images in them) of a BackgroundServer so far, from its batch-size metric."""
+    sample = srv.metrics.registry.get_sample_value
+    return int(sample("cifar10_batch_size_count") or 0), int(sample("cifar10_batch_size_sum") or 0)

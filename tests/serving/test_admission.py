@@ -37,27 +37,15 @@ def test_one_request_alone_is_admitted_however_large():
         assert admission.bytes == 1_000_000
 
 
-def test_after_close_requests_are_unavailable_and_can_be_held_until_release():
-    async def scenario() -> None:
-        admission = Admission(max_requests=4, max_bytes=100)
-        ticket = admission.admit(1)
-        admission.close()
-        with pytest.raises(UnavailableError) as info:
-            admission.admit(1)
-        assert info.value.hold is None  # answered at once
-        assert trailers_of(info.value)[0][0] == "grpc-retry-pushback-ms"
-        admission.hold()
-        with pytest.raises(UnavailableError) as info:
-            admission.admit(1)
-        waiting = asyncio.ensure_future(info.value.hold.wait())
-        await asyncio.sleep(0)
-        assert not waiting.done()
-        admission.release()
-        await asyncio.wait_for(waiting, 5)
-        ticket.release()  # admitted before the close: still answered
-        assert admission.requests == 0 and admission.seen == 3
-
-    asyncio.run(scenario())
+def test_after_close_requests_are_unavailable_with_a_pushback_hint():
+    admission = Admission(max_requests=4, max_bytes=100)
+    ticket = admission.admit(1)
+    admission.close()
+    with pytest.raises(UnavailableError) as info:
+        admission.admit(1)
+    assert trailers_of(info.value)[0][0] == "grpc-retry-pushback-ms"
+    ticket.release()  # admitted before the close: still answered
+    assert admission.requests == 0 and admission.seen == 2
 
 
 @pytest.mark.parametrize("api", ["cifar10.v2", "kserve"])
@@ -96,32 +84,46 @@ def test_the_server_admits_a_unary_request_by_its_size_on_the_wire(server_factor
     assert f"1 requests ({len(first)} bytes) in flight" in info.value.details()
 
 
-def test_the_quiet_time_before_the_port_closes_counts_from_the_end_of_the_drain(
+def test_refusals_are_held_until_the_doors_close_and_the_quiet_time_counts_from_the_drain(
         tiny_model_path):
     """Clients whose calls were all in flight during the drain were refused nothing, yet send
-    their next call the moment they are answered: ``refusals_ended`` waits its quiet time from
-    its own start (not from the last refusal, long past), and a refusal meanwhile extends it.
-    (A stop right after the drain cancelled such calls in grpc's hands: CANCELLED, not
-    UNAVAILABLE, in tests/serving/test_lifecycle.py: 3 of 51 runs here, and once in CI.)"""
-    from cifar10_serving.assembly import build_core
+    their next call the moment they are answered: the quiet time counts from the end of the
+    drain (not from the last refusal, long past), and a refusal meanwhile extends it. A
+    refusal then waits until the doors close. (A close right after the drain cancelled such
+    calls in grpc's hands: CANCELLED, not UNAVAILABLE, in tests/serving/test_lifecycle.py.)"""
+    from cifar10_serving.assembly import build_plane
+    from cifar10_serving.lifecycle import Door, Lifecycle
     from cifar10_serving.settings import Settings
 
-    core = build_core(Settings(model_path=str(tiny_model_path), reload_interval_s=0))
-    quiet = 2.0
+    plane = build_plane(Settings(model_path=str(tiny_model_path), reload_interval_s=0))
+    quiet, drain = 1.0, 1.5
+    events: list[tuple[str, float]] = []
 
     async def scenario():
-        core.begin_shutdown()  # a refusal's time is set here, then nothing is refused
-        await asyncio.sleep(quiet + 0.1)  # the drain, longer than the quiet time
-        waiting = asyncio.ensure_future(core.refusals_ended(quiet, 30))
-        await asyncio.sleep(1.0)
-        assert not waiting.done()  # the quiet time counts from the call
-        with pytest.raises(UnavailableError):
-            core.admit(100)  # a client's next call, refused
-        await asyncio.sleep(1.5)  # 2.5 s after the call, 1.5 s after the refusal
-        assert not waiting.done()
-        return await waiting
+        lifecycle = Lifecycle(plane, quiet_s=quiet)
+        started = time.monotonic()
 
-    try:
-        assert asyncio.run(scenario()) is True
-    finally:
-        core.batcher.close_nowait()
+        async def not_serving():
+            events.append(("not serving", time.monotonic() - started))
+
+        async def close(grace):
+            events.append(("close", time.monotonic() - started))
+
+        lifecycle.doors.append(Door(not_serving, close))
+        in_flight = plane.admission.admit(100)  # a request admitted before the shutdown
+        task = lifecycle.shutdown(grace=30)
+        await asyncio.sleep(drain)
+        in_flight.release()  # answered: the drain ends here
+        await asyncio.sleep(0.5)
+        with pytest.raises(UnavailableError):
+            plane.admission.admit(100)  # a client's next call, refused
+        held = asyncio.ensure_future(lifecycle.refused())
+        await asyncio.sleep(0.7)  # past drain + quiet, but not past the refusal + quiet
+        assert not held.done() and [name for name, _ in events] == ["not serving"]
+        await task
+        assert held.done()
+        return dict(events)
+
+    times = asyncio.run(scenario())
+    assert times["not serving"] < 0.5
+    assert times["close"] >= drain + 0.5 + quiet

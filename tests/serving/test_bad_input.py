@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import io
 import struct
 import zlib
@@ -158,15 +160,29 @@ def test_valid_images_in_any_mode_and_size(stub, mode):
     assert len(resp.probabilities) == 3 * 10 and len(resp.top_indices) == 3
 
 
-def test_core_rejects_wrong_dtype_and_shape_for_other_apis(tiny_model_path):
-    """The v2 servicer hands arrays straight to the core: it names dtype and shape."""
+def test_the_data_plane_names_wrong_dtype_shape_and_count_for_every_door(tiny_model_path):
+    """A door may hand the data plane any array: the plane names what is wrong with it."""
     from cifar10_core.errors import InvalidInputError
-    from cifar10_serving.assembly import build_core
+    from cifar10_serving.assembly import build_plane
+    from cifar10_serving.dataplane.request import InferenceRequest
     from cifar10_serving.settings import Settings
 
-    core = build_core(Settings(model_path=str(tiny_model_path), reload_interval_s=0))
-    with pytest.raises(InvalidInputError, match="must be uint8, got float32"):
-        core.check_images(np.zeros((1, 32, 32, 3), np.float32))
-    with pytest.raises(InvalidInputError, match=r"shape \[N, 32, 32, 3\], got \[1, 32, 32\]"):
-        core.check_images(np.zeros((1, 32, 32), np.uint8))
-    core.batcher.close_nowait()
+    plane = build_plane(Settings(model_path=str(tiny_model_path), reload_interval_s=0,
+                                 max_images_per_request=4))
+
+    async def scenario():
+        cases = [
+            (np.zeros((1, 32, 32, 3), np.float32), "must be uint8, got float32"),
+            (np.zeros((1, 32, 32), np.uint8), r"shape \[N, 32, 32, 3\], got \[1, 32, 32\]"),
+            (np.zeros((5, 32, 32, 3), np.uint8), "too many images in one request: 5 > 4"),
+            ([], "the request holds no images"),
+        ]
+        for images, message in cases:
+            with pytest.raises(InvalidInputError, match=message):
+                await plane.infer(InferenceRequest(images))
+        assert plane.inflight == 0
+        result = await plane.infer(InferenceRequest(np.zeros((2, 32, 32, 3), np.uint8)))
+        assert result.probabilities.shape == (2, 10) and result.model.name == "tiny-cnn"
+        await plane.stop(5)
+
+    asyncio.run(scenario())

@@ -58,18 +58,20 @@ def wait_until(condition, timeout: float = 30.0) -> bool:
 
 def test_health_is_answered_within_50_ms_while_the_largest_legal_image_decodes(
         server, tall_png, record_property):
-    core = server.core
+    # admitted and not answered: the tiny model runs in well under a millisecond, so all
+    # but that moment the request is decoding
+    decoding = lambda: server.plane.inflight == 1  # noqa: E731
     with grpc.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         health.Check(health_pb2.HealthCheckRequest(), timeout=10)  # connected and warm
         classify = pb_grpc.ClassifierStub(channel).Classify.future(
             pb.ClassifyRequest(images=[pb.Image(encoded=tall_png)]), timeout=60)
-        assert wait_until(lambda: core.decoding == 1)
+        assert wait_until(decoding)
         latencies = []
-        while core.decoding == 1 and len(latencies) < 200:
+        while decoding() and len(latencies) < 200:
             started = time.perf_counter()
             health.Check(health_pb2.HealthCheckRequest(), timeout=10)
-            if core.decoding == 1:  # the decode was running for the whole check
+            if decoding():  # the decode was running for the whole check
                 latencies.append(time.perf_counter() - started)
         assert len(classify.result().probabilities) == 10
     assert len(latencies) >= 5, "the decode ended too soon to measure"
@@ -87,7 +89,6 @@ def test_health_is_answered_within_50_ms_while_the_largest_legal_image_decodes(
 
 def test_decoding_stops_when_the_deadline_has_passed(server_factory, tall_png):
     server = server_factory(max_request_pixels=10 * SIDE * SIDE)  # all ten may be decoded
-    core = server.core
     request = pb.ClassifyRequest(images=[pb.Image(encoded=tall_png)] * 10)
     with grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.ClassifierStub(channel)
@@ -95,14 +96,14 @@ def test_decoding_stops_when_the_deadline_has_passed(server_factory, tall_png):
         with pytest.raises(grpc.RpcError) as info:
             stub.Classify(request, timeout=0.2)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert wait_until(lambda: core.decoding == 0, timeout=120)
-        stopped = time.monotonic() - started
+        # the next decode waits for the decode thread: until the abandoned work stops
         one = time.monotonic()
-        stub.Classify(pb.ClassifyRequest(images=[pb.Image(encoded=tall_png)]), timeout=60)
+        stub.Classify(pb.ClassifyRequest(images=[pb.Image(encoded=tall_png)]), timeout=120)
+        stopped = time.monotonic() - started
         single = time.monotonic() - one
     # the image being decoded at the deadline is finished, the nine after it are not (all
     # ten would take about 10 x single); the margin absorbs a loaded machine's jitter
-    assert stopped < 0.7 + 3 * single, (stopped, single)
+    assert stopped < 0.7 + 4 * single, (stopped, single)
 
 
 def png(size: int) -> bytes:
@@ -124,17 +125,17 @@ def test_a_request_decodes_at_most_its_pixel_budget(server_factory):
 
 def test_many_raw_calls_are_answered_while_an_image_decodes(server, tall_png):
     """A raw 32x32 call never waits for the decode threads."""
-    core = server.core
+    decoding = lambda: server.plane.inflight >= 1  # noqa: E731  (see the health test)
     raw = pb.Image(raw=pb.RawImage(data=bytes(3072), height=32, width=32, channels=3))
     with grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.ClassifierStub(channel)
         slow = stub.Classify.future(pb.ClassifyRequest(images=[pb.Image(encoded=tall_png)]),
                                     timeout=60)
-        assert wait_until(lambda: core.decoding == 1)
+        assert wait_until(decoding)
         answered = 0
-        while core.decoding == 1 and answered < 20:
+        while answered < 20:
             stub.Classify(pb.ClassifyRequest(images=[raw]), timeout=10)
             answered += 1
-        still_decoding = core.decoding == 1
+        still_decoding = not slow.done()
         slow.result()
     assert answered == 20 and still_decoding

@@ -35,7 +35,7 @@ def _env():
 def _start(model_path, *flags, port=None):
     port = port or free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(model_path), "--host",
+        [sys.executable, "-m", "cifar10_serving", "--model-path", str(model_path), "--host",
          "127.0.0.1", "--port", str(port), "--metrics-port", "-1", *flags],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -57,7 +57,7 @@ def _start(model_path, *flags, port=None):
 def test_bad_model_at_start_up_is_one_error_line_and_non_zero_exit(tmp_path, make, message):
     path = make(tmp_path / "model.onnx")
     result = subprocess.run(
-        [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(path), "--port", "0",
+        [sys.executable, "-m", "cifar10_serving", "--model-path", str(path), "--port", "0",
          "--metrics-port", "-1"],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60,
     )
@@ -70,7 +70,7 @@ def test_bad_model_at_start_up_is_one_error_line_and_non_zero_exit(tmp_path, mak
 
 def test_bad_setting_is_one_error_line(tmp_path):
     env = _env() | {"CIFAR10_MAX_BATCH_SIZE": "lots"}
-    result = subprocess.run([sys.executable, "-m", "cifar10_serving.grpc_api.server"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "cifar10_serving"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == (
@@ -181,7 +181,7 @@ def test_shutdown_accounting_in_process(server_factory, tmp_path):
         queued, end = 0, time.monotonic() + 15
         while queued == 0 and time.monotonic() < end:
             time.sleep(0.002)
-            queued = srv.core.inflight
+            queued = srv.plane.inflight
         srv.begin_stop(5.0).result(20)
         load.finish()
     counts = {s.labels["code"]: s.value for m in srv.metrics.requests.collect()
@@ -202,18 +202,18 @@ def test_hot_reload_under_load_has_zero_failures_and_rejects_a_bad_file(server_f
             time.sleep(0.5)
             models.version(path, "2", seed=1)
             deadline = time.monotonic() + 20
-            while srv.core.info.version != "2" and time.monotonic() < deadline:
+            while srv.plane.models.default.info.version != "2" and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert srv.core.info.version == "2"
+            assert srv.plane.models.default.info.version == "2"
             time.sleep(0.5)
             models.garbage(tmp_path / "bad.onnx")
             os.replace(tmp_path / "bad.onnx", path)  # a bad file, atomically
             time.sleep(0.5)
-            assert srv.core.info.version == "2"  # rejected: the old model keeps serving
+            assert srv.plane.models.default.info.version == "2"  # rejected: the old model keeps serving
             models.version(tmp_path / "next.onnx", "3", seed=2)
             os.replace(tmp_path / "next.onnx", path)  # a good one after a bad one is taken
             deadline = time.monotonic() + 20
-            while srv.core.info.version != "3" and time.monotonic() < deadline:
+            while srv.plane.models.default.info.version != "3" and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.3)
         finally:

@@ -16,6 +16,7 @@ from cifar10_serving.onnx_model import OnnxModel
 from cifar10_protos.inference import grpc_service_pb2 as pb
 from cifar10_protos.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving import models
+from tests.serving.models import model_runs
 
 MAX_BATCH = 4
 
@@ -72,15 +73,14 @@ def test_a_split_request_in_flight_across_a_swap_is_computed_by_the_version_it_n
     versions.install("1", path)
     srv = server_factory(model_path=path, max_batch_size=MAX_BATCH, instances=1,
                          max_queue_delay_ms=3_600_000, max_queue_size=64)
-    batcher = srv.core.batcher
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         big = images(10, seed=1)  # chunks of 4, 4 and 2
         pending = stub.ModelInfer.future(infer_request(big), timeout=60)
-        wait_until(lambda: batcher.batches == 2 and srv.core.queued == 2)  # 2 rows left
+        wait_until(lambda: model_runs(srv)[0] == 2 and srv.plane.queued == 2)  # 2 rows left
 
         versions.install("2", path)
-        assert srv.core.reload() and srv.core.info.version == "2"
+        assert srv.plane.models.reload() and srv.plane.models.default.info.version == "2"
 
         after = [images(2, seed=2), images(2, seed=3)]
         first_after = stub.ModelInfer.future(infer_request(after[0]), timeout=60)
@@ -94,7 +94,7 @@ def test_a_split_request_in_flight_across_a_swap_is_computed_by_the_version_it_n
             assert version == "2"
             versions.check("2", array, probabilities)
     # the old model's last chunk ran alone: requests of two models never share a run
-    assert batcher.batches == 4 and batcher.images == 14
+    assert model_runs(srv) == (4, 14)
 
 
 def test_answers_name_their_version_while_the_model_file_is_swapped_under_load(
@@ -132,7 +132,7 @@ def test_answers_name_their_version_while_the_model_file_is_swapped_under_load(
             seen = len(answers)
             wait_until(lambda: len(answers) >= seen + 5 or errors)
             versions.install(version, path)
-            assert srv.core.reload()
+            assert srv.plane.models.reload()
         seen = len(answers)
         wait_until(lambda: len(answers) >= seen + 5 or errors)
     finally:

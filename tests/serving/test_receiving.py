@@ -8,7 +8,9 @@ import asyncio
 import grpc
 import pytest
 
-from cifar10_serving.grpc_api.receive_gate import Gates, ReceiveGate, carries_images
+from cifar10_serving.grpc_api.classifier import ClassifierServicer
+from cifar10_serving.grpc_api.inference import InferenceServicer
+from cifar10_serving.grpc_api.receive_gate import ReceiveGate
 
 
 class Upload:
@@ -109,16 +111,15 @@ def test_a_failed_read_frees_its_slot():
     asyncio.run(scenario())
 
 
-def test_image_methods_and_the_others_have_separate_gates():
-    gates = Gates(image_slots=3)
-
-    @carries_images
-    async def classify(request, context): ...
-
-    async def check(request, context): ...
-
-    assert gates.for_handler(classify) is gates.images and gates.images.slots == 3
-    assert gates.for_handler(check) is gates.other and gates.other.slots == 1
+def test_image_methods_and_the_others_have_separate_gates(server_factory):
+    srv = server_factory(receive_slots=3)
+    gates = srv.service.grpc.gates
+    assert gates.images.slots == 3 and gates.other.slots == 1
+    lifecycle = srv.service.lifecycle
+    carry = {m.name for servicer in (ClassifierServicer(srv.plane, lifecycle),
+                                     InferenceServicer(srv.plane, lifecycle))
+             for m in servicer.methods() if m.images}
+    assert carry == {"Classify", "ClassifyStream", "ModelInfer", "ModelStreamInfer"}
     with pytest.raises(ValueError):
         ReceiveGate(0)
 

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from cifar10_core import contract
+from cifar10_core.errors import InvalidInputError
 from cifar10_serving.grpc_api.classifier import build_response
 from cifar10_client import ClientError
 from cifar10_client.messages import outcomes
 from cifar10_client.results import Classification
-from cifar10_serving.dataplane.plane import Prediction
+from cifar10_serving.dataplane.request import ImageFailure, InferenceResult
 from cifar10_serving.onnx_model import ModelInfo
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
@@ -29,7 +30,7 @@ def probabilities(n: int) -> np.ndarray:
 @pytest.mark.parametrize("n", [1, 7, 200])
 def test_response_round_trips_and_parses_like_a_local_run(top_k, n):
     probs = probabilities(n)
-    response = build_response(Prediction(probs, INFO), top_k, "req-\u00e9")
+    response = build_response(InferenceResult(probs, INFO), top_k, "req-\u00e9")
     parsed = pb.ClassifyResponse.FromString(response.SerializeToString())
     assert parsed == response
     assert list(parsed.labels) == list(contract.CLASS_NAMES) and parsed.top_k == top_k
@@ -45,10 +46,10 @@ def test_response_round_trips_and_parses_like_a_local_run(top_k, n):
 
 def test_image_errors_take_their_places_among_the_results():
     probs = probabilities(3)
-    errors = [pb.ImageError(index=i, error=pb.Error(code="INVALID_ARGUMENT", message=f"bad {i}"))
+    errors = [ImageFailure(i, InvalidInputError(f"bad {i}"))
               for i in (0, 2)]
     parsed = pb.ClassifyResponse.FromString(
-        build_response(Prediction(probs, INFO), 2, image_errors=errors).SerializeToString()
+        build_response(InferenceResult(probs, INFO, tuple(errors)), 2).SerializeToString()
     )
     results = outcomes(parsed, 5)
     assert [type(r).__name__ for r in results] == [
@@ -63,8 +64,8 @@ def test_image_errors_take_their_places_among_the_results():
 @pytest.mark.parametrize("count", [2, 3, 5])
 def test_a_response_that_does_not_fit_the_request_is_internal(count):
     """3 rows and an error for image 3 answer a request of 4 images, no other."""
-    errors = [pb.ImageError(index=3, error=pb.Error(code="INVALID_ARGUMENT", message="bad"))]
-    response = build_response(Prediction(probabilities(3), INFO), 1, image_errors=errors)
+    errors = (ImageFailure(3, InvalidInputError("bad")),)
+    response = build_response(InferenceResult(probabilities(3), INFO, errors), 1)
     assert len(outcomes(response, 4)) == 4
     with pytest.raises(ClientError, match="malformed response") as info:
         outcomes(response, count)

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from cifar10_core import contract
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+from tests.serving.models import model_runs
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -43,7 +44,7 @@ def test_answers_match_the_model_and_top_k_is_sorted(server, channel):
     images = [image(i) for i in range(5)]
     resp = stub.Classify(pb.ClassifyRequest(images=images, top_k=10))
     batch = np.stack([np.frombuffer(i.raw.data, np.uint8).reshape(32, 32, 3) for i in images])
-    expected = server.core.model.predict(batch)
+    expected = server.plane.models.default.predict(batch)
     assert list(resp.labels) == list(contract.CLASS_NAMES) and resp.top_k == 10
     assert not resp.image_errors
     probabilities = np.array(resp.probabilities, np.float32).reshape(5, 10)
@@ -199,16 +200,15 @@ def test_concurrent_clients_are_batched(server_factory):
             assert len(resp.probabilities) == 10 and len(resp.top_indices) == 1
 
         assert not run_clients(call, clients=clients, calls=calls)
-    assert srv.core.batcher.images == clients * calls
-    assert srv.core.batcher.batches == calls
+    assert model_runs(srv) == (calls, clients * calls)
 
 
 def test_two_instances_run_batches_side_by_side_with_correct_answers(server_factory):
     """--instances 2: two batcher workers, elastic threads (a wide and a narrow session);
     every answer is still its own."""
     srv = server_factory(instances=2, threads=2)
-    assert srv.core.batcher.workers == 2
-    assert len(srv.core.model.sessions.all()) == 2
+    assert len([t for t in threading.enumerate() if t.name.startswith("batcher-")]) == 2
+    assert len(srv.plane.models.default.sessions.all()) == 2
 
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.ClassifierStub(channel)
@@ -217,12 +217,12 @@ def test_two_instances_run_batches_side_by_side_with_correct_answers(server_fact
             img = image(seed * 100 + i)
             resp = stub.Classify(pb.ClassifyRequest(images=[img]), timeout=10)
             pixels = np.frombuffer(img.raw.data, np.uint8).reshape(1, 32, 32, 3)
-            expected = srv.core.model.predict(pixels)[0]
+            expected = srv.plane.models.default.predict(pixels)[0]
             got = list(resp.probabilities)
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
         assert not run_clients(call, clients=8, calls=10)
-    assert srv.core.batcher.images == 80
+    assert model_runs(srv)[1] == 80
 
 
 def test_stop_after_the_server_ended_on_its_own_returns_at_once(server_factory):
@@ -244,7 +244,7 @@ def test_a_lone_request_runs_on_every_thread_and_a_busy_server_on_its_share(serv
     """Elastic threads: the wide session for a request alone in the server, the narrow one
     for a batch merged from several requests (others are waiting or running)."""
     srv = server_factory(instances=2, threads=2, max_batch_size=4, max_queue_delay_ms=3_600_000)
-    runs = srv.core.model.sessions.runs
+    runs = srv.plane.models.default.sessions.runs
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.ClassifierStub(channel)
         full = stub.Classify(pb.ClassifyRequest(images=[image(0)] * 4), timeout=30)  # alone

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bench import proctree
+from tests.processes import tree
 from tests.ports import free_port
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
@@ -31,7 +31,7 @@ CONNECTIONS = 16  # P(all on one of 2 workers) = 2 ** -15
 
 def _spawn(model_path, *flags, port=0, metrics_port=-1):
     return subprocess.Popen(
-        [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(model_path),
+        [sys.executable, "-m", "cifar10_serving", "--model-path", str(model_path),
          "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
          "--workers", "2", "--reload-interval-s", "0", *flags],
         cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -48,7 +48,7 @@ def _port_of(proc) -> int:
 
 
 def _children(pid: int) -> list[int]:
-    return proctree.tree(pid)[1:]
+    return tree(pid)[1:]
 
 
 def _sockets(pid: int) -> int:
@@ -182,7 +182,7 @@ def test_a_port_held_by_a_single_process_server_is_an_error(tiny):
         holder.listen()
         port = holder.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(tiny), "--host",
+            [sys.executable, "-m", "cifar10_serving", "--model-path", str(tiny), "--host",
              "127.0.0.1", "--port", str(port), "--metrics-port", "-1", "--workers", "2"],
             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1

@@ -1,8 +1,8 @@
 """Admission control: a bound on the requests and bytes in flight, taken before any decoding.
 
-A servicer asks for a ``Ticket`` (``Admission.admit(nbytes)``) as soon as it has parsed a
-request, before it decodes or queues its images, and gives it back when the request is
-answered. Past ``max_requests`` requests or ``max_bytes`` request bytes in flight the request
+The data plane asks for a ``Ticket`` (``Admission.admit(nbytes)``) as soon as a request has
+named a model it serves, before its images are decoded or queued, and gives it back when
+the request is answered. Past ``max_requests`` requests or ``max_bytes`` request bytes in flight the request
 is refused at once with ``OverloadedError`` (RESOURCE_EXHAUSTED with a pushback hint), so the
 memory a flood can hold is bounded whatever the clients do. One request alone is always
 admitted, however large (``max_message_bytes`` bounds it). Transport-free; used on the
@@ -10,9 +10,6 @@ server's event loop (not thread-safe by design: no lock on the hot path).
 """
 
 from __future__ import annotations
-
-import asyncio
-import time
 
 from cifar10_core.errors import OverloadedError, UnavailableError
 
@@ -56,19 +53,13 @@ class Admission:
         self.bytes = 0
         self.seen = 0  # requests that asked to be admitted, since start
         self.closed = False
-        self.last_refusal = 0.0  # time.monotonic() of the last refusal while closed
-        self._held: asyncio.Event | None = None
 
     def admit(self, nbytes: int) -> Ticket:
         """A ticket for a request of ``nbytes``; OverloadedError past a limit,
         UnavailableError once ``close()`` was called (shutting down)."""
         self.seen += 1
         if self.closed:
-            self.last_refusal = time.monotonic()
-            error = UnavailableError("server is shutting down",
-                                     retry_after_ms=SHUTDOWN_RETRY_AFTER_MS)
-            error.hold = self._held  # None, or answer once the port is closing (hold())
-            raise error
+            raise UnavailableError("server is shutting down", retry_after_ms=SHUTDOWN_RETRY_AFTER_MS)
         if self.requests and (self.requests >= self.max_requests
                               or self.bytes + nbytes > self.max_bytes):
             raise OverloadedError(
@@ -80,18 +71,6 @@ class Admission:
         self.bytes += nbytes
         return Ticket(self, nbytes)
 
-    def hold(self) -> None:
-        """From now on a refusal is answered only at ``release()``: a client's next call then
-        meets a closed port, not a closing one (whose grpc stop would cancel it)."""
-        if self._held is None:
-            self._held = asyncio.Event()
-
-    def release(self) -> None:
-        """Answer the refusals held since ``hold()``."""
-        if self._held is not None:
-            self._held.set()
-
     def close(self) -> None:
         """Refuse every new request (UNAVAILABLE); those admitted finish."""
         self.closed = True
-        self.last_refusal = time.monotonic()

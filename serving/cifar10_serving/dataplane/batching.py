@@ -19,7 +19,7 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   ``DeadlineExceededError``. A cancelled caller's request is dropped the same way.
 * A request larger than ``max_batch_size`` is split into chunks that run in order;
   the caller gets the rows back concatenated.
-* Each request carries a ``key`` (the serving core's: the model it was admitted under), and
+* Each request carries a ``key`` (the data plane's: the model it selected), and
   only requests of one key (the same object) share a run: every chunk of a request runs
   with its own key, even when newer requests queue up under another.
 * With one worker there is one model run at a time, which then uses every CPU we may use.
@@ -68,16 +68,6 @@ class _Item:
         self.key = key
 
 
-def _set_result(future: asyncio.Future, value) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
-
-
 def _deliver(results: list) -> None:
     """Runs on the event loop: resolve the futures of one batch."""
     for future, value, exc in results:
@@ -119,9 +109,6 @@ class Batcher:
         self._sleepers: list[threading.Condition] = []  # idle workers, most recent last
         self._closing = False
         self._running = 0  # model runs in flight
-        self._stats_lock = threading.Lock()
-        self.batches = 0  # counters, for tests and logs
-        self.images = 0
         self._threads = [
             threading.Thread(target=self._work, name=name if workers == 1 else f"{name}-{i}", daemon=True)
             for i in range(workers)
@@ -190,9 +177,8 @@ class Batcher:
         run may still start (``_work``).
 
         The last one (a stack, not a queue): under light load one worker then does every
-        run, on a core whose caches still hold the model. Taking turns (a condition variable's
-        order) made a lone 1-image run on this host's 2 vCPUs 1.5 times slower (1,168 against
-        762 us; docs/benchmarks.md)."""
+        run, on a core whose caches still hold the model (taking turns, a condition
+        variable's order, made lone runs slower: docs/benchmarks.md)."""
         if self._sleepers and self._may_start():
             self._sleepers.pop().notify()
 
@@ -282,9 +268,6 @@ class Batcher:
         except BaseException as exc:  # handed to every caller of the batch
             self._fail(batch, exc)
             return
-        with self._stats_lock:
-            self.batches += 1
-            self.images += len(inputs)
         if self._on_batch is not None:
             try:
                 self._on_batch(len(inputs))

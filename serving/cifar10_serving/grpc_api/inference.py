@@ -1,8 +1,8 @@
 """inference.GRPCInferenceService (Open Inference Protocol / KServe v2): a thin adapter.
 
-Protobuf <-> numpy lives in ``cifar10_serving.grpc_api.inference_codec``; inference goes through the same
-``ServingCore`` (and so the same dynamic batcher) as cifar10.v2; exceptions become status
-codes in ``cifar10_serving.grpc_api.status``. What the v2 API shows of the served model:
+Protobuf <-> numpy lives in ``cifar10_serving.grpc_api.inference_codec``; inference goes
+through the same data plane (and so the same dynamic batcher) as cifar10.v2; exceptions
+become status codes in ``cifar10_serving.grpc_api.status``. What the v2 API shows of the served model:
 
 * name: the model's ``model_name`` metadata; versions: ``[model_version]``;
   platform ``onnxruntime_onnx``; an empty name or version in a request means the served one;
@@ -25,13 +25,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
+import grpc
 
 import cifar10_serving
 from cifar10_core import contract
-from cifar10_serving.dataplane.plane import ServingCore, deadline_after
 from cifar10_core.errors import UnknownModelError
-from cifar10_serving.grpc_api.status import RequestObserver, rpc
+from cifar10_protos.inference import grpc_service_pb2 as pb
+from cifar10_serving.dataplane.plane import DataPlane
+from cifar10_serving.dataplane.request import Conversion, InferenceRequest, deadline_after
 from cifar10_serving.grpc_api.inference_codec import (
     INPUT_DATATYPE,
     INPUT_SHAPE,
@@ -41,11 +42,10 @@ from cifar10_serving.grpc_api.inference_codec import (
     encode_response,
     requested_output,
 )
-from cifar10_protos.inference import grpc_service_pb2 as pb
-from cifar10_protos.inference import grpc_service_pb2_grpc as pb_grpc
-from cifar10_serving.grpc_api.parsing import per_message_errors, request_size
-from cifar10_serving.grpc_api.receive_gate import carries_images
+from cifar10_serving.grpc_api.methods import Method
+from cifar10_serving.grpc_api.status import RequestObserver
 from cifar10_serving.grpc_api.streams import pipelined
+from cifar10_serving.lifecycle import Lifecycle
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "cifar10-serving"
@@ -53,7 +53,7 @@ PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 EXTENSIONS = ("classification", "model_configuration")
 STATISTICS_EXTENSION = "statistics"
-_OFFLOAD_VALUES = 32 * 3072  # typed contents bigger than this are converted off the loop
+_CHEAP_VALUES = 32 * 3072  # typed contents up to this size are converted on the event loop
 
 
 @dataclass
@@ -107,8 +107,8 @@ class _Statistics:
             )
 
 
-def extensions(core: ServingCore) -> list[str]:
-    """The extensions ServerMetadata announces.
+def extensions(model_version: str) -> list[str]:
+    """The extensions ServerMetadata announces, serving a model of ``model_version``.
 
     ``statistics`` only while the model version is a plain integer: perf_analyzer reads
     the statistics whenever the extension is announced and parses the version as an
@@ -116,7 +116,7 @@ def extensions(core: ServingCore) -> list[str]:
     RPC itself always works.
     """
     names = list(EXTENSIONS)
-    if core.info.version.isdigit():
+    if model_version.isdigit():
         names.append(STATISTICS_EXTENSION)
     return names
 
@@ -125,39 +125,56 @@ def _tensor_metadata(name: str, datatype: str, shape) -> pb.ModelMetadataRespons
     return pb.ModelMetadataResponse.TensorMetadata(name=name, datatype=datatype, shape=list(shape))
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, core: ServingCore, observe: RequestObserver | None = None):
-        self.core = core
+class InferenceServicer:
+    """The GRPCInferenceService methods over the data plane."""
+
+    def __init__(self, plane: DataPlane, lifecycle: Lifecycle, observe: RequestObserver | None = None):
+        self.plane = plane
+        self.lifecycle = lifecycle
         self.observe = observe
         self.statistics = _Statistics()
 
+    def methods(self) -> list[Method]:
+        unary = {
+            "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse, self.server_live),
+            "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse, self.server_ready),
+            "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse, self.model_ready),
+            "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse, self.server_metadata),
+            "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse, self.model_metadata),
+            "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse, self.model_config),
+            "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse,
+                                self.model_statistics),
+        }
+        return [
+            *(Method(name, req, resp, unary=handler) for name, (req, resp, handler) in unary.items()),
+            Method("ModelInfer", pb.ModelInferRequest, pb.ModelInferResponse,
+                   unary=self.model_infer, images=True),
+            Method("ModelStreamInfer", pb.ModelInferRequest, pb.ModelStreamInferResponse,
+                   stream=self.model_stream_infer, images=True),
+        ]
+
     # -- health and metadata ------------------------------------------------------------
 
-    @rpc("ServerLive")
-    async def ServerLive(self, request, context):
+    async def server_live(self, request, wire_bytes, context):
         return pb.ServerLiveResponse(live=True)
 
-    @rpc("ServerReady")
-    async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=self.core.ready)
+    async def server_ready(self, request, wire_bytes, context):
+        return pb.ServerReadyResponse(ready=self.plane.ready)
 
-    @rpc("ModelReady")
-    async def ModelReady(self, request, context):
+    async def model_ready(self, request, wire_bytes, context):
         try:
-            self.core.check_model(request.name, request.version)
+            self.plane.models.select(request.name, request.version)
         except UnknownModelError:
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=self.core.ready)
+        return pb.ModelReadyResponse(ready=self.plane.ready)
 
-    @rpc("ServerMetadata")
-    async def ServerMetadata(self, request, context):
+    async def server_metadata(self, request, wire_bytes, context):
         return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=cifar10_serving.__version__, extensions=extensions(self.core)
+            name=SERVER_NAME, version=cifar10_serving.__version__, extensions=extensions(self.plane.models.default.version)
         )
 
-    @rpc("ModelMetadata")
-    async def ModelMetadata(self, request, context):
-        info = self.core.check_model(request.name, request.version)
+    async def model_metadata(self, request, wire_bytes, context):
+        info = self.plane.models.select(request.name, request.version).info
         return pb.ModelMetadataResponse(
             name=info.name,
             versions=[info.version],
@@ -166,15 +183,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[_tensor_metadata(contract.OUTPUT_NAME, OUTPUT_DATATYPE, OUTPUT_SHAPE)],
         )
 
-    @rpc("ModelConfig")
-    async def ModelConfig(self, request, context):
-        info = self.core.check_model(request.name, request.version)
-        delay_us = int(round(self.core.max_queue_delay_s * 1_000_000))
+    async def model_config(self, request, wire_bytes, context):
+        info = self.plane.models.select(request.name, request.version).info
+        batching = self.plane.batching
         config = pb.ModelConfig(
             name=info.name,
             platform=PLATFORM,
             backend=BACKEND,
-            max_batch_size=self.core.max_images_per_request,
+            max_batch_size=self.plane.limits.max_images_per_request,
             input=[
                 pb.ModelInput(
                     name=contract.INPUT_NAME,
@@ -188,10 +204,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     name=contract.OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[contract.NUM_CLASSES]
                 )
             ],
-            dynamic_batching=pb.ModelDynamicBatching(max_queue_delay_microseconds=delay_us),
+            dynamic_batching=pb.ModelDynamicBatching(
+                max_queue_delay_microseconds=int(round(batching.max_queue_delay_s * 1_000_000))),
             instance_group=[
                 pb.ModelInstanceGroup(
-                    name=f"{info.name}_cpu", count=self.core.instances,
+                    name=f"{info.name}_cpu", count=batching.instances,
                     kind=pb.ModelInstanceGroup.KIND_CPU,
                 )
             ],
@@ -199,97 +216,69 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         return pb.ModelConfigResponse(config=config)
 
-    @rpc("ModelStatistics")
-    async def ModelStatistics(self, request, context):
-        info = self.core.check_model(request.name, request.version)
+    async def model_statistics(self, request, wire_bytes, context):
+        info = self.plane.models.select(request.name, request.version).info
         return pb.ModelStatisticsResponse(
             model_stats=[self.statistics.message(info.name, info.version)]
         )
 
     # -- inference ----------------------------------------------------------------------
 
-    async def _infer(self, request: pb.ModelInferRequest, timeout: float | None):
+    async def _infer(self, request: pb.ModelInferRequest, wire_bytes: int,
+                     timeout: float | None) -> pb.ModelInferResponse:
         started = time.perf_counter_ns()
         images = 0
         try:
-            core = self.core
-            model = core.select(request.model_name, request.model_version)
             output = requested_output(request)
-            deadline = deadline_after(timeout)
-            with core.admit(request_bytes(request)):
-                if (len(request.inputs) == 1
-                        and len(request.inputs[0].contents.uint_contents) > _OFFLOAD_VALUES):
-                    batch = await core.offload(functools.partial(
-                        _decode_checked, request, core.max_images_per_request), deadline)
-                else:
-                    batch = decode_images(request, core.max_images_per_request)
-                images = batch.shape[0]
-                pred = await core.classify(batch, model=model, deadline=deadline, admitted=True)
-            info = pred.model
+            inputs = request.inputs
+            cheap = len(inputs) != 1 or len(inputs[0].contents.uint_contents) <= _CHEAP_VALUES
+            result = await self.plane.infer(InferenceRequest(
+                Conversion(functools.partial(decode_images, request,
+                                             self.plane.limits.max_images_per_request), cheap),
+                request.model_name, request.model_version, deadline_after(timeout),
+                request.id, wire_bytes))
+            images = len(result.probabilities)
+            info = result.model
             response = pb.ModelInferResponse(
                 model_name=info.name, model_version=info.version, id=request.id
             )
-            encode_response(response, pred.probabilities, output, info.labels)
+            encode_response(response, result.probabilities, output, info.labels)
         except BaseException:
             self.statistics.record(False, images, started)
             raise
         self.statistics.record(True, images, started)
         return response
 
-    @carries_images
-    @rpc("ModelInfer")
-    async def ModelInfer(self, request, context):
-        return await self._infer(request, context.time_remaining())
+    async def model_infer(self, request: pb.ModelInferRequest, wire_bytes: int,
+                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        return await self._infer(request, wire_bytes, context.time_remaining())
 
-    async def _stream_answer(self, request, context) -> pb.ModelStreamInferResponse:
+    async def _stream_answer(self, request, wire_bytes: int, context) -> pb.ModelStreamInferResponse:
         return pb.ModelStreamInferResponse(
-            infer_response=await self._infer(request, context.time_remaining())
+            infer_response=await self._infer(request, wire_bytes, context.time_remaining())
         )
 
-    @carries_images
-    @per_message_errors
-    async def ModelStreamInfer(self, request_iterator, context):
+    async def model_stream_infer(self, messages, context: grpc.aio.ServicerContext):
         """Pipelined (``cifar10_serving.grpc_api.streams``), answered in request order.
 
         A failed message gets ``error_message`` (and its ``id`` echoed in
         ``infer_response``); the stream stays open.
         """
         async for response in pipelined(
-            request_iterator, lambda request: self._stream_answer(request, context),
+            messages, lambda request, size: self._stream_answer(request, size, context),
             _stream_error, method="ModelStreamInfer", observe=self.observe,
-            stopping=self.core.stopping, context=context,
+            stopping=self.lifecycle.stopping, context=context,
         ):
             yield response
 
 
-def _decode_checked(request: pb.ModelInferRequest, max_images: int, check) -> np.ndarray:
-    check()  # the deadline may have passed while the request waited for a decode thread
-    return decode_images(request, max_images)
-
-
-def request_bytes(request: pb.ModelInferRequest) -> int:
-    """The request's size for admission: its wire size (a unary call's, from the parse), else
-    its tensor data (raw bytes, or 4 bytes a value)."""
-    size = request_size()
-    if size is not None:
-        return size
-    return sum(map(len, request.raw_input_contents)) + 4 * sum(
-        len(tensor.contents.uint_contents) for tensor in request.inputs)
-
-
-def _stream_error(request, code: str, message: str) -> pb.ModelStreamInferResponse:
+def _stream_error(request: pb.ModelInferRequest | None, code: str,
+                  message: str) -> pb.ModelStreamInferResponse:
+    if request is None:  # did not parse
+        request = pb.ModelInferRequest()
     return pb.ModelStreamInferResponse(
         error_message=f"{code}: {message}",
         infer_response=pb.ModelInferResponse(
             model_name=request.model_name, model_version=request.model_version, id=request.id
         ),
     )
-
-
-def add_to_server(server, core: ServingCore, observe: RequestObserver | None = None) -> list[str]:
-    """Register the servicer; return the full service names (for health and reflection)."""
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core, observe), server)
-    return [SERVICE_NAME]
-
-
-__all__ = ["InferenceServicer", "add_to_server", "SERVICE_NAME"]

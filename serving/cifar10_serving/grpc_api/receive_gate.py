@@ -2,9 +2,8 @@
 
 grpc reads a unary call's whole message before its handler runs, for every call it has
 received, all at once: 16 clients each sending a 60 MiB message held 2.2 GB before our
-admission limits (``cifar10_serving.dataplane.admission``) saw any of them. So the guard
-(``cifar10_serving.grpc_api.parsing``) registers every method with grpc as one that reads its own
-messages, and each read first takes a slot of a ``ReceiveGate``: at most ``slots`` messages
+admission limits (``cifar10_serving.dataplane.admission``) saw any of them. So every method
+is registered with grpc as one that reads its own messages (``cifar10_serving.grpc_api.methods``), and each read first takes a slot of a ``ReceiveGate``: at most ``slots`` messages
 are being read at once, the other calls wait their turn (first come, first served) holding
 only what HTTP/2 flow control let in before the read began (``grpc.http2.bdp_probe`` off:
 the 64 KiB stream window, not a window grown to the link's bandwidth). Once a message is
@@ -77,18 +76,9 @@ class ReceiveGate:
         self.reading -= 1
 
 
-def carries_images(handler):
-    """Mark a servicer method whose requests carry images: it reads through the images gate."""
-    handler.carries_images = True
-    return handler
-
-
 class Gates:
     """The gate of the methods that carry images, and the one of every other method."""
 
     def __init__(self, image_slots: int = 2, other_slots: int = 1) -> None:
         self.images = ReceiveGate(image_slots)
         self.other = ReceiveGate(other_slots)
-
-    def for_handler(self, behaviour: object) -> ReceiveGate:
-        return self.images if getattr(behaviour, "carries_images", False) else self.other

@@ -2,32 +2,19 @@
 
 ``ServingError.status_name`` names the code (``cifar10_core.errors``); anything else is a bug on
 our side: INTERNAL with a generic message, the traceback goes to the log, and the server
-keeps serving. Servicers wrap their async unary handlers with ``@rpc("Method")``, which
-also records the request through the servicer's ``observe`` (``Metrics.observe`` or None)::
-
-    class MyServicer(my_pb2_grpc.MyServicer):
-        def __init__(self, core, observe=None): self.core, self.observe = core, observe
-
-        @rpc("MyMethod")
-        async def MyMethod(self, request, context): ...
-
-For streams, ``status_of(exc)`` gives ``(code, message)`` to report per message
-(``cifar10_serving.grpc_api.streams``). A full queue (``OverloadedError``) also sends gRPC's
+keeps serving. ``cifar10_serving.grpc_api.methods`` ends unary calls with it, and streams
+report it per message (``cifar10_serving.grpc_api.streams``). A full queue (``OverloadedError``) also sends gRPC's
 ``grpc-retry-pushback-ms`` trailer, which the clients' retry policy obeys (``trailers_of``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-import time
 from collections.abc import Callable
 
 import grpc
 
 from cifar10_core.errors import OverloadedError, ServingError, UnavailableError
-from cifar10_serving.grpc_api.parsing import Malformed, checks_malformed
 
 log = logging.getLogger(__name__)
 
@@ -62,42 +49,3 @@ def trailers_of(exc: BaseException) -> tuple[tuple[str, str], ...]:
     if isinstance(exc, UnavailableError) and exc.retry_after_ms is not None:
         return (("grpc-retry-pushback-ms", str(max(0, int(exc.retry_after_ms)))),)
     return ()
-
-
-def rpc(method: str):
-    """Decorate an async unary handler ``(self, request, context)``: map errors, count, time;
-    a request that did not parse (``cifar10_serving.grpc_api.parsing``) is INVALID_ARGUMENT."""
-
-    def decorate(handler):
-        @functools.wraps(handler)
-        async def wrapper(self, request, context):
-            observe = self.observe
-            started = time.perf_counter()
-            try:
-                if type(request) is Malformed:
-                    raise request.error()
-                response = await handler(self, request, context)
-            except asyncio.CancelledError:
-                if observe is not None:
-                    observe(method, "CANCELLED", time.perf_counter() - started)
-                raise
-            except grpc.aio.AbortError:  # the handler aborted on its own
-                if observe is not None:
-                    code = context.code() if hasattr(context, "code") else None
-                    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-                    observe(method, name, time.perf_counter() - started)
-                raise
-            except Exception as exc:
-                if isinstance(exc, UnavailableError) and exc.hold is not None:
-                    await exc.hold.wait()  # shutdown: answer once the port is closing
-                code, message = status_of(exc, method)
-                if observe is not None:
-                    observe(method, code.name, time.perf_counter() - started)
-                await context.abort(code, message, trailing_metadata=trailers_of(exc))
-            if observe is not None:
-                observe(method, "OK", time.perf_counter() - started)
-            return response
-
-        return checks_malformed(wrapper)
-
-    return decorate

@@ -2,9 +2,8 @@
 
 Up to ``window`` messages are answered at once (each its own task, so their images can share
 a batch); the answers go out in request order. A message that fails, or does not parse
-(``cifar10_serving.grpc_api.parsing.Malformed``), gets an error answer built by the servicer, and the
-stream goes on. Each message is recorded like an RPC
-(``observe(method, code, seconds)``).
+(``Received.malformed``), gets an error answer built by the servicer, and the stream goes
+on. Each message is recorded like an RPC (``observe(method, code, seconds)``).
 """
 
 from __future__ import annotations
@@ -16,8 +15,9 @@ from typing import TypeVar
 
 import grpc
 
+from cifar10_core.errors import InvalidInputError
+from cifar10_serving.grpc_api.methods import Received
 from cifar10_serving.grpc_api.status import RequestObserver, status_of
-from cifar10_serving.grpc_api.parsing import Malformed
 
 STREAM_WINDOW = 64
 """Messages in flight per stream."""
@@ -27,9 +27,9 @@ Resp = TypeVar("Resp")
 
 
 async def pipelined(
-    requests: AsyncIterable[Req],
-    answer: Callable[[Req], Awaitable[Resp]],
-    error_answer: Callable[[Req, str, str], Resp],
+    requests: AsyncIterable[Received],
+    answer: Callable[[Req, int], Awaitable[Resp]],
+    error_answer: Callable[[Req | None, str, str], Resp],
     *,
     method: str,
     observe: RequestObserver | None = None,
@@ -37,8 +37,8 @@ async def pipelined(
     stopping: asyncio.Event | None = None,
     context: grpc.aio.ServicerContext | None = None,
 ) -> AsyncIterator[Resp]:
-    """``answer(request)`` for each request, in order; ``error_answer(request, code name,
-    message)`` for one that raised.
+    """``answer(message, wire_bytes)`` for each message, in order; ``error_answer(message,
+    code name, text)`` for one that raised (``message`` None: it did not parse).
 
     Once ``stopping`` is set (the server shuts down), no further message is read; those read
     are answered, then the stream ends with UNAVAILABLE (``context``) so that the client
@@ -48,13 +48,13 @@ async def pipelined(
     done = object()
     state = {"reading": False, "stopped": False}
 
-    async def one(request: Req) -> Resp:
+    async def one(received: Received) -> Resp:
         started = time.perf_counter()
+        request = received.message
         try:
-            if type(request) is Malformed:
-                request, exc = request.empty(), request.error()
-                raise exc
-            response = await answer(request)
+            if received.malformed:
+                raise InvalidInputError(received.malformed)
+            response = await answer(request, received.size)
             code = "OK"
         except asyncio.CancelledError:
             raise
