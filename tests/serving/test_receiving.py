@@ -134,3 +134,31 @@ def test_a_call_without_a_request_message_is_invalid_argument(server):
                 call(iter(()), timeout=10)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
             assert info.value.details() == "no request message"
+
+
+def test_a_unary_call_waits_for_its_turn_to_be_read(server_factory):
+    """Unary methods are registered with grpc's public request-streaming constructors so that
+    their handler reads the message itself, through the gate (cifar10_serving.grpc_api.methods):
+    with the one image slot held by an idle stream, a unary Classify waits; it is read and
+    answered as soon as the slot is free. Fails if a grpc release stops honouring that."""
+    from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+    from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+    import queue
+    import time
+
+    srv = server_factory(receive_slots=1)
+    image = pb.Image(raw=pb.RawImage(data=bytes(3072), height=32, width=32, channels=3))
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)  # connected
+        outbox: queue.Queue = queue.Queue()
+        stream = stub.ClassifyStream(iter(outbox.get, None), timeout=30)  # reads: holds the slot
+        time.sleep(0.3)
+        unary = stub.Classify.future(pb.ClassifyRequest(images=[image]), timeout=30)
+        time.sleep(0.5)
+        assert not unary.done()  # waiting for the slot
+        outbox.put(pb.ClassifyRequest(images=[image], request_id="s"))  # the stream's read ends
+        assert len(unary.result(timeout=10).probabilities) == 10
+        assert next(stream).request_id == "s"
+        outbox.put(None)
+        assert list(stream) == []

@@ -1,9 +1,11 @@
 """Request messages read a few at a time: a bound on the memory of messages not yet admitted.
 
 grpc reads a unary call's whole message before its handler runs, for every call it has
-received, all at once: 16 clients each sending a 60 MiB message held 2.2 GB before our
-admission limits (``cifar10_serving.dataplane.admission``) saw any of them. So every method
-is registered with grpc as one that reads its own messages (``cifar10_serving.grpc_api.methods``), and each read first takes a slot of a ``ReceiveGate``: at most ``slots`` messages
+received, all at once: a few clients sending large messages would hold gigabytes before
+admission control (``cifar10_serving.dataplane.admission``) saw any of them
+(docs/reliability.md). So every method is registered with grpc as one that reads its own
+messages (``cifar10_serving.grpc_api.methods``), and each read first takes a slot of a
+``ReceiveGate``: at most ``slots`` messages
 are being read at once, the other calls wait their turn (first come, first served) holding
 only what HTTP/2 flow control let in before the read began (``grpc.http2.bdp_probe`` off:
 the 64 KiB stream window, not a window grown to the link's bandwidth). Once a message is

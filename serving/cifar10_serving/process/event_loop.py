@@ -1,8 +1,8 @@
 """The server's event loop: uvloop where installed (the serve extra has it), else asyncio's.
 
 grpc.aio runs the Python side of every call on one event loop thread, and with 1-image calls
-that thread is the server's bottleneck: uvloop (libuv, in C) cuts its cost per call by about
-a fifth (docs/benchmarks.md, "Event loop"). ``--event-loop asyncio`` keeps the standard one.
+that thread is the server's bottleneck: uvloop (libuv, in C) costs less per call
+(docs/benchmarks.md). ``--event-loop asyncio`` keeps the standard one.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ the server has been idle a moment after work. No-op where glibc is absent.
 ``CycleCollector`` frees reference cycles soon after a call ends in error: an error path
 leaves a cycle (exception, traceback, the frames, grpc's own call state) that holds the
 request's protobuf message, whose payload lives in protobuf's native arena, which Python's
-collector does not count. Left to the collector's own schedule, 16 requests each holding a
-30 MiB image that did not decode kept 480 MB alive.
+collector does not count: left to the collector's own schedule, a burst of large requests
+that failed would keep their payloads alive (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ class Trimmer:
     def __init__(self, seen: Callable[[], int], idle: Callable[[], bool],
                  interval_s: float = 2.0) -> None:
         self.seen, self.idle, self.interval_s = seen, idle, interval_s
-        self.trims = 0
         self._trim = getattr(_libc(), "malloc_trim", None)
 
     async def run(self) -> None:
@@ -68,7 +67,6 @@ class Trimmer:
             now = self.seen()
             if now != last and self.idle():
                 self._trim(0)
-                self.trims += 1
                 last = now
 
 
@@ -76,15 +74,14 @@ class CycleCollector:
     """``note_error()`` after a call ends in error: one ``gc.collect()`` soon after, at most
     one per ``min_interval_s`` (on the event loop). ``freeze()`` once the server is up: what
     exists then lives as long as the server, and a collection only walks what came since
-    (0.01 ms idle here, against 23-34 ms for a full collection over the loaded model).
+    (a fraction of a full collection over the loaded model).
 
     ``pause()`` at process start: no collection runs while the process imports and loads
-    (it allocates only what lives until exit, and collections during imports cost several
-    percent of a cold start); ``freeze()`` turns collection back on."""
+    (it allocates only what lives until exit, and collections during imports lengthen the
+    cold start); ``freeze()`` turns collection back on."""
 
     def __init__(self, min_interval_s: float = 0.05) -> None:
         self.min_interval_s = min_interval_s
-        self.collections = 0
         self._scheduled = False
         self._last = 0.0
 
@@ -108,4 +105,3 @@ class CycleCollector:
         self._scheduled = False
         gc.collect()
         self._last = time.monotonic()
-        self.collections += 1

@@ -1,7 +1,7 @@
 """Several server processes on one port (``--workers N``), as in grpc's multiprocessing example.
 
-Why: a grpc.aio process answers its calls on one Python thread (the GIL), which costs about
-as much CPU per call as the model's run for one image (docs/benchmarks.md). With N processes
+Why: a grpc.aio process answers its calls on one Python thread (the GIL), which costs
+about as much CPU per call as the model's run for one image (docs/benchmarks.md). With N processes
 sharing the port, the kernel spreads connections over them (``SO_REUSEPORT``) and each answers
 on its own core, with its own onnxruntime session and dynamic batcher.
 
