@@ -12,7 +12,7 @@ one test process do not collide) and are served over HTTP by ``Metrics.serve``:
 * ``cifar10_model_info{name, version}``: 1 for the model being served
 * ``cifar10_model_reloads_total{result}``: hot reloads, ``ok`` or ``rejected``
 * ``cifar10_malformed_requests_total{method}``: request messages that did not parse
-  (answered INVALID_ARGUMENT; ``cifar10_serving.grpc_api.parsing``)
+  (answered INVALID_ARGUMENT; ``cifar10_serving.grpc_api.methods``)
 * ``cifar10_ready``: 1 while the server is SERVING
 
 The same port answers HTTP health probes (``cifar10_serving.observability.http_probes``:
