@@ -1,11 +1,10 @@
-"""Generate the Python gRPC code in serving/proto/ from the .proto files in protos/.
+"""Generate the Python gRPC code in protos/cifar10_protos/ from the .proto files in protos/.
 
 The one command (``make protos``, or ``python protos/generate.py``). Generated files are
 committed and never edited by hand; tests/test_protos.py fails when they are stale.
-The folder serving/ is the installed package ``cifar10_serving`` (pyproject.toml maps it),
-so the code is generated for the import path ``cifar10_protos`` and then copied into
-serving/proto/. ``--out DIR`` writes the package's files into DIR instead (the staleness
-test uses it).
+The code is generated for the import path ``cifar10_protos`` (the installed package that
+protos/cifar10_protos/ is, pyproject.toml) and copied there. ``--out DIR`` writes the
+package's files into DIR instead (the staleness test uses it).
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ def generate(out: Path = FOLDER) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=FOLDER,
-                        help="folder for the generated package (default: serving/proto)")
+                        help="folder for the generated package (default: protos/cifar10_protos)")
     args = parser.parse_args()
     for path in generate(args.out):
         print(path)

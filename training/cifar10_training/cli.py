@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     p.add_argument("--full-range", action="store_true",
                    help="8-bit weights instead of 7: only for serving on CPUs with VNNI; without it "
-                        "int8 products can saturate (see training/quantize.py)")
+                        "int8 products can saturate (see training/cifar10_training/quantize.py)")
     p.set_defaults(func=_cmd_quantize)
     return parser
 

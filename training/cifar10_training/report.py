@@ -197,7 +197,7 @@ Export parity (Keras vs onnxruntime on {parity['images']} validation images): ma
 
 ## Limits
 32x32 pictures of ten classes only: anything else is forced into one of them. Larger images
-are resized to 32x32 (core/images.py), which loses most detail.
+are resized to 32x32 (core/cifar10_core/images.py), which loses most detail.
 """
 
 
