@@ -2,10 +2,10 @@
 server's best measured images/s under the same conditions.
 
     python -m bench.batch_throughput [--model PATH] [--images 10000] [--rounds 2]
-        [--data ../shared/data/cifar10-jpeg/train] [--json docs/batch-throughput.json]
+        [--data ../shared/data/cifar10-jpeg/train] [--json docs/bench-results/batch-throughput.json]
 
-1. Starts ``cifar10-serve`` (its defaults: onnxruntime threads = CPUs available, dynamic
-   batching up to 64) on a free port in a subprocess, with the bundled model
+1. Starts ``python -m cifar10_serving`` (its default settings, metrics off) on a free port
+   in a subprocess (bench.server_process), with the bundled model
    (models/cifar10-cnn.onnx) or, while that is missing, the seed-CNN stand-in of
    ``bench.standin_model`` (same architecture and speed, random weights).
 2. Takes ``--images`` JPEGs from the CIFAR-10 folder (the same number from each class) and
@@ -38,9 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ports import free_port
+from bench.paths import REAL_MODEL, ROOT
+from bench.proctree import cpu_seconds
+from bench.server_process import Server
 
-ROOT = Path(__file__).resolve().parent.parent
 CLASSIFY = "/cifar10.v2.Classifier/Classify"
 CEILING_CONFIGS = ((32, 4), (64, 2), (64, 4), (64, 8), (128, 4))
 
@@ -110,9 +111,8 @@ def drive_main(argv: list[str]) -> None:
 def _model(path: str | None) -> Path:
     if path:
         return Path(path)
-    bundled = ROOT / "models" / "cifar10-cnn.onnx"
-    if bundled.exists():
-        return bundled
+    if REAL_MODEL.exists():
+        return REAL_MODEL
     from bench.standin_model import DEFAULT_PATH, build
 
     standin = ROOT / DEFAULT_PATH
@@ -134,16 +134,10 @@ def _prepare(data: Path, count: int, workdir: Path) -> tuple[Path, Path]:
     return listing, npy
 
 
-def _server_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) the server process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _ceiling(address: str, kind: str, source: Path, duration: float, configs, server_pid: int) -> dict:
     runs = []
     for batch, concurrency in configs:
-        cpu = _server_cpu(server_pid)
+        cpu = cpu_seconds(server_pid)
         out = subprocess.run(
             [sys.executable, "-m", "bench.batch_throughput", "--drive", address, kind, str(source),
              "--batch", str(batch), "--concurrency", str(concurrency), "--duration", str(duration)],
@@ -151,7 +145,7 @@ def _ceiling(address: str, kind: str, source: Path, duration: float, configs, se
         )
         result = json.loads(out.stdout)
         # The driver's warm-up call is negligible next to a few seconds of load.
-        result["server_cpu_us_per_image"] = (_server_cpu(server_pid) - cpu) / (
+        result["server_cpu_us_per_image"] = (cpu_seconds(server_pid) - cpu) / (
             result["images_per_s"] * duration) * 1e6
         runs.append(result)
     return max(runs, key=lambda r: r["images_per_s"]) | {"tried": runs}
@@ -159,13 +153,13 @@ def _ceiling(address: str, kind: str, source: Path, duration: float, configs, se
 
 def _batch_run(address: str, source: Path, workdir: Path, extra: list[str], server_pid: int) -> dict:
     output = workdir / f"out-{time.monotonic_ns()}.jsonl"
-    cpu = _server_cpu(server_pid)
+    cpu = cpu_seconds(server_pid)
     command = [sys.executable, "-m", "cifar10_client.batch", str(source), "-o", str(output),
                "--address", address, "--no-progress", *extra]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    server_cpu = _server_cpu(server_pid) - cpu
+    server_cpu = cpu_seconds(server_pid) - cpu
     match = re.search(r"classified (\d+) items \((\d+) failed\) in ([\d.]+) s: (\d+) images/s", done.stderr)
     client = re.search(r"client CPU (\d+) us per image", done.stderr)
     if done.returncode != 0 or not match or not client:
@@ -195,20 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model = _model(args.model)
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cifar10_serving.grpc_api.server", "--model-path", str(model), "--port", str(port),
-         "--host", "127.0.0.1", "--metrics-port", "-1", "--log-level", "WARNING", "--reload-interval-s", "0"],
-        cwd=ROOT,
-    )
+    server = Server(str(model), {"CIFAR10_METRICS_PORT": "-1", "CIFAR10_LOG_LEVEL": "WARNING",
+                                 "CIFAR10_RELOAD_INTERVAL_S": "0"})
+    address = server.address
     report: dict = {"model": str(model), "host": platform.node(), "cpus": os.cpu_count(),
                     "load_average_at_start": os.getloadavg(), "results": {}}
     try:
-        from cifar10_client import Client
-
-        with Client(address) as client:
-            client.wait_until_serving(60)
+        server.first_answer()
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             listing, npy = _prepare(Path(args.data), args.images, workdir)
@@ -217,12 +204,12 @@ def main(argv: list[str] | None = None) -> int:
                 # Find the server's best configuration once, then measure in pairs (ceiling
                 # at that configuration, then cifar10-batch), so that the background load
                 # of a shared machine hits both sides of each pair alike.
-                sweep = _ceiling(address, kind, sources[kind], args.duration, CEILING_CONFIGS, server.pid)
+                sweep = _ceiling(address, kind, sources[kind], args.duration, CEILING_CONFIGS, server.process.pid)
                 best = (sweep["batch"], sweep["concurrency"])
                 pairs = []
                 for _ in range(args.rounds):
-                    ceiling = _ceiling(address, kind, sources[kind], args.duration, (best,), server.pid)
-                    run = _batch_run(address, sources[kind], workdir, args.batch_args.split(), server.pid)
+                    ceiling = _ceiling(address, kind, sources[kind], args.duration, (best,), server.process.pid)
+                    run = _batch_run(address, sources[kind], workdir, args.batch_args.split(), server.process.pid)
                     # CPU per image on both paths: on a shared machine the steadier figure.
                     # With the CPUs to themselves, both paths are CPU-bound, so the ratio of
                     # their throughputs is the inverse ratio of their total CPU per image.
@@ -247,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                     "sweep": sweep["tried"], "pairs": pairs, "batch_command": run["command"],
                 }
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop()
     report["load_average_at_end"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     if args.json:

@@ -1,7 +1,8 @@
 """The ceiling: raw onnxruntime, in-process, images/s at each batch size.
 
-Uses cifar10_serving.onnx_model.OnnxModel, so the session options (threads, no spinning, graph
-optimizations) are exactly the server's. Run in its own process by bench.run.
+Uses the server's model runner (``cifar10_serving.onnx_model.OnnxModel``), so the session
+options (threads, no spinning, graph optimizations) are exactly the server's. Run in its own
+process by bench.run.
 
     python -m bench.ceiling --model PATH [--batches 1,8,32,256] [--seconds 2] [--threads 0]
                             [--instances 1]
@@ -32,7 +33,7 @@ def measure(model_path: str, batches, seconds: float, threads: int, runs: int = 
 
     # K runs side by side get what the server gives overlapping runs (threads / K each).
     threads = threads or Settings(instances=instances).overlap_threads
-    model = OnnxModel.load(model_path, threads=threads, spinning=False)  # shared, as in the server
+    model = OnnxModel.load(model_path, threads=threads)  # shared, as in the server
     rng = np.random.default_rng(0)
     out = {"threads": threads, "instances": instances, "batches": {}}
     for batch in batches:

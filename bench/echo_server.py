@@ -1,11 +1,11 @@
 """The gRPC floor: a grpc.aio server on our two APIs' methods that computes nothing.
 
-It parses each request like the real server and answers a fixed, valid one-image response,
-so with the same client on the same CPUs it measures what the gRPC layer alone (grpcio's C
-core, its Python bindings and the event loop) costs per call: no server built on grpcio can
-answer more calls per second than this one. It runs on the event loop the server runs on
-(``--event-loop``, the same choice as ``cifar10-serve``'s: uvloop where installed), so that
-the floor is the server's own. It serves cifar10.v2.Classifier/Classify (a
+It parses each request with the generated protobuf classes and answers a fixed, valid
+one-image response, so with the same client on the same CPUs it measures what the gRPC layer
+alone (grpcio's C core, its Python bindings and the event loop) costs per call: no server
+built on grpcio can answer more calls per second than this one. ``--event-loop`` takes the
+same choices as ``cifar10-serve``'s (auto: uvloop where installed), so that the floor runs
+on the server's kind of event loop. It serves cifar10.v2.Classifier/Classify (a
 ClassifyResponse) and the Open Inference Protocol's inference.GRPCInferenceService/ModelInfer
 (a ModelInferResponse with the FP32 [1, 10] output "probabilities", any model name).
 
@@ -16,6 +16,7 @@ ClassifyResponse) and the Open Inference Protocol's inference.GRPCInferenceServi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 import grpc
@@ -70,14 +71,26 @@ async def serve(port: int) -> None:
     await server.wait_for_termination()
 
 
+def runner(choice: str):
+    """(name, run) for ``--event-loop`` ``choice``: ``run(coro)`` runs a coroutine on a fresh
+    loop of that kind."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit("--event-loop uvloop: the uvloop package is not installed")
+        else:
+            return "uvloop", uvloop.run
+    return "asyncio", asyncio.run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--event-loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                         help="as cifar10-serve's --event-loop (default auto: uvloop if installed)")
     args = parser.parse_args(argv)
-    from cifar10_serving.process.event_loop import runner
-
     name, run = runner(args.event_loop)
     print(f"event loop: {name}", file=sys.stderr, flush=True)
     try:

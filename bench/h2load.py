@@ -1,9 +1,9 @@
 """h2load as a lean load generator for our two APIs (the benchmark's part (e)).
 
 h2load (Debian: ``apt-get install nghttp2-client``) is nghttp2's HTTP/2 benchmark client,
-written in C: it sends one pre-framed gRPC request over and over and costs the two shared
-CPUs far less per call than a Python gRPC client does, so the server gets more of them.
-That is how the design notes measured grpc.aio's own ceiling. Here it drives our server and
+written in C: it sends one pre-framed gRPC request over and over and costs the CPUs it
+shares with the server far less per call than a Python gRPC client does, so the server
+gets more of them. Here it drives our server and
 ``bench.echo_server`` with the same requests as ``bench.loadgen`` (random raw 32x32x3 images):
 ``--api cifar10`` (the default) calls cifar10.v2.Classifier/Classify, ``--api oip`` the Open
 Inference Protocol's inference.GRPCInferenceService/ModelInfer (``--model-name``: the model

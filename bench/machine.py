@@ -24,8 +24,8 @@ def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
 
 
 VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
-"""The flags that change onnxruntime's speed most (AVX-512 and VNNI hosts run it 2-2.5x
-faster than AVX2-only ones): figures from hosts that differ here do not compare."""
+"""The flags that change onnxruntime's speed most (its kernels use the widest of them):
+figures from hosts that differ here do not compare."""
 
 
 def cpu(cpuinfo: str | None = None) -> dict:

@@ -1,6 +1,6 @@
 """Overload and soak benchmark: what clients get, and what the server holds, when they push.
 
-Starts ``cifar10-serve`` in its own process (``bench.server_process``) and runs, in order:
+Starts ``python -m cifar10_serving`` in its own process (``bench.server_process``) and runs, in order:
 
 * ``flood``: 4,000 single-image Classify calls at once, over 4 and over 16 connections;
 * ``big``: 96 concurrent 1024-image requests (3 MiB each);
@@ -14,7 +14,7 @@ each phase by status code, the server's RSS peak (VmHWM) and RSS after ``--idle`
 rest, and the slowest health check of each kind in each phase::
 
     python -m bench.overload [--model models/cifar10-cnn.onnx] [--soak 20] [--idle 10] \
-        [--out docs/reliability.json]
+        [--out docs/bench-results/reliability.json]
 
 Results and the command of a run: docs/reliability.md.
 """
@@ -34,8 +34,7 @@ import zlib
 import grpc
 import numpy as np
 
-from bench.encoding import cpu
-from bench.machine import background_load
+from bench.machine import background_load, cpu
 from bench.paths import ROOT
 from bench.probe import Probes
 from bench.server_process import Server
@@ -97,24 +96,24 @@ async def phase(name: str, server: Server, work) -> dict:
     return result
 
 
-async def flood(address: str, connections: int, calls: int = 4000) -> collections.Counter:
+async def at_once(address: str, data: bytes, calls: int, connections: int,
+                  timeout: float) -> collections.Counter:
+    """``calls`` Classify calls of ``data`` at once over ``connections`` connections: the
+    codes they ended with."""
     codes: collections.Counter = collections.Counter()
     chans = channels(address, connections)
-    data = classify_bytes(1)
-    await asyncio.gather(*(call(chans[i % connections], data, codes, 60) for i in range(calls)))
+    await asyncio.gather(*(call(chans[i % connections], data, codes, timeout) for i in range(calls)))
     for channel in chans:
         await channel.close()
     return codes
+
+
+async def flood(address: str, connections: int, calls: int = 4000) -> collections.Counter:
+    return await at_once(address, classify_bytes(1), calls, connections, 60)
 
 
 async def big(address: str, requests: int = 96) -> collections.Counter:
-    codes: collections.Counter = collections.Counter()
-    chans = channels(address, 8)
-    data = classify_bytes(1024)
-    await asyncio.gather(*(call(chans[i % 8], data, codes, 120) for i in range(requests)))
-    for channel in chans:
-        await channel.close()
-    return codes
+    return await at_once(address, classify_bytes(1024), requests, 8, 120)
 
 
 async def soak(address: str, seconds: float, clients: int = 32) -> collections.Counter:
@@ -137,13 +136,7 @@ async def largest_messages(address: str, calls: int = 24, connections: int = 8,
                            mib: int = 60) -> collections.Counter:
     """``calls`` messages of ``mib`` MiB at once (an image that does not decode: the
     server reads each whole before it can refuse it)."""
-    codes: collections.Counter = collections.Counter()
-    chans = channels(address, connections)
-    data = classify_bytes(encoded=bytes(mib << 20))
-    await asyncio.gather(*(call(chans[i % connections], data, codes, 120) for i in range(calls)))
-    for channel in chans:
-        await channel.close()
-    return codes
+    return await at_once(address, classify_bytes(encoded=bytes(mib << 20)), calls, connections, 120)
 
 
 async def decode(address: str, repeats: int = 3) -> collections.Counter:
@@ -179,7 +172,7 @@ async def run(args: argparse.Namespace) -> dict:
         code = server.stop()
     return {
         "command": "python -m bench.overload " + " ".join(sys.argv[1:]),
-        "cpu": cpu()["model"],
+        "cpu": cpu(),
         "load_before": load,
         "model": args.model,
         "rss_mb_at_start": idle["rss_mb"],

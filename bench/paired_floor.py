@@ -7,35 +7,22 @@ from repeat to repeat). Each repeat so has its own composed floor F = 1 / (1/E +
 share of it, and its own concurrency-1 limit (E's p50 + onnxruntime's batch-1 p50 + 0.2 ms);
 the targets (bench.targets) take the medians of those per-repeat figures.
 
-Why: on a shared host the machine's speed drifts by 15-25 % within minutes (other tenants).
-Measured in separate phases minutes apart (parts (a), (d) and (e)), E and R came from other
-minutes than our server's figure: two full runs 40 minutes apart on one host gave a share
-of F of 1.045 and 0.831 for the same server. Side by side, a slow minute slows numerator and
-denominator alike.
+Why: a shared host's speed drifts within minutes. Measured in separate phases minutes apart
+(parts (a), (d) and (e)), E and R would come from other minutes than our server's figure;
+side by side, a slow minute slows numerator and denominator alike.
 
-Beside them, for cifar10.v2 Classify at concurrency 64, the compositions of
-``COMPOSITIONS``: ``bench.minimal_server`` (gRPC, our batcher and the model, none of our
-other layers), how much of F a composition of grpc.aio, our batcher and onnxruntime reaches
-at all on this host, in the same minutes; and the same with ``--loop-batcher``
-(``bench.loop_batcher``, the best composition measured so far), so that a run on another
-host says whether issue 14's 0.9 of F is within reach there.
-
-The servers stay up for the whole part; those not measured are idle.
+Both servers stay up for the whole part; the one not measured is idle.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 from bench import h2load
 from bench.measurements import ceiling_now, h2load_once
-from bench.server_process import echo_server, minimal_server
+from bench.server_process import echo_server
 from bench.stats import median
 from bench.targets import LATENCY_MARGIN_MS, composed
 
 SHORT_CEILING_BATCHES = "1,2,8,32,64"
-# name in the results -> bench.minimal_server's flags (measured for Classify at concurrency 64)
-COMPOSITIONS = {"minimal": (), "loop_batcher": ("--loop-batcher",)}
 
 
 def short_ceiling(model: str, smoke: bool) -> dict:
@@ -46,19 +33,12 @@ def short_ceiling(model: str, smoke: bool) -> dict:
     return {"R_images_per_s": round(best, 1), "batch1_p50_ms": layouts[1]["1"]["p50_ms"]}
 
 
-def one_pair(raw: dict, echo: dict, ours: dict, echo_c1: dict, ours_c1: dict,
-             compositions: dict[str, dict] | None = None) -> dict:
+def one_pair(raw: dict, echo: dict, ours: dict, echo_c1: dict, ours_c1: dict) -> dict:
     """One repeat's figures for one API from its measurements (R, then E and ours at
-    concurrency 64 and at concurrency 1; those of ``COMPOSITIONS`` at 64 where measured)."""
+    concurrency 64 and at concurrency 1)."""
     e, r = echo.get("images_per_s"), raw["R_images_per_s"]
     f = composed(e, r)
     images = ours.get("images_per_s")
-    compositions = compositions or {}
-    reached = {}
-    for name in COMPOSITIONS:
-        other = compositions.get(name, {}).get("images_per_s")
-        reached[f"{name}_images_per_s"] = other
-        reached[f"{name}_share_of_F"] = round(other / f, 3) if other and f else None
     parts = (echo_c1.get("p50_ms"), raw["batch1_p50_ms"])
     p50, p99 = ours_c1.get("p50_ms"), ours_c1.get("p99_ms")
     return {
@@ -68,43 +48,31 @@ def one_pair(raw: dict, echo: dict, ours: dict, echo_c1: dict, ours_c1: dict,
         "c1_limit_ms": None if None in parts else round(sum(parts) + LATENCY_MARGIN_MS, 3),
         "c1_p50_ms": p50, "c1_p99_ms": p99,
         "c1_p99_over_p50": round(p99 / p50, 2) if p99 and p50 else None,
-        **reached,
-        "errors": [m["error"] for m in (echo, ours, echo_c1, ours_c1, *compositions.values())
-                   if m.get("error")],
+        "errors": [m["error"] for m in (echo, ours, echo_c1, ours_c1) if m.get("error")],
     }
 
 
 def summarize(pairs: list[dict]) -> dict:
     """Medians of the per-repeat figures; the pairs themselves under ``repeats``."""
     keys = ("share_of_F", "F_images_per_s", "images_per_s", "E_calls_per_s", "R_images_per_s",
-            "c1_p50_ms", "c1_limit_ms", "c1_p99_over_p50", "E_c1_p50_ms", "R_batch1_p50_ms",
-            *(f"{name}_{k}" for name in COMPOSITIONS for k in ("images_per_s", "share_of_F")))
+            "c1_p50_ms", "c1_limit_ms", "c1_p99_over_p50", "E_c1_p50_ms", "R_batch1_p50_ms")
     return {**{k: median([p.get(k) for p in pairs]) for k in keys}, "repeats": pairs}
 
 
 def run(model: str, address: str, model_name: str, args) -> dict:
     """Part (f) against our running server at ``address``: ``{api: summarize(pairs)}``."""
     pairs: dict[str, list[dict]] = {api: [] for api in h2load.APIS}
-    with contextlib.ExitStack() as stack:
-        echo_address = stack.enter_context(echo_server())
-        others = {name: stack.enter_context(minimal_server(model, *flags))
-                  for name, flags in COMPOSITIONS.items()}
+    with echo_server() as echo_address:
         for repeat in range(args.repeats):
             raw = short_ceiling(model, args.smoke)
             for api in h2load.APIS:
                 first, second = (echo_address, address)[::1 if repeat % 2 == 0 else -1]
                 figures: dict[tuple[str, int], dict] = {}
                 for concurrency in (64, 1):
-                    servers = [first, second]
-                    if api == "cifar10" and concurrency == 64:  # Classify only
-                        for n, other in enumerate(others.values()):  # order rotates
-                            servers.insert((repeat + n) % (len(servers) + 1), other)
-                    for target in servers:
+                    for target in (first, second):
                         figures[(target, concurrency)] = h2load_once(
                             target, 1, concurrency, api, args, model_name)
                 pairs[api].append(one_pair(
                     raw, figures[(echo_address, 64)], figures[(address, 64)],
-                    figures[(echo_address, 1)], figures[(address, 1)],
-                    {name: figures[(other, 64)] for name, other in others.items()
-                     if (other, 64) in figures}))
+                    figures[(echo_address, 1)], figures[(address, 1)]))
     return {api: summarize(p) for api, p in pairs.items()}

@@ -2,7 +2,7 @@
 
 Two threads, each every ``--interval`` s until stdin closes: a gRPC ``grpc.health.v1`` Check
 (a new channel kept open, like a load balancer's) and, with ``--http``, an HTTP GET of
-``/v2/health/ready`` on the metrics port (cifar10_serving.observability.http_probes). Then one JSON line:
+``/v2/health/ready`` on the server's metrics port. Then one JSON line:
 checks, failures and the slowest of each. ``Probes`` starts one and reads it back::
 
     python -m bench.probe --address 127.0.0.1:8500 [--http http://127.0.0.1:8501] < pipe

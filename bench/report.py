@@ -10,6 +10,22 @@ def fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+LATENCY = (("images_per_s", ",.0f"), ("p50_ms", ".2f"), ("p99_ms", ".2f"))
+PAIRED = (("R_images_per_s", ",.0f"), ("E_calls_per_s", ",.0f"), ("F_images_per_s", ",.0f"),
+          ("images_per_s", ",.0f"), ("share_of_F", ".3f"), ("E_c1_p50_ms", ".3f"),
+          ("R_batch1_p50_ms", ".3f"), ("c1_limit_ms", ".3f"), ("c1_p50_ms", ".3f"),
+          ("c1_p99_over_p50", ".2f"))
+
+
+def _cells(values: dict, columns) -> list[str]:
+    """``values``' figures of ``columns`` ((key, format spec), ...), formatted by ``fmt``."""
+    return [fmt(values.get(key), spec) for key, spec in columns]
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def _table(caption: str, columns: list[str], left: int = 0) -> list[str]:
     """A table's caption, a blank line and its header rows: the first ``left`` columns
     aligned left, the rest right."""
@@ -35,7 +51,7 @@ def render(results: dict) -> str:
 
 
 def _cpu(env: dict) -> str:
-    """`` (model, flags)`` of the run's CPU, for results that record it (since 2026-12-02)."""
+    """`` (model, flags)`` of the run's CPU, for results that record it."""
     cpu = env.get("cpu")
     if not cpu:
         return ""
@@ -191,11 +207,8 @@ def _h2load(results: dict) -> list[str]:
             floor = echo.get(key, {})
             share = (f"{row['images_per_s'] / floor['images_per_s']:.2f}"
                      if row.get("images_per_s") and floor.get("images_per_s") else "")
-            lines.append(f"| {api} | {batch} | {concurrency} | {fmt(row['images_per_s'], ',.0f')} | "
-                         f"{fmt(row['p50_ms'], '.2f')} | {fmt(row['p99_ms'], '.2f')} | "
-                         f"{fmt(floor.get('images_per_s'), ',.0f') if floor else ''} | "
-                         f"{fmt(floor.get('p50_ms'), '.2f') if floor else ''} | "
-                         f"{fmt(floor.get('p99_ms'), '.2f') if floor else ''} | {share} |")
+            lines.append(_row(api, batch, concurrency, *_cells(row, LATENCY),
+                              *(_cells(floor, LATENCY) if floor else ("", "", "")), share))
     return [*lines, ""]
 
 
@@ -222,36 +235,18 @@ def _paired_floor(results: dict) -> list[str]:
         return []
     lines = _table("(f) Side by side, per repeat (bench.paired_floor): a short ceiling R, then "
                    "bench.echo_server (E) and our server one right after the other with h2load, "
-                   "1-image calls (for Classify at concurrency 64 also bench.minimal_server: gRPC, "
-                   "our batcher and the model, nothing else; and the same with --loop-batcher: "
-                   "bench.loop_batcher, onnxruntime's run_async); F = 1 / (1/E + 1/R); the concurrency-1 limit is E's p50 + "
+                   "1-image calls; F = 1 / (1/E + 1/R); the concurrency-1 limit is E's p50 + "
                    "onnxruntime's batch-1 p50 + 0.2 ms. Targets 1 and 2 take the medians (last "
                    "row of each API):",
                    ["API", "repeat", "R images/s", "E calls/s", "F images/s", "ours c64 images/s",
-                    "share of F", "minimal server c64 images/s (share of F)",
-                    "loop batcher c64 images/s (share of F)", "E c1 p50 ms",
-                    "batch-1 p50 ms", "c1 limit ms", "ours c1 p50 ms", "ours c1 p99 / p50"],
+                    "share of F", "E c1 p50 ms", "batch-1 p50 ms", "c1 limit ms", "ours c1 p50 ms",
+                    "ours c1 p99 / p50"],
                    left=2)
     for api, summary in paired.items():
         rows = [(str(i + 1), p) for i, p in enumerate(summary.get("repeats") or [])]
         for label, p in [*rows, ("median", summary)]:
-            lines.append(
-                f"| {api} | {label} | {fmt(p['R_images_per_s'], ',.0f')} | "
-                f"{fmt(p['E_calls_per_s'], ',.0f')} | {fmt(p['F_images_per_s'], ',.0f')} | "
-                f"{fmt(p['images_per_s'], ',.0f')} | {fmt(p['share_of_F'], '.3f')} | "
-                f"{_composition(p, 'minimal')} | {_composition(p, 'loop_batcher')} | "
-                f"{fmt(p['E_c1_p50_ms'], '.3f')} | {fmt(p['R_batch1_p50_ms'], '.3f')} | "
-                f"{fmt(p['c1_limit_ms'], '.3f')} | {fmt(p['c1_p50_ms'], '.3f')} | "
-                f"{fmt(p['c1_p99_over_p50'], '.2f')} |")
+            lines.append(_row(api, label, *_cells(p, PAIRED)))
     return [*lines, ""]
-
-
-def _composition(pair: dict, name: str) -> str:
-    """A composition's figure (bench.paired_floor.COMPOSITIONS) and its share of F, or ""
-    (not measured for the API, or in an older results file)."""
-    if pair.get(f"{name}_images_per_s") is None:
-        return ""
-    return f"{pair[f'{name}_images_per_s']:,.0f} ({fmt(pair[f'{name}_share_of_F'], '.3f')})"
 
 
 def _floor(results: dict) -> list[str]:

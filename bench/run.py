@@ -7,8 +7,8 @@
     python -m bench --workers 2           # the server as 2 processes (CIFAR10_WORKERS=2)
 
 (a) ceiling: raw onnxruntime in-process images/s at batch 1..256 (bench.ceiling, own process);
-(b) our server (a fresh ``cifar10-serve`` process, default settings, port picked here; with
-    ``--workers N``, CIFAR10_WORKERS=N, here and for the cold starts) over
+(b) our server (a fresh ``python -m cifar10_serving`` process, default settings, ports
+    picked here; with ``--workers N``, CIFAR10_WORKERS=N, here and for the cold starts) over
     cifar10.v2 Classify with our closed-loop load generator (bench.loadgen, own process):
     1-image calls at concurrency 1, 4, 16, 64 and 32-image calls at concurrency 1, 4;
     images/s and p50/p99 latency; cold start (process start to the first answer, several
@@ -23,10 +23,7 @@
 (f) the single-image targets' figures side by side (bench.paired_floor, with h2load): in
     each repeat a short ceiling (R), then the echo server and ours one right after the
     other at concurrency 64 and 1, per API, so that each repeat's share of F and
-    concurrency-1 limit come from the same minutes; beside them bench.minimal_server
-    (Classify at concurrency 64), whose share of the same F is what a grpc.aio server
-    batching with our batcher reaches on this host at all, and the same with
-    ``--loop-batcher`` (bench.loop_batcher, the best composition measured so far).
+    concurrency-1 limit come from the same minutes.
 Each figure is the median of ``--repeats`` runs (scenarios interleaved, so slow drift of
 the machine's load spreads over all of them). Results: JSON (``--out``) and a Markdown
 report (``--report``, also printed), with the composed floor (``floor``: E, R, F) and the
@@ -205,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = resolve_model(args, tmp)
-        info = OnnxModel.load(model, threads=1).info
+        loaded = OnnxModel.load(model, threads=1)
         results: dict = {
             "model": {"path": os.path.relpath(model, ROOT) if model.startswith(str(ROOT)) else model,
-                      "name": info.name, "version": info.version},
+                      "name": loaded.name, "version": loaded.version},
             "repeats": args.repeats, "smoke": args.smoke,
             "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -227,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         results["server_settings"]["workers"] = args.workers or getattr(served, "workers", 1)
         results["ceiling"] = run_ceiling(model, args.repeats, args.smoke)
         results["cold_start"] = cold_start(model, args.cold_starts, server_env(args))
-        results["server"] = run_server_parts(model, info.name, args)
-        results["grpc_floor"], lean_floor = run_grpc_floor(info.name, args)
+        results["server"] = run_server_parts(model, loaded.name, args)
+        results["grpc_floor"], lean_floor = run_grpc_floor(loaded.name, args)
         for api, figures in (lean_floor or {}).items():
             results[H2LOAD_KEYS[api][1]] = figures
         results["environment"]["load_after"] = background_load()

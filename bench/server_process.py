@@ -1,17 +1,16 @@
-"""Servers in their own processes: ``cifar10-serve`` (first answer, CPU time, memory, cold
-start), ``bench.echo_server`` (the gRPC floor) and ``bench.minimal_server`` (gRPC, our batcher
-and the model, nothing else).
+"""Servers in their own processes: ``python -m cifar10_serving`` (the ``cifar10-serve``
+command: first answer, CPU time, memory, cold start) and ``bench.echo_server`` (the gRPC
+floor).
 
-``cifar10-serve`` may run several processes (``CIFAR10_WORKERS``), the one started here the
-parent of the others: CPU time and memory are those of the whole process tree
-(bench.proctree), and stopping it signals the parent, which stops the others.
+The server is configured through its CIFAR10_* environment only. It may run several
+processes (``CIFAR10_WORKERS``), the one started here the parent of the others: CPU time and
+memory are those of the whole process tree (bench.proctree), and stopping it signals the
+parent, which stops the others.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,32 +24,32 @@ from bench.paths import ROOT
 from bench.ports import accepts, free_port
 from bench.stats import median
 
-SERVER_CODE = "import sys; from cifar10_serving.launcher import main; sys.exit(main())"
-
-
 class Server:
-    """``cifar10-serve`` in its own process with default settings (port, model and
-    ``extra_env`` aside)."""
+    """``python -m cifar10_serving`` in its own process with default settings (model, port,
+    metrics port and ``extra_env`` aside; ``CIFAR10_METRICS_PORT=-1`` in ``extra_env`` turns
+    the metrics port off)."""
 
     def __init__(self, model: str, extra_env: dict[str, str] | None = None):
         self.port = free_port()
         env = dict(os.environ)
         env.update({"CIFAR10_MODEL_PATH": model, "CIFAR10_PORT": str(self.port),
-                    "CIFAR10_HOST": "127.0.0.1", "CIFAR10_METRICS_PORT": "0"})
+                    "CIFAR10_HOST": "127.0.0.1", "CIFAR10_METRICS_PORT": str(free_port())})
         env.update(extra_env or {})
+        self.metrics_port = int(env["CIFAR10_METRICS_PORT"])
         # Its log goes to a file, not a pipe: a pipe nobody reads until stop would block a
         # server that logs more than the pipe holds (64 KB) during a long run.
         self._log = tempfile.TemporaryFile()
         self.started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-c", SERVER_CODE], env=env, cwd=ROOT,
-                                        stdout=subprocess.DEVNULL, stderr=self._log)
+        self.process = subprocess.Popen([sys.executable, "-m", "cifar10_serving"], env=env,
+                                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log)
         self.address = f"127.0.0.1:{self.port}"
         self.children_left: list[int] = []  # pids of its children still running after stop()
 
     def metrics_base(self) -> str:
-        """``http://127.0.0.1:PORT`` of its metrics port (health probes too), from its log."""
-        port = re.search(r"Prometheus metrics on http://[^:]+:(\d+)", self.log_text()).group(1)
-        return f"http://127.0.0.1:{port}"
+        """``http://127.0.0.1:PORT`` of its metrics port (``/metrics`` and the health probes)."""
+        if self.metrics_port < 0:
+            raise RuntimeError("this server runs without a metrics port")
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     def log_text(self) -> str:
         """Everything the server has written to stderr so far."""
@@ -121,30 +120,18 @@ def cold_start(model: str, repeats: int, extra_env: dict[str, str] | None = None
 
 
 @contextmanager
-def _listening(name: str, *args: str) -> Iterator[str]:
-    """``python -m NAME --port PORT ARGS`` (one of bench's servers, which prints "listening"
-    when ready) for as long as the block runs; its address."""
+def echo_server() -> Iterator[str]:
+    """``bench.echo_server`` in its own process, for as long as the block runs; its address.
+    It runs on the kind of event loop the benchmarked server runs on (``CIFAR10_EVENT_LOOP``)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", name, "--port", str(port), *args],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.echo_server", "--port", str(port), "--event-loop",
+         os.environ.get("CIFAR10_EVENT_LOOP", "auto")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         if not process.stdout.readline().startswith("listening"):
-            raise RuntimeError(f"{name} did not start: {process.stderr.read()[-2000:]}")
+            raise RuntimeError(f"bench.echo_server did not start: {process.stderr.read()[-2000:]}")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(30)
-
-
-def echo_server() -> contextlib.AbstractContextManager[str]:
-    """``bench.echo_server`` in its own process, for as long as the block runs; its address.
-    It runs on the event loop the benchmarked server runs on (``CIFAR10_EVENT_LOOP``)."""
-    return _listening("bench.echo_server", "--event-loop",
-                      os.environ.get("CIFAR10_EVENT_LOOP", "auto"))
-
-
-def minimal_server(model: str, *flags: str) -> contextlib.AbstractContextManager[str]:
-    """``bench.minimal_server`` on ``model`` in its own process (the server's settings from
-    the same CIFAR10_* environment, its event loop too), with its ``flags``; its address."""
-    return _listening("bench.minimal_server", "--model", model, "--event-loop",
-                      os.environ.get("CIFAR10_EVENT_LOOP", "auto"), *flags)

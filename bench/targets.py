@@ -91,8 +91,6 @@ def _single_image(api: str, results: dict, floors: dict) -> dict:
         limit, tail = paired["c1_limit_ms"], paired["c1_p99_over_p50"]
         n = len(paired["repeats"])
         how = f"(h2load, beside echo and R: median of {n} repeat{'s' if n != 1 else ''})"
-        reach = {"minimal_server_share_of_F": paired.get("minimal_share_of_F"),
-                 "loop_batcher_share_of_F": paired.get("loop_batcher_share_of_F")}
     else:
         ours, api_floor = results["server"].get(H2LOAD_KEYS[api][0]), floors[api]
         images, f = _figure(ours, "1x64", "images_per_s"), api_floor["F_images_per_s"]
@@ -101,11 +99,10 @@ def _single_image(api: str, results: dict, floors: dict) -> dict:
         parts = (api_floor["E_c1_p50_ms"], floors["R_batch1_p50_ms"])
         limit = None if None in parts else round(sum(parts) + LATENCY_MARGIN_MS, 3)
         tail = round(p99 / p50, 2) if p99 and p50 else None
-        how, reach = "(h2load)", {}
+        how = "(h2load)"
     return {
         f"{api}_single_c64_vs_floor": entry(
-            share, ">=", SHARE_OF_FLOOR, f"{name}: 1-image calls, concurrency 64 {how}, share of F",
-            **reach),
+            share, ">=", SHARE_OF_FLOOR, f"{name}: 1-image calls, concurrency 64 {how}, share of F"),
         f"{api}_single_c1_p50_ms": entry(
             p50, "<=", limit, f"{name}: 1-image calls, concurrency 1 {how}, p50 ms (limit: echo "
                               f"p50 + onnxruntime batch-1 p50 + {LATENCY_MARGIN_MS} ms)"),

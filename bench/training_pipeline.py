@@ -10,7 +10,7 @@ Arms:
 - ``tf.data, no augmentation``: the model's own ceiling on these cores.
 
     python -m bench.training_pipeline --data ../shared/data/cifar10-jpeg/train \
-        --images 10240 --steps 20 --rounds 3 --out docs/training-pipeline.json
+        --images 10240 --steps 20 --rounds 3 --out docs/bench-results/training-pipeline.json
 
 Needs the train extra plus keras-preprocessing and scipy (dev extra).
 """

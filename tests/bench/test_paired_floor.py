@@ -17,27 +17,6 @@ def test_one_repeat_has_its_own_floor_share_and_limit():
     assert pair["c1_limit_ms"] == 1.0  # 0.3 + 0.5 + 0.2
     assert (pair["c1_p50_ms"], pair["c1_p99_over_p50"]) == (1.1, 1.5)
     assert pair["errors"] == []
-    assert pair["minimal_images_per_s"] is None and pair["minimal_share_of_F"] is None
-    assert pair["loop_batcher_images_per_s"] is None and pair["loop_batcher_share_of_F"] is None
-
-
-def test_each_composition_gets_its_share_of_the_same_floor():
-    pair = one_pair(RAW, {"images_per_s": 3000.0}, {"images_per_s": 1200.0},
-                    {"p50_ms": 0.3}, {"p50_ms": 1.1, "p99_ms": 1.65},
-                    {"minimal": {"images_per_s": 1275.0}, "loop_batcher": {"images_per_s": 1350.0}})
-    assert (pair["minimal_images_per_s"], pair["minimal_share_of_F"]) == (1275.0, 0.85)
-    assert (pair["loop_batcher_images_per_s"], pair["loop_batcher_share_of_F"]) == (1350.0, 0.9)
-    assert pair["share_of_F"] == 0.8
-    assert summarize([pair])["loop_batcher_share_of_F"] == 0.9
-
-
-def test_a_failed_composition_is_named_and_left_empty():
-    pair = one_pair(RAW, {"images_per_s": 3000.0}, {"images_per_s": 1200.0},
-                    {"p50_ms": 0.3}, {"p50_ms": 1.1, "p99_ms": 1.65},
-                    {"minimal": {"images_per_s": 1275.0},
-                     "loop_batcher": {"error": "the server did not answer"}})
-    assert pair["loop_batcher_share_of_F"] is None and pair["minimal_share_of_F"] == 0.85
-    assert pair["errors"] == ["the server did not answer"]
 
 
 def test_a_failed_measurement_leaves_its_figures_empty_and_names_the_error():

@@ -139,7 +139,5 @@ def test_single_image_targets_use_the_side_by_side_figures():
     assert (p50["value"], p50["target"], p50["met"]) == (1.2, 1.1, False)
     assert (tail["value"], tail["met"]) == (1.8, True)
     assert "median of 3 repeats" in c64["label"]
-    assert c64["minimal_server_share_of_F"] is None  # not measured in these pairs
-    assert c64["loop_batcher_share_of_F"] is None
     # an API without side-by-side figures keeps the separate phases' (none here for oip)
     assert out["oip_single_c64_vs_floor"]["value"] is None

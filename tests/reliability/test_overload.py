@@ -1,20 +1,94 @@
 """Floods against the real server: every call OK or RESOURCE_EXHAUSTED (with pushback), and
-the process's memory under its documented ceiling (docs/reliability.md)."""
+the process's memory under its documented ceiling (docs/reliability.md).
+
+The server is ``python -m cifar10_serving`` in a process of its own, configured through its
+CIFAR10_* environment; the load comes from grpc.aio channels in the test's process.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
+import signal
+import subprocess
+import sys
+import tempfile
 import urllib.request
+from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
-from bench.overload import CLASSIFY, channels, classify_bytes
-from bench.server_process import Server
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+from tests import processes
+from tests.ports import free_port
 
 CEILING_MB = 1536  # docs/reliability.md: the documented ceiling under the default limits
+CLASSIFY = "/cifar10.v2.Classifier/Classify"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Server:
+    """``python -m cifar10_serving`` in its own process: default settings but for the model,
+    the ports and ``extra_env``."""
+
+    def __init__(self, model: str, extra_env: dict[str, str] | None = None):
+        self.port, self.metrics_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CIFAR10_")}
+        env.update({"CIFAR10_MODEL_PATH": model, "CIFAR10_HOST": "127.0.0.1",
+                    "CIFAR10_PORT": str(self.port), "CIFAR10_METRICS_PORT": str(self.metrics_port),
+                    **(extra_env or {})})
+        self.log = tempfile.TemporaryFile()  # not a pipe: nobody reads it while it runs
+        self.process = subprocess.Popen([sys.executable, "-m", "cifar10_serving"], env=env,
+                                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def metrics_base(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    def first_answer(self, timeout: float = 60.0) -> None:
+        """Wait until the server answers a Classify call OK."""
+        with grpc.insecure_channel(self.address) as channel:
+            try:
+                channel.unary_unary(CLASSIFY)(classify_bytes(1), timeout=timeout, wait_for_ready=True)
+            except grpc.RpcError:
+                self.log.seek(0)
+                raise AssertionError(f"the server did not answer (status {self.process.poll()}): "
+                                     f"{self.log.read().decode(errors='replace')[-2000:]}")
+
+    def memory_mb(self) -> dict[str, float]:
+        """``rss_mb`` and ``peak_rss_mb`` of the server's processes."""
+        return processes.memory_mb(self.process.pid)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def classify_bytes(images: int = 1, encoded: bytes | None = None) -> bytes:
+    """A serialized ClassifyRequest: ``images`` copies of one random raw 32x32 image, or one
+    image of ``encoded`` bytes."""
+    if encoded is not None:
+        return pb.ClassifyRequest(images=[pb.Image(encoded=encoded)]).SerializeToString()
+    data = np.random.default_rng(1).integers(0, 256, 3072, dtype=np.uint8).tobytes()
+    image = pb.Image(raw=pb.RawImage(data=data, height=32, width=32, channels=3))
+    return pb.ClassifyRequest(images=[image] * images).SerializeToString()
+
+
+def channels(address: str, count: int) -> list[grpc.aio.Channel]:
+    """``count`` channels, each its own TCP connection, no message size limits."""
+    options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", -1),
+               ("grpc.max_receive_message_length", -1)]
+    return [grpc.aio.insecure_channel(address, options=options) for _ in range(count)]
 
 
 async def flood(address: str, calls: int, connections: int, images: int = 1):
