@@ -133,7 +133,6 @@ class ElasticSessions(Generic[S]):
         self.narrow = narrow
         self._lock = threading.Lock()
         self._in_flight = 0
-        self.runs = {"wide": 0, "narrow": 0}  # for tests and logs
 
     @property
     def in_flight(self) -> int:
@@ -146,7 +145,6 @@ class ElasticSessions(Generic[S]):
         with self._lock:
             alone = (alone and self._in_flight == 0) or self.narrow is None
             self._in_flight += 1
-            self.runs["wide" if alone else "narrow"] += 1
         try:
             yield self.wide if alone else self.narrow
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import urllib.error
@@ -244,7 +245,16 @@ def test_a_lone_request_runs_on_every_thread_and_a_busy_server_on_its_share(serv
     """Elastic threads: the wide session for a request alone in the server, the narrow one
     for a batch merged from several requests (others are waiting or running)."""
     srv = server_factory(instances=2, threads=2, max_batch_size=4, max_queue_delay_ms=3_600_000)
-    runs = srv.plane.models.default.sessions.runs
+    sessions = srv.plane.models.default.sessions
+    runs, acquire = {"wide": 0, "narrow": 0}, sessions.acquire
+
+    @contextlib.contextmanager
+    def recorded(alone=True):  # which session each run got
+        with acquire(alone) as session:
+            runs["wide" if session is sessions.wide else "narrow"] += 1
+            yield session
+
+    sessions.acquire = recorded
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.ClassifierStub(channel)
         full = stub.Classify(pb.ClassifyRequest(images=[image(0)] * 4), timeout=30)  # alone
