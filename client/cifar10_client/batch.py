@@ -28,12 +28,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-from cifar10_core.contract import CLASS_NAMES
-from cifar10_core.errors import InvalidInputError
+from cifar10_core.errors import ModelLoadError
 from cifar10_core.extras import require
 
 from .cli import (
@@ -45,13 +41,11 @@ from .cli import (
     run_main,
 )
 from .errors import ClientError
+from .local_model import LocalModel
 from .outputs import KEY, OutputError, ResultFile, result_file
 from .report import summarize, write_confusion_png
-from .results import Classification
+from .rows import classify_locally, error_row, result_row
 from .sources import Item, Source, SourceError, open_source
-
-if TYPE_CHECKING:  # onnxruntime is the local extra's: imported only when used
-    from cifar10_serving.onnx_model import OnnxModel
 
 PROG = "cifar10-batch"
 TQDM_HINT = "no progress bar: tqdm is missing (pip install 'cifar10-serving[client]')"
@@ -102,55 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- rows ---------------------------------------------------------------------------------
-def _true_label(item: Item) -> str | None:
-    return None if item.label is None else CLASS_NAMES[item.label]
-
-
-def result_row(item: Item, result: Classification) -> dict:
-    return {
-        KEY: item.key, "true_label": _true_label(item), "label": result.label, "index": result.index,
-        "probability": result.probability, "probabilities": result.probabilities,
-        "labels": result.labels, "model_name": result.model_name,
-        "model_version": result.model_version, "error": "", "error_code": "",
-    }
-
-
-def error_row(item: Item, error: ClientError | InvalidInputError, model_name="", model_version="") -> dict:
-    if isinstance(error, ClientError):
-        code, message = error.code.name, error.message
-    else:
-        code, message = getattr(error, "status_name", "INVALID_ARGUMENT"), str(error)
-    return failed_row(item, code, message, model_name, model_version)
-
-
-def failed_row(item: Item, code: str, message: str, model_name="", model_version="") -> dict:
-    return {
-        KEY: item.key, "true_label": _true_label(item), "error": message or code, "error_code": code,
-        "model_name": model_name, "model_version": model_version,
-    }
-
-
-def classify_locally(model: OnnxModel, batch: list[Item]) -> list[dict]:
-    """Rows for ``batch`` from an in-process ``cifar10_serving.onnx_model.OnnxModel``: each item
-    preprocessed with cifar10_core.images, one ``predict`` for the batch (--local and the
-    engine's workers alike)."""
-    rows: list[dict | None] = [None] * len(batch)
-    arrays, positions = [], []
-    for i, item in enumerate(batch):
-        try:
-            arrays.append(item.to_array())
-            positions.append(i)
-        except (ClientError, InvalidInputError) as error:
-            rows[i] = error_row(item, error, model.name, model.version)
-    if arrays:
-        probabilities = model.predict(np.stack(arrays))
-        for i, row in zip(positions, probabilities):
-            result = Classification.from_probabilities(row, CLASS_NAMES, 1, model.name, model.version)
-            rows[i] = result_row(batch[i], result)
-    return rows
-
-
 # -- backends -----------------------------------------------------------------------------
 class RemoteBackend:
     """Classify batches with the asyncio client (one channel, many concurrent calls)."""
@@ -193,22 +138,18 @@ class RemoteBackend:
             await self.client.close()
 
 
-def load_model(path: str, threads: int) -> OnnxModel:
-    """``cifar10_serving.onnx_model.OnnxModel.load`` (contract checks, warm-up); a model that
-    cannot be used is a usage error."""
-    from cifar10_core.errors import ModelLoadError
-    from cifar10_serving.onnx_model import OnnxModel
-
+def load_model(path: str, threads: int) -> LocalModel:
+    """``LocalModel.load`` (contract checks, test runs; threads 0: the CPUs available); a
+    model that cannot be used is a usage error."""
     try:
-        return OnnxModel.load(path, threads=threads)
+        return LocalModel.load(path, threads=threads)
     except ModelLoadError as exc:
         raise UsageError(str(exc)) from None
 
 
 class LocalBackend:
-    """Run the model in-process (cifar10_serving.onnx_model.OnnxModel, the server's own model class):
-    the same preprocessing (cifar10_core.images), the same session settings, the same float32
-    probabilities as the server."""
+    """Run the model in-process (``LocalModel``): the server's preprocessing
+    (cifar10_core.images), session settings and float32 probabilities."""
 
     def __init__(self, model_path: str, threads: int) -> None:
         self.model_path = model_path
@@ -216,9 +157,7 @@ class LocalBackend:
         self.model = None
 
     async def start(self) -> str:
-        from cifar10_serving.settings import available_cpus
-
-        self.model = load_model(self.model_path, self.threads or available_cpus())
+        self.model = load_model(self.model_path, self.threads)
         return f"local model {self.model.name} version {self.model.version} ({self.model_path})"
 
     async def classify(self, batch: list[Item]) -> list[dict]:
@@ -326,7 +265,7 @@ def _run_on_engine(args, todo, total, files, skip_sets) -> tuple[int, int, float
 
     progress = Progress(total, enabled=not args.no_progress)
     try:
-        return run_on_ray(todo, writer(files, skip_sets), progress, args.local, args.batch_size,
+        return run_on_ray(todo, writer(files, skip_sets), progress.update, args.local, args.batch_size,
                           args.concurrency, args.threads)
     finally:
         progress.close()

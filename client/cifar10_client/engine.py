@@ -4,11 +4,10 @@
 
 The items still to do (the same plan and resume as every other mode) become a Ray Dataset
 (keys, true labels and file paths or pixel arrays); ``map_batches`` runs them through an
-autoscaling pool of actors, each holding one ``cifar10_serving.onnx_model.OnnxModel`` (the
-server's loader) and preprocessing with ``cifar10_core.images`` (``batch.classify_locally``,
-what --local runs). The results stream back to this process, which writes them through the
-same resumable writers as you go: an interrupted run keeps what was written and a rerun
-skips it.
+autoscaling pool of actors, each holding one ``local_model.LocalModel`` and preprocessing
+with ``cifar10_core.images`` (``rows.classify_locally``, what --local runs). The results
+stream back to this process, which writes them through the same resumable writers as you
+go: an interrupted run keeps what was written and a rerun skips it.
 
 Ray runs here (``ray.init()`` starts a local instance) or on the cluster ``RAY_ADDRESS``
 names (``ray start --head``, KubeRay); there, the model file and image paths must be
@@ -26,9 +25,11 @@ import numpy as np
 
 from cifar10_core.contract import CLASS_NAMES
 
-from .batch import Item, Progress, classify_locally, failed_row, result_row
+from .local_model import LocalModel
 from .outputs import KEY
 from .results import Classification
+from .rows import classify_locally, failed_row, result_row
+from .sources import Item
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,7 @@ class Classifier:
     """Ray Data actor: loads the model once, then classifies batches of input rows."""
 
     def __init__(self, model_path: str, threads: int) -> None:
-        from cifar10_serving.onnx_model import OnnxModel
-
-        self.model = OnnxModel.load(model_path, threads=threads)
+        self.model = LocalModel.load(model_path, threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = list(items_of(batch))
@@ -102,15 +101,16 @@ class Classifier:
 def run_on_ray(
     todo: Iterable[Item],
     write: Callable[[list[dict]], None],
-    progress: Progress,
+    progress: Callable[[int, int], None],
     model_path: str,
     batch_size: int,
     actors: int,
     threads: int,
 ) -> tuple[int, int, float, str]:
     """Classify ``todo`` on Ray Data with up to ``actors`` model actors of ``threads``
-    onnxruntime threads each (0: one); write each result batch as it arrives. Returns
-    (items done, items failed, seconds, a description)."""
+    onnxruntime threads each (0: one); write each result batch as it arrives and call
+    ``progress(rows written, items failed so far)``. Returns (items done, items failed,
+    seconds, a description)."""
     import ray
     import ray.data
 
@@ -140,7 +140,7 @@ def run_on_ray(
             write(rows)
             n_failed = sum(1 for r in rows if r.get("error"))
             done, failed = done + len(rows), failed + n_failed
-            progress.update(len(rows), failed)
+            progress(len(rows), failed)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         cpus = ray.cluster_resources().get("CPU", 0)
         return done, failed, seconds, (

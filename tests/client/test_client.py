@@ -117,9 +117,19 @@ def test_classify_each_reports_bad_items_in_one_call(client, server):
 
     good = [to_image(random_image(i)) for i in range(6)]
     mixed = good[:2] + [to_image(b"junk")] + good[2:5] + [to_image(b"\x89PNG broken")] + good[5:]
-    before = server.core.batcher.images
-    results = client.classify_each(mixed)
-    assert server.core.batcher.images - before == 6  # each good image sent once: no bisecting
+    model = server.plane.models.default
+    predict, sent = model.predict, []
+
+    def counted(batch, alone=True):
+        sent.append(len(batch))
+        return predict(batch, alone)
+
+    model.predict = counted
+    try:
+        results = client.classify_each(mixed)
+    finally:
+        model.predict = predict
+    assert sum(sent) == 6  # each good image reaches the model once: no bisecting
     assert [isinstance(r, ClientError) for r in results] == [False, False, True, False, False, False, True, False]
     assert [(r.code, r.item) for r in results if isinstance(r, ClientError)] == [
         (grpc.StatusCode.INVALID_ARGUMENT, "2"), (grpc.StatusCode.INVALID_ARGUMENT, "6")
@@ -225,7 +235,7 @@ def test_a_full_queue_is_retried_after_the_servers_pushback(server_factory):
     runs, one waits in the queue and one more is refused. A call with the retry policy is
     refused too (with pushback) until the gate opens; gRPC's retry then gets it through."""
     srv = server_factory(max_batch_size=1, max_queue_size=1, max_queue_delay_ms=0, instances=1)
-    model = srv.core._model
+    model = srv.plane.models.default
     gate, running = threading.Event(), threading.Event()
     predict = model.predict
 
