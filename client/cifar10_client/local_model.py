@@ -16,18 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cifar10_core import contract
+from cifar10_core.cpus import available_cpus
 from cifar10_core.errors import ModelLoadError, NonFiniteOutputError
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the platform has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 class LocalModel:

@@ -1,24 +1,31 @@
 """The whole server in one process: the data plane, its lifecycle, the gRPC door, metrics and
 memory housekeeping, built from ``Settings``.
 
-``cifar10-serve`` (``cifar10_serving.startup``) runs one until SIGTERM or SIGINT;
-``cifar10_serving.testing.BackgroundServer`` runs one on a thread.
+``serve`` runs one until SIGTERM or SIGINT (``cifar10-serve``: ``cifar10_serving.startup``
+imports this module while the model loads); ``cifar10_serving.testing.BackgroundServer`` runs
+one on a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import sys
 
 from cifar10_serving.assembly import build_plane
 from cifar10_serving.dataplane.plane import DataPlane
 from cifar10_serving.grpc_api.server import ServingServer
 from cifar10_serving.lifecycle import Door, Lifecycle
-from cifar10_serving.observability.metrics import Metrics
+from cifar10_serving.observability.metrics import Metrics, mark_process_dead
 from cifar10_serving.process.memory import CycleCollector, Trimmer
+from cifar10_serving.process.workers import Workers
 from cifar10_serving.settings import Settings
 
 log = logging.getLogger("cifar10_serving.server")
+
+SUPERVISE_INTERVAL_S = 0.1
+"""How often the first of several workers looks for a worker that has ended."""
 
 
 class Service:
@@ -77,3 +84,43 @@ class Service:
 
 async def _nothing_to_close(_grace: float) -> None:
     """The metrics port stays open until the process ends: its probes say "not ready"."""
+
+
+async def serve(settings: Settings, metrics: Metrics, plane: DataPlane,
+                workers: Workers | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status. ``workers``: this process's share of
+    ``--workers`` (the first process passes signals on and supervises the others)."""
+    service = Service(settings, metrics, plane)
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: int) -> None:
+        if workers is not None:
+            workers.signal(sig)
+        service.stop()
+
+    def reload() -> None:
+        if workers is not None:
+            workers.signal(signal.SIGHUP)
+        plane.models.request_reload()
+
+    async def supervise() -> None:  # the first process of several: has a worker ended?
+        while True:  # polled: uvloop keeps SIGCHLD to itself
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            workers.reap(mark_process_dead)
+            if workers.failed and not workers.stopping:
+                stop(signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await service.start()
+    if workers is None or workers.is_first:
+        print(f"cifar10-serve: listening on port {service.port}", file=sys.stderr, flush=True)
+    if workers is None or not workers.children:
+        await service.wait()
+        return 0
+    supervisor = asyncio.ensure_future(supervise())
+    await service.wait()
+    supervisor.cancel()
+    await workers.wait(settings.grace_seconds + 5.0, mark_process_dead)
+    return 1 if workers.failed else 0

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from cifar10_core.errors import ModelLoadError
 from cifar10_serving.process import event_loop
@@ -32,14 +31,7 @@ from cifar10_serving.process.memory import CycleCollector, bound_allocator
 from cifar10_serving.settings import Settings
 from cifar10_serving.process.workers import Workers, reserve_port
 
-if TYPE_CHECKING:
-    from cifar10_serving.dataplane.plane import DataPlane
-    from cifar10_serving.observability.metrics import Metrics
-
 log = logging.getLogger("cifar10_serving.server")
-
-SUPERVISE_INTERVAL_S = 0.1
-"""How often the first of several workers looks for a worker that has ended."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     loading = loader.submit(load, settings.model_path)
     loader.shutdown(wait=False)  # the thread ends once the model is loaded
     from cifar10_serving.observability.metrics import Metrics
+    from cifar10_serving.service import serve
 
     metrics = Metrics()
     code = 1
@@ -117,49 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
-
-
-async def serve(settings: Settings, metrics: Metrics, plane: DataPlane,
-                workers: Workers | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; the exit status. ``workers``: this process's share of
-    ``--workers`` (the first process passes signals on and supervises the others)."""
-    from cifar10_serving.observability.metrics import mark_process_dead
-    from cifar10_serving.service import Service
-
-    service = Service(settings, metrics, plane)
-    loop = asyncio.get_running_loop()
-
-    def stop(sig: int) -> None:
-        if workers is not None:
-            workers.signal(sig)
-        service.stop()
-
-    def reload() -> None:
-        if workers is not None:
-            workers.signal(signal.SIGHUP)
-        plane.models.request_reload()
-
-    async def supervise() -> None:  # the first process of several: has a worker ended?
-        while True:  # polled: uvloop keeps SIGCHLD to itself
-            await asyncio.sleep(SUPERVISE_INTERVAL_S)
-            workers.reap(mark_process_dead)
-            if workers.failed and not workers.stopping:
-                stop(signal.SIGTERM)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop, sig)
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    await service.start()
-    if workers is None or workers.is_first:
-        print(f"cifar10-serve: listening on port {service.port}", file=sys.stderr, flush=True)
-    if workers is None or not workers.children:
-        await service.wait()
-        return 0
-    supervisor = asyncio.ensure_future(supervise())
-    await service.wait()
-    supervisor.cancel()
-    await workers.wait(settings.grace_seconds + 5.0, mark_process_dead)
-    return 1 if workers.failed else 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar10_serving.settings import Settings, available_cpus
+from cifar10_core.cpus import available_cpus
+from cifar10_serving.settings import Settings
 
 
 def test_flag_wins_over_environment_which_wins_over_default():

@@ -20,7 +20,8 @@ from tests.processes import tree
 from tests.ports import free_port
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
-from cifar10_serving.settings import Settings, available_cpus
+from cifar10_core.cpus import available_cpus
+from cifar10_serving.settings import Settings
 from tests.serving import models
 from tests.serving.test_lifecycle import IMAGE, _env
 from tests.tiny_model import write_tiny_model
