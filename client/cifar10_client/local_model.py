@@ -39,17 +39,7 @@ class LocalModel:
         import onnxruntime as ort
 
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise ModelLoadError(f"model file not found: {path}") from None
-        except IsADirectoryError:
-            raise ModelLoadError(f"model path is a directory, not an ONNX file: {path}") from None
-        except OSError as exc:
-            raise ModelLoadError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-        if not data:
-            raise ModelLoadError(f"model file is empty: {path}")
+        data, _ = contract.read_model(path)
 
         # The server's session settings, so that --local gives the server's probabilities.
         options = ort.SessionOptions()

@@ -10,6 +10,7 @@ must be probabilities).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -182,3 +183,22 @@ def check_answers(predict: Callable[[np.ndarray], np.ndarray], source: str,
         problem = probabilities_problem(np.asarray(out), n)
         if problem is not None:
             raise ModelLoadError(f"model {source}: {problem}")
+
+
+def read_model(path: str) -> tuple[bytes, os.stat_result]:
+    """An ONNX file's bytes and its ``os.stat_result``, read through one file descriptor (so
+    both belong to the same file, even if it is replaced meanwhile). ModelLoadError, in one
+    line, for a missing, unreadable or empty file, or a directory."""
+    try:
+        with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            data = f.read()
+    except FileNotFoundError:
+        raise ModelLoadError(f"model file not found: {path}") from None
+    except IsADirectoryError:
+        raise ModelLoadError(f"model path is a directory, not an ONNX file: {path}") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise ModelLoadError(f"model file is empty: {path}")
+    return data, stat

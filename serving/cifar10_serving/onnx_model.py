@@ -185,20 +185,8 @@ class OnnxModel:
         """
         path = os.fspath(path)
         started = time.perf_counter()
-        # Read the bytes through one file descriptor, so the signature and the content
-        # belong to the same file even if it is replaced while we read.
-        try:
-            with open(path, "rb") as f:
-                signature = FileSignature.of(os.fstat(f.fileno()))
-                data = f.read()
-        except FileNotFoundError:
-            raise ModelLoadError(f"model file not found: {path}") from None
-        except IsADirectoryError:
-            raise ModelLoadError(f"model path is a directory, not an ONNX file: {path}") from None
-        except OSError as exc:
-            raise ModelLoadError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-        if not data:
-            raise ModelLoadError(f"model file is empty: {path}")
+        data, stat = contract.read_model(path)
+        signature = FileSignature.of(stat)
         threads = max(1, int(threads))
         _register_shared_arena()
         wide = _session(data, path, threads, spinning)

@@ -42,7 +42,7 @@ def start_workers(run_dir: Path, image_folder: Path, epochs: int, *extra: str, w
         tmp = run_dir.with_name(f"{run_dir.name}-tmp-{index}")
         tmp.mkdir(exist_ok=True)
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(tmp)}
-        command = [sys.executable, "-m", "training", "train", "--run-dir", str(run_dir), "--data",
+        command = [sys.executable, "-m", "cifar10_training", "train", "--run-dir", str(run_dir), "--data",
                    str(image_folder), "--epochs", str(epochs), *TINY, *extra]
         processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))

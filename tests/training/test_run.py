@@ -242,7 +242,7 @@ def test_resume_keeps_the_best_a_kill_between_the_two_saves_left_out(finished_ru
 
 def test_killed_run_resumes_with_the_same_command(image_folder, tmp_path):
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "training", "train", "--run-dir", str(run_dir), "--data", str(image_folder),
+    command = [sys.executable, "-m", "cifar10_training", "train", "--run-dir", str(run_dir), "--data", str(image_folder),
                "--epochs", "6", "--no-export", *TINY]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
