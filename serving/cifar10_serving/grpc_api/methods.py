@@ -37,6 +37,7 @@ from typing import Any
 import grpc
 
 from cifar10_core.errors import InvalidInputError, UnavailableError, quoted
+from cifar10_serving.dataplane.admission import SHUTDOWN_RETRY_AFTER_MS
 from cifar10_serving.grpc_api.receive_gate import Gates, ReceiveGate
 from cifar10_serving.grpc_api.status import RequestObserver, status_of, trailers_of
 from cifar10_serving.lifecycle import Lifecycle
@@ -179,12 +180,13 @@ class Methods:
         return unary
 
     def _stream(self, name: str, handler, gate: ReceiveGate):
-        lifecycle, each, abort = self.lifecycle, self._each, self.abort
+        lifecycle, each, abort, observed = self.lifecycle, self._each, self.abort, self._observed
 
         async def stream(_requests, context):
-            if lifecycle.shutting_down:  # held and counted like a unary refusal
-                await abort(context, UnavailableError("server is shutting down",
-                                                      retry_after_ms=250), name)
+            if lifecycle.shutting_down:  # refused, held and counted like a unary call
+                observed(name, "UNAVAILABLE", time.perf_counter())
+                await abort(context, UnavailableError(
+                    "server is shutting down", retry_after_ms=SHUTDOWN_RETRY_AFTER_MS), name)
             async for response in handler(each(gate, context), context):
                 yield response
 
