@@ -10,7 +10,9 @@ CONSTRAINTS := requirements/constraints.txt
 BIN         := $(VENV)/bin
 PIP         := $(BIN)/python -m pip --disable-pip-version-check
 # --no-build-isolation: build the project with the venv's pinned setuptools and wheel.
-INSTALL     := $(PIP) install --quiet --no-build-isolation -c $(CONSTRAINTS)
+# PYTHONWARNINGS=ignore: no setuptools warning about editable installs (every package here
+# lives in a folder of its own name, the case it warns about, on purpose).
+INSTALL     := PYTHONWARNINGS=ignore $(PIP) install --quiet --no-build-isolation -c $(CONSTRAINTS)
 
 MODEL       ?= models/cifar10-cnn.onnx
 DATA        ?= ../shared/data/cifar10-jpeg/train

@@ -234,6 +234,11 @@ class Settings:
         return ENV_PREFIX + field_name.upper()
 
     @classmethod
+    def how_to_set(cls, field_name: str) -> str:
+        """How a user changes a setting, for error messages: ``--port or CIFAR10_PORT``."""
+        return f"--{field_name.replace('_', '-')} or {cls.env_name(field_name)}"
+
+    @classmethod
     def parser(cls) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(
             prog="cifar10-serve",

@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             reservation = reserve_port(settings.host, settings.port)
         except OSError as exc:
-            print(f"cifar10-serve: error: cannot bind {settings.host}:{settings.port}: "
-                  f"{exc.strerror or exc}", file=sys.stderr)
+            print(f"cifar10-serve: error: cannot listen on {settings.host}:{settings.port}: "
+                  f"{exc.strerror or exc} (another server? {Settings.how_to_set('port')} "
+                  f"changes the port)", file=sys.stderr)
             return 1
         settings = settings.replace(port=reservation.getsockname()[1])
         metrics_dir = tempfile.mkdtemp(prefix="cifar10-metrics-")
@@ -85,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plane = build_plane(settings, metrics, model=loading.result())
         if settings.metrics_port >= 0 and first:
-            port = metrics.serve(settings.host, settings.metrics_port)
+            try:
+                port = metrics.serve(settings.host, settings.metrics_port)
+            except OSError as exc:
+                raise OSError(
+                    f"cannot serve metrics on {settings.host}:{settings.metrics_port}: "
+                    f"{exc.strerror or exc} ({Settings.how_to_set('metrics_port')} changes the "
+                    f"port; -1 turns it off)") from None
             log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, port)
         log.info("model ready %.0f ms after start", (time.perf_counter() - started) * 1000)
         code = run(serve(settings, metrics, plane, workers))

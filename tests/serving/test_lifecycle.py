@@ -226,3 +226,21 @@ def test_hot_reload_under_load_has_zero_failures_and_rejects_a_bad_file(server_f
     reloads = srv.metrics.reloads
     assert reloads.labels("ok")._value.get() == 2
     assert reloads.labels("rejected")._value.get() == 1
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_the_setting(tiny_model_path):
+    """A second server on a taken port (gRPC or metrics) says which and how to change it."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for flags, name in ((["--port", str(port), "--metrics-port", "-1"], "--port"),
+                            (["--port", "0", "--metrics-port", str(port)], "--metrics-port")):
+            result = subprocess.run(
+                [sys.executable, "-m", "cifar10_serving", "--model-path", str(tiny_model_path),
+                 "--host", "127.0.0.1", *flags], capture_output=True, text=True, timeout=60)
+            assert result.returncode == 1
+            lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+            assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and name in lines[0], lines

@@ -9,7 +9,9 @@ NOT_SERVING when shutdown begins, and the port closes when the lifecycle says so
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -71,6 +73,21 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+def _check_free(host: str, port: int) -> None:
+    """OSError naming the port and how to change it if it is taken: grpc's own bind failure
+    is a line of C-core log and "Failed to bind", without either."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return  # anything else: grpc's bind reports it
+            raise OSError(f"cannot listen on {host}:{port}: port in use (another server? "
+                          f"{Settings.how_to_set('port')} changes the port)") from None
+
+
 class ServingServer:
     """A grpc.aio server with our servicers, health and reflection, bound to the settings'
     host and port (``port``: the one bound). Make one on the event loop."""
@@ -100,6 +117,8 @@ class ServingServer:
         address = f"{settings.host}:{settings.port}"
         if ":" in settings.host and not settings.host.startswith("["):
             address = f"[{settings.host}]:{settings.port}"
+        if settings.port and settings.workers <= 1:
+            _check_free(settings.host, settings.port)
         if settings.tls:
             self.port = self.grpc_server.add_secure_port(address, server_credentials(settings))
         else:
