@@ -15,14 +15,17 @@ PIP         := $(BIN)/python -m pip --disable-pip-version-check
 INSTALL     := PYTHONWARNINGS=ignore $(PIP) install --quiet --no-build-isolation -c $(CONSTRAINTS)
 
 MODEL       ?= models/cifar10-cnn.onnx
-DATA        ?= ../shared/data/cifar10-jpeg/train
+# DATA empty: cifar10-train's default, --data fetch ($CIFAR10_DATA, else the official archive
+# downloaded once into $CIFAR10_DATA_CACHE, default data/, MD5 checked). Or a local image
+# folder <class>/*.jpg, cifar-10-python.tar.gz or cifar-10-batches-py/.
+DATA        ?=
 EPOCHS      ?= 20
 RUN_DIR     ?= runs/latest
 PYTEST_ARGS ?=
 COMPOSE_TEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-serve triton-env serve test compose-test protos bench train clean-venv
+.PHONY: help setup setup-serve triton-env serve test compose-test protos docs bench train clean-venv
 
 help:
 	@echo "make serve    set up (serve + client extras) and serve $(MODEL) on :8500"
@@ -31,8 +34,9 @@ help:
 	@echo "make setup    create $(VENV) with the dev extra, pinned by $(CONSTRAINTS)"
 	@echo "make triton-env  the separate Triton-client venv (.venv-triton) for OIP tests and perf_analyzer"
 	@echo "make protos   regenerate protos/cifar10_protos/ from protos/*.proto"
+	@echo "make docs     regenerate docs/configuration.md from the server's settings"
 	@echo "make bench    run the benchmarks"
-	@echo "make train    train on DATA=$(DATA) for EPOCHS=$(EPOCHS) in RUN_DIR=$(RUN_DIR) (exports RUN_DIR/model.onnx)"
+	@echo "make train    train on DATA=$(or $(DATA),fetch) for EPOCHS=$(EPOCHS) in RUN_DIR=$(RUN_DIR) (exports RUN_DIR/model.onnx)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,11 +76,14 @@ compose-test: $(VENV)/.installed-serve
 protos: $(VENV)/.installed-dev
 	$(BIN)/python protos/generate.py
 
+docs: $(VENV)/.installed-serve
+	$(BIN)/python -m cifar10_serving.settings > docs/configuration.md
+
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench
 
 train: $(VENV)/.installed-dev
-	$(BIN)/cifar10-train train --data "$(DATA)" --epochs $(EPOCHS) --run-dir "$(RUN_DIR)"
+	$(BIN)/cifar10-train train --data "$(or $(DATA),fetch)" --epochs $(EPOCHS) --run-dir "$(RUN_DIR)"
 
 clean-venv:
 	rm -rf $(VENV)

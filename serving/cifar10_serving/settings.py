@@ -5,51 +5,9 @@ Every setting has a flag (``--max-batch-size``) and an environment variable with
 default below. ``Settings.from_args(argv, environ)`` builds one (tests pass their own
 ``environ``); ``cifar10-serve --help`` lists them all.
 
-=============================  ==========================  ====================================
-environment variable           default                     meaning
-=============================  ==========================  ====================================
-CIFAR10_MODEL_PATH             models/cifar10-cnn.onnx     the ONNX model (model contract)
-CIFAR10_HOST                   0.0.0.0                     gRPC bind address
-CIFAR10_PORT                   8500                        gRPC port; 0 picks a free port
-CIFAR10_METRICS_PORT           8501                        HTTP: /metrics and health probes; 0 free
-                                                           port, -1 turns it off
-CIFAR10_EVENT_LOOP             auto                        uvloop, asyncio, or auto (uvloop if
-                                                           installed: the serve extra has it)
-CIFAR10_WORKERS                1                           server processes sharing the port
-                                                           (SO_REUSEPORT); 0 = one per CPU
-                                                           (cifar10_serving.process.workers)
-CIFAR10_INSTANCES              2 (1 with under 2 CPUs a    model runs at a time per worker
-                               worker)                     (Triton's instance count)
-CIFAR10_THREADS                CPUs this process may use   onnxruntime intra-op threads of a
-                               (affinity and cgroup        lone request's run; a busy worker's
-                               quota)                      runs get threads / (instances x
-                                                           workers)
-CIFAR10_SPINNING               false                       onnxruntime intra-op thread spinning
-CIFAR10_MAX_BATCH_SIZE         32                          largest merged session run (images)
-CIFAR10_MAX_QUEUE_DELAY_MS     0                           extra wait for a batch to fill; 0 =
-                                                           run whatever is queued at once
-CIFAR10_MAX_QUEUE_SIZE         2048                        queued images before
-                                                           RESOURCE_EXHAUSTED
-CIFAR10_MAX_MESSAGE_BYTES      67108864 (64 MiB)           gRPC max receive/send message size
-CIFAR10_MAX_IMAGES_PER_REQUEST 1024                        images in one request
-CIFAR10_MAX_IMAGE_PIXELS       16000000                    width*height of one decoded image
-CIFAR10_MAX_REQUEST_PIXELS     64000000                    pixels one request may decode in all
-CIFAR10_MAX_INFLIGHT_REQUESTS  256                         requests admitted at once, before
-                                                           RESOURCE_EXHAUSTED
-CIFAR10_MAX_INFLIGHT_BYTES     134217728 (128 MiB)         request bytes admitted at once
-CIFAR10_DECODE_THREADS         half the CPUs (at least 1)  threads decoding images with Pillow
-CIFAR10_MAX_STREAMS_PER_CONNECTION 1000                    calls open at once on one connection
-CIFAR10_RECEIVE_SLOTS          2                           image requests read at once (each up
-                                                           to max_message_bytes); the rest wait
-                                                           (cifar10_serving.grpc_api.receive_gate)
-CIFAR10_GRACE_SECONDS          10                          in-flight grace period at shutdown
-CIFAR10_RELOAD_INTERVAL_S      2                           model file polling; 0 = off (SIGHUP
-                                                           still reloads)
-CIFAR10_TLS_CERT / _TLS_KEY    (none)                      server certificate and key (PEM)
-CIFAR10_TLS_CLIENT_CA          (none)                      CA for client certificates (mTLS)
-CIFAR10_LOG_LEVEL              INFO                        DEBUG, INFO, WARNING, ERROR
-CIFAR10_LOG_FORMAT             text                        text or json (one object per line)
-=============================  ==========================  ====================================
+The reference (every variable, flag, default and meaning) is generated from the fields
+below: ``python -m cifar10_serving.settings > docs/configuration.md`` (``make docs``; a test
+fails when that file is stale).
 """
 
 from __future__ import annotations
@@ -82,8 +40,11 @@ def _opt_str(value: str) -> str | None:
 class Settings:
     """All server settings. Field ``foo_bar`` is flag ``--foo-bar`` and env ``CIFAR10_FOO_BAR``."""
 
-    model_path: str = field(default="models/cifar10-cnn.onnx", metadata={"help": "ONNX model file"})
-    host: str = field(default="0.0.0.0", metadata={"help": "gRPC bind address"})
+    model_path: str = field(default="models/cifar10-cnn.onnx",
+                            metadata={"help": "the ONNX model (the model contract)"})
+    host: str = field(default="0.0.0.0", metadata={
+        "help": "bind address of both ports: every interface by default, without TLS "
+                "(127.0.0.1: this machine only; --tls-cert/--tls-key: TLS)"})
     port: int = field(default=8500, metadata={"help": "gRPC port (0: a free port)"})
     metrics_port: int = field(
         default=8501, metadata={"help": "HTTP port of /metrics and the health probes "
@@ -92,22 +53,26 @@ class Settings:
     )
     event_loop: str = field(
         default="auto",
-        metadata={"help": "uvloop, asyncio, or auto (uvloop where installed)"},
+        metadata={"help": "uvloop, asyncio, or auto (uvloop where installed: less CPU per "
+                          "call)"},
     )
     workers: int = field(
         default=1,
-        metadata={"help": "server processes sharing the port, each with its own model and "
-                          "batcher (0: one per CPU); docs/benchmarks.md"},
+        metadata={"help": "server processes sharing the port (SO_REUSEPORT), each with its "
+                          "own model and batcher; the kernel spreads connections, not calls, "
+                          "over them; metrics are summed (0: one per CPU)"},
     )
     instances: int = field(
         default=0,
-        metadata={"help": "model runs at a time (0: 2, or 1 on a single CPU); a second run "
-                          "starts only for a full batch (docs/benchmarks.md)"},
+        metadata={"help": "model runs at a time per worker (Triton's instance count); a "
+                          "second run starts only for a full batch",
+                  "default": "2 (1 with fewer than 2 CPUs per worker)"},
     )
     threads: int = field(
         default=0,
-        metadata={"help": "onnxruntime intra-op threads of a lone request's run (0: the CPUs we "
-                          "may use); a busy worker's runs get threads / (instances x workers)"},
+        metadata={"help": "onnxruntime intra-op threads of a lone request's run; a busy "
+                          "worker's runs get threads / (instances x workers)",
+                  "default": "the CPUs this process may use (affinity, cgroup quota)"},
     )
     spinning: bool = field(
         default=False, metadata={"help": "let onnxruntime's threads spin while idle"}
@@ -120,7 +85,8 @@ class Settings:
         default=2048, metadata={"help": "queued images before RESOURCE_EXHAUSTED"}
     )
     max_message_bytes: int = field(
-        default=64 * 1024 * 1024, metadata={"help": "max gRPC message size, both ways"}
+        default=64 * 1024 * 1024, metadata={"help": "max gRPC message size, both ways",
+                                            "default": "67108864 (64 MiB)"}
     )
     max_images_per_request: int = field(default=1024, metadata={"help": "images per request"})
     max_image_pixels: int = field(
@@ -135,7 +101,8 @@ class Settings:
     )
     max_inflight_bytes: int = field(
         default=128 * 1024 * 1024,
-        metadata={"help": "request bytes admitted at once; more: RESOURCE_EXHAUSTED"},
+        metadata={"help": "request bytes admitted at once; more: RESOURCE_EXHAUSTED (one "
+                          "request alone is always admitted)", "default": "134217728 (128 MiB)"},
     )
     max_streams_per_connection: int = field(
         default=1000, metadata={"help": "calls one connection may have open at once (HTTP/2 "
@@ -148,8 +115,8 @@ class Settings:
                                     "on the memory of requests not yet admitted)"},
     )
     decode_threads: int = field(
-        default=0, metadata={"help": "threads decoding images with Pillow (0: half the CPUs, "
-                                     "at least 1)"},
+        default=0, metadata={"help": "threads decoding images with Pillow, off the event loop",
+                             "default": "half the CPUs (at least 1)"},
     )
     grace_seconds: float = field(
         default=10.0, metadata={"help": "grace period for in-flight requests at shutdown"}
@@ -255,7 +222,7 @@ class Settings:
                 parser.add_argument(flag, dest=f.name, default=None, help=help_text,
                                     action=argparse.BooleanOptionalAction)
                 continue
-            help_text = f"{f.metadata.get('help', '')} [env {cls.env_name(f.name)}; default {f.default}]"
+            help_text = f"{f.metadata.get('help', '')} [env {cls.env_name(f.name)}; default {default_text(f)}]"
             parser.add_argument(flag, dest=f.name, default=None, type=str, help=help_text)
         return parser
 
@@ -301,3 +268,34 @@ def _convert(f: dataclasses.Field, raw: str, source: str):
         return raw
     except ValueError as exc:
         raise ValueError(f"invalid value for {source}: {raw!r} ({exc})") from None
+
+
+def default_text(f: dataclasses.Field) -> str:
+    """A setting's default as a user reads it: computed ones described, none as "none"."""
+    if "default" in f.metadata:
+        return f.metadata["default"]
+    if f.default is None:
+        return "none"
+    if isinstance(f.default, bool):
+        return str(f.default).lower()
+    return f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+
+
+def reference() -> str:
+    """docs/configuration.md: every setting, from the fields above."""
+    rows = ["# Server configuration", "",
+            "Generated by `python -m cifar10_serving.settings > docs/configuration.md` (`make "
+            "docs`) from `serving/cifar10_serving/settings.py`, the one place the settings are "
+            "defined; `cifar10-serve --help` shows the same. A flag wins over its environment "
+            "variable, which wins over the default; the server logs its settings at start-up.",
+            "", "| environment variable | flag | default | meaning |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        flags = f"`{flag}`, `--no-{flag[2:]}`" if _kind(f) == "bool" else f"`{flag}`"
+        rows.append(f"| `{Settings.env_name(f.name)}` | {flags} | {default_text(f)} | "
+                    f"{f.metadata.get('help', '')} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")
