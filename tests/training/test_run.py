@@ -71,6 +71,14 @@ def test_the_three_way_split_is_recorded_in_the_run_and_the_model(finished_run, 
                                                      "test_size": 20}
     config = json.loads(meta[contract.META_TRAINING_CONFIG])
     assert (config["recipe"], config["val_size"], config["test_size"]) == ("improved", 20, 20)
+    # The data named portably (issue 32): its name and size, no path of this machine; the
+    # run folder itself keeps the path it was given.
+    described = f"image folder {image_folder.parent.name}/train (80 images)"
+    assert meta[contract.META_DATASET] == config["data"] == described
+    assert str(image_folder.parent) not in "".join(meta.values())
+    card = (finished_run / "MODEL_CARD.md").read_text()
+    assert f"{described}, fingerprint" in card and str(image_folder.parent) not in card
+    assert json.loads((finished_run / "config.json").read_text())["data"] == str(image_folder)
     test_metrics = json.loads(meta[contract.META_TEST_METRICS])
     evaluation = json.loads((finished_run / "evaluation.json").read_text())
     assert test_metrics["test_images"] == 20

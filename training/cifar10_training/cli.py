@@ -1,6 +1,6 @@
 """``cifar10-train``: train, export, evaluate and compare (the lab's experiment).
 
-    cifar10-train train   --run-dir runs/improved [--recipe improved|lab] [--epochs N] [--data DIR]
+    cifar10-train train   --run-dir runs/improved [--recipe improved|lab] [--epochs N] [--data DIR|fetch]
     cifar10-train export  --run-dir runs/improved --output models/cifar10-cnn.onnx [--checkpoint best|last]
     cifar10-train evaluate --model models/cifar10-cnn.onnx --data DIR [--validation | --test | --val-of RUN_DIR]
     cifar10-train compare --out runs/compare [--epochs 100] [--no-train]   (the lab's recipe)
@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of an ONNX model, via onnxruntime")
     p.add_argument("--model", type=Path, required=True, help="the ONNX model to evaluate")
-    p.add_argument("--data", required=True, help="image folder, cifar-10-python.tar.gz, cifar-10-batches-py/ or keras")
+    p.add_argument("--data", required=True,
+                   help="image folder, cifar-10-python.tar.gz, cifar-10-batches-py/, fetch (as train's "
+                        "default: $CIFAR10_DATA, else the official archive fetched once) or keras")
     p.add_argument("--split", default="train", choices=["train", "test"], help="which split of an archive")
     part = p.add_mutually_exclusive_group()
     part.add_argument("--val-of", type=Path, default=None, help="evaluate only the validation images of this run folder")
@@ -153,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="INT8 copy of an exported model (onnxruntime static "
                                         "quantization), evaluated on its validation split")
     p.add_argument("--model", type=Path, required=True, help="the exported FP32 model")
-    p.add_argument("--data", required=True, help="the data set it was trained on (fingerprint checked)")
+    p.add_argument("--data", required=True,
+                   help="the data set it was trained on (fingerprint checked): a path, or fetch / keras")
     p.add_argument("--output", type=Path, required=True, help="the INT8 model to write (atomically)")
     p.add_argument("--calibration-images", type=_positive_int, default=512,
                    help="seeded sample of the training part of the split (never validation images)")

@@ -60,10 +60,12 @@ class TrainConfig:
     """Every hyperparameter of a run; each field's ``help`` is its command-line help."""
 
     # --- data ---------------------------------------------------------------------------
-    data: str = field(default="../shared/data/cifar10-jpeg/train", metadata=_help(
-        "data source: an image folder (one sub-folder per class), the official archive "
-        "cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder, or 'keras' "
-        "(keras.datasets.cifar10, which downloads)"))
+    data: str = field(default="fetch", metadata=_help(
+        "data source: 'fetch' ($CIFAR10_DATA when set, else the official archive "
+        "cifar-10-python.tar.gz in $CIFAR10_DATA_CACHE, default data/, downloaded there once "
+        "with its MD5 checked), an image folder (one sub-folder per class), the official "
+        "archive cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder, or "
+        "'keras' (keras.datasets.cifar10, which downloads)"))
     # The held-out images are the lab's 5,000-image validation split (seed 1234), cut in two
     # by class: 2,500 for validation (every choice) and 2,500 for the test part (the final
     # figures only). Training keeps the lab's 45,000 images (see data.three_way_split).

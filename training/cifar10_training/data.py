@@ -1,14 +1,20 @@
-"""Labelled CIFAR-10 data from any of three sources, and the fixed validation split.
+"""Labelled CIFAR-10 data from any of these sources, and the fixed validation split.
 
 Sources (``load(source)``):
+- ``"fetch"`` (the default of ``cifar10-train train --data``): ``$CIFAR10_DATA`` when it
+  holds data, else the official archive ``cifar-10-python.tar.gz`` found in, or downloaded
+  once (MD5 checked) into, ``$CIFAR10_DATA_CACHE`` (default ``data/``); see
+  ``cifar10_training.fetch.default_source``;
 - an image folder with one sub-folder per class, named as in ``cifar10_core.contract.CLASS_NAMES``
   (PNG/JPEG/...; decoded and converted to 32x32 RGB by ``cifar10_core.images``, the same code
-  the server uses), e.g. ``../shared/data/cifar10-jpeg/train``;
+  the server uses), e.g. ``train/airplane/0000.jpg``, ``train/automobile/...``;
 - the official archive ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/``
   folder, read safely by ``cifar10_core.datasets`` (the batch client's reader too);
 - ``"keras"``: ``keras.datasets.cifar10`` (downloads; needs a network).
 
-Every problem with the data raises ``DataError`` with one line that names it.
+Every problem with the data raises ``DataError`` with one line that names it. Each loaded
+set says where it came from twice: ``source`` (this machine's path, for messages and the
+run folder) and ``description`` (no path: what a model's metadata and card carry).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from cifar10_core.errors import InvalidInputError
 log = logging.getLogger(__name__)
 
 ARCHIVE_DIR = datasets.ARCHIVE_DIR
+FETCH = "fetch"  # = cifar10_training.fetch.SOURCE
 
 
 DataError = datasets.DatasetError
@@ -41,6 +48,7 @@ class LabelledImages:
     labels: np.ndarray  # int64 [N], indices into CLASS_NAMES
     source: str
     names: tuple[str, ...] = ()  # one per image where the source has names (file paths)
+    description: str = ""  # portable: the data set's name and size, no path of this machine
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -54,10 +62,27 @@ class LabelledImages:
         return digest.hexdigest()
 
 
+FETCH_HINT = ("with no network, pass --data (or set CIFAR10_DATA) to a local cifar-10-python.tar.gz, "
+              "cifar-10-batches-py/ or image folder <class>/*.jpg")
+
+
+def resolve_fetch() -> Path:
+    """The data ``--data fetch`` names on this machine (may download once; see fetch)."""
+    from cifar10_training import fetch
+
+    try:
+        return fetch.default_source(hint=FETCH_HINT)
+    except fetch.FetchError as exc:
+        raise DataError(f"no CIFAR-10 data: {exc}") from None
+
+
 def load(source: str | os.PathLike, split: str = "train", progress: bool = True) -> LabelledImages:
-    """Load labelled images from an image folder, the official archive or folder, or keras."""
+    """Load labelled images from ``fetch`` (the default), an image folder, the official
+    archive or folder, or keras."""
     if str(source) == "keras":
         return _load_keras(split)
+    if str(source) == FETCH:
+        source = resolve_fetch()
     path = Path(source)
     if not path.exists():
         raise DataError(f"data path does not exist: {path}")
@@ -101,17 +126,27 @@ def _load_image_folder(root: Path, progress: bool) -> LabelledImages:
             decoded[i] = array
     log.info("loaded %d images from %s", len(paths), root)
     return LabelledImages(
-        decoded, np.asarray(labels, dtype=np.int64), f"image folder {root}", tuple(map(str, paths))
+        decoded, np.asarray(labels, dtype=np.int64), f"image folder {root}", tuple(map(str, paths)),
+        f"image folder {folder_name(root)} ({len(paths):,} images)",
     )
+
+
+def folder_name(root: Path) -> str:
+    """A folder's name without this machine's path: ``train`` or ``test`` with the folder
+    above it (``cifar10-jpeg/train``), any other name alone."""
+    root = Path(os.path.abspath(root))
+    if root.name in ("train", "test", "val", "validation") and root.parent.name:
+        return f"{root.parent.name}/{root.name}"
+    return root.name
 
 
 # --- the official archive (read by cifar10_core.datasets) -----------------------------------
 
 
-def _concat(parts: list[tuple[np.ndarray, np.ndarray]], source: str) -> LabelledImages:
-    return LabelledImages(
-        np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), source
-    )
+def _concat(parts: list[tuple[np.ndarray, np.ndarray]], source: str, description: str) -> LabelledImages:
+    labels = np.concatenate([p[1] for p in parts])
+    return LabelledImages(np.concatenate([p[0] for p in parts]), labels, source,
+                          description=f"{description} ({len(labels):,} images)")
 
 
 def _check_split(split: str) -> tuple[str, ...]:
@@ -137,7 +172,8 @@ def _load_batches(path: Path, split: str, read, kind: str, missing_message: str)
     missing = [name for name in wanted if name not in found]
     if missing:
         raise DataError(f"{path} {missing_message.format(missing[0])}")
-    return _concat(list(found.values()), f"CIFAR-10 {kind} {path} ({split})")
+    return _concat(list(found.values()), f"CIFAR-10 {kind} {path} ({split})",
+                   f"CIFAR-10 {kind} {path.name}, {split} batches")
 
 
 # --- keras.datasets ---------------------------------------------------------------------
@@ -155,7 +191,8 @@ def _load_keras(split: str) -> LabelledImages:
     cached = keras_cache_folder()
     if (cached / "test_batch").is_file():
         loaded = _load_batches_folder(cached, split)
-        return LabelledImages(loaded.images, loaded.labels, f"keras.datasets.cifar10 cache {cached} ({split})")
+        return LabelledImages(loaded.images, loaded.labels, f"keras.datasets.cifar10 cache {cached} ({split})",
+                              description=f"keras.datasets.cifar10, {split} ({len(loaded):,} images)")
     try:
         import keras
 
@@ -166,7 +203,8 @@ def _load_keras(split: str) -> LabelledImages:
             "without a network, pass a local image folder or cifar-10-python.tar.gz"
         ) from None
     x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
-    return LabelledImages(x.astype(np.uint8), y.reshape(-1).astype(np.int64), f"keras.datasets.cifar10 ({split})")
+    return LabelledImages(x.astype(np.uint8), y.reshape(-1).astype(np.int64), f"keras.datasets.cifar10 ({split})",
+                          description=f"keras.datasets.cifar10, {split} ({len(y):,} images)")
 
 
 # --- the split: training, validation, test ------------------------------------------------

@@ -14,6 +14,11 @@
 
 Any failure (no network, a bad checksum, an unusable ``--input``) is one line on stderr
 saying what to do, and exit status 1.
+
+``cifar10-train --data fetch`` (its default) resolves the same way (``default_source``):
+``CIFAR10_DATA`` when it holds data, else data already in ``CIFAR10_DATA_CACHE`` (default
+``data/``, in any layout above), else the archive downloaded there once
+(``CIFAR10_DATA_URL`` names a mirror of the same file).
 """
 
 from __future__ import annotations
@@ -32,6 +37,13 @@ URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE = "cifar-10-python.tar.gz"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+SOURCE = "fetch"
+"""The ``--data`` value (and default) meaning "resolve as ``default_source`` does"."""
+DEFAULT_CACHE = "data"
+NO_NETWORK_HINT = (f"with no network, download {ARCHIVE} elsewhere and point CIFAR10_DATA at it "
+                   f"(or at an image folder train/<class>/*.jpg)")
 
 
 class FetchError(Exception):
@@ -68,7 +80,8 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, target: Path, md5: str | None, timeout: float = 30.0) -> Path:
+def download(url: str, target: Path, md5: str | None, timeout: float = 30.0,
+             hint: str = NO_NETWORK_HINT) -> Path:
     """``url`` into ``target`` atomically (temporary file beside it, checked, renamed)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
@@ -90,22 +103,35 @@ def download(url: str, target: Path, md5: str | None, timeout: float = 30.0) -> 
         return target
     except OSError as exc:  # URLError and timeouts are OSErrors
         reason = getattr(exc, "reason", None) or exc.strerror or exc
-        raise FetchError(
-            f"cannot download {url} ({reason}): with no network, download {ARCHIVE} elsewhere "
-            f"and point CIFAR10_DATA at it (or at an image folder train/<class>/*.jpg)"
-        ) from None
+        raise FetchError(f"cannot download {url} ({reason}): {hint}") from None
     finally:
         partial.unlink(missing_ok=True)
 
 
-def resolve(input_path: Path | None, dest: Path, url: str = URL, md5: str | None = MD5) -> Path:
+def resolve(input_path: Path | None, dest: Path, url: str = URL, md5: str | None = MD5,
+            hint: str = NO_NETWORK_HINT) -> Path:
     """The data to train on: local data first, then an earlier download, then a download."""
     if input_path is not None and (found := find_local(input_path)) is not None:
         return found
     cached = dest / ARCHIVE
     if cached.is_file():
         return cached
-    return download(url, cached, md5)
+    return download(url, cached, md5, hint=hint)
+
+
+def default_source(environ: dict[str, str] | None = None,
+                   hint: str = NO_NETWORK_HINT) -> Path:
+    """What ``--data fetch`` means: ``$CIFAR10_DATA`` when it holds data, else data in the
+    cache folder ``$CIFAR10_DATA_CACHE`` (default ``data``; any layout ``find_local`` reads,
+    e.g. an archive or image folder put there by hand), else the official archive
+    downloaded into it once (from ``$CIFAR10_DATA_URL``, default the official address),
+    its MD5 checked. FetchError (one line ending in ``hint``) when none of these works."""
+    env = os.environ if environ is None else environ
+    local = env.get("CIFAR10_DATA")
+    if local and (found := find_local(Path(local))) is not None:
+        return found
+    dest = Path(env.get("CIFAR10_DATA_CACHE") or DEFAULT_CACHE)
+    return resolve(dest if dest.is_dir() else None, dest, env.get("CIFAR10_DATA_URL") or URL, MD5, hint)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,10 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", type=Path, default=os.environ.get("CIFAR10_DATA") or None,
                         help="local data: archive, cifar-10-batches-py/ or image folder; an "
                              "empty folder counts as none [env CIFAR10_DATA]")
-    parser.add_argument("--dest", type=Path, default=os.environ.get("CIFAR10_DATA_CACHE", "data"),
+    parser.add_argument("--dest", type=Path, default=os.environ.get("CIFAR10_DATA_CACHE") or DEFAULT_CACHE,
                         help="folder the archive is downloaded into [env CIFAR10_DATA_CACHE; "
                              "default %(default)s]")
-    parser.add_argument("--url", default=URL, help="where to download it from [%(default)s]")
+    parser.add_argument("--url", default=os.environ.get("CIFAR10_DATA_URL") or URL,
+                        help="where to download it from [env CIFAR10_DATA_URL; default %(default)s]")
     parser.add_argument("--md5", default=MD5, help="its MD5; empty: unchecked [%(default)s]")
     return parser
 

@@ -1,7 +1,10 @@
 """INT8 copy of an exported model: onnxruntime's static quantization, checked and measured.
 
     cifar10-train quantize --model models/cifar10-cnn.onnx \
-        --data ../shared/data/cifar10-jpeg/train --output models/cifar10-cnn-int8.onnx
+        --data DATA --output models/cifar10-cnn-int8.onnx
+
+``DATA`` is the data the model was trained on (for the bundled model: the image folder of
+the 50,000 JPEG-encoded training images its card names; the fingerprint is checked).
 
 Reads top to bottom:
 

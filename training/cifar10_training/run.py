@@ -50,6 +50,9 @@ def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpo
 
     config = TrainConfig.load(run_dir / "config.json").to_dict()
     split = json.loads((run_dir / "split.json").read_text())
+    # The model and its card name the data portably (its name, size and fingerprint), never
+    # by this machine's path: config["data"] and split["dataset"] may be local paths.
+    config["data"] = split["dataset"] = portable_data(config["data"], result.data)
     history = result.history
     arm = "with augmentation" if config["augment"] else "without augmentation"
     report.plot_curves({arm: history}, run_dir / "curves.png", f"{config['model_name']} {arm}")
@@ -89,7 +92,7 @@ def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpo
         keras_test = np.asarray(model.predict(images["test"].astype(np.float32) / 255.0, batch_size=1024, verbose=0))
         test = evaluate.score(keras_test, labels["test"])
         extra[contract.META_TEST_METRICS] = json.dumps(test.metrics("test"), sort_keys=True)
-    metadata = export.build_metadata(config, version, result.data.source, result.data.fingerprint, metrics, extra)
+    metadata = export.build_metadata(config, version, config["data"], result.data.fingerprint, metrics, extra)
     parity = export.export(model, output, metadata, images["validation"])
 
     # The serving path: the written file through onnxruntime.
@@ -113,6 +116,15 @@ def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpo
     return {"model": str(output), "epoch": epoch, "val_accuracy": served["validation"]["accuracy"],
             "test_accuracy": served["test"]["accuracy"] if "test" in served else None,
             "epochs": summary["epochs"]}
+
+
+def portable_data(configured: str, dataset: data_module.LabelledImages) -> str:
+    """What an exported model says about its data: the loaded set's description (name and
+    size, no path), after the source named in the config when that is a name (fetch, keras)."""
+    description = dataset.description or "CIFAR-10 data"
+    if configured in (data_module.FETCH, "keras") and not description.startswith(configured):
+        return f"{configured}: {description}"
+    return description
 
 
 def train_run(config: TrainConfig, run_dir: Path, export: bool = True) -> dict:
