@@ -1,11 +1,14 @@
 """The bundled model in models/: honours the contract, was trained by the improved recipe on
 the three-way split, reaches 85 % on its untouched test part, and its card and metadata tell
 the truth about it (re-measured on its validation and test parts when ../shared/data is
-here). Its INT8 copy: the quantized bundled model, within 0.5 points on the test part."""
+here; on the labelled sample examples/labelled, drawn from that test part, everywhere).
+Its INT8 copy: the quantized bundled model, within 0.5 points on the test part. Neither
+names its data by a path of the machine that trained it."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,17 @@ CARD = MODEL.with_suffix(".md")
 INT8 = ROOT / "models" / "cifar10-cnn-int8.onnx"
 DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train"
 TEST_ACCURACY_FLOOR = 0.85  # issue 15: at least 85 % on the test part
+LABELLED = ROOT / "examples" / "labelled"
+# examples/labelled: 400 images (40 per class), a seeded sample of the 2,500-image test part
+# on which the models score 85.80 % (FP32) and 85.52 % (INT8). On a random sample of 400 the
+# accuracy's standard deviation is sqrt(0.858 * 0.142 / 400) = 1.75 points (1.6 with the
+# finite-population correction), so 75 % is more than 6 standard deviations below what a
+# sound model scores: a pass is certain for the shipped files (83.0 % measured), and a model
+# that lost 10 points, or inputs decoded or scaled differently from training, fail.
+LABELLED_ACCURACY_FLOOR = 0.75
+# An absolute path (/x, ~/x, C:\x) or the authors' ../shared, anywhere in a value or a line;
+# not the "/" inside a URL (https://...) or between words (width/height).
+MACHINE_PATH = re.compile(r"(?:^|[\s\"'`(=:,\[])(?:/[\w.-]|~/|[A-Za-z]:\\)|\.\./shared|/work/shared")
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +133,57 @@ def test_int8_accuracy_is_reproduced_through_onnxruntime(bundled_int8, tmp_path)
     result = evaluate_command(INT8, str(DATA), "train", None, tmp_path, test=True)
     assert result["images"] == record["test_images"]
     assert result["accuracy"] == pytest.approx(record["int8_test_accuracy"], abs=1e-5)
+
+
+def _labelled_sample() -> tuple[np.ndarray, np.ndarray]:
+    from cifar10_core import datasets, images
+
+    paths, labels = datasets.list_class_folder(LABELLED)
+    return np.stack([images.decode(p.read_bytes()) for p in paths]), np.asarray(labels)
+
+
+@pytest.mark.parametrize("which", ["fp32", "int8"])
+def test_accuracy_on_the_shipped_labelled_sample(which, bundled, bundled_int8):
+    """Runs on a fresh clone: examples/labelled ships with the repository."""
+    model = {"fp32": bundled, "int8": bundled_int8}[which]
+    x, y = _labelled_sample()
+    assert len(y) >= 300 and np.bincount(y, minlength=10).min() >= 30
+    predicted = model.predict(x).argmax(axis=1)
+    accuracy = float(np.mean(predicted == y))
+    assert accuracy >= LABELLED_ACCURACY_FLOOR, f"{which}: {accuracy:.2%} on {len(y)} labelled images"
+
+
+def test_the_ten_sample_images_are_one_per_class_and_classified_right(bundled):
+    from cifar10_core import images
+
+    examples = ROOT / "examples"
+    x = np.stack([images.decode((examples / f"{name}.jpg").read_bytes()) for name in contract.CLASS_NAMES])
+    assert bundled.predict(x).argmax(axis=1).tolist() == list(range(10))
+    large = examples / "ship-256.png"
+    from PIL import Image
+
+    with Image.open(large) as image:
+        assert image.size == (256, 256)
+    assert contract.CLASS_NAMES[int(bundled.predict(images.decode(large.read_bytes())[None]).argmax())] == "ship"
+
+
+def test_no_metadata_value_or_card_line_holds_a_machine_path(bundled, bundled_int8):
+    for model, path in ((bundled, MODEL), (bundled_int8, INT8)):
+        for key, value in model.info.metadata.items():
+            assert not MACHINE_PATH.search(value), f"{path.name} metadata {key}: {value[:200]}"
+        card = path.with_suffix(".md")
+        for number, line in enumerate(card.read_text().splitlines(), 1):
+            assert not MACHINE_PATH.search(line), f"{card.name}:{number}: {line}"
+    config, _, _ = _metadata(bundled)
+    assert bundled.info.metadata[contract.META_DATASET] == config["data"]
+    assert "cifar10-jpeg" in config["data"] and "50,000 images" in config["data"]
+
+
+def test_the_machine_path_pattern_finds_paths_and_nothing_else():
+    for text in ('"data": "/work/shared/data/x"', "image folder /home/me/train", "../shared/data",
+                 "see ~/data", "C:\\data\\train", "[/srv/x]"):
+        assert MACHINE_PATH.search(text), text
+    for text in ("https://www.cs.toronto.edu/~kriz/cifar.html", "width/height shift 0.0/0.0",
+                 "image folder cifar10-jpeg/train (50,000 images)", "uint8 [N, 32, 32, 3]",
+                 "scaled by 1/255", "models/cifar10-cnn.onnx"):
+        assert not MACHINE_PATH.search(text), text
