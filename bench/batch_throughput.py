@@ -2,7 +2,7 @@
 server's best measured images/s under the same conditions.
 
     python -m bench.batch_throughput [--model PATH] [--images 10000] [--rounds 2]
-        [--data ../shared/data/cifar10-jpeg/train] [--json docs/bench-results/batch-throughput.json]
+        --data CLASS_FOLDERS [--json docs/bench-results/batch-throughput.json]
 
 1. Starts ``python -m cifar10_serving`` (its default settings, metrics off) on a free port
    in a subprocess (bench.server_process), with the bundled model
@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per ceiling config")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train"))
+    parser.add_argument("--data", required=True,
+                        help="an image folder with one sub-folder per class (the CIFAR-10 "
+                             "JPEG folder, for example)")
     parser.add_argument("--kinds", default="raw,jpeg")
     parser.add_argument("--batch-args", default="", help="extra cifar10-batch flags")
     parser.add_argument("--json", help="write the report here")

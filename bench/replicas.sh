@@ -3,11 +3,11 @@
 # bundled model on loopback; cifar10-batch sends 3000 single-image calls across them (each
 # replica's share from its metrics), then 3000 images in batches of 16 while replica 1 is
 # SIGKILLed (images lost or duplicated in the output).
-#   bench/replicas.sh [DATA]   DATA: class folders, default ../shared/data/cifar10-jpeg/train
+#   bench/replicas.sh DATA   DATA: an image folder with one sub-folder per class
 set -u
 cd "$(dirname "$0")/.."
 export PATH=$PWD/.venv/bin:$PATH
-DATA=$(realpath "${1:-../shared/data/cifar10-jpeg/train}")
+DATA=$(realpath "${1:?usage: bench/replicas.sh DATA (an image folder of class folders)}")
 D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
 for c in $(ls "$DATA"); do  # 300 images per class, as links

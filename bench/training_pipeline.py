@@ -9,7 +9,7 @@ Arms:
   transforms per image in a Python generator feeding ``fit``), the lab's own approach;
 - ``tf.data, no augmentation``: the model's own ceiling on these cores.
 
-    python -m bench.training_pipeline --data ../shared/data/cifar10-jpeg/train \
+    python -m bench.training_pipeline --data DATA \
         --images 10240 --steps 20 --rounds 3 --out docs/bench-results/training-pipeline.json
 
 Needs the train extra plus keras-preprocessing and scipy (dev extra).
@@ -100,8 +100,10 @@ def run(images: np.ndarray, labels: np.ndarray, steps: int, rounds: int) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/cifar10-jpeg/train",
-                        help="image folder or archive; 'synthetic' for random images")
+    parser.add_argument("--data", default="fetch",
+                        help="image folder or archive; 'fetch' (the default): the official "
+                             "archive, downloaded once (cifar10_training.fetch); 'synthetic' "
+                             "for random images")
     parser.add_argument("--images", type=int, default=10240)
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed round")
     parser.add_argument("--rounds", type=int, default=3)
