@@ -8,7 +8,8 @@
         results = client.classify_batch(["a.png", "b.jpg"], top_k=3)
 
 ``AsyncClient`` is the asyncio twin. Every failure raises ``ClientError`` (``.code`` is a
-``grpc.StatusCode``, ``.message`` the server's message). gRPC itself retries calls on
+``grpc.StatusCode``, ``.message`` the server's message); ``client.connect(wait=0)`` checks
+that a server answers before the first call, or raises ``UnreachableError`` at once. gRPC itself retries calls on
 UNAVAILABLE and RESOURCE_EXHAUSTED only (exponential backoff with jitter, or the server's
 pushback when its queue is full), within the call's deadline, never a message over a
 size limit (``RetryPolicy``, rendered into the channel's service config). ``TLSConfig`` turns on TLS (CA, optional client cert).
@@ -16,24 +17,45 @@ size limit (``RetryPolicy``, rendered into the channel's service config). ``TLSC
 
 from __future__ import annotations
 
-from .aio import AsyncClient
-from .connection import DEFAULT_ADDRESS, DEFAULT_TIMEOUT_S, NO_RETRY, RetryPolicy, TLSConfig
-from .errors import RETRYABLE_CODES, ClientError
-from .results import Classification, ClassScore, ModelInfo, TensorInfo
-from .sync import Client
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "AsyncClient",
-    "Client",
-    "ClientError",
-    "Classification",
-    "ClassScore",
-    "ModelInfo",
-    "TensorInfo",
-    "RetryPolicy",
-    "TLSConfig",
-    "NO_RETRY",
-    "RETRYABLE_CODES",
-    "DEFAULT_ADDRESS",
-    "DEFAULT_TIMEOUT_S",
-]
+if TYPE_CHECKING:
+    from .aio import AsyncClient
+    from .connection import DEFAULT_ADDRESS, DEFAULT_TIMEOUT_S, NO_RETRY, RetryPolicy, TLSConfig
+    from .errors import RETRYABLE_CODES, ClientError, UnreachableError
+    from .results import Classification, ClassScore, ModelInfo, TensorInfo
+    from .sync import Client
+
+# Each name is imported from its module on first use (PEP 562), not here: importing the
+# package imports no grpc, so the command-line tools (cli.py) can turn gRPC's C-core log off
+# before grpc is first imported, the one moment gRPC reads GRPC_VERBOSITY.
+_MODULE_OF = {
+    "AsyncClient": "aio",
+    "Client": "sync",
+    "ClientError": "errors",
+    "UnreachableError": "errors",
+    "RETRYABLE_CODES": "errors",
+    "Classification": "results",
+    "ClassScore": "results",
+    "ModelInfo": "results",
+    "TensorInfo": "results",
+    "RetryPolicy": "connection",
+    "TLSConfig": "connection",
+    "NO_RETRY": "connection",
+    "DEFAULT_ADDRESS": "connection",
+    "DEFAULT_TIMEOUT_S": "connection",
+}
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -10,7 +10,7 @@ import grpc
 
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
-from .base import ClientBase, stop_waiting
+from .base import ClientBase, ConnectTries, stop_waiting
 from .connection import call_unary_async
 from .errors import ClientError
 from .inputs import ImageInput
@@ -35,6 +35,27 @@ class AsyncClient(ClientBase):
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+    async def connect(self, wait: float = 0.0) -> None:
+        """Like :meth:`Client.connect <cifar10_client.Client.connect>`: return once a server
+        answers (``wait`` 0: one try; else within ``wait`` seconds) or raise UnreachableError."""
+        tries = ConnectTries(self, wait)
+        while True:
+            channel, method, request = self._probe()
+            try:
+                await call_unary_async(method, request, tries.timeout())
+                pause = None
+            except ClientError as error:
+                pause = tries.after(error)
+            finally:
+                await channel.close()
+            if pause is None:
+                break
+            await asyncio.sleep(pause)
+        try:  # this client's channel too (see Client.connect)
+            await asyncio.wait_for(self._channel.channel_ready(), self.timeout)
+        except asyncio.TimeoutError:
+            raise tries.not_ready() from None
 
     async def _call(self, method, request, timeout: float | None):
         return await call_unary_async(method, request, self._deadline(timeout))

@@ -1,6 +1,6 @@
 """``cifar10-batch``: classify a folder, a list, an array or the CIFAR-10 archive, resumably.
 
-    cifar10-batch ../shared/data/cifar10-jpeg/train -o train.csv -o train.jsonl
+    cifar10-batch examples/labelled -o preds.csv -o preds.jsonl
     cifar10-batch cifar-10-python.tar.gz --split test -o test.jsonl
     cifar10-batch images.npy -o out.csv --local models/cifar10-cnn.onnx    # no server
 
@@ -9,8 +9,10 @@ one HTTP/2 channel, shows a progress bar (images/s, ETA), and appends one line p
 each output (CSV and/or JSON Lines, chosen by suffix). Rerunning the same command skips
 what the outputs already hold, so an interrupted run resumes; every input ends up in the
 output exactly once. An unreadable or undecodable image is recorded with its error and
-the run goes on; a server that stays unavailable stops the run (exit 3) without
-recording anything for the items not done. When the true labels are known (class
+the run goes on. A server that cannot be reached at the start fails at once (``--wait``
+waits for one that is starting); one that goes away mid-run is waited for, with backoff,
+for ``--retry-for`` seconds, then the run stops (exit 3) without recording anything for the
+items not done and prints the command that resumes it. When the true labels are known (class
 folders, archive or .npz labels) it prints accuracy and per-class accuracy over the whole
 output and writes a confusion-matrix PNG.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -32,15 +35,22 @@ from pathlib import Path
 from cifar10_core.errors import ModelLoadError
 from cifar10_core.extras import require
 
+# cli first, grpc after it: cli turns gRPC's C-core log off before grpc is first imported.
 from .cli import (
     EXIT_ITEM_FAILED,
     EXIT_OK,
+    EXIT_UNAVAILABLE,
     UsageError,
     add_connection_args,
     connection_kwargs,
+    error_line,
+    exit_code_for,
     run_main,
 )
-from .errors import ClientError
+import grpc  # noqa: E402,I001 (after cli, see above)
+
+from .connection import unreachable
+from .errors import ClientError, UnreachableError
 from .local_model import LocalModel
 from .outputs import KEY, OutputError, ResultFile, result_file
 from .report import summarize, write_confusion_png
@@ -51,6 +61,11 @@ PROG = "cifar10-batch"
 TQDM_HINT = "no progress bar: tqdm is missing (pip install 'cifar10-serving[client]')"
 
 Classify = Callable[[list[Item]], Awaitable[list[dict]]]
+
+# What a call gets from a server that goes away: UNAVAILABLE (refused, reset, or refused by
+# a server shutting down) or CANCELLED (a call the server aborted as it stopped). Both are
+# safe to send again: classifying changes nothing on the server.
+SERVER_GONE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the confusion matrix when labels are known "
                              "[default: next to the first output, .confusion.png]")
     parser.add_argument("--no-confusion-matrix", action="store_true", help="do not write the PNG")
+    parser.add_argument("--retry-for", type=float, default=30.0, metavar="SECONDS",
+                        help="a server that goes away mid-run: try to reach it again, with "
+                             "backoff, for SECONDS, then stop and print the command that "
+                             "resumes the run (0: stop at once) [default %(default)s]")
     parser.add_argument("--retry-errors", action="store_true",
                         help="drop the failed items from the outputs and try them again")
     parser.add_argument("--overwrite", action="store_true", help="start the outputs afresh")
@@ -98,23 +117,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- backends -----------------------------------------------------------------------------
 class RemoteBackend:
-    """Classify batches with the asyncio client (one channel, many concurrent calls)."""
+    """Classify batches with the asyncio client (one channel, many concurrent calls).
 
-    def __init__(self, connection: dict, preprocess: bool) -> None:
+    Its calls do not wait for a server that is not ready (the retry policy's
+    ``wait_for_ready`` off): a server that goes away fails them soon, and the backend waits
+    for it itself, for ``retry_for`` seconds from the first failure (see :meth:`classify`).
+    """
+
+    def __init__(self, connection: dict, preprocess: bool, wait: float = 0.0, retry_for: float = 30.0) -> None:
         self.connection = connection
         self.preprocess = preprocess
+        self.wait = wait
+        self.retry_for = retry_for
         self.client = None
         self.model_name = self.model_version = ""
+        self.started = False
+        self.lost_since: float | None = None  # when the calls began to fail with SERVER_GONE
+        self.reconnecting = asyncio.Lock()  # one worker probes the server at a time
 
     async def start(self) -> str:
         from .aio import AsyncClient
 
         self.client = AsyncClient(**self.connection)
+        await self.client.connect(self.wait)
         info = await self.client.model_info()
         self.model_name, self.model_version = info.name, info.version
+        self.started = True
         return f"server {self.client.address}, model {info.name} version {info.version}"
 
     async def classify(self, batch: list[Item]) -> list[dict]:
+        """Rows for ``batch``; a batch that fails because the server went away (SERVER_GONE,
+        after the retry policy's tries) is sent again once a server answers, within
+        ``retry_for`` seconds of the first such failure; past that, UnreachableError."""
+        while True:
+            try:
+                rows = await self._classify(batch)
+            except ClientError as error:
+                if error.code not in SERVER_GONE:
+                    raise
+                await self._reconnect(error)
+                continue
+            self.lost_since = None
+            return rows
+
+    async def _reconnect(self, error: ClientError) -> None:
+        async with self.reconnecting:
+            if self.lost_since is None:
+                self.lost_since = time.monotonic()
+            left = self.lost_since + self.retry_for - time.monotonic()
+            try:
+                if left <= 0:
+                    raise unreachable(self.client.address, error, self.client.timeout)
+                await self.client.connect(left)
+            except UnreachableError as failure:
+                raise UnreachableError(f"{failure.message} (the server went away mid-run; "
+                                       f"tried again for {self.retry_for:g} s)") from None
+
+    async def _classify(self, batch: list[Item]) -> list[dict]:
         rows: list[dict | None] = [None] * len(batch)
         images, positions = [], []
         for i, item in enumerate(batch):
@@ -271,8 +330,9 @@ def _run_on_engine(args, todo, total, files, skip_sets) -> tuple[int, int, float
         progress.close()
 
 
-async def _run_async(args, backend, todo, total, files, skip_sets) -> tuple[int, int, float, str]:
+async def _run_async(args, backend, todo, total, files, skip_sets, heading: str) -> tuple[int, int, float, str]:
     description = await backend.start()
+    print(heading, file=sys.stderr)  # once started: a server that cannot be reached is one line
 
     write = writer(files, skip_sets)
     progress = Progress(total, enabled=not args.no_progress)
@@ -288,11 +348,14 @@ async def _run_async(args, backend, todo, total, files, skip_sets) -> tuple[int,
     return done, failed, seconds, f"{description}; client CPU {cpu / max(done, 1) * 1e6:.0f} us per image"
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, resume: str) -> int:
+    """The run of ``args``; ``resume``: the command line that runs it again (and resumes it)."""
     if args.batch_size < 1 or args.concurrency < 1:
         raise UsageError("--batch-size and --concurrency must be at least 1")
     if args.limit < 0:
         raise UsageError("--limit must not be negative")
+    if args.retry_for < 0:
+        raise UsageError("--retry-for must not be negative")
     if len({str(Path(p).resolve()) for p in args.output}) != len(args.output):
         raise UsageError("the same output is given twice")
     try:
@@ -308,7 +371,8 @@ def run(args: argparse.Namespace) -> int:
         require("--local", "local", "onnxruntime")  # before any output is opened
         backend = LocalBackend(args.local, args.threads)
     else:
-        backend = RemoteBackend(connection_kwargs(args), preprocess=args.preprocess == "client")
+        backend = RemoteBackend(connection_kwargs(args, wait_for_ready=False), args.preprocess == "client",
+                                args.wait, args.retry_for)
     try:
         source = open_source(args.input, args.split)
     except SourceError as exc:
@@ -325,15 +389,27 @@ def run(args: argparse.Namespace) -> int:
     try:
         total = sum(1 for _ in plan(source, skip_sets, args.limit))
         already = sum(1 for item in source if all(item.key in s for s in skip_sets))
-        print(f"{PROG}: {args.input} ({source.kind}): {len(source)} items, {already} "
-              f"already in the output, {total} to do", file=sys.stderr)
+        heading = (f"{PROG}: {args.input} ({source.kind}): {len(source)} items, {already} "
+                   f"already in the output, {total} to do")
+        if not total or args.engine:
+            print(heading, file=sys.stderr)
         if total and args.engine:
             done, failed, seconds, description = _run_on_engine(
                 args, plan(source, skip_sets, args.limit), total, files, skip_sets)
         elif total:
-            done, failed, seconds, description = asyncio.run(
-                _run_async(args, backend, plan(source, skip_sets, args.limit), total, files, skip_sets)
-            )
+            try:
+                done, failed, seconds, description = asyncio.run(
+                    _run_async(args, backend, plan(source, skip_sets, args.limit), total, files, skip_sets,
+                               heading)
+                )
+            except ClientError as error:
+                # A server lost mid-run: what is written stays, and the same command resumes.
+                if not (isinstance(backend, RemoteBackend) and backend.started
+                        and exit_code_for(error) == EXIT_UNAVAILABLE):
+                    raise
+                print(error_line(error, PROG), file=sys.stderr)
+                print(f"{PROG}: to resume, run: {resume}", file=sys.stderr)
+                return EXIT_UNAVAILABLE
         if total:
             print(f"{PROG}: {description}", file=sys.stderr)
             print(f"{PROG}: classified {done} items ({failed} failed) in {seconds:.1f} s: "
@@ -344,19 +420,26 @@ def run(args: argparse.Namespace) -> int:
 
     summary = summarize(files[0].outcomes)
     print(summary.text())
+    if source.skipped:
+        print(f"skipped {source.skipped} " + ("file that is not an image" if source.skipped == 1
+                                             else "files that are not images"))
     if source.labels_known and summary.labelled and not args.no_confusion_matrix:
         target = args.confusion_matrix or str(Path(args.output[0]).with_suffix(".confusion.png"))
         try:
             write_confusion_png(summary, target, title=Path(args.input).name)
             print(f"confusion matrix: {target}")
         except ImportError as exc:
-            print(f"{PROG}: warning: {exc}", file=sys.stderr)
+            # Asked for by --confusion-matrix: said every time. The default PNG: said once,
+            # by the run that starts the output, not again by every rerun that resumes it.
+            if args.confusion_matrix or not already:
+                print(f"{PROG}: warning: {exc}", file=sys.stderr)
     return EXIT_ITEM_FAILED if summary.failed else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
-    return run_main(lambda: run(args), PROG)
+    return run_main(lambda: run(args, shlex.join([PROG, *argv])), PROG)
 
 
 if __name__ == "__main__":

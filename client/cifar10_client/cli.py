@@ -4,15 +4,16 @@
     cifar10-client info [--json]
     cifar10-client classify cat.png 'photos/**/*.jpg' - [--json] [--top-k 3]
 
-Connection and TLS flags (``--address``, ``--timeout``, ``--tls``, ...) go before or after
-the command.
+Connection and TLS flags (``--address``, ``--timeout``, ``--wait``, ``--tls``, ...) go
+before or after the command. A server that cannot be reached fails at once, in one line
+naming the address; ``--wait SECONDS`` waits that long for one that is starting.
 
 Exit codes (shared with ``cifar10-batch``), for scripts:
 
     0  success
     1  some item failed (an unreadable or undecodable image), or health is not SERVING
     2  usage error (bad flags, no input, unreadable TLS files)
-    3  server unavailable: could not connect, deadline exceeded or overloaded, after retries
+    3  server unavailable: cannot reach it, deadline exceeded or overloaded, after retries
     4  other server error (INTERNAL, UNIMPLEMENTED, UNAUTHENTICATED, ...)
     5  an optional dependency is missing (the message says which extra to install)
     6  message too large: a request over the server's (or the client's) size limit; not
@@ -27,11 +28,19 @@ import glob
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
-import grpc
+# gRPC's C core logs to stderr on its own (a TLS handshake with a plaintext server: a line
+# per try, before our message) and reads GRPC_VERBOSITY once, when grpc is first imported:
+# the command-line tools turn that log off here, before any grpc import (the package's
+# __init__ imports none), unless the user set GRPC_VERBOSITY or GRPC_TRACE.
+if "grpc" not in sys.modules and not {"GRPC_VERBOSITY", "GRPC_TRACE"} & set(os.environ):
+    os.environ["GRPC_VERBOSITY"] = "NONE"
 
-from .connection import (
+import grpc  # noqa: E402
+
+from .connection import (  # noqa: E402
     ADDRESS_ENV,
     DEFAULT_TIMEOUT_S,
     MAX_ATTEMPTS_LIMIT,
@@ -40,7 +49,7 @@ from .connection import (
     TLSConfig,
     default_address,
 )
-from .errors import ClientError
+from .errors import ClientError, UnreachableError  # noqa: E402
 
 EXIT_OK = 0
 EXIT_ITEM_FAILED = 1
@@ -89,6 +98,10 @@ def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAUL
                             f"[env {ADDRESS_ENV}; default {address}]")
     group.add_argument("--timeout", type=float, default=default(timeout),
                        help=f"deadline of each call in seconds, retries included [default {timeout}]")
+    group.add_argument("--wait", type=float, default=default(0.0), metavar="SECONDS",
+                       help="wait up to SECONDS for a server that is starting to answer; "
+                            "0: fail at once, naming the address, when it cannot be reached "
+                            "[default 0]")
     group.add_argument("--retries", type=int, default=default(retries),
                        help="retries (0..4) on UNAVAILABLE / RESOURCE_EXHAUSTED by gRPC's retry "
                             "policy: exponential backoff and jitter, or the server's pushback "
@@ -105,9 +118,13 @@ def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAUL
                        help="name to check the server certificate against (implies --tls)")
 
 
-def connection_kwargs(args: argparse.Namespace) -> dict:
+def connection_kwargs(args: argparse.Namespace, *, wait_for_ready: bool = True) -> dict:
+    """The client's settings from the connection flags (``wait_for_ready``: the retry
+    policy's; cifar10-batch waits for a lost server itself, within --retry-for)."""
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if args.wait < 0:
+        raise UsageError("--wait must not be negative")
     if not 0 <= args.retries < MAX_ATTEMPTS_LIMIT:
         raise UsageError(f"--retries must be in 0..{MAX_ATTEMPTS_LIMIT - 1} (gRPC's limit)")
     tls = None
@@ -122,8 +139,17 @@ def connection_kwargs(args: argparse.Namespace) -> dict:
         "address": args.address or default_address(),
         "timeout": args.timeout,
         "tls": tls,
-        "retry": RetryPolicy(max_attempts=args.retries + 1) if args.retries else NO_RETRY,
+        "retry": RetryPolicy(max_attempts=args.retries + 1, wait_for_ready=wait_for_ready)
+        if args.retries else NO_RETRY,
     }
+
+
+def error_line(error: ClientError, prog: str) -> str:
+    """The one line a failed call prints: an unreachable server's message reads on its own."""
+    if isinstance(error, UnreachableError):
+        return f"{prog}: error: {error.message}"
+    hint = DEADLINE_HINT if error.code == grpc.StatusCode.DEADLINE_EXCEEDED else ""
+    return f"{prog}: error: {error.code.name}: {error.message}{hint}"
 
 
 def run_main(body: Callable[[], int], prog: str) -> int:
@@ -134,8 +160,7 @@ def run_main(body: Callable[[], int], prog: str) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ClientError as exc:
-        hint = DEADLINE_HINT if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED else ""
-        print(f"{prog}: error: {exc.code.name}: {exc.message}{hint}", file=sys.stderr)
+        print(error_line(exc, prog), file=sys.stderr)
         return exit_code_for(exc)
     except ImportError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -166,10 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      help="connection flags go before or after it")
 
-    health = commands.add_parser("health", help="print the server's health status")
+    health = commands.add_parser("health", help="print the server's health status (with --wait: "
+                                                        "once SERVING, or at the end of the wait)")
     health.add_argument("--service", default="", help="service name (default: the whole server)")
-    health.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait up to SECONDS for SERVING before answering")
     health.add_argument("--json", action="store_true", help="print JSON")
 
     info = commands.add_parser("info", help="model name, version, labels and input spec")
@@ -204,7 +228,7 @@ def expand_files(patterns: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 def _cmd_health(client, args) -> int:
-    if args.wait > 0:
+    if args.wait > 0:  # what connecting left of --wait
         try:
             client.wait_until_serving(args.wait, args.service)
         except ClientError:
@@ -234,15 +258,18 @@ def _cmd_info(client, args) -> int:
     return EXIT_OK
 
 
-def _cmd_classify(client, args) -> int:
-    from .inputs import to_image
-
+def _check_classify(args) -> None:
     if not 1 <= args.top_k <= 10:
         raise UsageError("--top-k must be in 1..10")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if args.files.count("-") > 1:
         raise UsageError("'-' (stdin) may appear only once")
+
+
+def _cmd_classify(client, args) -> int:
+    from .inputs import to_image
+
     preprocess = args.preprocess == "client"
     expanded = expand_files(args.files)
     names = [name for name, _ in expanded]
@@ -264,24 +291,29 @@ def _cmd_classify(client, args) -> int:
             results = client.classify_each([image for _, image in pending], top_k=args.top_k)
             for (index, _), result in zip(pending, results):
                 outcomes[index] = result
-    failed = 0
-    records = []
+    records, problems = [], []
     for index, name in enumerate(names):
         outcome = outcomes[index]
         if isinstance(outcome, ClientError):
-            failed += 1
             records.append({"file": name, "error": outcome.to_dict()})
+            problems.append(_problem_line(name, outcome))
         else:
             records.append({"file": name, **outcome.to_dict()})
     if args.json:
         print(json.dumps(records, indent=2))
     else:
         _print_table(records, args.top_k)
-    for record in records:
-        if "error" in record:
-            print(f"cifar10-client: {record['file']}: {record['error']['code']}: "
-                  f"{record['error']['message']}", file=sys.stderr)
-    return EXIT_ITEM_FAILED if failed else EXIT_OK
+    for line in problems:
+        print(f"cifar10-client: {line}", file=sys.stderr)
+    return EXIT_ITEM_FAILED if problems else EXIT_OK
+
+
+def _problem_line(name: str, error: ClientError) -> str:
+    """What went wrong with one input: a problem found here (a file that cannot be read) in
+    its own words, naming the file; one the server reported with its status code."""
+    if error.local:
+        return error.message if name in error.message else f"{name}: {error.message}"
+    return f"{name}: {error.code.name}: {error.message}"
 
 
 def _print_table(records: list[dict], top_k: int) -> None:
@@ -305,7 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         from .sync import Client
 
+        if args.command == "classify":
+            _check_classify(args)  # a usage error before any connection
         with Client(**connection_kwargs(args)) as client:
+            started = time.monotonic()
+            client.connect(args.wait)
+            # --wait bounds connecting and (health) waiting for SERVING together.
+            args.wait = max(0.0, args.wait - (time.monotonic() - started))
             command = {"health": _cmd_health, "info": _cmd_info, "classify": _cmd_classify}[args.command]
             return command(client, args)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from .errors import RETRYABLE_CODES, ClientError
+from .errors import RETRYABLE_CODES, ClientError, UnreachableError
 
 DEFAULT_ADDRESS = "localhost:8500"
 ADDRESS_ENV = "CIFAR10_ADDRESS"
@@ -93,13 +94,53 @@ def _resolve(address: str) -> dict[int, list[tuple[str, int]]]:
     try:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise ClientError(grpc.StatusCode.UNAVAILABLE, f"cannot resolve {host}: {exc.strerror}") from None
+        raise UnreachableError(f"cannot resolve host {host}: {exc.strerror}") from None
     found: dict[int, list[tuple[str, int]]] = {}
     for family, _, _, _, sockaddr in infos:
         entry = (str(ipaddress.ip_address(sockaddr[0])), int(port))
         if entry not in found.setdefault(family, []):
             found[family].append(entry)
     return found
+
+
+# How gRPC words why it could not connect: "connections to all backends failing; last error:
+# UNKNOWN: ipv4:127.0.0.1:8599: Failed to connect to remote host: Connection refused",
+# "errors resolving nosuch.invalid:8500: [... Domain name not found]" (older releases: "failed
+# to connect to all addresses", "DNS resolution failed for"), "... Tls handshake failed
+# (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:100000f7:SSL routines:OPENSSL_internal:
+# WRONG_VERSION_NUMBER: ...". Only the part that says what happened is kept.
+_LAST_ERROR = re.compile(r"^.*last error: (?:[A-Z_]+: )?(?:(?:ipv4|ipv6|unix|unix-abstract|vsock):\S+: )?", re.S)
+_RESOLVING = re.compile(r"errors resolving|DNS resolution failed|lookup failed", re.I)
+_TLS_REASON = re.compile(r"OPENSSL_internal:([A-Z_]+)")
+
+
+def unreachable(address: str, error: ClientError, timeout: float) -> UnreachableError:
+    """The one-line error for a server not reached at ``address``: ``error`` is the UNAVAILABLE
+    or DEADLINE_EXCEEDED of a call that tried (``timeout``: its deadline), reworded to say
+    what happened (refused, a name that does not resolve, a failed TLS handshake)."""
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return UnreachableError(f"cannot reach {address}: no answer within {timeout:g} s")
+    details = error.message
+    if _RESOLVING.search(details):
+        reason = details.rstrip("]").rpartition(": ")[2]
+        return UnreachableError(f"cannot resolve host {_host(address)}: {reason}")
+    if "Connection refused" in details:
+        what = "connection refused"
+    elif "handshake failed" in details.lower():
+        reason = _TLS_REASON.search(details)
+        what = "TLS handshake failed" + (f" ({reason.group(1)})" if reason else "")
+        if reason and reason.group(1) == "WRONG_VERSION_NUMBER":
+            what += ": the server does not seem to use TLS"
+    else:
+        what = _LAST_ERROR.sub("", details)
+    return UnreachableError(f"cannot reach {address}: {what}")
+
+
+def _host(address: str) -> str:
+    """The host name of ``host:port`` or ``dns:[//authority/]host:port``."""
+    target = re.sub(r"^dns:(?://[^/]*/)?", "", address.split(",")[0])
+    host, sep, port = target.rpartition(":")
+    return host if sep and port.isdigit() else target
 
 
 @dataclass(frozen=True)

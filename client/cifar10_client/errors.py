@@ -51,6 +51,12 @@ class ClientError(Exception):
         return self.code.name
 
     @property
+    def local(self) -> bool:
+        """Whether the problem was found here, before any call (a file that cannot be read,
+        an image that cannot be converted): no server or channel gave this status."""
+        return self.attempts == 0
+
+    @property
     def retryable(self) -> bool:
         """Whether the client's retry policy retries this failure."""
         return self.code in RETRYABLE_CODES and self.too_large is None
@@ -70,6 +76,15 @@ class ClientError(Exception):
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code.name, "message": self.message}
+
+
+class UnreachableError(ClientError):
+    """No server could be reached at the address (UNAVAILABLE): the message says which
+    address and what happened (``cannot reach localhost:8599: connection refused``,
+    ``cannot resolve host nosuch.invalid``), and reads on its own, without the code."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, message, attempts=1)
 
 
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})

@@ -66,6 +66,7 @@ class Item:
 class Source:
     kind = "source"
     labels_known = False
+    skipped = 0  # files passed over because they are not images (a folder's)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -86,11 +87,14 @@ class FolderSource(Source):
     def __init__(self, root: Path) -> None:
         self.root = root
         found: list[str] = []  # relative posix paths: a million of them stay small
+        self.skipped = 0
         for folder, dirs, files in os.walk(root):
             dirs.sort()
             relative = Path(folder).relative_to(root).as_posix()
             prefix = "" if relative == "." else relative + "/"
-            found.extend(prefix + name for name in files if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
+            images = [name for name in files if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES]
+            found.extend(prefix + name for name in images)
+            self.skipped += len(files) - len(images)
         found.sort()
         self.keys = found
         self.labels_known = bool(found) and all(_label_of(k) is not None for k in found)

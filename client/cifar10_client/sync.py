@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
+import grpc
+
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
-from .base import ClientBase, stop_waiting
+from .base import ClientBase, ConnectTries, stop_waiting
 from .connection import call_unary
 from .errors import ClientError
 from .inputs import ImageInput
@@ -35,6 +37,35 @@ class Client(ClientBase):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def connect(self, wait: float = 0.0) -> None:
+        """Make sure a server answers at the address before the first call, so that a wrong
+        address or a stopped server fails at once, naming it: UnreachableError
+        (``cannot reach localhost:8599: connection refused``, ``cannot resolve host ...``).
+
+        ``wait`` 0: one try (within the client's timeout). ``wait`` > 0: try again until a
+        server answers or ``wait`` seconds have passed (a server that is starting). Then it
+        waits (within the timeout) for the client's own channel to be connected. Calls
+        themselves keep the retry policy, ``wait_for_ready`` included."""
+        tries = ConnectTries(self, wait)
+        while True:
+            channel, method, request = self._probe()
+            try:
+                call_unary(method, request, tries.timeout())
+                pause = None
+            except ClientError as error:
+                pause = tries.after(error)
+            finally:
+                channel.close()
+            if pause is None:
+                break
+            time.sleep(pause)
+        # A server answers; this client's channel may still be waiting out a failed try's
+        # backoff (the server was down a moment ago): connected means that channel is.
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=self.timeout)
+        except grpc.FutureTimeoutError:
+            raise tries.not_ready() from None
 
     def _call(self, method, request, timeout: float | None):
         return call_unary(method, request, self._deadline(timeout))

@@ -81,6 +81,7 @@ def test_folder_to_csv_and_jsonl_with_bad_item_labels_and_resume(server, folder,
         assert float(by_item[r["item"]]["p_cat"]) == r["probabilities"]["cat"]
     out = capsys.readouterr().out
     assert "accuracy:" in out and "per-class accuracy:" in out
+    assert "skipped 1 file that is not an image" in out.splitlines()  # README.txt
     png = out_csv.with_suffix(".confusion.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -98,6 +99,18 @@ def test_folder_to_csv_and_jsonl_with_bad_item_labels_and_resume(server, folder,
     assert len(items) == len(set(items)) == 14
     (folder / "cat" / "broken.jpg").unlink()
     assert batch(folder, "-o", out_jsonl, "--retry-errors", address=server.address) == 0
+
+
+def test_a_missing_plots_extra_is_said_once_per_output_with_the_install_line(server, folder, tmp_path, capsys,
+                                                                              monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the plots extra is not installed
+    out, hint = tmp_path / "r.jsonl", "pip install 'cifar10-serving[plots]'"
+    assert batch(folder, "-o", out, address=server.address, png=True) == 1
+    assert capsys.readouterr().err.count(hint) == 1  # the run that starts the output
+    assert batch(folder, "-o", out, address=server.address, png=True) == 1
+    assert hint not in capsys.readouterr().err  # a rerun of it: said already
+    assert batch(folder, "-o", out, "--confusion-matrix", tmp_path / "m.png", address=server.address, png=True) == 1
+    assert capsys.readouterr().err.count(hint) == 1  # asked for by name: said every time
 
 
 def test_local_mode_gives_the_same_outputs_as_the_server(server, folder, tiny_model_path, tmp_path):
@@ -233,15 +246,12 @@ def test_npz_list_file_and_usage_errors(server, tmp_path, capsys):
 
 def test_server_unavailable_stops_the_run_with_exit_3(tmp_path, capsys):
     np.save(tmp_path / "a.npy", np.stack([random_image(i) for i in range(3)]))
-    code = batch(tmp_path / "a.npy", "-o", tmp_path / "o.jsonl", "--timeout", "1", "--retries", "2",
-                 address=f"localhost:{free_port()}")
-    assert code == 3
-    err = capsys.readouterr().err
-    assert "DEADLINE_EXCEEDED" in err and "Traceback" not in err  # waited for the server, in vain
-    assert not (tmp_path / "o.jsonl").read_text()  # nothing recorded for items not done
-    code = batch(tmp_path / "a.npy", "-o", tmp_path / "o.jsonl", "--retries", "0",
-                 address=f"localhost:{free_port()}")
-    assert code == 3 and "UNAVAILABLE" in capsys.readouterr().err
+    for retries in ("2", "0"):
+        code = batch(tmp_path / "a.npy", "-o", tmp_path / "o.jsonl", "--retries", retries,
+                     address=f"localhost:{free_port()}")
+        err = capsys.readouterr().err
+        assert code == 3 and "cannot reach" in err and "Traceback" not in err
+        assert not (tmp_path / "o.jsonl").read_text()  # nothing recorded for items not done
 
 
 def test_local_without_onnxruntime_says_what_to_install(tmp_path, tiny_model_path):
