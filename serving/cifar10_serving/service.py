@@ -87,9 +87,11 @@ async def _nothing_to_close(_grace: float) -> None:
 
 
 async def serve(settings: Settings, metrics: Metrics, plane: DataPlane,
-                workers: Workers | None = None) -> int:
+                workers: Workers | None = None, early_signals: list[int] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit status. ``workers``: this process's share of
-    ``--workers`` (the first process passes signals on and supervises the others)."""
+    ``--workers`` (the first process passes signals on and supervises the others);
+    ``early_signals``: SIGTERM or SIGHUP that came before this loop handled them (acted on
+    as soon as it serves)."""
     service = Service(settings, metrics, plane)
     loop = asyncio.get_running_loop()
 
@@ -114,6 +116,11 @@ async def serve(settings: Settings, metrics: Metrics, plane: DataPlane,
         loop.add_signal_handler(sig, stop, sig)
     loop.add_signal_handler(signal.SIGHUP, reload)
     await service.start()
+    for sig in early_signals or ():
+        if sig == signal.SIGHUP:
+            reload()
+        else:
+            stop(sig)
     if workers is None or workers.is_first:
         print(f"cifar10-serve: listening on port {service.port}", file=sys.stderr, flush=True)
     if workers is None or not workers.children:

@@ -37,6 +37,11 @@ log = logging.getLogger("cifar10_serving.server")
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     CycleCollector.pause()  # until the server has started (Service.start)
+    # A SIGTERM or SIGHUP before the event loop takes the signals over (while the model
+    # loads, in a worker just forked) is remembered and honoured once serving, not a kill.
+    early_signals: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda sig, _frame: early_signals.append(sig))
     try:
         settings = Settings.from_args(sys.argv[1:] if argv is None else argv)
     except ValueError as exc:
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"port; -1 turns it off)") from None
             log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, port)
         log.info("model ready %.0f ms after start", (time.perf_counter() - started) * 1000)
-        code = run(serve(settings, metrics, plane, workers))
+        code = run(serve(settings, metrics, plane, workers, early_signals))
     except ModelLoadError as exc:
         if first:  # the other workers read the same file: one line says it
             print(f"cifar10-serve: error: {exc}", file=sys.stderr)

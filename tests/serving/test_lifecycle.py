@@ -244,3 +244,17 @@ def test_a_port_in_use_is_one_line_naming_it_and_the_setting(tiny_model_path):
             assert result.returncode == 1
             lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
             assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and name in lines[0], lines
+
+
+def test_a_sigterm_while_the_model_loads_is_a_graceful_stop(tiny_model_path):
+    """Before the event loop takes the signals over, SIGTERM is remembered, not a kill: the
+    server starts, then stops at once with status 0 (a worker just forked is no different)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifar10_serving", "--model-path", str(tiny_model_path), "--port",
+         "0", "--metrics-port", "-1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # the settings line: logged before the model loads
+    assert "settings:" in first, first
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped after" in err and "Traceback" not in err

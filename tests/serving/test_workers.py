@@ -141,7 +141,14 @@ def test_metrics_sum_the_workers(tiny):
     try:
         port = _port_of(proc)
         _versions(port)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        end = time.monotonic() + 30
+        while True:  # every worker's metrics, once each has loaded its model
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                          timeout=10).read().decode()
+            if len(re.findall(r"^cifar10_model_info\{.*pid=", text, re.M)) == 2:
+                break
+            assert time.monotonic() < end, "the second worker's metrics never appeared"
+            time.sleep(0.1)
     finally:
         code, err = _stop(proc)
     assert code == 0, err
@@ -187,7 +194,8 @@ def test_a_port_held_by_a_single_process_server_is_an_error(tiny):
              "127.0.0.1", "--port", str(port), "--metrics-port", "-1", "--workers", "2"],
             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert f"cifar10-serve: error: cannot bind 127.0.0.1:{port}" in result.stderr
+    assert f"cifar10-serve: error: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port or CIFAR10_PORT" in result.stderr
     assert "Traceback" not in result.stderr
 
 
