@@ -252,10 +252,27 @@ def _cmd_info(client, args) -> int:
     print(f"input:          {info.input.name} {info.input.dtype} {list(info.input.shape)}")
     print(f"output:         {info.output.name} {info.output.dtype} {list(info.output.shape)}")
     print(f"max batch size: {info.max_batch_size}")
+    for line in _accuracy_lines(info.metadata):
+        print(line)
     for key in sorted(info.metadata):
         value = info.metadata[key]
         print(f"  {key}: {value if len(value) <= 100 else value[:97] + '...'}")
     return EXIT_OK
+
+
+def _accuracy_lines(metadata: dict[str, str]) -> list[str]:
+    """The model's own accuracy figures from its metadata (the training job's metrics), if
+    it carries them: what a user wants to know before trusting an answer."""
+    lines = []
+    for key, part, figure, count in (("validation_metrics_json", "validation", "val_accuracy", "val_images"),
+                                     ("test_metrics_json", "test", "test_accuracy", "test_images")):
+        try:
+            metrics = json.loads(metadata[key])
+            lines.append(f"{part} accuracy: {100 * float(metrics[figure]):.2f} % "
+                         f"({int(metrics[count]):,} images)")
+        except (KeyError, TypeError, ValueError):
+            continue
+    return lines
 
 
 def _check_classify(args) -> None:

@@ -190,3 +190,11 @@ def test_client_imports_need_no_optional_packages():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_info_shows_the_models_own_accuracy(server_factory, capsys):
+    bundled = server_factory(model_path=Path(__file__).resolve().parents[2] / "models" / "cifar10-cnn.onnx")
+    code, out, _ = run(capsys, "--address", bundled.address, "info")
+    assert code == 0
+    assert "validation accuracy: 85.60 % (2,500 images)" in out
+    assert "test accuracy: 85.80 % (2,500 images)" in out
