@@ -145,10 +145,10 @@ class Methods:
 
     def add(self, server: grpc.aio.Server, service: str, methods: Iterable[Method]) -> None:
         """Register ``service``'s methods on ``server``."""
-        handlers = {m.name: self._handler(service, m) for m in methods}
+        handlers = {m.name: self._handler(m) for m in methods}
         server.add_registered_method_handlers(service, handlers)
 
-    def _handler(self, service: str, method: Method) -> grpc.RpcMethodHandler:
+    def _handler(self, method: Method) -> grpc.RpcMethodHandler:
         gate = self.gates.images if method.images else self.gates.other
         deserialize = self._deserializer(method.name, method.request_type.FromString,
                                          method.request_type.__name__)
