@@ -109,6 +109,20 @@ class Settings:
                                        "max concurrent streams); a grpc client's calls past "
                                        "it fail UNAVAILABLE"},
     )
+    max_connection_age_s: float = field(
+        default=300.0,
+        metadata={"help": "close each client connection after about this long (gRPC's "
+                          "max_connection_age, jittered by up to 10 percent; its GOAWAY lets "
+                          "the client move new calls to a new connection first), so "
+                          "long-lived clients reconnect and re-resolve the service name and "
+                          "replicas added by a scale-up get their share of calls (0: never)"},
+    )
+    max_connection_age_grace_s: float = field(
+        default=30.0,
+        metadata={"help": "after a connection's maximum age, how long the calls in flight "
+                          "on it may take to finish before it is closed (gRPC's "
+                          "max_connection_age_grace)"},
+    )
     receive_slots: int = field(
         default=2, metadata={"help": "requests with images read at once, each up to "
                                     "max_message_bytes; the others wait their turn (a bound "
@@ -160,7 +174,8 @@ class Settings:
                      "receive_slots"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        for name in ("max_queue_delay_ms", "grace_seconds", "reload_interval_s"):
+        for name in ("max_queue_delay_ms", "grace_seconds", "reload_interval_s",
+                     "max_connection_age_s", "max_connection_age_grace_s"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         if self.max_queue_size < self.max_batch_size:

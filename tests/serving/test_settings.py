@@ -33,8 +33,24 @@ def test_threads_default_to_the_cpus_and_overlapping_runs_share_them():
     assert Settings(instances=1, workers=2).overlap_threads == max(1, cpus // 2)
 
 
+def test_connections_have_a_maximum_age_with_a_grace_period_unless_off():
+    from cifar10_serving.grpc_api.server import grpc_options
+
+    options = dict(grpc_options(Settings()))
+    assert options["grpc.max_connection_age_ms"] == 300_000
+    assert options["grpc.max_connection_age_grace_ms"] == 30_000
+    env = {"CIFAR10_MAX_CONNECTION_AGE_S": "2.5"}
+    options = dict(grpc_options(Settings.from_args(["--max-connection-age-grace-s", "1"], env)))
+    assert options["grpc.max_connection_age_ms"] == 2500
+    assert options["grpc.max_connection_age_grace_ms"] == 1000
+    options = dict(grpc_options(Settings.from_args(["--max-connection-age-s", "0"], {})))
+    assert "grpc.max_connection_age_ms" not in options  # gRPC's default: no age
+    assert "grpc.max_connection_age_grace_ms" not in options
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--instances", "-1"], "instances must not be negative"),
+    (["--max-connection-age-s", "-1"], "max_connection_age_s must not be negative"),
     (["--instances", "two"], "invalid value for --instances"),
     (["--max-queue-size", "8", "--max-batch-size", "16"], "max_queue_size must be at least max_batch_size"),
 ])

@@ -70,6 +70,23 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         # A call that waits for its turn to read (cifar10_serving.grpc_api.receive_gate) holds only its
         # stream's initial window (64 KiB), not one grown to the link's bandwidth.
         ("grpc.http2.bdp_probe", 0),
+        *connection_age_options(settings),
+    ]
+
+
+def connection_age_options(settings: Settings) -> list[tuple[str, int]]:
+    """A connection older than max_connection_age_s (gRPC adds +-10 % jitter) gets a GOAWAY:
+    its client sends new calls on a new connection and re-resolves the target's name, so
+    replicas added behind that name get calls (round_robin only knows the addresses it
+    resolved, and gRPC re-resolves when a connection closes, not on a timer). The calls in
+    flight on the old connection have max_connection_age_grace_s to finish; calls the
+    GOAWAY catches before the server saw them are retried by gRPC transparently. None when
+    max_connection_age_s is 0 (gRPC's default: no age)."""
+    if not settings.max_connection_age_s:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", max(1, round(settings.max_connection_age_s * 1000))),
+        ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_s * 1000)),
     ]
 
 
