@@ -32,19 +32,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Replica:
-    """``python -m cifar10_serving.grpc_api.server`` on 127.0.0.1 with its own gRPC and metrics ports."""
+    """``python -m cifar10_serving.grpc_api.server`` on ``host`` (127.0.0.1) with its own gRPC
+    and metrics ports (``port``: a given gRPC port, else a free one)."""
 
-    def __init__(self, model: Path, *flags: str):
-        self.port, self.metrics_port = free_port(), free_port()
+    def __init__(self, model: Path, *flags: str, host: str = "127.0.0.1", port: int | None = None):
+        self.host = host
+        self.port, self.metrics_port = port or free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CIFAR10_")}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cifar10_serving", "--model-path", str(model),
-             "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+             "--host", host, "--port", str(self.port), "--metrics-port", str(self.metrics_port),
              "--reload-interval-s", "0", "--log-level", "WARNING", *flags],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{host}:{self.port}"
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         with grpc.insecure_channel(self.address) as channel:
@@ -52,7 +54,7 @@ class Replica:
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A sample from this replica's metrics endpoint (0 when absent)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics", timeout=5) as r:
             text = r.read().decode()
         return sum(
             sample.value
