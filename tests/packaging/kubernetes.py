@@ -6,14 +6,16 @@ that our kustomizations use (``resources``, ``images``, RFC 6902 JSON ``patches`
 target) and refuses any other field, so it cannot silently skip one; where ``kubectl`` is
 installed, tests/packaging/test_kubernetes.py checks that ``kubectl kustomize`` renders the
 same objects. Kubernetes objects are validated against the JSON schemas that
-kubernetes-validate bundles (per Kubernetes version, no download); the KServe
-InferenceService against deploy/kubernetes/schemas/, a hand-written subset, for its pod
-fields against Kubernetes' own PodSpec.
+kubernetes-validate bundles (per Kubernetes version, no download); KServe's and KEDA's
+objects against their real CustomResourceDefinitions in ../shared/kserve and ../shared/keda
+(the CRD's openAPIV3Schema, made strict as the API server's field validation is: an unknown
+field fails); without ../shared (a fresh clone) those checks skip. :func:`kserve_admission_errors`
+encodes the autoscaling part of KServe's admission webhook, and :func:`scraped_port` what its
+pod webhook does to Prometheus' annotations.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from pathlib import Path
 import jsonpatch
 import jsonschema
 import kubernetes_validate
+import pytest
 import yaml
 
 from tests.ports import free_port
@@ -30,12 +33,16 @@ from tests.packaging import compose
 
 ROOT = compose.ROOT
 DEPLOY = ROOT / "deploy" / "kubernetes"
-KUSTOMIZATIONS = ("base", "model-volume", "kserve")
-KSERVE_SCHEMA = DEPLOY / "schemas" / "kserve-inferenceservice-v1beta1.subset.json"
+KUSTOMIZATIONS = ("base", "model-volume", "keda", "kserve", "kserve-keda")
 SUPPORTED = {"apiVersion", "kind", "resources", "images", "patches"}
-# The fields of KServe's PredictorSpec that are Kubernetes' PodSpec (inlined in KServe's Go type).
-POD_FIELDS = {"containers", "volumes", "serviceAccountName", "imagePullSecrets", "nodeSelector",
-              "tolerations", "affinity", "initContainers", "securityContext"}
+SHARED = ROOT.parent / "shared"
+# Real CustomResourceDefinitions (their READMEs say where from), by (apiVersion, kind).
+CRDS = {
+    ("serving.kserve.io/v1beta1", "InferenceService"): SHARED / "kserve" / "serving.kserve.io_inferenceservices.yaml",
+    ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"):
+        SHARED / "kserve" / "serving.kserve.io_clusterservingruntimes.yaml",
+    ("keda.sh/v1alpha1", "ScaledObject"): SHARED / "keda" / "keda.sh_scaledobjects.yaml",
+}
 
 
 def load_all(path: Path) -> list[dict]:
@@ -57,7 +64,19 @@ def render(folder: Path) -> list[dict]:
         path = (folder / entry).resolve()
         objects += render(path) if path.is_dir() else load_all(path)
     for patch in spec.get("patches", []):
-        operations = jsonpatch.JsonPatch(yaml.safe_load((folder / patch["path"]).read_text()))
+        content = yaml.safe_load((folder / patch["path"]).read_text())
+        if isinstance(content, dict):  # a strategic merge patch: only `$patch: delete` here
+            if content.get("$patch") != "delete" or "target" in patch:
+                raise ValueError(f"{folder}: patch {patch['path']}: only JSON patches and $patch: delete")
+            target = {"apiVersion": content["apiVersion"], "kind": content["kind"],
+                      "name": content["metadata"]["name"]}
+            kept = [obj for obj in objects if {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                                                "name": obj["metadata"]["name"]} != target]
+            if len(kept) == len(objects):
+                raise ValueError(f"{folder}: patch {patch['path']} matches no object")
+            objects = kept
+            continue
+        operations = jsonpatch.JsonPatch(content)
         matched = [i for i, obj in enumerate(objects) if _targets(patch["target"], obj)]
         if not matched:
             raise ValueError(f"{folder}: patch {patch['path']} matches no object")
@@ -113,22 +132,134 @@ def kubernetes_errors(obj: dict, version: str) -> list[str]:
     return []
 
 
-def kserve_errors(obj: dict, version: str) -> list[str]:
-    """Errors of an InferenceService: our hand-written subset of KServe's schema, then its
-    predictor's pod fields as a Kubernetes PodSpec."""
-    schema = json.loads(KSERVE_SCHEMA.read_text())
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+def strict(schema: object) -> object:
+    """A CRD's structural schema as the API server applies it with strict field validation
+    (kubectl's default): an object with ``properties`` takes no other field, unless marked
+    ``x-kubernetes-preserve-unknown-fields``; ``nullable`` allows null."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict(value) if key not in ("enum", "default", "example") else value
+           for key, value in schema.items()}
+    if "properties" in schema and "additionalProperties" not in schema \
+            and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    if schema.get("nullable") and "type" in schema:
+        out["type"] = [schema["type"], "null"]
+    return out
+
+
+def crd_schema(api_version: str, kind: str) -> dict:
+    """The strict JSON schema of ``kind`` from its real CRD; skips the test without ../shared."""
+    path = CRDS[(api_version, kind)]
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (a fresh clone without ../shared): {kind} not checked "
+                    "against its real CRD")
+    crd = yaml.safe_load(path.read_text())
+    group, _, version = api_version.rpartition("/")
+    assert crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind, path
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
+    schema = strict(served["schema"]["openAPIV3Schema"])
+    schema["properties"]["apiVersion"] = {"const": api_version}
+    schema["properties"]["kind"] = {"const": kind}
+    schema["required"] = sorted({"apiVersion", "kind", "metadata", *schema.get("required", [])})
+    return schema
+
+
+def crd_errors(obj: dict) -> list[str]:
+    """Errors of a custom resource against its real CRD's schema, then its metadata's name."""
+    schema = crd_schema(obj["apiVersion"], obj["kind"])
+    validator = jsonschema.Draft7Validator(schema)
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
-    predictor = (obj.get("spec") or {}).get("predictor") or {}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": obj["metadata"]["name"]},
-           "spec": {k: v for k, v in predictor.items() if k in POD_FIELDS}}
-    return errors + [f"spec/predictor (as PodSpec) {e}" for e in kubernetes_errors(pod, version)]
+    name = (obj.get("metadata") or {}).get("name", "")
+    if not (isinstance(name, str) and 0 < len(name) <= 63 and name.replace("-", "a").isalnum()
+            and name == name.lower() and name[0].isalpha() and name[-1] != "-"):
+        errors.append(f"metadata/name: {name!r} is not a DNS-1035 label")
+    return errors
 
 
 def schema_errors(obj: dict, version: str) -> list[str]:
-    if obj["kind"] == "InferenceService":
-        return kserve_errors(obj, version)
+    if (obj["apiVersion"], obj["kind"]) in CRDS:
+        return crd_errors(obj)
     return kubernetes_errors(obj, version)
+
+
+# --- what KServe's webhooks do (pkg/apis/serving/v1beta1/inference_service_validation.go) -----
+
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
+KNATIVE_CLASS = "autoscaling.knative.dev/class"
+KNATIVE_HPA = "hpa.autoscaling.knative.dev"
+STANDARD = "Standard"  # KServe's raw-deployment mode; anything else, or nothing, is Knative's
+AUTOSCALER_CLASSES = {"hpa", "external", "none", "keda"}
+
+
+def kserve_admission_errors(isvc: dict) -> list[str]:
+    """What KServe's validating webhook answers about the predictor's autoscaling: with no
+    deploymentMode (Serverless, KServe's default) Knative's autoscaler takes only
+    concurrency or rps unless the Knative HPA class is set; in Standard mode the HPA class
+    takes cpu or memory (Resource metrics only) and KEDA no scaleMetric."""
+    annotations = isvc["metadata"].get("annotations") or {}
+    predictor = isvc["spec"]["predictor"]
+    mode = annotations.get(DEPLOYMENT_MODE, "Serverless")
+    klass = annotations.get(AUTOSCALER_CLASS)
+    if klass is not None and klass not in AUTOSCALER_CLASSES:
+        return [f"[{klass}] is not a supported autoscaler class type"]
+    metric, target = predictor.get("scaleMetric"), predictor.get("scaleTarget")
+    metrics = (predictor.get("autoScaling") or {}).get("metrics", [])
+    if mode != STANDARD:
+        if annotations.get(KNATIVE_CLASS) != KNATIVE_HPA:
+            if predictor.get("deploymentStrategy") is not None:
+                return ["customizing deploymentStrategy is only supported for raw deployment mode"]
+            metric = metric or "concurrency"
+            if metric not in ("concurrency", "rps"):
+                return [f"[{metric}] is not a supported metric"]
+            if metric == "rps" and target is not None and target < 1:
+                return ["the target for rps should be greater than 1"]
+            return []
+        klass = "hpa"
+    if klass == "hpa":
+        metric = metric or "cpu"
+        if metric not in ("cpu", "memory"):
+            return [f"[{metric}] is not a supported metric"]
+        if target is not None and metric == "cpu" and not 1 <= target <= 100:
+            return ["the target utilization percentage should be a [1-100] integer"]
+        return [f"invalid HPA metric source type with value [{m['type']}], valid metric source types are Resource"
+                for m in metrics if m["type"] != "Resource"]
+    if klass == "keda":
+        if metric is not None:
+            return ["ScaleMetric is not supported for KEDA"]
+        errors = []
+        for m in metrics:
+            if m["type"] == "External":
+                if not m["external"]["metric"].get("query"):
+                    errors.append("the query should not be empty")
+                if m["external"]["target"].get("value") is None:
+                    errors.append("the target threshold value should not be empty")
+            elif m["type"] == "Resource" and m["resource"]["name"] == "cpu" \
+                    and m["resource"]["target"]["type"] != "Utilization":
+                errors.append("the cpu target value type should be Utilization")
+        return errors
+    return []
+
+
+def scraped_port(isvc: dict) -> int | None:
+    """The container port whose /metrics reach Prometheus once KServe's pod webhook has run
+    (metrics_aggregate_injector.go), or None where Prometheus gets none of the server's."""
+    annotations = (isvc["metadata"].get("annotations") or {}) | (isvc["spec"]["predictor"].get("annotations") or {})
+    serverless = annotations.get(DEPLOYMENT_MODE, "Serverless") != STANDARD
+    if annotations.get("serving.kserve.io/enable-prometheus-scraping") == "true":
+        # The webhook rewrites prometheus.io/port: to the queue-proxy's aggregate (9088) of
+        # itself and prometheus.kserve.io/port, or to the queue-proxy's own metrics (9091).
+        # Standard mode has no queue-proxy: nothing answers either.
+        if serverless and annotations.get("serving.kserve.io/enable-metric-aggregation") == "true" \
+                and "prometheus.kserve.io/port" in annotations:
+            return int(annotations["prometheus.kserve.io/port"])
+        return None
+    if annotations.get("prometheus.io/scrape") == "true":
+        return int(annotations["prometheus.io/port"])
+    return None
 
 
 # --- the Deployment's pod as a local process ------------------------------------------------

@@ -2,9 +2,10 @@
 
 No cluster is reachable, so all of this is offline (tests/packaging/kubernetes.py): every
 rendered object against the Kubernetes JSON schemas kubernetes-validate bundles (strict: an
-unknown field fails) for the oldest Kubernetes we claim and the newest bundled; the KServe
-InferenceService against our hand-written subset of its schema plus Kubernetes' PodSpec;
-the kustomizations against ``kubectl kustomize`` where kubectl is installed; and the
+unknown field fails) for the oldest Kubernetes we claim and the newest bundled; KServe's
+InferenceService and ClusterServingRuntime and KEDA's ScaledObject against their real CRDs
+(../shared/kserve, ../shared/keda; skipped without them) and KServe's admission rules for
+autoscaling and its Prometheus annotations; the kustomizations against ``kubectl kustomize`` where kubectl is installed; and the
 Deployment's ports, probes, environment, grace period, user and image against the server's
 settings, serving/Dockerfile and docker-compose.yml. Last, the Deployment's pod runs here as
 a local process, and its gRPC probes are asked what the kubelet would ask.
@@ -83,12 +84,27 @@ def test_the_schema_checks_catch_mistakes(rendered):
     hpa = copy.deepcopy(k8s.by_kind(rendered["base"], "HorizontalPodAutoscaler"))
     hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = "70%"
     assert k8s.schema_errors(hpa, OLDEST)
-    isvc = copy.deepcopy(rendered["kserve"][0])
+
+
+def test_the_crd_checks_catch_mistakes(rendered):
+    isvc = copy.deepcopy(k8s.by_kind(rendered["kserve"], "InferenceService"))
     isvc["spec"]["predictor"]["minReplica"] = 1  # not in KServe's PredictorSpec
+    assert any("minReplica" in e for e in k8s.schema_errors(isvc, OLDEST))
+    isvc = copy.deepcopy(k8s.by_kind(rendered["kserve"], "InferenceService"))
+    isvc["spec"]["predictor"]["model"]["modelFormat"] = "onnx"  # an object {name, version}
     assert k8s.schema_errors(isvc, OLDEST)
-    isvc = copy.deepcopy(rendered["kserve"][0])
-    isvc["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] = "8500"  # PodSpec
-    assert any("as PodSpec" in e for e in k8s.schema_errors(isvc, OLDEST))
+    isvc = copy.deepcopy(k8s.by_kind(rendered["kserve-keda"], "InferenceService"))
+    isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["metric"]["backend"] = "prom"
+    assert k8s.schema_errors(isvc, OLDEST)
+    runtime = copy.deepcopy(k8s.by_kind(rendered["kserve"], "ClusterServingRuntime"))
+    runtime["spec"]["containers"][0]["ports"][0]["containerPort"] = "8500"  # a number in PodSpec
+    assert k8s.schema_errors(runtime, OLDEST)
+    scaled = copy.deepcopy(k8s.by_kind(rendered["keda"], "ScaledObject"))
+    scaled["spec"]["triggers"][0]["metadata"]["threshold"] = 64  # trigger metadata is strings
+    assert k8s.schema_errors(scaled, OLDEST)
+    scaled = copy.deepcopy(k8s.by_kind(rendered["keda"], "ScaledObject"))
+    scaled["spec"]["minReplicas"] = 2  # KEDA's field is minReplicaCount
+    assert k8s.schema_errors(scaled, OLDEST)
 
 
 # --- kustomize ---------------------------------------------------------------------------------
@@ -165,12 +181,81 @@ def test_ports_are_the_servers(container, env, rendered):
     annotations = k8s.by_kind(rendered["base"], "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == settings.metrics_port
-    (isvc,) = rendered["kserve"]
-    (predictor,) = isvc["spec"]["predictor"]["containers"]
-    (h2c,) = predictor["ports"]
-    isvc_settings = settings_from(k8s.serving_image().env | k8s.env_of(predictor))
-    assert h2c["name"] == "h2c" and h2c["containerPort"] == isvc_settings.port
-    assert int(isvc["metadata"]["annotations"]["prometheus.kserve.io/port"]) == isvc_settings.metrics_port
+    for name in ("kserve", "kserve-keda"):
+        (runtime,) = k8s.by_kind(rendered[name], "ClusterServingRuntime")["spec"]["containers"]
+        (h2c,) = runtime["ports"]  # Serverless mode would allow one; Standard serves the first
+        runtime_settings = settings_from(k8s.serving_image().env | k8s.env_of(runtime))
+        assert h2c["name"] == "h2c" and h2c["containerPort"] == runtime_settings.port
+        # Prometheus gets the server's own /metrics, after KServe's pod webhook has run.
+        isvc = k8s.by_kind(rendered[name], "InferenceService")
+        assert k8s.scraped_port(isvc) == runtime_settings.metrics_port, name
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert runtime[probe]["httpGet"]["port"] == runtime_settings.metrics_port
+
+
+def test_kserve_scraping_annotations_are_modelled_as_its_webhook_rewrites_them(rendered):
+    isvc = copy.deepcopy(k8s.by_kind(rendered["kserve"], "InferenceService"))
+    # The former manifest: KServe's scraping annotation without aggregation: Prometheus is
+    # sent to the queue-proxy (Serverless) or to nothing (Standard), never to port 8501.
+    isvc["metadata"]["annotations"].update({"serving.kserve.io/enable-prometheus-scraping": "true",
+                                            "prometheus.kserve.io/port": "8501"})
+    assert k8s.scraped_port(isvc) is None
+    del isvc["metadata"]["annotations"][k8s.DEPLOYMENT_MODE]
+    assert k8s.scraped_port(isvc) is None
+    isvc["metadata"]["annotations"]["serving.kserve.io/enable-metric-aggregation"] = "true"
+    assert k8s.scraped_port(isvc) == 8501  # Serverless: the queue-proxy aggregates it
+
+
+# --- KServe's admission webhook ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["kserve", "kserve-keda"])
+def test_kserve_would_admit_the_inferenceservice(rendered, name):
+    isvc = k8s.by_kind(rendered[name], "InferenceService")
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations[k8s.DEPLOYMENT_MODE] == k8s.STANDARD, "an explicit mode (docs/scaling.md)"
+    assert k8s.kserve_admission_errors(isvc) == []
+
+
+def test_the_admission_rule_refuses_what_kserve_refuses(rendered):
+    isvc = copy.deepcopy(k8s.by_kind(rendered["kserve"], "InferenceService"))
+    # The former manifest: no mode (Serverless, KServe's default) and scaleMetric cpu.
+    del isvc["metadata"]["annotations"][k8s.DEPLOYMENT_MODE]
+    del isvc["metadata"]["annotations"][k8s.AUTOSCALER_CLASS]
+    assert k8s.kserve_admission_errors(isvc) == ["[cpu] is not a supported metric"]
+    isvc["metadata"]["annotations"][k8s.DEPLOYMENT_MODE] = "Serverless"
+    assert k8s.kserve_admission_errors(isvc) == ["[cpu] is not a supported metric"]
+    isvc["metadata"]["annotations"][k8s.KNATIVE_CLASS] = k8s.KNATIVE_HPA  # the way out in Serverless
+    assert k8s.kserve_admission_errors(isvc) == []
+    del isvc["metadata"]["annotations"][k8s.KNATIVE_CLASS]
+    isvc["spec"]["predictor"]["scaleMetric"] = "concurrency"  # Knative's own autoscaler
+    assert k8s.kserve_admission_errors(isvc) == []
+    isvc = copy.deepcopy(k8s.by_kind(rendered["kserve"], "InferenceService"))
+    isvc["spec"]["predictor"]["scaleMetric"] = "rps"  # Standard + hpa: cpu or memory only
+    assert k8s.kserve_admission_errors(isvc) == ["[rps] is not a supported metric"]
+    isvc["spec"]["predictor"]["scaleMetric"], isvc["spec"]["predictor"]["scaleTarget"] = "cpu", 170
+    assert k8s.kserve_admission_errors(isvc)
+    keda = copy.deepcopy(k8s.by_kind(rendered["kserve-keda"], "InferenceService"))
+    keda["spec"]["predictor"]["scaleMetric"] = "cpu"
+    assert k8s.kserve_admission_errors(keda) == ["ScaleMetric is not supported for KEDA"]
+    keda = copy.deepcopy(k8s.by_kind(rendered["kserve-keda"], "InferenceService"))
+    del keda["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["target"]["value"]
+    assert k8s.kserve_admission_errors(keda) == ["the target threshold value should not be empty"]
+    keda["metadata"]["annotations"][k8s.AUTOSCALER_CLASS] = "KEDA"
+    assert k8s.kserve_admission_errors(keda) == ["[KEDA] is not a supported autoscaler class type"]
+
+
+def test_the_kserve_model_comes_from_storage_through_the_runtime(rendered):
+    runtime = k8s.by_kind(rendered["kserve"], "ClusterServingRuntime")
+    isvc = k8s.by_kind(rendered["kserve"], "InferenceService")
+    model = isvc["spec"]["predictor"]["model"]
+    assert "containers" not in isvc["spec"]["predictor"], "the runtime's container, not a custom one"
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    assert model["storageUri"]
+    (container,) = runtime["spec"]["containers"]
+    assert container["name"] == "kserve-container"  # where KServe mounts /mnt/models
+    assert k8s.env_of(container)["CIFAR10_MODEL_PATH"].startswith("/mnt/models/")
 
 
 def test_probes_are_grpc_health_and_liveness_is_http_on_the_metrics_port(container, env):
@@ -210,6 +295,46 @@ def test_the_image_is_the_one_compose_and_the_dockerfile_build(rendered):
     for objects in rendered.values():
         for container in k8s.containers(objects):
             assert k8s.split_image(container["image"])[0] == name
+
+
+@pytest.mark.parametrize("name", ["base", "model-volume", "keda"])
+def test_one_autoscaler_owns_the_replica_count(rendered, name):
+    deployment = k8s.by_kind(rendered[name], "Deployment")
+    assert "replicas" not in deployment["spec"], "each kubectl apply would reset the autoscaler's count"
+    hpas = [o for o in rendered[name] if o["kind"] == "HorizontalPodAutoscaler"]
+    scaled = [o for o in rendered[name] if o["kind"] == "ScaledObject"]
+    assert len(hpas) + len(scaled) == 1, "KEDA creates its own HPA: never beside another"
+    target = (hpas or scaled)[0]["spec"]["scaleTargetRef"]
+    assert target["name"] == deployment["metadata"]["name"]
+    assert target.get("kind", "Deployment") == "Deployment"
+
+
+def test_keda_scales_on_the_servers_queue_depth(rendered):
+    metric = "cifar10_queue_depth_images"
+    source = (k8s.ROOT / "serving" / "cifar10_serving" / "observability" / "metrics.py").read_text()
+    assert f'"{metric}"' in source
+    defaults = Settings()
+    scaled = k8s.by_kind(rendered["keda"], "ScaledObject")
+    (queue,) = [t for t in scaled["spec"]["triggers"] if t["type"] == "prometheus"]
+    assert queue.get("metricType", "AverageValue") == "AverageValue", "the sum is divided by the pods"
+    assert queue["metadata"]["query"].startswith(f"sum({metric}{{")
+    threshold = float(queue["metadata"]["threshold"])
+    # Worth adding a pod: more than a full batch waits; long before the queue refuses work.
+    assert defaults.max_batch_size <= threshold <= defaults.max_queue_size / 8
+    assert float(queue["metadata"]["activationThreshold"]) < threshold
+    hpa = k8s.by_kind(rendered["base"], "HorizontalPodAutoscaler")
+    assert scaled["spec"]["minReplicaCount"] == hpa["spec"]["minReplicas"]
+    assert scaled["spec"]["maxReplicaCount"] == hpa["spec"]["maxReplicas"]
+    (cpu,) = [t for t in scaled["spec"]["triggers"] if t["type"] == "cpu"]
+    assert int(cpu["metadata"]["value"]) == hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"]
+    # KServe's equivalent: the same query and threshold in an External prometheus metric.
+    isvc = k8s.by_kind(rendered["kserve-keda"], "InferenceService")
+    assert isvc["metadata"]["annotations"][k8s.AUTOSCALER_CLASS] == "keda"
+    (external,) = [m["external"] for m in isvc["spec"]["predictor"]["autoScaling"]["metrics"]
+                   if m["type"] == "External"]
+    assert external["metric"]["backend"] == "prometheus"
+    assert external["metric"]["query"].startswith(f"sum({metric}{{")
+    assert float(external["target"]["value"]) == threshold
 
 
 def test_autoscaler_budget_and_service_select_the_deployment(rendered, deployment):
