@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
+from collections.abc import Callable
 
 from cifar10_serving.assembly import build_plane
 from cifar10_serving.dataplane.plane import DataPlane
@@ -87,11 +87,12 @@ async def _nothing_to_close(_grace: float) -> None:
 
 
 async def serve(settings: Settings, metrics: Metrics, plane: DataPlane,
-                workers: Workers | None = None, early_signals: list[int] | None = None) -> int:
+                workers: Workers | None = None, early_signals: list[int] | None = None,
+                announce: Callable[[int], None] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit status. ``workers``: this process's share of
     ``--workers`` (the first process passes signals on and supervises the others);
     ``early_signals``: SIGTERM or SIGHUP that came before this loop handled them (acted on
-    as soon as it serves)."""
+    as soon as it serves); ``announce(port)``: once serving (the first process only)."""
     service = Service(settings, metrics, plane)
     loop = asyncio.get_running_loop()
 
@@ -121,8 +122,8 @@ async def serve(settings: Settings, metrics: Metrics, plane: DataPlane,
             reload()
         else:
             stop(sig)
-    if workers is None or workers.is_first:
-        print(f"cifar10-serve: listening on port {service.port}", file=sys.stderr, flush=True)
+    if announce is not None and (workers is None or workers.is_first):
+        announce(service.port)
     if workers is None or not workers.children:
         await service.wait()
         return 0

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"port; -1 turns it off)") from None
             log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, port)
         log.info("model ready %.0f ms after start", (time.perf_counter() - started) * 1000)
-        code = run(serve(settings, metrics, plane, workers, early_signals))
+        code = run(serve(settings, metrics, plane, workers, early_signals, announce=_listening))
     except ModelLoadError as exc:
         if first:  # the other workers read the same file: one line says it
             print(f"cifar10-serve: error: {exc}", file=sys.stderr)
@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _listening(port: int) -> None:
+    print(f"cifar10-serve: listening on port {port}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
