@@ -17,7 +17,7 @@ import numpy as np
 
 from cifar10_core import contract
 from cifar10_core.cpus import available_cpus
-from cifar10_core.errors import ModelLoadError, NonFiniteOutputError
+from cifar10_core.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -57,17 +57,11 @@ class LocalModel:
 
         meta = dict(session.get_modelmeta().custom_metadata_map)
         contract.check(path, session.get_inputs(), session.get_outputs(), meta)
-        model = cls(session, meta[contract.META_MODEL_NAME].strip(),
-                    meta[contract.META_MODEL_VERSION].strip(), path)
+        model = cls(session, *contract.model_identity(meta), path)
         contract.check_answers(model.predict, path)
         return model
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, 32, 32, 3] -> float32 [N, 10]. Raises NonFiniteOutputError on NaN/inf."""
         (out,) = self.session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: images})
-        if out.dtype != np.float32:
-            out = out.astype(np.float32)
-        # The sum is NaN if any element is NaN or infinite: one cheap reduction.
-        if not np.isfinite(out.sum()):
-            raise NonFiniteOutputError(f"model {self.name} produced non-finite probabilities; not returned")
-        return out
+        return contract.finite_probabilities(out, self.name)

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cifar10_core.errors import ModelLoadError
+from cifar10_core.errors import ModelLoadError, NonFiniteOutputError
 
 INPUT_NAME = "images"
 """uint8 [N, 32, 32, 3], RGB, NHWC; scaling to [0, 1] happens inside the graph."""
@@ -183,6 +183,22 @@ def check_answers(predict: Callable[[np.ndarray], np.ndarray], source: str,
         problem = probabilities_problem(np.asarray(out), n)
         if problem is not None:
             raise ModelLoadError(f"model {source}: {problem}")
+
+
+def model_identity(metadata: Mapping[str, str]) -> tuple[str, str]:
+    """(name, version) of a model whose metadata ``check`` accepted."""
+    return metadata[META_MODEL_NAME].strip(), metadata[META_MODEL_VERSION].strip()
+
+
+def finite_probabilities(out: np.ndarray, model_name: str) -> np.ndarray:
+    """A run's output as float32; NonFiniteOutputError if it holds NaN or infinity (never
+    returned to anyone). One reduction instead of ``np.isfinite(...).all()``: the sum is NaN
+    if any element is NaN or infinite (inf + -inf = NaN), for a fraction of a microsecond."""
+    if out.dtype != np.float32:
+        out = out.astype(np.float32)
+    if not np.isfinite(out.sum()):
+        raise NonFiniteOutputError(f"model {model_name} produced non-finite probabilities; not returned")
+    return out
 
 
 def read_model(path: str) -> tuple[bytes, os.stat_result]:

@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 
 from cifar10_core import contract
-from cifar10_core.errors import ModelLoadError, NonFiniteOutputError
+from cifar10_core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -222,24 +222,17 @@ class OnnxModel:
 
     def _predict_on(self, session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
         (out,) = session.run(self._outputs, {contract.INPUT_NAME: images})
-        if out.dtype != np.float32:
-            out = out.astype(np.float32)
-        # One reduction instead of np.isfinite(...).all(): sum is NaN if any element is
-        # NaN or infinite (inf + -inf = NaN), and it costs a fraction of a microsecond.
-        if not np.isfinite(out.sum()):
-            raise NonFiniteOutputError(
-                f"model {self.info.name} produced non-finite probabilities; not returned"
-            )
-        return out
+        return contract.finite_probabilities(out, self.info.name)
 
 
 def _model_info(session: ort.InferenceSession, path: str) -> ModelInfo:
     """The session's model as ModelInfo, once ``cifar10_core.contract.check`` agrees with it."""
     meta = dict(session.get_modelmeta().custom_metadata_map)
     contract.check(path, session.get_inputs(), session.get_outputs(), meta)
+    name, version = contract.model_identity(meta)
     return ModelInfo(
-        name=meta[contract.META_MODEL_NAME].strip(),
-        version=meta[contract.META_MODEL_VERSION].strip(),
+        name=name,
+        version=version,
         labels=contract.CLASS_NAMES,
         metadata=meta,
         path=path,
