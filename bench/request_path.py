@@ -46,7 +46,7 @@ def trace(model: str) -> list[tuple[str, str]]:
 
     threading.setprofile(profile)  # the server's threads start after this
     sys.setprofile(profile)
-    settings = Settings(model_path=model, port=0, metrics_port=-1, reload_interval_s=0)
+    settings = Settings(model_path=model, port=0, http_port=-1, metrics_port=-1, reload_interval_s=0)
     image = pb.Image(raw=pb.RawImage(data=bytes(3072), height=32, width=32, channels=3))
     request = pb.ClassifyRequest(images=[image])
     try:

@@ -8,9 +8,10 @@ Fixtures
 
 ``server_factory``
     ``server_factory(model_path=None, **settings_overrides) -> BackgroundServer``: starts the
-    real server (cifar10_serving.service.Service: the data plane, the gRPC door, real
-    onnxruntime) in-process on a background event-loop thread, on a free port (port 0),
-    metrics off unless ``metrics_port=0`` is passed. Stopped at the end of the test.
+    real server (cifar10_serving.service.Service: the data plane, the gRPC and HTTP doors,
+    real onnxruntime) in-process on a background event-loop thread, on free ports (port 0,
+    http_port 0: ``server.http_address``), metrics off unless ``metrics_port=0`` is passed.
+    Stopped at the end of the test.
     ``model_path`` defaults to ``tiny_model_path``.
 
 ``server``
@@ -27,8 +28,14 @@ A free TCP port for a test's own use: ``from tests.ports import free_port``.
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import pytest
+
+# Servers the tests start as processes take a free HTTP port unless a test names one: the
+# default (8501) may be taken by another test's server or a server the developer runs.
+os.environ.setdefault("CIFAR10_HTTP_PORT", "0")
 
 
 @pytest.fixture
@@ -50,6 +57,7 @@ def server_factory(tiny_model_path):
             model_path=str(model_path or tiny_model_path),
             host="127.0.0.1",
             port=0,
+            http_port=0,
             metrics_port=-1,
             grace_seconds=5.0,
             reload_interval_s=0.0,

@@ -1,5 +1,5 @@
-"""The whole server in one process: the data plane, its lifecycle, the gRPC door, metrics and
-memory housekeeping, built from ``Settings``.
+"""The whole server in one process: the data plane, its lifecycle, the gRPC and HTTP doors,
+metrics and memory housekeeping, built from ``Settings``.
 
 ``serve`` runs one until SIGTERM or SIGINT (``cifar10-serve``: ``cifar10_serving.startup``
 imports this module while the model loads); ``cifar10_serving.testing.BackgroundServer`` runs
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from cifar10_serving.assembly import build_plane
 from cifar10_serving.dataplane.plane import DataPlane
 from cifar10_serving.grpc_api.server import ServingServer
+from cifar10_serving.grpc_api.status import RequestObserver
 from cifar10_serving.lifecycle import Door, Lifecycle
 from cifar10_serving.observability.metrics import Metrics, mark_process_dead
 from cifar10_serving.process.memory import CycleCollector, Trimmer
@@ -38,21 +39,34 @@ class Service:
         self.plane = plane if plane is not None else build_plane(settings, metrics)
         self.lifecycle = Lifecycle(self.plane)
         self.collector = CycleCollector()
+        self.grpc = ServingServer(settings, self.plane, self.lifecycle, self._observer("grpc", "OK"),
+                                  metrics.malformed_request if metrics is not None else None)
+        self.http = None
+        if settings.http_port >= 0:
+            from cifar10_serving.http_api.server import HttpServer  # FastAPI only when on
+
+            self.http = HttpServer(settings, self.plane, self.lifecycle,
+                                   self._observer("http", "200"))
+        if metrics is not None:
+            self.lifecycle.doors.append(Door(self._metrics_not_ready, _nothing_to_close))
+        self.port = self.grpc.port
+        self.http_port = self.http.port if self.http is not None else None
+        self._trimmer: asyncio.Future | None = None
+
+    def _observer(self, door: str, ok: str) -> RequestObserver:
+        """``observe(method, code, seconds)`` for one door: Prometheus, and an error (any code
+        but ``ok``) asks for a garbage collection soon (its path leaves cycles that hold the
+        request)."""
+        count = self.metrics.observer(door) if self.metrics is not None else None
         note_error = self.collector.note_error
-        count = metrics.observe if metrics is not None else None
 
         def observe(method: str, code: str, seconds: float) -> None:
             if count is not None:
                 count(method, code, seconds)
-            if code != "OK":  # an error path leaves cycles that hold the request: collect soon
+            if code != ok:
                 note_error()
 
-        self.grpc = ServingServer(settings, self.plane, self.lifecycle, observe,
-                                  metrics.malformed_request if metrics is not None else None)
-        if metrics is not None:
-            self.lifecycle.doors.append(Door(self._metrics_not_ready, _nothing_to_close))
-        self.port = self.grpc.port
-        self._trimmer: asyncio.Future | None = None
+        return observe
 
     async def _metrics_not_ready(self) -> None:
         self.metrics.set_ready(False)
@@ -60,6 +74,8 @@ class Service:
     async def start(self) -> None:
         """Open the port and serve (the model is already loaded and warm)."""
         await self.grpc.start()
+        if self.http is not None:
+            await self.http.start()
         await self.plane.start()
         admission = self.plane.admission
         self._trimmer = asyncio.ensure_future(Trimmer(
@@ -69,6 +85,9 @@ class Service:
         self.collector.freeze()
         log.info("serving %s on port %d (%s): %s", self.plane.models.default.name, self.port,
                  "TLS" if self.settings.tls else "plaintext", ", ".join(self.grpc.service_names))
+        if self.http is not None:
+            log.info("HTTP on port %d: Open Inference Protocol REST /v2, images /v1/classify, "
+                     "web page /, API docs /docs", self.http_port)
 
     def stop(self, grace: float | None = None) -> asyncio.Task:
         """Begin a graceful stop (idempotent); await the task for its end."""

@@ -46,10 +46,16 @@ class Settings:
         "help": "bind address of both ports: every interface by default, without TLS "
                 "(127.0.0.1: this machine only; --tls-cert/--tls-key: TLS)"})
     port: int = field(default=8500, metadata={"help": "gRPC port (0: a free port)"})
+    http_port: int = field(
+        default=8501,
+        metadata={"help": "HTTP port (TensorFlow Serving's REST port): the Open Inference "
+                          "Protocol's REST API under /v2, the image endpoint /v1/classify, "
+                          "the web page at /, the API docs at /docs (0: a free port, -1: off)"},
+    )
     metrics_port: int = field(
-        default=8501, metadata={"help": "HTTP port of /metrics and the health probes "
-                                       "/v2/health/live, /v2/health/ready (0: a free port, "
-                                       "-1: off)"}
+        default=8502, metadata={"help": "HTTP port of /metrics and the health probes "
+                                       "/v2/health/live, /v2/health/ready, answered on a "
+                                       "thread of their own (0: a free port, -1: off)"}
     )
     event_loop: str = field(
         default="auto",
@@ -166,8 +172,9 @@ class Settings:
             object.__setattr__(self, "decode_threads", max(1, available_cpus() // 2))
         if not 0 <= self.port <= 65535:
             problems.append(f"port {self.port} out of range")
-        if not -1 <= self.metrics_port <= 65535:
-            problems.append(f"metrics_port {self.metrics_port} out of range")
+        for name in ("http_port", "metrics_port"):
+            if not -1 <= getattr(self, name) <= 65535:
+                problems.append(f"{name} {getattr(self, name)} out of range")
         for name in ("max_batch_size", "max_queue_size", "max_message_bytes",
                      "max_images_per_request", "max_image_pixels", "max_request_pixels",
                      "max_inflight_requests", "max_inflight_bytes", "max_streams_per_connection",

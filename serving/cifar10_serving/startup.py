@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cifar10-serve: error: {exc}", file=sys.stderr)
         return 2
     log.info("event loop: %s", loop_name)
-    workers = reservation = metrics_dir = None
+    workers = reservation = http_reservation = metrics_dir = None
     if settings.workers > 1:
         try:
             reservation = reserve_port(settings.host, settings.port)
@@ -66,6 +66,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"changes the port)", file=sys.stderr)
             return 1
         settings = settings.replace(port=reservation.getsockname()[1])
+        if settings.http_port >= 0:  # the HTTP port likewise (port 0: one for every worker)
+            try:
+                http_reservation = reserve_port(settings.host, settings.http_port)
+            except OSError as exc:
+                print(f"cifar10-serve: error: cannot listen on {settings.host}:"
+                      f"{settings.http_port} for HTTP: {exc.strerror or exc} (another server? "
+                      f"{Settings.how_to_set('http_port')} changes the port; -1 turns HTTP "
+                      f"off)", file=sys.stderr)
+                return 1
+            settings = settings.replace(http_port=http_reservation.getsockname()[1])
         metrics_dir = tempfile.mkdtemp(prefix="cifar10-metrics-")
         from cifar10_serving.observability.metrics import enable_multiprocess
 
@@ -114,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 workers.signal(signal.SIGTERM)  # error line above says why)
                 asyncio.run(workers.wait(settings.grace_seconds + 5.0, report=False))
             reservation.close()
+            if http_reservation is not None:
+                http_reservation.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
     if workers is not None and not first:
         # A forked worker ends here, skipping the interpreter's teardown of state it shares

@@ -3,7 +3,7 @@
 For tests, benchmarks and notebooks: the same ``Service`` as ``cifar10-serve``, without
 signals or a subprocess::
 
-    with BackgroundServer(Settings(model_path=..., port=0, metrics_port=-1)) as srv:
+    with BackgroundServer(Settings(model_path=..., port=0, http_port=0, metrics_port=-1)) as srv:
         channel = grpc.insecure_channel(srv.address)
         ...
 """
@@ -28,6 +28,7 @@ class BackgroundServer:
         self.metrics = metrics if metrics is not None else Metrics()
         self.service: Service | None = None
         self.port: int | None = None
+        self.http_port: int | None = None  # None: HTTP off (http_port -1)
         self.metrics_port: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -44,6 +45,11 @@ class BackgroundServer:
     @property
     def address(self) -> str:
         return f"localhost:{self.port}"
+
+    @property
+    def http_address(self) -> str:
+        """``http://localhost:PORT`` of the HTTP door."""
+        return f"{'https' if self.settings.tls else 'http'}://localhost:{self.http_port}"
 
     def start(self, timeout: float = 30.0) -> BackgroundServer:
         self._thread = threading.Thread(target=self._main, name="grpc-server", daemon=True)
@@ -77,6 +83,7 @@ class BackgroundServer:
         try:
             self.service = Service(self.settings, self.metrics)
             self.port = self.service.port
+            self.http_port = self.service.http_port
             await self.service.start()
             if self.settings.metrics_port >= 0:
                 self.metrics_port = self.metrics.serve("127.0.0.1", self.settings.metrics_port)

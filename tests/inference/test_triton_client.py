@@ -71,7 +71,7 @@ def triton_server(model_path):
     from cifar10_serving.settings import Settings
 
     settings = Settings(
-        model_path=str(model_path), host="127.0.0.1", port=0, metrics_port=-1,
+        model_path=str(model_path), host="127.0.0.1", port=0, http_port=0, metrics_port=-1,
         reload_interval_s=0.0, max_images_per_request=MAX_IMAGES, grace_seconds=1.0,
     )
     server = BackgroundServer(settings).start()

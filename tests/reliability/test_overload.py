@@ -118,7 +118,7 @@ def counted_requests(server: Server) -> dict[str, float]:
     """cifar10_requests_total by code, from the server's /metrics."""
     text = urllib.request.urlopen(server.metrics_base() + "/metrics", timeout=10).read().decode()
     counts: collections.Counter = collections.Counter()
-    for code, value in re.findall(r'^cifar10_requests_total\{code="(\w+)",method="Classify"\} (\S+)',
+    for code, value in re.findall(r'^cifar10_requests_total\{code="(\w+)",door="grpc",method="Classify"\} (\S+)',
                                   text, re.M):
         counts[code] += float(value)
     return dict(counts)

@@ -91,7 +91,7 @@ def stub():
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_tiny_model(f"{tmp}/tiny.onnx")
-        settings = Settings(model_path=str(path), host="127.0.0.1", port=0, metrics_port=-1,
+        settings = Settings(model_path=str(path), host="127.0.0.1", port=0, http_port=0, metrics_port=-1,
                             max_images_per_request=MAX_IMAGES, max_image_pixels=MAX_PIXELS,
                             max_message_bytes=1_000_000, reload_interval_s=0)
         with BackgroundServer(settings) as srv:

@@ -91,7 +91,7 @@ try:
     import cifar10_serving.grpc_api.inference
 except ModuleNotFoundError:
     pass
-with BackgroundServer(Settings(model_path={str(tiny_model_path)!r}, port=0, metrics_port=0)) as srv:
+with BackgroundServer(Settings(model_path={str(tiny_model_path)!r}, port=0, http_port=0, metrics_port=0)) as srv:
     with grpc.insecure_channel(srv.address) as ch:
         pb_grpc.ClassifierStub(ch).Classify(pb.ClassifyRequest(images=[pb.Image(
             raw=pb.RawImage(data=bytes(3072), height=32, width=32, channels=3))]))

@@ -91,10 +91,10 @@ def test_metrics_endpoint(server_factory):
             stub.Classify(pb.ClassifyRequest())
         list(stub.ClassifyStream(iter([pb.ClassifyRequest(images=[image()])])))
     text = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5).read().decode()
-    assert 'cifar10_requests_total{code="OK",method="Classify"} 3.0' in text
-    assert 'cifar10_requests_total{code="INVALID_ARGUMENT",method="Classify"} 1.0' in text
-    assert 'cifar10_requests_total{code="OK",method="ClassifyStream"} 1.0' in text
-    assert 'cifar10_request_duration_seconds_bucket{le="0.005",method="Classify"}' in text
+    assert 'cifar10_requests_total{code="OK",door="grpc",method="Classify"} 3.0' in text
+    assert 'cifar10_requests_total{code="INVALID_ARGUMENT",door="grpc",method="Classify"} 1.0' in text
+    assert 'cifar10_requests_total{code="OK",door="grpc",method="ClassifyStream"} 1.0' in text
+    assert 'cifar10_request_duration_seconds_bucket{door="grpc",le="0.005",method="Classify"}' in text
     assert "cifar10_images_total 7.0" in text
     assert "cifar10_batch_size_count" in text
     assert "cifar10_queue_depth_images 0.0" in text

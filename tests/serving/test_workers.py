@@ -154,7 +154,7 @@ def test_metrics_sum_the_workers(tiny):
     assert code == 0, err
     images = re.search(r"^cifar10_images_total (\S+)$", text, re.M)
     assert images and float(images.group(1)) == CONNECTIONS
-    calls = re.search(r'^cifar10_requests_total\{code="OK",method="Classify"\} (\S+)$', text, re.M)
+    calls = re.search(r'^cifar10_requests_total\{code="OK",door="grpc",method="Classify"\} (\S+)$', text, re.M)
     assert calls and float(calls.group(1)) == CONNECTIONS
     assert len(re.findall(r"^cifar10_model_info\{.*pid=", text, re.M)) == 2
 

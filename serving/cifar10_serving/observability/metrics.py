@@ -3,9 +3,11 @@
 Metrics live in their own ``CollectorRegistry`` per ``Metrics`` object (so several servers in
 one test process do not collide) and are served over HTTP by ``Metrics.serve``:
 
-* ``cifar10_requests_total{method, code}``: finished RPCs by method and gRPC status code name
-* ``cifar10_request_duration_seconds{method}``: latency histogram (server side, per RPC or
-  per stream message)
+* ``cifar10_requests_total{door, method, code}``: finished requests by door (``grpc``,
+  ``http``), method (the RPC's name; an HTTP route's name) and code (the gRPC status code's
+  name; the HTTP status)
+* ``cifar10_request_duration_seconds{door, method}``: latency histogram (server side, per
+  request or per stream message)
 * ``cifar10_images_total``: images classified, all APIs together
 * ``cifar10_batch_size``: histogram of images per model run (dynamic batching at work)
 * ``cifar10_queue_depth_images``: images waiting for the model right now
@@ -27,6 +29,7 @@ serves them all, summed (counters, histograms, the queue depth) or one series pe
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -70,12 +73,12 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "cifar10_requests", "Finished RPCs by method and gRPC status code.",
-            ["method", "code"], registry=r,
+            "cifar10_requests", "Finished requests by door, method and status code.",
+            ["door", "method", "code"], registry=r,
         )
         self.latency = Histogram(
             "cifar10_request_duration_seconds", "Server-side request latency.",
-            ["method"], buckets=LATENCY_BUCKETS, registry=r,
+            ["door", "method"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.images = Counter("cifar10_images", "Images classified (all APIs).", registry=r)
         self.batch_size = Histogram(
@@ -102,23 +105,27 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self.ready = False
-        self._children: dict[tuple[str, str], Callable[[], None]] = {}
-        self._latency_children: dict[str, Histogram] = {}
+        self._children: dict[tuple[str, str, str], Callable[[], None]] = {}
+        self._latency_children: dict[tuple[str, str], Histogram] = {}
         self._model_labels: tuple[str, str] | None = None
         self.http_server = None
         self.port: int | None = None
 
-    def observe(self, method: str, code: str, seconds: float) -> None:
+    def observe(self, door: str, method: str, code: str, seconds: float) -> None:
         """Record one finished request (cheap: children are cached)."""
-        key = (method, code)
+        key = (door, method, code)
         inc = self._children.get(key)
         if inc is None:
-            inc = self._children[key] = self.requests.labels(method, code).inc
+            inc = self._children[key] = self.requests.labels(door, method, code).inc
         inc()
-        hist = self._latency_children.get(method)
+        hist = self._latency_children.get((door, method))
         if hist is None:
-            hist = self._latency_children[method] = self.latency.labels(method)
+            hist = self._latency_children[door, method] = self.latency.labels(door, method)
         hist.observe(seconds)
+
+    def observer(self, door: str) -> Callable[[str, str, float], None]:
+        """``observe(method, code, seconds)`` for one door's requests."""
+        return functools.partial(self.observe, door)
 
     def malformed_request(self, method: str) -> None:
         """Count one request message that did not parse."""

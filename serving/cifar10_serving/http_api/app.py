@@ -1,0 +1,53 @@
+"""The HTTP door's application: every route, the API docs, and errors as JSON.
+
+Routes live in modules of their own, each a ``router(context)``: ``oip`` (the Open Inference
+Protocol's REST API under ``/v2``), ``images`` (``/v1/classify``, images for people) and
+``page`` (the web page at ``/``). The OpenAPI document is ``/openapi.json`` and its
+interactive page ``/docs``, served from the installed ``fastapi_offline`` package: nothing
+is fetched from outside the server.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+import cifar10_serving
+from cifar10_serving.http_api import oip
+from cifar10_serving.http_api.context import Context
+
+OPENAPI_PATH = "/openapi.json"
+DOCS_PATH = "/docs"
+DOCS_STATIC_PATH = "/static/docs"
+
+
+def build_app(context: Context) -> FastAPI:
+    app = FastAPIOffline(
+        title="cifar10-serving",
+        version=cifar10_serving.__version__,
+        summary="CIFAR-10 image classification: the Open Inference Protocol's REST API and "
+                "an image endpoint",
+        docs_url=DOCS_PATH, redoc_url=None, openapi_url=OPENAPI_PATH,
+        static_url=DOCS_STATIC_PATH,
+        swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would ask swagger.io
+    )
+    app.include_router(oip.router(context))
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+async def _http_exception(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """An unknown path (404), a wrong method (405): the same JSON error form as the rest."""
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}"
+                         for e in exc.errors())
+    return JSONResponse({"error": f"invalid request: {problems}"}, status_code=400)

@@ -1,0 +1,106 @@
+"""One HTTP call's frame, the same for every route (as ``grpc_api.methods`` is for gRPC).
+
+``Calls.run(method, request, work)`` gives ``work`` a ``Call``: the request id (the
+``X-Request-Id`` header, else a new one; echoed in the answer's header), the deadline (the
+``X-Request-Timeout`` header, in seconds) and the body read with a size limit (413 past
+``--max-message-bytes``, before reading it when ``Content-Length`` says so). Whatever
+``work`` raises becomes an answer in ``cifar10_serving.http_api.errors``; every call is
+observed (method, HTTP status, seconds) for the metrics. During shutdown a refusal waits for
+the doors to close (``Lifecycle.refused``), and every answer says ``Connection: close`` so
+that keep-alive clients reconnect, and meet the closed port, instead of reusing a connection
+that is about to close.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cifar10_core.errors import UnavailableError, quoted
+from cifar10_serving.dataplane.request import deadline_after
+from cifar10_serving.http_api.errors import HttpError, error_response
+from cifar10_serving.lifecycle import Lifecycle
+
+REQUEST_ID = "X-Request-Id"
+TIMEOUT = "X-Request-Timeout"
+MAX_REQUEST_ID = 128  # characters of a client's request id kept
+
+Observer = Callable[[str, str, float], None]
+"""``observe(method, status, seconds)``: one finished call (``Metrics.observer("http")``)."""
+
+
+@dataclass(slots=True)
+class Call:
+    """What a route's work gets: the request, its id and deadline, and its body on demand."""
+
+    request: Request
+    request_id: str
+    deadline: float | None
+    max_body_bytes: int
+
+    async def body(self) -> bytes:
+        """The whole body; HttpError 413 once it is larger than the limit."""
+        limit = self.max_body_bytes
+        declared = self.request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise HttpError(400, f"malformed Content-Length header {quoted(declared)}")
+            if int(declared) > limit:
+                raise HttpError(413, _too_large(int(declared), limit))
+        chunks, size = [], 0
+        async for chunk in self.request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(413, _too_large(size, limit))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (f"request body of {size} bytes or more is over the limit of {limit} bytes "
+            f"(the server's --max-message-bytes)")
+
+
+def _deadline(request: Request) -> float | None:
+    raw = request.headers.get(TIMEOUT)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise HttpError(400, f"{TIMEOUT} must be a positive number of seconds, got {quoted(raw)}")
+    return deadline_after(seconds)
+
+
+class Calls:
+    """Runs every route's work in the same frame (see the module docstring)."""
+
+    def __init__(self, lifecycle: Lifecycle, observe: Observer | None, max_body_bytes: int) -> None:
+        self.lifecycle = lifecycle
+        self.observe = observe
+        self.max_body_bytes = max_body_bytes
+
+    async def run(self, method: str, request: Request,
+                  work: Callable[[Call], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get(REQUEST_ID, "")[:MAX_REQUEST_ID] or uuid.uuid4().hex
+        try:
+            response = await work(Call(request, request_id, _deadline(request), self.max_body_bytes))
+        except Exception as exc:  # noqa: BLE001 - every error becomes an answer, here
+            if isinstance(exc, UnavailableError) and self.lifecycle.shutting_down:
+                await self.lifecycle.refused()
+            response = error_response(exc, method)
+        response.headers[REQUEST_ID] = request_id
+        if self.lifecycle.shutting_down:
+            response.headers["Connection"] = "close"
+        if self.observe is not None:
+            self.observe(method, str(response.status_code), time.perf_counter() - started)
+        return response
