@@ -16,7 +16,7 @@ for c in $(ls "$DATA"); do  # 300 images per class, as links
 done
 pids=()
 for i in 0 1 2; do
-  cifar10-serve --host 127.0.0.1 --port 860$i --metrics-port 861$i --threads 1 --instances 1 --log-level WARNING 2>$D/serve$i.log &
+  cifar10-serve --host 127.0.0.1 --port 860$i --http-port 862$i --metrics-port 861$i --threads 1 --instances 1 --log-level WARNING 2>$D/serve$i.log &
   pids+=($!)
 done
 for i in 0 1 2; do cifar10-client --address 127.0.0.1:860$i --timeout 60 health; done

@@ -25,17 +25,19 @@ from bench.ports import accepts, free_port
 from bench.stats import median
 
 class Server:
-    """``python -m cifar10_serving`` in its own process with default settings (model, port,
-    metrics port and ``extra_env`` aside; ``CIFAR10_METRICS_PORT=-1`` in ``extra_env`` turns
-    the metrics port off)."""
+    """``python -m cifar10_serving`` in its own process with default settings (model, ports
+    and ``extra_env`` aside; ``CIFAR10_METRICS_PORT=-1`` or ``CIFAR10_HTTP_PORT=-1`` in
+    ``extra_env`` turns that port off)."""
 
     def __init__(self, model: str, extra_env: dict[str, str] | None = None):
         self.port = free_port()
         env = dict(os.environ)
         env.update({"CIFAR10_MODEL_PATH": model, "CIFAR10_PORT": str(self.port),
-                    "CIFAR10_HOST": "127.0.0.1", "CIFAR10_METRICS_PORT": str(free_port())})
+                    "CIFAR10_HOST": "127.0.0.1", "CIFAR10_METRICS_PORT": str(free_port()),
+                    "CIFAR10_HTTP_PORT": str(free_port())})
         env.update(extra_env or {})
         self.metrics_port = int(env["CIFAR10_METRICS_PORT"])
+        self.http_port = int(env["CIFAR10_HTTP_PORT"])  # -1: HTTP off
         # Its log goes to a file, not a pipe: a pipe nobody reads until stop would block a
         # server that logs more than the pipe holds (64 KB) during a long run.
         self._log = tempfile.TemporaryFile()
