@@ -66,18 +66,24 @@ def layout(concurrency: int) -> tuple[int, int]:
     return connections, concurrency // connections
 
 
-def command(address: str, body: str, concurrency: int, duration: float, warmup: float,
-            requests: int, log_file: str, api: str = "cifar10") -> list[str]:
-    """The h2load command line: ``concurrency`` streams, the framed request in ``body``."""
-    connections, streams = layout(concurrency)
+GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
+
+
+def command(url: str, body: str, headers: tuple[str, ...], concurrency: int, duration: float,
+            warmup: float, requests: int, log_file: str, http1: bool = False) -> list[str]:
+    """The h2load command line: ``concurrency`` requests in flight, each ``body`` (a file)
+    POSTed to ``url`` with ``headers``. HTTP/2 (gRPC): streams over at most 4 connections;
+    ``http1``: one connection per request in flight, as HTTP/1.1 clients do."""
+    connections, streams = (concurrency, 1) if http1 else layout(concurrency)
     cmd = [binary() or "h2load", "-c", str(connections), "-m", str(streams), "-d", body,
-           "-H", "content-type: application/grpc", "-H", "te: trailers",
-           f"--log-file={log_file}"]
+           *(arg for header in headers for arg in ("-H", header)), f"--log-file={log_file}"]
+    if http1:
+        cmd.append("--h1")
     if requests:
         cmd += ["-n", str(max(requests, concurrency))]
     else:
         cmd += ["-D", f"{duration:g}", f"--warm-up-time={warmup:g}"]
-    return [*cmd, f"http://{address}{PATHS[api]}"]
+    return [*cmd, url]
 
 
 def check_request(address: str, message: bytes, api: str = "cifar10", timeout: float = 30.0) -> None:
@@ -124,20 +130,32 @@ def run(address: str, batch: int, concurrency: int, duration: float = 5.0, warmu
         check_request(address, message, api)
     except grpc.RpcError as exc:
         return {"error": f"the server did not answer the request OK: {exc.code().name}: {exc.details()}"}
+    out = measure(f"http://{address}{PATHS[api]}", grpc_frame(message), GRPC_HEADERS, batch,
+                  concurrency, duration, warmup, requests, timeout)
+    out.update(api=api, batch=batch, concurrency=concurrency)
+    return out
+
+
+def measure(url: str, body: bytes, headers: tuple[str, ...], batch: int, concurrency: int,
+            duration: float = 5.0, warmup: float = 1.0, requests: int = 0,
+            timeout: float = 300.0, http1: bool = False) -> dict:
+    """One h2load run POSTing ``body`` to ``url``: images/s (``batch`` per request) and
+    latency percentiles (ms), or ``{"error": ...}``."""
+    if binary() is None:
+        return {"error": "h2load not found: apt-get install nghttp2-client"}
     with tempfile.TemporaryDirectory() as tmp:
-        body, log_file = os.path.join(tmp, "request.bin"), os.path.join(tmp, "requests.tsv")
-        with open(body, "wb") as f:
-            f.write(grpc_frame(message))
-        cmd = command(address, body, concurrency, duration, warmup, requests, log_file, api)
+        body_file, log_file = os.path.join(tmp, "request.bin"), os.path.join(tmp, "requests.tsv")
+        with open(body_file, "wb") as f:
+            f.write(body)
+        cmd = command(url, body_file, headers, concurrency, duration, warmup, requests, log_file,
+                      http1)
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"error": f"h2load timed out after {timeout:.0f} s"}
         if done.returncode != 0:
             return {"error": f"h2load exited with {done.returncode}: {done.stderr.strip()[-1000:]}"}
-        out = parse(done.stdout, log_file, batch)
-    out.update(api=api, batch=batch, concurrency=concurrency)
-    return out
+        return parse(done.stdout, log_file, batch)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,12 +51,19 @@ def test_oip_request_is_a_model_infer_request():
     assert len(request.raw_input_contents) == 1 and len(request.raw_input_contents[0]) == 3 * 3072
 
 
-@pytest.mark.parametrize("api, path", [("cifar10", "/cifar10.v2.Classifier/Classify"),
-                                       ("oip", "/inference.GRPCInferenceService/ModelInfer")])
-def test_command_calls_the_api_method(api, path):
-    cmd = h2load.command("127.0.0.1:1", "body.bin", 16, 5, 1, 0, "log.tsv", api)
-    assert cmd[-1] == f"http://127.0.0.1:1{path}"
+def test_grpc_command_spreads_streams_over_four_connections():
+    url = "http://127.0.0.1:1/cifar10.v2.Classifier/Classify"
+    cmd = h2load.command(url, "body.bin", h2load.GRPC_HEADERS, 16, 5, 1, 0, "log.tsv")
+    assert cmd[-1] == url and "--h1" not in cmd
     assert cmd[cmd.index("-c") + 1] == "4" and cmd[cmd.index("-m") + 1] == "4"
+    assert "content-type: application/grpc" in cmd
+
+
+def test_http1_command_opens_a_connection_per_request_in_flight():
+    cmd = h2load.command("http://127.0.0.1:1/v1/classify", "body.bin",
+                         ("content-type: image/jpeg",), 64, 5, 1, 0, "log.tsv", http1=True)
+    assert "--h1" in cmd and cmd[cmd.index("-c") + 1] == "64" and cmd[cmd.index("-m") + 1] == "1"
+    assert cmd[cmd.index("-H") + 1] == "content-type: image/jpeg"
 
 
 @pytest.mark.parametrize("concurrency, expected", [(1, (1, 1)), (4, (4, 1)), (16, (4, 4)), (64, (4, 16))])
