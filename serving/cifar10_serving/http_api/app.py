@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 import cifar10_serving
-from cifar10_serving.http_api import oip
+from cifar10_serving.http_api import images, oip, page
 from cifar10_serving.http_api.context import Context
 
 OPENAPI_PATH = "/openapi.json"
@@ -36,6 +36,8 @@ def build_app(context: Context) -> FastAPI:
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would ask swagger.io
     )
     app.include_router(oip.router(context))
+    app.include_router(images.router(context))
+    app.include_router(page.router(context))
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
