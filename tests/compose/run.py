@@ -184,7 +184,7 @@ def tiny_image_folder(root: Path) -> Path:
 
 class Compose:
     def __init__(self, socket: Path, data: Path):
-        self.grpc_port, self.metrics_port = free_port(), free_port()
+        self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_", "CIFAR10_"))}
         env.update({
             "DOCKER_HOST": f"unix://{socket}",
@@ -195,6 +195,7 @@ class Compose:
             "VAL_SIZE": "20",
             "TEST_SIZE": "20",
             "CIFAR10_HOST_PORT": str(self.grpc_port),
+            "CIFAR10_HOST_HTTP_PORT": str(self.http_port),
             "CIFAR10_HOST_METRICS_PORT": str(self.metrics_port),
         })
         self.env = env

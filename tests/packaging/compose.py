@@ -18,6 +18,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,6 +329,21 @@ def local_service(doc: dict, name: str, volume_root: Path, compose_dir: Path = R
 
 
 # --- running them ---------------------------------------------------------------------------
+
+def http_door_present() -> bool:
+    """Whether this checkout's server has its HTTP door (issue 28, serving/cifar10_serving/
+    http_api/): the tests that run a container's command ask it too once it exists."""
+    return (ROOT / "serving" / "cifar10_serving" / "http_api").is_dir()
+
+
+def http_status(url: str, timeout: float = 5) -> int:
+    """The status of ``GET url`` (an HTTP error's too)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
 
 def tail(path: Path, lines: int = 40) -> str:
     text = path.read_text(errors="replace") if path.exists() else ""

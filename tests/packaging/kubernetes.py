@@ -10,8 +10,9 @@ kubernetes-validate bundles (per Kubernetes version, no download); KServe's and 
 objects against their real CustomResourceDefinitions in ../shared/kserve and ../shared/keda
 (the CRD's openAPIV3Schema, made strict as the API server's field validation is: an unknown
 field fails); without ../shared (a fresh clone) those checks skip. :func:`kserve_admission_errors`
-encodes the autoscaling part of KServe's admission webhook, and :func:`scraped_port` what its
-pod webhook does to Prometheus' annotations.
+encodes the autoscaling part of KServe's admission webhook, :func:`scraped_port` what its
+pod webhook does to Prometheus' annotations, and :func:`kserve_predictor_service` the Service
+its Standard mode makes for a predictor's container.
 """
 
 from __future__ import annotations
@@ -260,6 +261,33 @@ def scraped_port(isvc: dict) -> int | None:
     if annotations.get("prometheus.io/scrape") == "true":
         return int(annotations["prometheus.io/port"])
     return None
+
+
+KSERVE_SERVICE_PORT = 80  # constants.CommonDefaultHttpPort: where KServe's ingress sends requests
+KSERVE_DEFAULT_CONTAINER_PORT = 8080  # constants.InferenceServiceDefaultHttpPort
+
+
+def kserve_predictor_service(name: str, container: dict) -> dict:
+    """The Service KServe's Standard (raw deployment) mode creates for a predictor whose first
+    container is ``container`` (``createDefaultSvc``, pkg/controller/v1beta1/inferenceservice/
+    reconcilers/service/service_reconciler.go): port 80 to the container's first port, under
+    that port's name; every further port under its own number; no ports: port 80 to 8080.
+    (No logger or batcher: those put KServe's agent in front of the first port.)"""
+    declared = container.get("ports") or []
+    if declared:
+        first, *rest = declared
+        ports = [{"name": first.get("name", ""), "port": KSERVE_SERVICE_PORT,
+                  "targetPort": first["containerPort"], "protocol": first.get("protocol", "TCP")}]
+        ports += [{"name": p.get("name", ""), "port": p["containerPort"], "targetPort": p["containerPort"],
+                   "protocol": p.get("protocol", "TCP")} for p in rest]
+    else:
+        ports = [{"name": name, "port": KSERVE_SERVICE_PORT, "targetPort": KSERVE_DEFAULT_CONTAINER_PORT,
+                  "protocol": "TCP"}]
+    for port in ports:
+        if not port["name"]:
+            del port["name"]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": f"isvc.{name}"}, "ports": ports}}
 
 
 # --- the Deployment's pod as a local process ------------------------------------------------

@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
+from cifar10_serving.settings import Settings
 from tests.packaging import compose
 
 ROOT = compose.ROOT
@@ -109,10 +110,14 @@ def test_serve_seeds_the_volume_with_the_bundled_model(doc, tmp_path):
 
 def test_serving_publishes_ports_checks_health_restarts_and_has_a_cpu_limit(doc):
     svc = doc["services"]["serve"]
-    targets = {int(str(p).rsplit(":", 1)[-1]) for p in svc["ports"]}
-    assert targets == {8500, 8501}
+    published = {int(str(p).rsplit(":", 1)[-1]): int(str(p).split(":")[0]) for p in svc["ports"]}
+    # TensorFlow Serving's numbering: gRPC 8500, HTTP 8501; then metrics and health, 8502.
+    assert published == {8500: 8500, 8501: 8501, 8502: 8502}, "the same numbers on the host by default"
     env = compose.environment(svc)
-    assert env["CIFAR10_PORT"] == "8500" and env["CIFAR10_METRICS_PORT"] == "8501"
+    assert (env["CIFAR10_PORT"], env["CIFAR10_HTTP_PORT"], env["CIFAR10_METRICS_PORT"]) == ("8500", "8501", "8502")
+    settings = Settings.from_args([], {k: v for k, v in env.items() if k.startswith("CIFAR10_")})
+    assert set(published) == {settings.port, settings.http_port, settings.metrics_port}, \
+        "every port the server opens is published"
     assert compose.healthcheck_argv(svc) == ["python", "-m", "cifar10_serving.healthcheck"]
     assert svc["restart"] in ("unless-stopped", "always", "on-failure")
     assert svc["build"]["dockerfile"] == "serving/Dockerfile"
@@ -127,10 +132,11 @@ def test_defaults_train_the_recipe_on_data_a_user_can_get():
     assert "./data:/input:ro" in train["volumes"]
     assert (ROOT / "data" / "README.md").is_file(), "the default data folder exists in a clone"
     overridden = compose.load({"EPOCHS": "20", "CIFAR10_HOST_PORT": "9000", "CIFAR10_DATA": "/x.tar.gz",
-                               "CIFAR10_SERVE_CPUS": "2"})
+                               "CIFAR10_SERVE_CPUS": "2", "CIFAR10_HOST_HTTP_PORT": "9001",
+                               "CIFAR10_HOST_METRICS_PORT": "9002"})
     assert compose.environment(overridden["services"]["train"])["EPOCHS"] == "20"
     assert "/x.tar.gz:/input:ro" in overridden["services"]["train"]["volumes"]
-    assert "9000:8500" in overridden["services"]["serve"]["ports"]
+    assert overridden["services"]["serve"]["ports"] == ["9000:8500", "9001:8501", "9002:8502"]
     assert overridden["services"]["serve"]["cpus"] == "2"
 
 

@@ -81,6 +81,10 @@ def test_compose_up_serves_at_once_then_trains_exports_and_reloads(tmp_path):
     serve = compose.local_service(doc, "serve", volumes)
     process = start_and_wait_healthy(serve, logs, timeout=120)
     try:
+        # The published metrics port answers the health probes, and the HTTP port the HTTP door.
+        assert compose.http_status(f"http://127.0.0.1:{serve.ports[8502]}/v2/health/ready") == 200
+        if compose.http_door_present():
+            assert compose.http_status(f"http://127.0.0.1:{serve.ports[8501]}/v2/health/ready") == 200
         (first,) = classify(serve, image)
         assert first["model_version"] == bundled, "serve starts on the bundled model"
         assert (volumes / "models" / "cifar10-cnn.md").is_file(), "the card is seeded with it"

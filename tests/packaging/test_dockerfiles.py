@@ -150,10 +150,13 @@ def test_serving_image_is_slim_multi_stage_serve_only_non_root_and_health_checke
     assert not _install_steps(final), "the final stage copies the builder's venv, it installs nothing"
     assert any("--from=builder" in c and "/opt/venv" in c for c in values(final, "COPY"))
     assert values(final, "USER") and values(final, "USER")[-1] not in ("root", "0")
-    assert set(" ".join(values(final, "EXPOSE")).split()) == {"8500", "8501"}
+    image = compose.parse_dockerfile(SERVING, ROOT)
+    # gRPC, HTTP (REST), then metrics and health: each port the server opens, as ENV sets them.
+    exposed = " ".join(values(final, "EXPOSE")).split()
+    assert exposed == ["8500", "8501", "8502"]
+    assert exposed == [image.env[f"CIFAR10_{name}PORT"] for name in ("", "HTTP_", "METRICS_")]
     (healthcheck,) = values(final, "HEALTHCHECK")
     assert json.loads(healthcheck.split("CMD", 1)[1]) == ["python", "-m", "cifar10_serving.healthcheck"]
-    image = compose.parse_dockerfile(SERVING, ROOT)
     assert image.cmd[0] in PYPROJECT["project"]["scripts"]
     assert ROOT / "models" in [src for src, _ in image.copies], "the bundled model goes into the image"
 

@@ -35,6 +35,10 @@ from tests.tiny_model import write_tiny_model
 OLDEST = "1.30"
 VERSIONS = [OLDEST, kubernetes_validate.utils.latest_version()]
 GRPC_PORT_NAME = "grpc"
+# The Deployment's container ports, named for what they carry: the server setting of each.
+PORT_SETTINGS = {GRPC_PORT_NAME: "port", "http": "http_port", "metrics": "metrics_port"}
+# The runtime's, in KServe's order: the first is the one its ingress reaches (Service port 80).
+RUNTIME_PORT_SETTINGS = [("http1", "http_port"), ("h2c", "port"), ("metrics", "metrics_port")]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +101,7 @@ def test_the_crd_checks_catch_mistakes(rendered):
     isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["metric"]["backend"] = "prom"
     assert k8s.schema_errors(isvc, OLDEST)
     runtime = copy.deepcopy(k8s.by_kind(rendered["kserve"], "ClusterServingRuntime"))
-    runtime["spec"]["containers"][0]["ports"][0]["containerPort"] = "8500"  # a number in PodSpec
+    runtime["spec"]["containers"][0]["ports"][0]["containerPort"] = "8501"  # a number in PodSpec
     assert k8s.schema_errors(runtime, OLDEST)
     scaled = copy.deepcopy(k8s.by_kind(rendered["keda"], "ScaledObject"))
     scaled["spec"]["triggers"][0]["metadata"]["threshold"] = 64  # trigger metadata is strings
@@ -173,37 +177,67 @@ def test_every_cifar10_variable_is_a_server_setting(rendered):
 
 def test_ports_are_the_servers(container, env, rendered):
     settings = settings_from(env)
+    assert (settings.port, settings.http_port, settings.metrics_port) == (8500, 8501, 8502), \
+        "TensorFlow Serving's gRPC and REST ports, then metrics (docs/scaling.md)"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {GRPC_PORT_NAME: settings.port, "metrics": settings.metrics_port}
+    assert ports == {name: getattr(settings, field) for name, field in PORT_SETTINGS.items()}
     service = k8s.by_kind(rendered["base"], "Service")
     assert service["spec"]["clusterIP"] == "None", "headless: clients see every pod (docs/scaling.md)"
-    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+    assert {p["targetPort"]: p["port"] for p in service["spec"]["ports"]} == ports, "each by name, same number"
+    protocols = {p["name"]: p.get("appProtocol") for p in service["spec"]["ports"]}
+    assert protocols == {GRPC_PORT_NAME: "kubernetes.io/h2c", "http": "http", "metrics": "http"}
     annotations = k8s.by_kind(rendered["base"], "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == settings.metrics_port
-    for name in ("kserve", "kserve-keda"):
-        (runtime,) = k8s.by_kind(rendered[name], "ClusterServingRuntime")["spec"]["containers"]
-        (h2c,) = runtime["ports"]  # Serverless mode would allow one; Standard serves the first
-        runtime_settings = settings_from(k8s.serving_image().env | k8s.env_of(runtime))
-        assert h2c["name"] == "h2c" and h2c["containerPort"] == runtime_settings.port
-        # Prometheus gets the server's own /metrics, after KServe's pod webhook has run.
-        isvc = k8s.by_kind(rendered[name], "InferenceService")
-        assert k8s.scraped_port(isvc) == runtime_settings.metrics_port, name
-        for probe in ("readinessProbe", "livenessProbe"):
-            assert runtime[probe]["httpGet"]["port"] == runtime_settings.metrics_port
+
+
+@pytest.mark.parametrize("name", ["kserve", "kserve-keda"])
+def test_kserve_routes_to_the_http_door_and_keeps_grpc_and_metrics(rendered, name):
+    (runtime,) = k8s.by_kind(rendered[name], "ClusterServingRuntime")["spec"]["containers"]
+    settings = settings_from(k8s.serving_image().env | k8s.env_of(runtime))
+    assert [(p["name"], p["containerPort"]) for p in runtime["ports"]] == \
+        [(port, getattr(settings, field)) for port, field in RUNTIME_PORT_SETTINGS]
+    # KServe's Standard mode: its ingress sends the InferenceService's URL to the predictor
+    # Service's port 80, which is the runtime's first port: the HTTP door, for the v2 REST
+    # protocol the InferenceService names; gRPC under its own number on the same Service.
+    isvc = k8s.by_kind(rendered[name], "InferenceService")
+    assert isvc["spec"]["predictor"]["model"]["protocolVersion"] == "v2"
+    service = k8s.kserve_predictor_service("cifar10-predictor", runtime)
+    assert k8s.schema_errors(service, OLDEST) == []
+    routed = {p["port"]: p["targetPort"] for p in service["spec"]["ports"]}
+    assert routed == {k8s.KSERVE_SERVICE_PORT: settings.http_port, settings.port: settings.port,
+                      settings.metrics_port: settings.metrics_port}
+    assert len({p["name"] for p in service["spec"]["ports"]}) == len(routed), "a Service's port names differ"
+    # Prometheus gets the server's own /metrics, after KServe's pod webhook has run.
+    assert k8s.scraped_port(isvc) == settings.metrics_port, name
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert runtime[probe]["httpGet"]["port"] == settings.metrics_port
+    assert runtime["startupProbe"]["grpc"]["port"] == settings.port
+
+
+def test_the_kserve_service_model_follows_kserve(rendered):
+    (runtime,) = k8s.by_kind(rendered["kserve"], "ClusterServingRuntime")["spec"]["containers"]
+    # The former runtime, gRPC alone: the ingress's port 80 led to gRPC, no HTTP door.
+    grpc_only = copy.deepcopy(runtime)
+    grpc_only["ports"] = [p for p in runtime["ports"] if p["name"] == "h2c"]
+    (port,) = k8s.kserve_predictor_service("p", grpc_only)["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("h2c", 80, 8500)
+    # No ports declared: KServe's default container port, 8080, which our server never opens.
+    (port,) = k8s.kserve_predictor_service("p", {"name": "kserve-container"})["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("p", 80, 8080)
 
 
 def test_kserve_scraping_annotations_are_modelled_as_its_webhook_rewrites_them(rendered):
     isvc = copy.deepcopy(k8s.by_kind(rendered["kserve"], "InferenceService"))
     # The former manifest: KServe's scraping annotation without aggregation: Prometheus is
-    # sent to the queue-proxy (Serverless) or to nothing (Standard), never to port 8501.
+    # sent to the queue-proxy (Serverless) or to nothing (Standard), never to the metrics port.
     isvc["metadata"]["annotations"].update({"serving.kserve.io/enable-prometheus-scraping": "true",
-                                            "prometheus.kserve.io/port": "8501"})
+                                            "prometheus.kserve.io/port": "8502"})
     assert k8s.scraped_port(isvc) is None
     del isvc["metadata"]["annotations"][k8s.DEPLOYMENT_MODE]
     assert k8s.scraped_port(isvc) is None
     isvc["metadata"]["annotations"]["serving.kserve.io/enable-metric-aggregation"] = "true"
-    assert k8s.scraped_port(isvc) == 8501  # Serverless: the queue-proxy aggregates it
+    assert k8s.scraped_port(isvc) == 8502  # Serverless: the queue-proxy aggregates it
 
 
 # --- KServe's admission webhook ------------------------------------------------------------------
@@ -383,14 +417,18 @@ def test_the_pod_answers_its_probes_and_serves_metrics(rendered, name, tmp_path)
                     break
                 assert time.monotonic() < deadline, f"{probe}: {status}\n{compose.tail(log)}"
                 time.sleep(0.5)
-        metrics = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
+        declared = {p["name"]: p["containerPort"] for p in container["ports"]}
         live = container["livenessProbe"]["httpGet"]
         with urllib.request.urlopen(f"http://127.0.0.1:{pod.ports[live['port']]}{live['path']}",
                                     timeout=5) as r:
             assert r.status == 200
-        with urllib.request.urlopen(f"http://127.0.0.1:{pod.ports[metrics]}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{pod.ports[declared['metrics']]}/metrics",
+                                    timeout=5) as r:
             served = "tiny-cnn" if volumes else "cifar10-cnn"
             assert f'cifar10_model_info{{name="{served}"' in r.read().decode()
+        if compose.http_door_present():  # the Service's http port reaches the HTTP door
+            url = f"http://127.0.0.1:{pod.ports[declared['http']]}/v2/health/ready"
+            assert compose.http_status(url) == 200, compose.tail(log)
     finally:
         compose.stop(process)
     assert process.returncode == 0, compose.tail(log)
