@@ -28,7 +28,7 @@ COMPOSE_TEST_ARGS ?=
 .PHONY: help setup setup-serve triton-env serve test compose-test protos docs bench train clean-venv
 
 help:
-	@echo "make serve    set up (serve + client extras) and serve $(MODEL) on :8500"
+	@echo "make serve    set up (serve + client extras) and serve $(MODEL): gRPC :8500, HTTP :8501 (web page, REST), metrics :8502"
 	@echo "make test     set up (dev extra) and run pytest (PYTEST_ARGS='-m \"not slow\"' to narrow)"
 	@echo "make compose-test  build both images, docker-compose up, classify, see training's model hot-reloaded, down -v"
 	@echo "make setup    create $(VENV) with the dev extra, pinned by $(CONSTRAINTS)"

@@ -5,7 +5,7 @@ Two threads, each every ``--interval`` s until stdin closes: a gRPC ``grpc.healt
 ``/v2/health/ready`` on the server's metrics port. Then one JSON line:
 checks, failures and the slowest of each. ``Probes`` starts one and reads it back::
 
-    python -m bench.probe --address 127.0.0.1:8500 [--http http://127.0.0.1:8501] < pipe
+    python -m bench.probe --address 127.0.0.1:8500 [--http http://127.0.0.1:8502] < pipe
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class Probes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", required=True, help="gRPC host:port")
-    parser.add_argument("--http", help="metrics base URL, e.g. http://127.0.0.1:8501")
+    parser.add_argument("--http", help="metrics base URL, e.g. http://127.0.0.1:8502")
     parser.add_argument("--interval", type=float, default=0.01)
     args = parser.parse_args(argv)
     probers = {"grpc": _Prober(_grpc_check(args.address), args.interval)}
