@@ -2,13 +2,16 @@
 
 Routes take a ``Request`` and answer a ``Response`` (the call frame reads the body itself),
 so FastAPI cannot infer their bodies: each route declares them, and its error answers with
-``error_responses``.
+``error_responses``. FastAPI would also list a 422 for every route with a parameter; this
+app answers no 422 (a validation error is a 400), so ``without_422`` takes them out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 
@@ -35,3 +38,20 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route that may answer these error statuses."""
     return {status: {"model": ErrorAnswer, "description": ERROR_MEANINGS[status]}
             for status in statuses}
+
+
+def without_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi`` without FastAPI's 422 answers and their schemas."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()  # cached in app.openapi_schema: edited once, in place
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    return openapi

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 import cifar10_serving
-from cifar10_serving.http_api import images, oip, page
+from cifar10_serving.http_api import api_docs, images, oip, page
 from cifar10_serving.http_api.context import Context
 
 OPENAPI_PATH = "/openapi.json"
@@ -38,6 +38,7 @@ def build_app(context: Context) -> FastAPI:
     app.include_router(oip.router(context))
     app.include_router(images.router(context))
     app.include_router(page.router(context))
+    app.openapi = api_docs.without_422(app)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app

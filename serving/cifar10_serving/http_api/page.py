@@ -66,13 +66,15 @@ def router(context: Context) -> APIRouter:
         return await calls.run("Page", request, work)
 
     @routes.get("/page/{name}", summary="The web page's files",
-                description="Its style sheet and script.", response_class=Response,
-                responses={200: {"content": {"text/css": {}, "text/javascript": {}},
+                description="Its style sheet, script and icon.", response_class=Response,
+                openapi_extra={"parameters": [{"name": "name", "in": "path", "required": True,
+                                               "schema": {"type": "string"}}]},
+                responses={200: {"content": {"text/css": {}, "text/javascript": {}, "image/svg+xml": {}},
                                  "description": "the file"},
                            404: {"model": ErrorAnswer, "description": "no such file"}})
-    async def page_file(name: str, request: Request) -> Response:
+    async def page_file(request: Request) -> Response:
         async def work(_call: Call) -> Response:
-            return answer(name)
+            return answer(request.path_params["name"])
         return await calls.run("Page", request, work)
 
     return routes

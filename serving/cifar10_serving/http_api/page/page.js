@@ -10,7 +10,7 @@ const MULTIPART_OVERHEAD = 4096; // bytes a form adds around a file, at most
 
 const $ = (id) => document.getElementById(id);
 const maxBodyBytes = Number(document.querySelector('meta[name="max-body-bytes"]').content) || Infinity;
-const state = { labels: [], model: null, health: "", items: [], queue: [], running: 0 };
+const state = { labels: [], model: null, modelAsked: false, health: "", items: [], queue: [], running: 0 };
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -30,6 +30,8 @@ function size(bytes) {
 // -- the model and the server's health ------------------------------------------------------
 
 async function showModel() {
+  if (state.modelAsked) return;
+  state.modelAsked = true;
   let model;
   try {
     const response = await fetch("v1/model", { cache: "no-store" });
@@ -37,12 +39,14 @@ async function showModel() {
     model = await response.json();
   } catch (error) {
     return; // the health line says the server is not reachable
+  } finally {
+    state.modelAsked = false;
   }
   state.model = model;
   const accuracy = model.accuracy.test || model.accuracy.validation;
   const part = model.accuracy.test ? "test" : "validation";
   const figure = accuracy
-    ? `${percent(accuracy.accuracy)} accurate on its ${accuracy.images.toLocaleString("en")} ${part} images`
+    ? `${(100 * accuracy.accuracy).toFixed(2)} % accurate on its ${accuracy.images.toLocaleString("en")} ${part} images`
     : "no accuracy in its metadata";
   $("model").textContent = `Model ${model.name}, version ${model.version}: ${figure}`;
 }
@@ -95,6 +99,7 @@ function card(item) {
   const img = element("img");
   img.src = item.url;
   img.alt = "";
+  img.addEventListener("error", () => img.classList.add("broken")); // not an image the browser shows
   const summary = element("div", "summary");
   summary.append(element("h3", "name", item.file.name || "pasted image"),
                  element("p", "verdict"), element("p", "status", "Classifying…"));
@@ -243,5 +248,4 @@ document.addEventListener("paste", (event) => {
 });
 
 checkHealth();
-showModel();
 setInterval(checkHealth, HEALTH_EVERY_MS);
