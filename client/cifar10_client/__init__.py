@@ -7,12 +7,17 @@
         print(result.label, result.probability, result.probabilities)
         results = client.classify_batch(["a.png", "b.jpg"], top_k=3)
 
-``AsyncClient`` is the asyncio twin. Every failure raises ``ClientError`` (``.code`` is a
-``grpc.StatusCode``, ``.message`` the server's message); ``client.connect(wait=0)`` checks
-that a server answers before the first call, or raises ``UnreachableError`` at once. gRPC itself retries calls on
+``AsyncClient`` is the asyncio twin. ``HttpClient`` and ``AsyncHttpClient`` are the same API
+over the HTTP door (``"http://localhost:8501"``, ``https://...``); ``open_client(address)``
+and ``open_async_client`` pick the client by the address. Every failure raises
+``ClientError`` (``.code`` is a ``grpc.StatusCode``, an HTTP status becoming the matching
+one; ``.message`` the server's message); ``client.connect(wait=0)`` checks that a server
+answers before the first call, or raises ``UnreachableError`` at once. Calls are retried on
 UNAVAILABLE and RESOURCE_EXHAUSTED only (exponential backoff with jitter, or the server's
-pushback when its queue is full), within the call's deadline, never a message over a
-size limit (``RetryPolicy``, rendered into the channel's service config). ``TLSConfig`` turns on TLS (CA, optional client cert).
+pushback when its queue is full: gRPC's trailer, HTTP's ``Retry-After``), within the call's
+deadline, never a message over a size limit (``RetryPolicy``: gRPC's own retries, rendered
+into the channel's service config; the HTTP client's loop). ``TLSConfig`` turns on TLS
+(CA, optional client cert).
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ if TYPE_CHECKING:
     from .aio import AsyncClient
     from .connection import DEFAULT_ADDRESS, DEFAULT_TIMEOUT_S, NO_RETRY, RetryPolicy, TLSConfig
     from .errors import RETRYABLE_CODES, ClientError, UnreachableError
-    from .results import Classification, ClassScore, ModelInfo, TensorInfo
+    from .http_aio import AsyncHttpClient
+    from .http_sync import HttpClient
+    from .results import Accuracy, Classification, ClassScore, ModelInfo, TensorInfo
     from .sync import Client
+    from .transports import open_async_client, open_client
 
 # Each name is imported from its module on first use (PEP 562), not here: importing the
 # package imports no grpc, so the command-line tools (cli.py) can turn gRPC's C-core log off
@@ -33,12 +41,17 @@ if TYPE_CHECKING:
 _MODULE_OF = {
     "AsyncClient": "aio",
     "Client": "sync",
+    "HttpClient": "http_sync",
+    "AsyncHttpClient": "http_aio",
+    "open_client": "transports",
+    "open_async_client": "transports",
     "ClientError": "errors",
     "UnreachableError": "errors",
     "RETRYABLE_CODES": "errors",
     "Classification": "results",
     "ClassScore": "results",
     "ModelInfo": "results",
+    "Accuracy": "results",
     "TensorInfo": "results",
     "RetryPolicy": "connection",
     "TLSConfig": "connection",

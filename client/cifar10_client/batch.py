@@ -5,8 +5,9 @@
     cifar10-batch images.npy -o out.csv --local models/cifar10-cnn.onnx    # no server
 
 Sends batches (``--batch-size``) over up to ``--concurrency`` concurrent Classify calls of
-one HTTP/2 channel, shows a progress bar (images/s, ETA), and appends one line per input to
-each output (CSV and/or JSON Lines, chosen by suffix). Rerunning the same command skips
+one HTTP/2 channel (an ``http(s)://`` address: HTTP requests over a pool of connections),
+shows a progress bar (images/s, ETA), and appends one line per input to each output (CSV
+and/or JSON Lines, chosen by suffix). Rerunning the same command skips
 what the outputs already hold, so an interrupted run resumes; every input ends up in the
 output exactly once. An unreadable or undecodable image is recorded with its error and
 the run goes on. A server that cannot be reached at the start fails at once (``--wait``
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- backends -----------------------------------------------------------------------------
 class RemoteBackend:
-    """Classify batches with the asyncio client (one channel, many concurrent calls).
+    """Classify batches with the asyncio client of the address (gRPC: one channel, many
+    concurrent calls; HTTP: a pool of connections).
 
     Its calls do not wait for a server that is not ready (the retry policy's
     ``wait_for_ready`` off): a server that goes away fails them soon, and the backend waits
@@ -136,9 +138,9 @@ class RemoteBackend:
         self.reconnecting = asyncio.Lock()  # one worker probes the server at a time
 
     async def start(self) -> str:
-        from .aio import AsyncClient
+        from .transports import open_async_client
 
-        self.client = AsyncClient(**self.connection)
+        self.client = open_async_client(**self.connection)
         await self.client.connect(self.wait)
         info = await self.client.model_info()
         self.model_name, self.model_version = info.name, info.version

@@ -3,6 +3,7 @@
     cifar10-client health
     cifar10-client info [--json]
     cifar10-client classify cat.png 'photos/**/*.jpg' - [--json] [--top-k 3]
+    cifar10-client --address http://localhost:8501 classify cat.png     # over HTTP
 
 Connection and TLS flags (``--address``, ``--timeout``, ``--wait``, ``--tls``, ...) go
 before or after the command. A server that cannot be reached fails at once, in one line
@@ -48,8 +49,10 @@ from .connection import (  # noqa: E402
     RetryPolicy,
     TLSConfig,
     default_address,
+    split_addresses,
 )
 from .errors import ClientError, UnreachableError  # noqa: E402
+from .schemes import is_https, uses_http  # noqa: E402
 
 EXIT_OK = 0
 EXIT_ITEM_FAILED = 1
@@ -92,9 +95,10 @@ def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAUL
     address, retries = default_address(), RetryPolicy().max_attempts - 1
     group = parser.add_argument_group("connection")
     group.add_argument("--address", action="append", default=default(None),
-                       help="server host:port; several replicas: repeat the flag or separate "
-                            "with commas, or dns:///name:port for every address of a name; "
-                            "calls are spread over them (round_robin) "
+                       help="server host:port (gRPC) or http://host:port, https://host:port "
+                            "(the HTTP door); gRPC: several replicas: repeat the flag or "
+                            "separate with commas, or dns:///name:port for every address of a "
+                            "name; calls are spread over them (round_robin) "
                             f"[env {ADDRESS_ENV}; default {address}]")
     group.add_argument("--timeout", type=float, default=default(timeout),
                        help=f"deadline of each call in seconds, retries included [default {timeout}]")
@@ -103,11 +107,12 @@ def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAUL
                             "0: fail at once, naming the address, when it cannot be reached "
                             "[default 0]")
     group.add_argument("--retries", type=int, default=default(retries),
-                       help="retries (0..4) on UNAVAILABLE / RESOURCE_EXHAUSTED by gRPC's retry "
-                            "policy: exponential backoff and jitter, or the server's pushback "
-                            f"[default {retries}]")
+                       help="retries (0..4) on UNAVAILABLE / RESOURCE_EXHAUSTED (HTTP: 503, "
+                            "429 with Retry-After, a failed connection): exponential backoff "
+                            f"and jitter, or the server's pushback [default {retries}]")
     group.add_argument("--tls", action="store_true", default=default(False),
-                       help="connect with TLS (system CAs unless --ca-cert)")
+                       help="connect with TLS (system CAs unless --ca-cert); an https:// "
+                            "address implies it")
     group.add_argument("--ca-cert", metavar="PEM", default=default(None),
                        help="CA certificate to verify the server (implies --tls)")
     group.add_argument("--client-cert", metavar="PEM", default=default(None),
@@ -135,8 +140,16 @@ def connection_kwargs(args: argparse.Namespace, *, wait_for_ready: bool = True) 
             if path and not os.path.isfile(path):
                 raise UsageError(f"cannot read {path}")
         tls = TLSConfig(args.ca_cert, args.client_cert, args.client_key, args.server_name)
+    address = args.address or default_address()
+    try:
+        addresses = split_addresses(address)
+        http = uses_http(addresses)
+    except ClientError as exc:
+        raise UsageError(f"--address: {exc.message}") from None
+    if http and tls is not None and not is_https(addresses[0]):
+        raise UsageError("TLS flags with an http:// address: give https://")
     return {
-        "address": args.address or default_address(),
+        "address": address,
         "timeout": args.timeout,
         "tls": tls,
         "retry": RetryPolicy(max_attempts=args.retries + 1, wait_for_ready=wait_for_ready)
@@ -181,7 +194,8 @@ def run_main(body: Callable[[], int], prog: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cifar10-client",
-        description="Talk to a cifar10-serving gRPC server (cifar10.v2).",
+        description="Talk to a cifar10-serving server: over gRPC (cifar10.v2, host:port) or "
+                    "HTTP (--address http://host:port or https://...).",
         epilog="exit codes: 0 ok, 1 some item failed or not SERVING, 2 usage, 3 server "
                "unavailable (after retries), 4 other server error, 5 missing optional "
                "dependency, 6 message too large, 130 interrupted",
@@ -193,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = commands.add_parser("health", help="print the server's health status (with --wait: "
                                                         "once SERVING, or at the end of the wait)")
-    health.add_argument("--service", default="", help="service name (default: the whole server)")
+    health.add_argument("--service", default="", help="gRPC service name (default: the whole server; HTTP "
+                                                    "has none: the server's readiness)")
     health.add_argument("--json", action="store_true", help="print JSON")
 
     info = commands.add_parser("info", help="model name, version, labels and input spec")
@@ -251,28 +266,16 @@ def _cmd_info(client, args) -> int:
     print(f"labels:         {', '.join(info.labels)}")
     print(f"input:          {info.input.name} {info.input.dtype} {list(info.input.shape)}")
     print(f"output:         {info.output.name} {info.output.dtype} {list(info.output.shape)}")
-    print(f"max batch size: {info.max_batch_size}")
-    for line in _accuracy_lines(info.metadata):
-        print(line)
+    if info.max_batch_size:
+        print(f"max batch size: {info.max_batch_size}")
+    # The model's own accuracy figures (the training job's metrics), where it carries them:
+    # what a user wants to know before trusting an answer.
+    for part, figure in info.accuracy.items():
+        print(f"{part} accuracy: {100 * figure.accuracy:.2f} % ({figure.images:,} images)")
     for key in sorted(info.metadata):
         value = info.metadata[key]
         print(f"  {key}: {value if len(value) <= 100 else value[:97] + '...'}")
     return EXIT_OK
-
-
-def _accuracy_lines(metadata: dict[str, str]) -> list[str]:
-    """The model's own accuracy figures from its metadata (the training job's metrics), if
-    it carries them: what a user wants to know before trusting an answer."""
-    lines = []
-    for key, part, figure, count in (("validation_metrics_json", "validation", "val_accuracy", "val_images"),
-                                     ("test_metrics_json", "test", "test_accuracy", "test_images")):
-        try:
-            metrics = json.loads(metadata[key])
-            lines.append(f"{part} accuracy: {100 * float(metrics[figure]):.2f} % "
-                         f"({int(metrics[count]):,} images)")
-        except (KeyError, TypeError, ValueError):
-            continue
-    return lines
 
 
 def _check_classify(args) -> None:
@@ -352,11 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from .sync import Client
+        from .transports import open_client
 
         if args.command == "classify":
             _check_classify(args)  # a usage error before any connection
-        with Client(**connection_kwargs(args)) as client:
+        with open_client(**connection_kwargs(args)) as client:
             started = time.monotonic()
             client.connect(args.wait)
             # --wait bounds connecting and (health) waiting for SERVING together.

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from .errors import RETRYABLE_CODES, ClientError, UnreachableError
+from .schemes import url_scheme
 
 DEFAULT_ADDRESS = "localhost:8500"
 ADDRESS_ENV = "CIFAR10_ADDRESS"
@@ -45,13 +47,13 @@ def default_address() -> str:
 def split_addresses(address: Addresses | None) -> list[str]:
     """The addresses given: a string (comma-separated for several) or a sequence of them;
     none means :func:`default_address`. A target with a scheme (``dns:///name:port``,
-    ``ipv4:a:1,b:2``, ``unix:path``) stays whole."""
+    ``ipv4:a:1,b:2``, ``unix:path``, ``http://host:port``) stays whole."""
     if address is None:
         address = default_address()
     items = [address] if isinstance(address, str) else list(address)
     found: list[str] = []
     for item in items:
-        if _has_scheme(item):
+        if _has_scheme(item) or url_scheme(item):
             found.append(item.strip())
         else:
             found.extend(part.strip() for part in item.split(",") if part.strip())
@@ -108,7 +110,8 @@ def _resolve(address: str) -> dict[int, list[tuple[str, int]]]:
 # "errors resolving nosuch.invalid:8500: [... Domain name not found]" (older releases: "failed
 # to connect to all addresses", "DNS resolution failed for"), "... Tls handshake failed
 # (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:100000f7:SSL routines:OPENSSL_internal:
-# WRONG_VERSION_NUMBER: ...". Only the part that says what happened is kept.
+# WRONG_VERSION_NUMBER: ...", "Failed parsing HTTP/2 (...) (Trying to connect an http1.x server
+# (HTTP status 400))". Only the part that says what happened is kept.
 _LAST_ERROR = re.compile(r"^.*last error: (?:[A-Z_]+: )?(?:(?:ipv4|ipv6|unix|unix-abstract|vsock):\S+: )?", re.S)
 _RESOLVING = re.compile(r"errors resolving|DNS resolution failed|lookup failed", re.I)
 _TLS_REASON = re.compile(r"OPENSSL_internal:([A-Z_]+)")
@@ -117,7 +120,10 @@ _TLS_REASON = re.compile(r"OPENSSL_internal:([A-Z_]+)")
 def unreachable(address: str, error: ClientError, timeout: float) -> UnreachableError:
     """The one-line error for a server not reached at ``address``: ``error`` is the UNAVAILABLE
     or DEADLINE_EXCEEDED of a call that tried (``timeout``: its deadline), reworded to say
-    what happened (refused, a name that does not resolve, a failed TLS handshake)."""
+    what happened (refused, a name that does not resolve, a failed TLS handshake); one
+    already worded so (the HTTP client's) stays as it is."""
+    if isinstance(error, UnreachableError):
+        return error
     if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return UnreachableError(f"cannot reach {address}: no answer within {timeout:g} s")
     details = error.message
@@ -126,6 +132,8 @@ def unreachable(address: str, error: ClientError, timeout: float) -> Unreachable
         return UnreachableError(f"cannot resolve host {_host(address)}: {reason}")
     if "Connection refused" in details:
         what = "connection refused"
+    elif "http1.x server" in details:
+        what = "the server answers HTTP/1.x, not gRPC (an HTTP port? give http://host:port)"
     elif "handshake failed" in details.lower():
         reason = _TLS_REASON.search(details)
         what = "TLS handshake failed" + (f" ({reason.group(1)})" if reason else "")
@@ -156,12 +164,15 @@ class TLSConfig:
     client_key: str | os.PathLike | None = None
     server_name: str | None = None
 
-    def credentials(self) -> grpc.ChannelCredentials:
+    def _check_pair(self) -> None:
         if (self.client_cert is None) != (self.client_key is None):
             raise ClientError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "a client certificate needs its key and a key needs its certificate",
             )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        self._check_pair()
         return grpc.ssl_channel_credentials(
             root_certificates=_read(self.ca_cert),
             private_key=_read(self.client_key),
@@ -172,6 +183,21 @@ class TLSConfig:
         if self.server_name:
             return (("grpc.ssl_target_name_override", self.server_name),)
         return ()
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same settings for the HTTP client (``server_name`` goes with each request)."""
+        self._check_pair()
+        ca = _read(self.ca_cert)
+        try:
+            context = ssl.create_default_context(cadata=ca.decode("ascii", "replace") if ca else None)
+            if self.client_cert is not None:
+                for path in (self.client_cert, self.client_key):
+                    _read(path)  # an unreadable file is said as for gRPC
+                context.load_cert_chain(self.client_cert, self.client_key)
+        except ssl.SSLError as exc:
+            raise ClientError(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"cannot use the TLS files: {exc.reason or exc}") from exc
+        return context
 
 
 def _read(path: str | os.PathLike | None) -> bytes | None:

@@ -1,8 +1,10 @@
 """The one exception type of the client library.
 
-Every failure a client call can meet (a gRPC status from the server or the channel, a TLS
-file that cannot be read, an image that cannot be read or converted locally) surfaces as
-:class:`ClientError`, carrying the gRPC status code and the server's (or our) message.
+Every failure a client call can meet (a gRPC status from the server or the channel, an HTTP
+error status or a failed connection, a TLS file that cannot be read, an image that cannot be
+read or converted locally) surfaces as :class:`ClientError`, carrying a gRPC status code
+(an HTTP status becomes the matching one: ``cifar10_client.http_errors``) and the server's
+(or our) message, whichever transport the client uses.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ class ClientError(Exception):
             counted), 0 when it never did.
         item: optional name of the input the error belongs to (a path, an index).
         too_large: ``(size, limit)`` in bytes when the request (or answer) was over a gRPC
-            message size limit: RESOURCE_EXHAUSTED that no retry can cure.
+            message size limit (HTTP: the server's body limit, 413): RESOURCE_EXHAUSTED that
+            no retry can cure.
+        http_status: the HTTP status of the server's answer (HTTP clients), else None.
+        retry_after_s: the server's ``Retry-After`` in seconds (HTTP 429 and 503), else None.
     """
 
     def __init__(
@@ -37,12 +42,16 @@ class ClientError(Exception):
         attempts: int = 0,
         item: str | None = None,
         too_large: tuple[int, int] | None = None,
+        http_status: int | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         self.code = code
         self.message = message
         self.attempts = attempts
         self.item = item
         self.too_large = too_large
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
         super().__init__(f"{code.name}: {message}")
 
     @property

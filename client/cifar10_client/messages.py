@@ -91,5 +91,6 @@ def each_or_refused(count: int, call_error: ClientError) -> list[Outcome]:
     problem) fails each of its images with that error; other errors propagate."""
     if call_error.code != grpc.StatusCode.INVALID_ARGUMENT:
         raise call_error
-    return [ClientError(call_error.code, call_error.message, attempts=call_error.attempts, item=str(i))
+    return [ClientError(call_error.code, call_error.message, attempts=call_error.attempts, item=str(i),
+                        http_status=call_error.http_status)
             for i in range(count)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cifar10_core import contract
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
 
@@ -108,8 +110,39 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class Accuracy:
+    """A model's accuracy on a part of its data (from the training job's metrics)."""
+
+    accuracy: float
+    images: int
+
+
+# (part, metadata key, its accuracy figure, its image count) of the training job's metrics.
+_METRICS = (("validation", contract.META_VALIDATION_METRICS, "val_accuracy", "val_images"),
+            ("test", contract.META_TEST_METRICS, "test_accuracy", "test_images"))
+
+
+def accuracy_of(metadata: dict[str, str]) -> dict[str, Accuracy]:
+    """``{"validation": ..., "test": ...}`` from a model's metadata, the parts it carries."""
+    found = {}
+    for part, key, figure, count in _METRICS:
+        try:
+            metrics = json.loads(metadata[key])
+            found[part] = Accuracy(float(metrics[figure]), int(metrics[count]))
+        except (KeyError, TypeError, ValueError):
+            continue  # a model made before that figure existed, or without it
+    return found
+
+
+@dataclass(frozen=True)
 class ModelInfo:
-    """What ``GetModelInfo`` says about the served model."""
+    """What the server says about the served model.
+
+    ``metadata``: the model's metadata (gRPC: all of it; HTTP: what the HTTP door shows,
+    when it was made and on what data); ``accuracy``: its accuracy figures, by part
+    (``validation``, ``test``); ``max_batch_size``: the server's largest merged batch
+    (0: not told, over HTTP).
+    """
 
     name: str
     version: str
@@ -118,6 +151,7 @@ class ModelInfo:
     output: TensorInfo
     max_batch_size: int
     metadata: dict[str, str] = field(default_factory=dict)
+    accuracy: dict[str, Accuracy] = field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, info: pb.ModelInfo) -> "ModelInfo":
@@ -132,6 +166,7 @@ class ModelInfo:
             output=tensor(info.output),
             max_batch_size=int(info.max_batch_size),
             metadata=dict(info.metadata),
+            accuracy=accuracy_of(info.metadata),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,4 +181,5 @@ class ModelInfo:
             "output": tensor(self.output),
             "max_batch_size": self.max_batch_size,
             "metadata": dict(self.metadata),
+            "accuracy": {part: {"accuracy": a.accuracy, "images": a.images} for part, a in self.accuracy.items()},
         }

@@ -9,11 +9,12 @@ import grpc
 
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
-from .base import ClientBase, ConnectTries, stop_waiting
+from .base import ClientBase
 from .connection import call_unary
 from .errors import ClientError
 from .inputs import ImageInput
 from .messages import Outcome, all_classified, build_request, each_or_refused, outcomes
+from .reaching import ConnectTries, stop_waiting
 from .results import Classification, ModelInfo
 
 

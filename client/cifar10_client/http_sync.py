@@ -1,0 +1,142 @@
+"""The synchronous client for the HTTP door (``http://`` or ``https://``): the API of
+:class:`cifar10_client.Client` over HTTP/1.1 (httpx)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+import httpx
+
+from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
+
+from . import http_oip
+from .errors import ClientError
+from .http_base import LIVE, MODEL, CallTries, ClassifyPlan, Exchange, HttpClientBase, json_of, metadata_exchange
+from .http_errors import transport_error
+from .inputs import ImageInput
+from .messages import Outcome, all_classified, each_or_refused
+from .reaching import ConnectTries, stop_waiting
+from .results import Classification, ModelInfo
+
+
+class HttpClient(HttpClientBase):
+    """Blocking HTTP client. Thread-safe; one connection pool, reused; use as a context manager.
+
+    >>> with HttpClient("http://localhost:8501") as client:     # doctest: +SKIP
+    ...     result = client.classify("cat.png")
+    ...     print(result.label, result.probability)
+    """
+
+    def __init__(self, address: str | None = None, **settings) -> None:
+        super().__init__(address, **settings)
+        self._http = httpx.Client(**self._pool)
+
+    # -- lifecycle ------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "HttpClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def connect(self, wait: float = 0.0) -> None:
+        """Make sure a server answers at the address (``GET /v2/health/live``), as
+        :meth:`Client.connect <cifar10_client.Client.connect>` does: UnreachableError
+        (``cannot reach http://localhost:8599: connection refused``) at once, or after
+        ``wait`` seconds of tries."""
+        tries = ConnectTries(self, wait)
+        while True:
+            try:
+                self._try(LIVE, tries.timeout())
+                return
+            except ClientError as error:
+                pause = tries.after(error)
+            if pause is None:
+                return
+            time.sleep(pause)
+
+    def _try(self, exchange: Exchange, seconds: float) -> httpx.Response:
+        try:
+            response = self._http.request(**self._arguments(exchange, seconds))
+        except httpx.TransportError as exc:
+            raise transport_error(self.address, exc, seconds) from None
+        return self._checked(exchange, response)
+
+    def _send(self, exchange: Exchange, deadline: float) -> httpx.Response:
+        tries = CallTries(self.retry, deadline)
+        while True:
+            seconds = tries.start()
+            try:
+                return self._try(exchange, seconds)
+            except ClientError as error:
+                time.sleep(tries.after(error))
+
+    def _classify(self, images: Sequence[pb.Image], top_k: int, timeout: float | None, model_name: str,
+                  model_version: str, each: bool) -> list[Outcome]:
+        deadline = self._deadline(timeout)
+        plan = ClassifyPlan(images, top_k)
+        if plan.pixels and not model_name:
+            model_name = self._served or self._learned(json_of(self._send(MODEL, deadline)))[0]
+        for part in plan.parts(model_name, model_version):
+            try:
+                results = part.parse(self._send(part.exchange, deadline))
+            except ClientError as error:
+                if not each:
+                    raise
+                results = each_or_refused(len(part.positions), error)
+            plan.place(part, results)
+        return plan.results()
+
+    # -- API ----------------------------------------------------------------------
+    def classify(self, image: ImageInput, *, top_k: int = 1, timeout: float | None = None,
+                 preprocess: bool | None = None, model_name: str = "", model_version: str = "") -> Classification:
+        """Classify one image (a path, encoded bytes, a PIL image or a uint8 array)."""
+        return self.classify_images([self._image(image, preprocess)], top_k=top_k, timeout=timeout,
+                                    model_name=model_name, model_version=model_version)[0]
+
+    def classify_batch(self, images: Iterable[ImageInput], *, top_k: int = 1, timeout: float | None = None,
+                       preprocess: bool | None = None, model_name: str = "",
+                       model_version: str = "") -> list[Classification]:
+        """Classify a batch: a sequence of images or an NxHxW[xC] uint8 array."""
+        return self.classify_images(self._images(images, preprocess), top_k=top_k, timeout=timeout,
+                                    model_name=model_name, model_version=model_version)
+
+    def classify_images(self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None,
+                        model_name: str = "", model_version: str = "") -> list[Classification]:
+        """Classify protobuf ``Image`` messages; a bad image raises its ClientError."""
+        return all_classified(self._classify(images, top_k, timeout, model_name, model_version, each=False))
+
+    def classify_each(self, images: Sequence[pb.Image], *, top_k: int = 1,
+                      timeout: float | None = None) -> list[Classification | ClientError]:
+        """Like :meth:`Client.classify_each <cifar10_client.Client.classify_each>`: a
+        ClientError in each bad image's place, the others classified."""
+        return self._classify(images, top_k, timeout, "", "", each=True)
+
+    def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        """Name, version, labels, tensors and metadata of the served model (``GET /v1/model``,
+        then the Open Inference Protocol's model metadata)."""
+        deadline = self._deadline(timeout)
+        name, version, labels = self._learned(json_of(self._send(MODEL, deadline)))
+        metadata = self._send(metadata_exchange(name, version), deadline)
+        return http_oip.model_info(json_of(metadata), labels)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """``"SERVING"`` when the server is ready (``GET /v2/health/ready``), else ``"NOT_SERVING"``."""
+        return self._status(self._send(self._health_request(service), self._deadline(timeout)))
+
+    def wait_until_serving(self, timeout: float = 30.0, service: str = "") -> None:
+        """Block until the server is ready (retrying while unavailable) or raise ClientError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            error = None
+            try:
+                if self.health(service, timeout=max(0.01, min(remaining, 2.0))) == "SERVING":
+                    return
+            except ClientError as exc:
+                error = exc
+            stop_waiting(error, deadline, timeout)
+            time.sleep(0.1)
