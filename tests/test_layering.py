@@ -39,7 +39,8 @@ ALLOWED = {
 
 # The data plane and the model runner know no transport, no metrics library, no Settings.
 TRANSPORT_FREE = ("serving/cifar10_serving/dataplane", "serving/cifar10_serving/onnx_model.py")
-TRANSPORT_AND_EDGE = {"grpc", "grpc_health", "grpc_reflection", "prometheus_client", "cifar10_protos",
+TRANSPORT_AND_EDGE = {"grpc", "grpc_health", "grpc_reflection", "prometheus_client", "opentelemetry",
+                      "cifar10_protos",
                       "cifar10_serving.observability", "cifar10_serving.settings",
                       "cifar10_serving.grpc_api", "cifar10_serving.process"}
 
@@ -129,8 +130,8 @@ def test_shared_folders_import_only_the_standard_library_and_their_own(folder):
 
 @pytest.mark.parametrize("where", TRANSPORT_FREE)
 def test_the_data_plane_knows_no_transport_metrics_or_settings(where):
-    """The data plane and the model runner import neither grpc nor prometheus_client nor the
-    Settings object: the doors and the assembly wire them."""
+    """The data plane and the model runner import neither grpc nor prometheus_client nor
+    OpenTelemetry nor the Settings object: the doors and the assembly wire them."""
     bad = {}
     for path in sources(where):
         hits = {m for m in imports_of(path)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from typing import Any
 
 from cifar10_serving.assembly import build_plane
 from cifar10_serving.dataplane.plane import DataPlane
@@ -19,6 +20,7 @@ from cifar10_serving.grpc_api.server import ServingServer
 from cifar10_serving.grpc_api.status import RequestObserver
 from cifar10_serving.lifecycle import Door, Lifecycle
 from cifar10_serving.observability.metrics import Metrics, mark_process_dead
+from cifar10_serving.observability.requests import Requests
 from cifar10_serving.process.memory import CycleCollector, Trimmer
 from cifar10_serving.process.workers import Workers
 from cifar10_serving.settings import Settings
@@ -33,20 +35,25 @@ class Service:
     """Build on the event loop; ``await start()``, then ``stop()`` (a graceful shutdown)."""
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None,
-                 plane: DataPlane | None = None) -> None:
+                 plane: DataPlane | None = None, tracer_provider: Any = None) -> None:
+        """``tracer_provider``: an OpenTelemetry tracer provider to trace requests with (an
+        application embedding the server); None: tracing as the ``OTEL_*`` environment says
+        (``cifar10_serving.observability.requests``)."""
         self.settings = settings
         self.metrics = metrics
         self.plane = plane if plane is not None else build_plane(settings, metrics)
+        self.requests = Requests.create(settings, tracer_provider)
         self.lifecycle = Lifecycle(self.plane)
         self.collector = CycleCollector()
         self.grpc = ServingServer(settings, self.plane, self.lifecycle, self._observer("grpc", "OK"),
-                                  metrics.malformed_request if metrics is not None else None)
+                                  metrics.malformed_request if metrics is not None else None,
+                                  self.requests)
         self.http = None
         if settings.http_port >= 0:
             from cifar10_serving.http_api.server import HttpServer  # FastAPI only when on
 
             self.http = HttpServer(settings, self.plane, self.lifecycle,
-                                   self._observer("http", "200"))
+                                   self._observer("http", "200"), self.requests)
         if metrics is not None:
             self.lifecycle.doors.append(Door(self._metrics_not_ready, _nothing_to_close))
         self.port = self.grpc.port
@@ -97,8 +104,10 @@ class Service:
         return task
 
     async def wait(self) -> None:
-        """Until the service has stopped."""
+        """Until the service has stopped (and its spans are exported, its request log written)."""
         await self.lifecycle.stopped.wait()
+        if self.requests is not None:
+            await self.requests.close()
 
 
 async def _nothing_to_close(_grace: float) -> None:

@@ -151,6 +151,15 @@ class Settings:
     )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(default="text", metadata={"help": "text or json"})
+    request_log_rate: float = field(
+        default=0.0,
+        metadata={"help": "share of requests (0 to 1, drawn at random) logged as one JSON line "
+                          "each: time, door, method, model and version, images, status, "
+                          "latency, request id, trace id, client (0: off)"},
+    )
+    request_log_file: str | None = field(
+        default=None, metadata={"help": "file the request log is appended to (none: stderr)"}
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -185,6 +194,8 @@ class Settings:
                      "max_connection_age_s", "max_connection_age_grace_s"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
+        if not 0 <= self.request_log_rate <= 1:
+            problems.append(f"request_log_rate must be between 0 and 1, got {self.request_log_rate}")
         if self.max_queue_size < self.max_batch_size:
             problems.append("max_queue_size must be at least max_batch_size")
         if bool(self.tls_cert) != bool(self.tls_key):

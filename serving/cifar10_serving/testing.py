@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
+from typing import Any
 
 from cifar10_serving.observability.metrics import Metrics
 from cifar10_serving.service import Service
@@ -23,9 +24,13 @@ from cifar10_serving.settings import Settings
 class BackgroundServer:
     """``Service`` on a thread of its own (``service``: it, once started; ``port``: its port)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None,
+                 tracer_provider: Any = None):
+        """``tracer_provider``: an OpenTelemetry tracer provider for the service's spans
+        (None: as the ``OTEL_*`` environment says)."""
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
+        self.tracer_provider = tracer_provider
         self.service: Service | None = None
         self.port: int | None = None
         self.http_port: int | None = None  # None: HTTP off (http_port -1)
@@ -81,7 +86,7 @@ class BackgroundServer:
 
     async def _run(self) -> None:
         try:
-            self.service = Service(self.settings, self.metrics)
+            self.service = Service(self.settings, self.metrics, tracer_provider=self.tracer_provider)
             self.port = self.service.port
             self.http_port = self.service.http_port
             await self.service.start()

@@ -34,7 +34,8 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   under light load one thread does every run (``_wake``).
 
 ``run`` is any callable ``run(batch, key) -> outputs`` with one output row per input row;
-``key`` is the one its requests were submitted with.
+``key`` is the one its requests were submitted with. A request submitted with a ``RunTiming``
+gets its queue wait and model run timed (for tracing; untimed requests cost nothing).
 """
 
 from __future__ import annotations
@@ -56,16 +57,46 @@ log = logging.getLogger(__name__)
 RunFn = Callable[[np.ndarray, Any], np.ndarray]
 
 
-class _Item:
-    __slots__ = ("images", "size", "future", "loop", "deadline", "key")
+class RunTiming:
+    """When one request waited and ran (``time.time_ns()``): ``queued_ns`` when submitted,
+    ``started_ns``/``ended_ns`` of its model runs (0 until one started), ``runs`` (more than
+    one for a request split into chunks) and ``batch_images``, the images of those runs,
+    other requests' included."""
 
-    def __init__(self, images, size, future, loop, deadline, key):
+    __slots__ = ("queued_ns", "started_ns", "ended_ns", "runs", "batch_images")
+
+    def __init__(self) -> None:
+        self.queued_ns = self.started_ns = self.ended_ns = self.runs = self.batch_images = 0
+
+    def ran(self, started_ns: int, ended_ns: int, images: int) -> None:
+        """One run of (some of) the request's images; a worker thread calls it."""
+        if not self.runs or started_ns < self.started_ns:
+            self.started_ns = started_ns
+        self.ended_ns = max(self.ended_ns, ended_ns)
+        self.runs += 1
+        self.batch_images += images
+
+
+class _Item:
+    __slots__ = ("images", "size", "future", "loop", "deadline", "key", "timing")
+
+    def __init__(self, images, size, future, loop, deadline, key, timing):
         self.images = images
         self.size = size
         self.future = future
         self.loop = loop
         self.deadline = deadline
         self.key = key
+        self.timing = timing
+
+
+def _timed(batch: list[_Item], started_ns: int, images: int) -> None:
+    """Record a run on the timings of the batch's timed requests, if any."""
+    ended_ns = 0
+    for item in batch:
+        if item.timing is not None:
+            ended_ns = ended_ns or time.time_ns()
+            item.timing.ran(started_ns, ended_ns, images)
 
 
 def _deliver(results: list) -> None:
@@ -126,18 +157,21 @@ class Batcher:
         return self._queued
 
     async def submit(self, images: np.ndarray, deadline: float | None = None,
-                     key: Any = None) -> np.ndarray:
+                     key: Any = None, timing: RunTiming | None = None) -> np.ndarray:
         """Queue ``images`` (N rows, N >= 1) and wait for their ``run(batch, key)`` outputs.
 
         ``deadline`` is a ``time.monotonic()`` instant; None waits as long as needed. Only
         requests with the same ``key`` share a run; every chunk of a request larger than
-        ``max_batch_size`` runs with its ``key``. Raises OverloadedError, UnavailableError
-        (closed), DeadlineExceededError, or whatever ``run`` raised for a batch of these rows.
+        ``max_batch_size`` runs with its ``key``. ``timing``: filled in as the request is
+        queued and run. Raises OverloadedError, UnavailableError (closed),
+        DeadlineExceededError, or whatever ``run`` raised for a batch of these rows.
         """
         n = len(images)
         step = self.max_batch_size
         loop = asyncio.get_running_loop()
         futures = []
+        if timing is not None:
+            timing.queued_ns = time.time_ns()
         with self._cond:
             if self._closing:
                 raise UnavailableError("server is shutting down")
@@ -154,7 +188,7 @@ class Batcher:
             for start in range(0, n, step):
                 chunk = images[start:start + step] if n > step else images
                 futures.append(loop.create_future())
-                self._queue.append(_Item(chunk, len(chunk), futures[-1], loop, deadline, key))
+                self._queue.append(_Item(chunk, len(chunk), futures[-1], loop, deadline, key, timing))
             self._queued += n
             self._wake()
         if len(futures) == 1:
@@ -259,6 +293,7 @@ class Batcher:
                         self._running -= 1
 
     def _run_batch(self, batch: list[_Item]) -> None:
+        started = time.time_ns()
         try:
             if len(batch) == 1:
                 inputs = batch[0].images
@@ -266,8 +301,10 @@ class Batcher:
                 inputs = np.concatenate([item.images for item in batch])
             outputs = self._run(inputs, batch[0].key)
         except BaseException as exc:  # handed to every caller of the batch
+            _timed(batch, started, sum(item.size for item in batch))
             self._fail(batch, exc)
             return
+        _timed(batch, started, len(inputs))
         if self._on_batch is not None:
             try:
                 self._on_batch(len(inputs))

@@ -8,7 +8,9 @@ place. Inside, in order: the model is selected (``ModelSet``), the request is ad
 loop when they need it (``Decoder``), queued for a dynamic batch (``Batcher``), run by the
 model on a batcher thread, and answered, within the request's deadline; a caller that
 leaves cancels its work. Knows no transport, no metrics library and no Settings object:
-``cifar10_serving.assembly`` builds it and wires its ``Hooks`` to Prometheus.
+``cifar10_serving.assembly`` builds it and wires its ``Hooks`` to Prometheus. A request
+that a door traces or logs is reported to its ``Observation``
+(``cifar10_serving.dataplane.observation``).
 
 ``infer`` is awaited on the server's event loop (admission is not thread-safe by design).
 A request runs on one model, the one selected when it arrived: after a hot swap, requests
@@ -18,6 +20,7 @@ selected before it still run on the old model, all of their rows, and the answer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -28,14 +31,17 @@ import numpy as np
 from cifar10_core import contract
 from cifar10_core.errors import InvalidInputError
 from cifar10_serving.dataplane.admission import Admission
-from cifar10_serving.dataplane.batching import Batcher
+from cifar10_serving.dataplane.batching import Batcher, RunTiming
 from cifar10_serving.dataplane.decoding import Decoder, WorkCheck
 from cifar10_serving.dataplane.models import ModelSet
+from cifar10_serving.dataplane.observation import OBSERVED, Observation
 from cifar10_serving.dataplane.request import Conversion, InferenceRequest, InferenceResult
 from cifar10_serving.onnx_model import OnnxModel
 
 PRELOAD_AFTER_S = 0.2
 """Seconds after start() at which Pillow is imported: soon, but not before the port opens."""
+
+_UNOBSERVED = contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -94,21 +100,45 @@ class DataPlane:
         """Probabilities for the request's images. Raises InvalidInputError (bad images, an
         unknown model: UnknownModelError), OverloadedError (in-flight limits, a full queue),
         UnavailableError (shutting down), DeadlineExceededError, NonFiniteOutputError."""
+        observed = OBSERVED.get()
+        if observed is not None:
+            observed.identify(request.request_id)
         model = self.models.select(request.model_name, request.model_version)
-        with self.admission.admit(request.wire_bytes):
+        if observed is not None:
+            observed.selected(model.info)
+        with _stage(observed, "admission"):
+            ticket = self.admission.admit(request.wire_bytes)
+        with ticket:
             images, deadline, failures = request.images, request.deadline, ()
             if isinstance(images, np.ndarray):
                 batch = self._checked(images)
-            elif isinstance(images, Conversion):
-                batch = self._checked(images.convert() if images.cheap else await self._decoder.run(
-                    functools.partial(_convert, images), deadline))
             else:
-                self._check_count(len(images))
-                batch, failures = await self._decoder.run(
-                    functools.partial(self._decoder.decode_each, images), deadline)
-            probabilities = await self._batcher.submit(batch, deadline, key=model)
+                with _stage(observed, "decode"):
+                    if isinstance(images, Conversion):
+                        batch = self._checked(images.convert() if images.cheap else await self._decoder.run(
+                            functools.partial(_convert, images), deadline))
+                    else:
+                        self._check_count(len(images))
+                        batch, failures = await self._decoder.run(
+                            functools.partial(self._decoder.decode_each, images), deadline)
+            if observed is None:
+                probabilities = await self._batcher.submit(batch, deadline, key=model)
+            else:
+                observed.count(len(batch) + len(failures))
+                probabilities = await self._observed_submit(batch, deadline, model, observed)
         self._hooks.on_images(len(probabilities))
         return InferenceResult(probabilities, model.info, failures)
+
+    async def _observed_submit(self, batch: np.ndarray, deadline: float | None,
+                               model: OnnxModel, observed: Observation) -> np.ndarray:
+        timing = RunTiming()
+        try:
+            probabilities = await self._batcher.submit(batch, deadline, key=model, timing=timing)
+        except BaseException as exc:
+            observed.batched(timing, exc)
+            raise
+        observed.batched(timing, None)
+        return probabilities
 
     def _check_count(self, n: int) -> None:
         if n == 0:
@@ -176,6 +206,10 @@ class DataPlane:
         await self.models.stop(timeout)
         await self._batcher.close(timeout)
         self._decoder.close()
+
+
+def _stage(observed: Observation | None, name: str) -> contextlib.AbstractContextManager[object]:
+    return _UNOBSERVED if observed is None else observed.stage(name)
 
 
 def _convert(conversion: Conversion, check: WorkCheck) -> np.ndarray:

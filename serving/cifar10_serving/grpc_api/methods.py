@@ -18,7 +18,9 @@ What that gives a handler reaches it as arguments:
   iterator of ``Received``, malformed ones included (a stream answers each on its own).
 
 Errors become status codes in ``cifar10_serving.grpc_api.status``; a request refused because
-the server is shutting down, and a stream opened then, wait on ``Lifecycle.refused()``.
+the server is shutting down, and a stream opened then, wait on ``Lifecycle.refused()``. With
+tracing or the request log on (``cifar10_serving.observability.requests``), each call, and
+each message of a stream (``Received.observe``), is observed from here.
 Third-party servicers (health, reflection) register through ``adopt(server)``, a stand-in
 for the server that their generated ``add_*_to_server`` functions call: their handlers are
 rebuilt the same way from the public fields of ``grpc.RpcMethodHandler``.
@@ -41,6 +43,7 @@ from cifar10_serving.dataplane.admission import SHUTDOWN_RETRY_AFTER_MS
 from cifar10_serving.grpc_api.receive_gate import Gates, ReceiveGate
 from cifar10_serving.grpc_api.status import RequestObserver, status_of, trailers_of
 from cifar10_serving.lifecycle import Lifecycle
+from cifar10_serving.observability.requests import Observed, Requests, peer_address
 from cifar10_serving.process.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -49,14 +52,20 @@ MalformedObserver = Callable[[str], None]
 """``on_malformed(method)``: one message that did not parse (``Metrics.malformed_request``)."""
 
 
+Track = Callable[[], Observed | None]
+"""``track()`` as a request begins: its ``Observed`` if it is traced or logged, else None."""
+
+
 @dataclass(slots=True)
 class Received:
     """A request message as read: ``message``, or None and ``malformed`` saying why it did not
-    parse; ``size`` is its length on the wire."""
+    parse; ``size`` is its length on the wire; ``observe``: its stream's ``Track`` (None:
+    tracing and the request log are off)."""
 
     message: Any
     size: int
     malformed: str = ""
+    observe: Track | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +90,13 @@ class Methods:
     """Registers methods on a grpc.aio server (see the module docstring)."""
 
     def __init__(self, gates: Gates, lifecycle: Lifecycle, observe: RequestObserver | None = None,
-                 on_malformed: MalformedObserver | None = None) -> None:
+                 on_malformed: MalformedObserver | None = None,
+                 requests: Requests | None = None) -> None:
         self.gates = gates
         self.lifecycle = lifecycle
         self.observe = observe
         self.on_malformed = on_malformed
+        self.requests = requests
         self._warn = RateLimitedLog(log, logging.WARNING)
 
     # -- parsing --------------------------------------------------------------------------
@@ -114,9 +125,21 @@ class Methods:
         return received
 
     @staticmethod
-    async def _each(gate: ReceiveGate, context: grpc.aio.ServicerContext) -> AsyncIterator[Received]:
+    async def _each(gate: ReceiveGate, context: grpc.aio.ServicerContext,
+                    track: Track | None = None) -> AsyncIterator[Received]:
         while (received := await gate.read(context)) is not grpc.aio.EOF:
+            received.observe = track
             yield received
+
+    def _track(self, service: str, name: str, context: grpc.aio.ServicerContext) -> Track | None:
+        """The ``Track`` of a call (of each message of a stream) to ``service/name``."""
+        requests = self.requests
+        if requests is None:
+            return None
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        return lambda: requests.begin(
+            "grpc", name, f"{service}/{name}", context.invocation_metadata,
+            lambda: peer_address(context.peer()), attributes=attributes)
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -137,57 +160,65 @@ class Methods:
         except Exception:  # grpc could not send the status: the call is over
             raise asyncio.CancelledError(f"{method}: the call ended before its answer") from None
 
-    def _observed(self, method: str, code: str, started: float) -> None:
+    def _observed(self, method: str, code: str, started: float,
+                  observed: Observed | None = None) -> None:
+        seconds = time.perf_counter() - started
         if self.observe is not None:
-            self.observe(method, code, time.perf_counter() - started)
+            self.observe(method, code, seconds)
+        if observed is not None:
+            observed.end(code, seconds)
 
     # -- our methods ----------------------------------------------------------------------
 
     def add(self, server: grpc.aio.Server, service: str, methods: Iterable[Method]) -> None:
         """Register ``service``'s methods on ``server``."""
-        handlers = {m.name: self._handler(m) for m in methods}
+        handlers = {m.name: self._handler(service, m) for m in methods}
         server.add_registered_method_handlers(service, handlers)
 
-    def _handler(self, method: Method) -> grpc.RpcMethodHandler:
+    def _handler(self, service: str, method: Method) -> grpc.RpcMethodHandler:
         gate = self.gates.images if method.images else self.gates.other
         deserialize = self._deserializer(method.name, method.request_type.FromString,
                                          method.request_type.__name__)
         serialize = method.response_type.SerializeToString
         if method.unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(method.name, method.unary, gate), deserialize, serialize)
+                self._unary(service, method.name, method.unary, gate), deserialize, serialize)
         return grpc.stream_stream_rpc_method_handler(
-            self._stream(method.name, method.stream, gate), deserialize, serialize)
+            self._stream(service, method.name, method.stream, gate), deserialize, serialize)
 
-    def _unary(self, name: str, handler, gate: ReceiveGate):
-        read_one, abort, observed = self._read_one, self.abort, self._observed
+    def _unary(self, service: str, name: str, handler, gate: ReceiveGate):
+        read_one, abort, observed, track = self._read_one, self.abort, self._observed, self._track
+        observing = self.requests is not None
 
         async def unary(_requests, context):
             started = time.perf_counter()
+            observation = track(service, name, context)() if observing else None
             try:
                 received = await read_one(gate, context)
                 response = await handler(received.message, received.size, context)
             except asyncio.CancelledError:
-                observed(name, "CANCELLED", started)
+                observed(name, "CANCELLED", started, observation)
                 raise
             except Exception as exc:
                 status = status_of(exc, name)
-                observed(name, status[0].name, started)
+                observed(name, status[0].name, started, observation)
                 await abort(context, exc, name, status)
-            observed(name, "OK", started)
+            observed(name, "OK", started, observation)
             return response
 
         return unary
 
-    def _stream(self, name: str, handler, gate: ReceiveGate):
+    def _stream(self, service: str, name: str, handler, gate: ReceiveGate):
         lifecycle, each, abort, observed = self.lifecycle, self._each, self.abort, self._observed
+        track = self._track
 
         async def stream(_requests, context):
             if lifecycle.shutting_down:  # refused, held and counted like a unary call
                 observed(name, "UNAVAILABLE", time.perf_counter())
                 await abort(context, UnavailableError(
                     "server is shutting down", retry_after_ms=SHUTDOWN_RETRY_AFTER_MS), name)
-            async for response in handler(each(gate, context), context):
+            async for response in handler(each(gate, context, track(service, name, context)),
+                                          context):
                 yield response
 
         return stream

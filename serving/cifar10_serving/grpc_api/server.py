@@ -28,6 +28,7 @@ from cifar10_serving.grpc_api.methods import Methods
 from cifar10_serving.grpc_api.receive_gate import Gates
 from cifar10_serving.grpc_api.status import RequestObserver
 from cifar10_serving.lifecycle import Door, Lifecycle
+from cifar10_serving.observability.requests import Requests
 from cifar10_serving.settings import Settings
 
 log = logging.getLogger("cifar10_serving.server")
@@ -111,11 +112,12 @@ class ServingServer:
 
     def __init__(self, settings: Settings, plane: DataPlane, lifecycle: Lifecycle,
                  observe: RequestObserver | None = None,
-                 on_malformed=None) -> None:
+                 on_malformed=None, requests: Requests | None = None) -> None:
         self.settings = settings
         self.plane = plane
         self.grpc_server = grpc.aio.server(options=grpc_options(settings))
-        methods = Methods(Gates(image_slots=settings.receive_slots), lifecycle, observe, on_malformed)
+        methods = Methods(Gates(image_slots=settings.receive_slots), lifecycle, observe, on_malformed,
+                          requests)
         self.gates = methods.gates
         methods.add(self.grpc_server, CLASSIFIER, ClassifierServicer(plane, lifecycle, observe).methods())
         methods.add(self.grpc_server, INFERENCE, InferenceServicer(plane, lifecycle, observe).methods())

@@ -3,7 +3,8 @@
 Up to ``window`` messages are answered at once (each its own task, so their images can share
 a batch); the answers go out in request order. A message that fails, or does not parse
 (``Received.malformed``), gets an error answer built by the servicer, and the stream goes
-on. Each message is recorded like an RPC (``observe(method, code, seconds)``).
+on. Each message is recorded like an RPC (``observe(method, code, seconds)``), and traced
+or logged like one when its stream says so (``Received.observe``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ async def pipelined(
 
     async def one(received: Received) -> Resp:
         started = time.perf_counter()
+        observed = received.observe() if received.observe is not None else None
         request = received.message
         try:
             if received.malformed:
@@ -57,13 +59,18 @@ async def pipelined(
             response = await answer(request, received.size)
             code = "OK"
         except asyncio.CancelledError:
+            if observed is not None:
+                observed.end("CANCELLED", time.perf_counter() - started)
             raise
         except Exception as exc:
             status, message = status_of(exc, method)
             code = status.name
             response = error_answer(request, code, message)
+        seconds = time.perf_counter() - started
         if observe is not None:
-            observe(method, code, time.perf_counter() - started)
+            observe(method, code, seconds)
+        if observed is not None:
+            observed.end(code, seconds)
         return response
 
     async def read() -> None:

@@ -8,11 +8,13 @@
 observed (method, HTTP status, seconds) for the metrics. During shutdown a refusal waits for
 the doors to close (``Lifecycle.refused``), and every answer says ``Connection: close`` so
 that keep-alive clients reconnect, and meet the closed port, instead of reusing a connection
-that is about to close.
+that is about to close. With tracing or the request log on, each call is observed here
+(``cifar10_serving.observability.requests``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -26,6 +28,7 @@ from cifar10_core.errors import UnavailableError, quoted
 from cifar10_serving.dataplane.request import deadline_after
 from cifar10_serving.http_api.errors import HttpError, error_response
 from cifar10_serving.lifecycle import Lifecycle
+from cifar10_serving.observability.requests import Observed, Requests
 
 REQUEST_ID = "X-Request-Id"
 TIMEOUT = "X-Request-Timeout"
@@ -83,17 +86,24 @@ def _deadline(request: Request) -> float | None:
 class Calls:
     """Runs every route's work in the same frame (see the module docstring)."""
 
-    def __init__(self, lifecycle: Lifecycle, observe: Observer | None, max_body_bytes: int) -> None:
+    def __init__(self, lifecycle: Lifecycle, observe: Observer | None, max_body_bytes: int,
+                 requests: Requests | None = None) -> None:
         self.lifecycle = lifecycle
         self.observe = observe
         self.max_body_bytes = max_body_bytes
+        self.requests = requests
 
     async def run(self, method: str, request: Request,
                   work: Callable[[Call], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get(REQUEST_ID, "")[:MAX_REQUEST_ID] or uuid.uuid4().hex
+        observed = self._begin(method, request, request_id) if self.requests is not None else None
         try:
             response = await work(Call(request, request_id, _deadline(request), self.max_body_bytes))
+        except asyncio.CancelledError:
+            if observed is not None:  # no answer: nginx's 499, the client closed the request
+                observed.end("499", time.perf_counter() - started)
+            raise
         except Exception as exc:  # noqa: BLE001 - every error becomes an answer, here
             if isinstance(exc, UnavailableError) and self.lifecycle.shutting_down:
                 await self.lifecycle.refused()
@@ -101,6 +111,24 @@ class Calls:
         response.headers[REQUEST_ID] = request_id
         if self.lifecycle.shutting_down:
             response.headers["Connection"] = "close"
+        seconds = time.perf_counter() - started
         if self.observe is not None:
-            self.observe(method, str(response.status_code), time.perf_counter() - started)
+            self.observe(method, str(response.status_code), seconds)
+        if observed is not None:
+            observed.end(str(response.status_code), seconds)
         return response
+
+    def _begin(self, method: str, request: Request, request_id: str) -> Observed | None:
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        attributes = {"http.request.method": request.method, "http.route": route,
+                      "url.path": request.url.path}
+        return self.requests.begin("http", method, f"{request.method} {route}",
+                                   request.headers.items, lambda: _peer(request), request_id,
+                                   attributes)
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    if client is None:
+        return ""
+    return f"[{client.host}]:{client.port}" if ":" in client.host else f"{client.host}:{client.port}"

@@ -23,6 +23,7 @@ from cifar10_serving.http_api.app import build_app
 from cifar10_serving.http_api.context import Context
 from cifar10_serving.http_api.calls import Calls, Observer
 from cifar10_serving.lifecycle import Door, Lifecycle
+from cifar10_serving.observability.requests import Requests
 from cifar10_serving.settings import Settings
 
 log = logging.getLogger("cifar10_serving.server")
@@ -66,9 +67,9 @@ class HttpServer:
     Make one on the event loop; ``await start()``; the lifecycle closes it."""
 
     def __init__(self, settings: Settings, plane: DataPlane, lifecycle: Lifecycle,
-                 observe: Observer | None = None) -> None:
-        self.context = Context(plane, lifecycle, Calls(lifecycle, observe, settings.max_message_bytes),
-                               settings)
+                 observe: Observer | None = None, requests: Requests | None = None) -> None:
+        calls = Calls(lifecycle, observe, settings.max_message_bytes, requests)
+        self.context = Context(plane, lifecycle, calls, settings)
         self.app = build_app(self.context)
         self.socket = bind(settings.host, settings.http_port, reuse_port=settings.workers > 1)
         self.port = self.socket.getsockname()[1]
