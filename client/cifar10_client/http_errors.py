@@ -115,11 +115,14 @@ def transport_error(address: str, exc: httpx.TransportError, timeout: float) -> 
 
 
 def _os_error(exc: BaseException) -> OSError | None:
-    """The socket's own error under httpx's and httpcore's wrappers, if there is one."""
-    seen: BaseException | None = exc
-    while seen is not None and not isinstance(seen, OSError):
+    """The socket's own error under httpx's and httpcore's wrappers, if there is one: the
+    innermost (asyncio's "All connection attempts failed" holds the last attempt's)."""
+    found, seen = None, exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            found = seen
         seen = seen.__cause__ or seen.__context__
-    return seen
+    return found
 
 
 def _tls_failure(error: ssl.SSLError) -> str:
