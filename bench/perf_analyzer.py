@@ -1,4 +1,5 @@
-"""Run Triton's perf_analyzer against our Open Inference Protocol service; parse its CSV.
+"""Run Triton's perf_analyzer against our Open Inference Protocol service (gRPC, or the REST
+API with ``-i http``); parse its CSV.
 
 The binary comes from the tritonclient 2.51.0 wheel, installed by
 bench/setup_triton_env.sh into .venv-triton/perf-analyzer/bin (``PERF_ANALYZER`` overrides
@@ -41,9 +42,10 @@ def environment() -> dict[str, str]:
 
 
 def command(model: str, address: str, batch: int, concurrency: int, csv_path: str,
-            window_ms: int = 3000, request_count: int = 0) -> list[str]:
+            window_ms: int = 3000, request_count: int = 0, protocol: str = "grpc") -> list[str]:
+    """``protocol``: ``grpc``, or ``http`` (the REST API, tensors as binary data)."""
     cmd = [
-        binary() or "perf_analyzer", "-m", model, "-u", address, "-i", "grpc",
+        binary() or "perf_analyzer", "-m", model, "-u", address, "-i", protocol,
         "-b", str(batch), "--concurrency-range", str(concurrency), "-f", csv_path, "-v",
     ]
     if request_count:
@@ -56,13 +58,15 @@ def command(model: str, address: str, batch: int, concurrency: int, csv_path: st
 
 
 def run(model: str, address: str, batch: int, concurrency: int, window_ms: int = 3000,
-        request_count: int = 0, timeout: float = 120.0) -> dict:
-    """One perf_analyzer measurement: images/s and latency percentiles (ms), or an error."""
+        request_count: int = 0, timeout: float = 120.0, protocol: str = "grpc") -> dict:
+    """One perf_analyzer measurement: images/s and latency percentiles (ms), or an error.
+    ``address``: host:port of the gRPC port, or of the HTTP port with ``protocol="http"``."""
     if binary() is None:
         return {"error": "perf_analyzer not found: run bash bench/setup_triton_env.sh"}
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = os.path.join(tmp, "pa.csv")
-        cmd = command(model, address, batch, concurrency, csv_path, window_ms, request_count)
+        cmd = command(model, address, batch, concurrency, csv_path, window_ms, request_count,
+                      protocol)
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                                   env=environment())

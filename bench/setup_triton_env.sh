@@ -2,7 +2,7 @@
 # Create the separate Triton-client environment used by the Open Inference Protocol tests
 # (tests/inference) and the benchmark's perf_analyzer runs (bench/):
 #
-#   .venv-triton/                        tritonclient[grpc] (it pins protobuf < 7, which
+#   .venv-triton/                        tritonclient[grpc,http] (it pins protobuf < 7, which
 #                                        clashes with the project's protobuf 7, so it gets
 #                                        its own venv; its generated inference.* messages
 #                                        also clash with ours in one process)
@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${TRITON_VENV:-.venv-triton}"
 PYTHON="${PYTHON:-python3.11}"
-STAMP="$VENV/.installed-triton-v1"
+STAMP="$VENV/.installed-triton-v2"  # a new name when the requirements change: envs update
 if [ -f "$STAMP" ]; then
   exit 0
 fi
@@ -27,7 +27,9 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check --quiet"
 $PIP install -r bench/triton-requirements.txt
-$PIP install --no-deps --target "$VENV/perf-analyzer" tritonclient==2.51.0
+if [ ! -x "$VENV/perf-analyzer/bin/perf_analyzer" ]; then
+  $PIP install --no-deps --target "$VENV/perf-analyzer" tritonclient==2.51.0
+fi
 if ! ldconfig -p 2>/dev/null | grep -q libb64.so.0d; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get install -y -qq libb64-0d >/dev/null 2>&1 ||

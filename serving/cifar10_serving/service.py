@@ -18,6 +18,7 @@ from cifar10_serving.assembly import build_plane
 from cifar10_serving.dataplane.plane import DataPlane
 from cifar10_serving.grpc_api.server import ServingServer
 from cifar10_serving.grpc_api.status import RequestObserver
+from cifar10_serving.inference_protocol.statistics import InferenceStatistics
 from cifar10_serving.lifecycle import Door, Lifecycle
 from cifar10_serving.observability.metrics import Metrics, mark_process_dead
 from cifar10_serving.observability.requests import Requests
@@ -45,15 +46,16 @@ class Service:
         self.requests = Requests.create(settings, tracer_provider)
         self.lifecycle = Lifecycle(self.plane)
         self.collector = CycleCollector()
+        statistics = InferenceStatistics()  # the Open Inference Protocol's, both doors'
         self.grpc = ServingServer(settings, self.plane, self.lifecycle, self._observer("grpc", "OK"),
                                   metrics.malformed_request if metrics is not None else None,
-                                  self.requests)
+                                  statistics, self.requests)
         self.http = None
         if settings.http_port >= 0:
             from cifar10_serving.http_api.server import HttpServer  # FastAPI only when on
 
             self.http = HttpServer(settings, self.plane, self.lifecycle,
-                                   self._observer("http", "200"), self.requests)
+                                   self._observer("http", "200"), statistics, self.requests)
         if metrics is not None:
             self.lifecycle.doors.append(Door(self._metrics_not_ready, _nothing_to_close))
         self.port = self.grpc.port

@@ -1,4 +1,5 @@
-"""Unit tests of cifar10_serving.grpc_api.inference_codec: Open Inference Protocol messages <-> numpy."""
+"""Unit tests of cifar10_serving.grpc_api.inference_codec (Open Inference Protocol messages
+<-> numpy) and of the protocol's shared tensors (cifar10_serving.inference_protocol.tensors)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import pytest
 
 from cifar10_core import contract
 from cifar10_core.errors import InvalidInputError
+from cifar10_protos.inference import grpc_service_pb2 as pb
 from cifar10_serving.grpc_api.inference_codec import (
+    decode_images,
+    encode_response,
+    output_request,
+)
+from cifar10_serving.inference_protocol.tensors import (
     IMAGE_BYTES,
     OutputRequest,
     classification_strings,
-    decode_images,
     deserialize_bytes,
-    encode_response,
-    requested_output,
     serialize_bytes,
 )
-from cifar10_protos.inference import grpc_service_pb2 as pb
 
 MAX_IMAGES = 8
 
@@ -111,6 +114,21 @@ def _too_many():
     return make_request(np.zeros((MAX_IMAGES + 1, 32, 32, 3), np.uint8))
 
 
+def _bytes_request(shape, elements=(b"a", b"b"), raw=False) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="images", datatype="BYTES", shape=shape)
+    if raw:
+        request.raw_input_contents.append(serialize_bytes(list(elements)))
+    else:
+        tensor.contents.bytes_contents.extend(elements)
+    return request
+
+
+def test_decode_encoded_images():
+    assert list(decode_images(_bytes_request([2]), MAX_IMAGES)) == [b"a", b"b"]
+    assert decode_images(_bytes_request([2, 1], raw=True), MAX_IMAGES) == [b"a", b"b"]
+
+
 BAD_REQUESTS = {
     "no inputs": (_no_inputs, "missing input"),
     "two inputs": (_two_inputs, "exactly one input"),
@@ -131,6 +149,11 @@ BAD_REQUESTS = {
     "typed in wrong field": (_typed_wrong_field, "contents.uint_contents, got contents.int_contents"),
     "typed value over 255": (_typed_over_255, "holds 256, above 255"),
     "typed element count": (_typed_short, f"got {2 * IMAGE_BYTES - 1}"),
+    "BYTES shape": (lambda: _bytes_request([2, 2]), "expected [N] or [N, 1]"),
+    "BYTES count": (lambda: _bytes_request([3]), "needs 3 values in contents.bytes_contents"),
+    "BYTES raw count": (lambda: _bytes_request([3], raw=True), "2 elements, its shape says 3"),
+    "BYTES raw extra": (lambda: _bytes_request([1], raw=True), "after the 1 elements"),
+    "BYTES typed field": (lambda: _bytes_request([2], elements=()), "has no data"),
 }
 
 
@@ -152,14 +175,14 @@ def _with_output(name="probabilities", **parameters):
 
 
 def test_requested_output_default_and_classification():
-    assert requested_output(make_request()) == OutputRequest()
-    assert requested_output(_with_output()) == OutputRequest()
+    assert output_request(make_request()) == OutputRequest()
+    assert output_request(_with_output()) == OutputRequest()
     k3 = pb.InferParameter(int64_param=3)
-    assert requested_output(_with_output(classification=k3)) == OutputRequest(top_k=3)
+    assert output_request(_with_output(classification=k3)) == OutputRequest(top_k=3)
     k99 = pb.InferParameter(int64_param=99)
-    assert requested_output(_with_output(classification=k99)) == OutputRequest(top_k=10)
+    assert output_request(_with_output(classification=k99)) == OutputRequest(top_k=10)
     k0 = pb.InferParameter(int64_param=0)
-    assert requested_output(_with_output(classification=k0)) == OutputRequest()
+    assert output_request(_with_output(classification=k0)) == OutputRequest()
 
 
 @pytest.mark.parametrize(
@@ -174,14 +197,14 @@ def test_requested_output_default_and_classification():
 )
 def test_bad_requested_outputs(build, message):
     with pytest.raises(InvalidInputError, match=message):
-        requested_output(build())
+        output_request(build())
 
 
 def test_two_requested_outputs_rejected():
     request = _with_output()
     request.outputs.add(name="probabilities")
     with pytest.raises(InvalidInputError, match="at most one requested output"):
-        requested_output(request)
+        output_request(request)
 
 
 def test_bytes_serialization_round_trips():

@@ -6,15 +6,20 @@ cases with Triton's own client.
 
 from __future__ import annotations
 
+import io
 
 import grpc
 import numpy as np
 import pytest
+from PIL import Image
 
-from cifar10_serving.grpc_api.inference_codec import deserialize_bytes
-from cifar10_serving.grpc_api.inference import extensions
 from cifar10_protos.inference import grpc_service_pb2 as pb
 from cifar10_protos.inference import grpc_service_pb2_grpc as pb_grpc
+from cifar10_serving.inference_protocol.descriptions import extensions
+from cifar10_serving.inference_protocol.tensors import (
+    deserialize_bytes,
+    serialize_bytes,
+)
 
 
 def images(count: int, seed: int = 0) -> np.ndarray:
@@ -153,3 +158,31 @@ def test_long_client_strings_are_quoted_short(stub):
         stub.ModelMetadata(pb.ModelMetadataRequest(name="m" * 65536), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "(65536 chars)" in info.value.details()
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_encoded_images_as_bytes(server, stub):
+    """BYTES elements are encoded images, in contents.bytes_contents or serialized in
+    raw_input_contents; one that does not decode fails the request, naming it."""
+    x = images(2, seed=7)
+    files = [png(p) for p in x]
+    typed = pb.ModelInferRequest(model_name="tiny-cnn")
+    typed.inputs.add(name="images", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(files)
+    raw = pb.ModelInferRequest(model_name="tiny-cnn", raw_input_contents=[serialize_bytes(files)])
+    raw.inputs.add(name="images", datatype="BYTES", shape=[2, 1])
+    for request in (typed, raw):
+        reply = stub.ModelInfer(request, timeout=10)
+        np.testing.assert_array_equal(np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(2, 10),
+                                      server.plane.models.default.predict(x))
+    bad = pb.ModelInferRequest(model_name="tiny-cnn")
+    bad.inputs.add(name="images", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(
+        [files[0], b"junk"])
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(bad, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "image 1: cannot decode image" in info.value.details()

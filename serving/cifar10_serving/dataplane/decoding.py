@@ -22,7 +22,14 @@ from cifar10_serving.dataplane.request import ImageFailure, ImageInput, RawImage
 T = TypeVar("T")
 
 ERRORS_IN_MESSAGE = 3
-"""Per-image problems quoted when every image of a request fails."""
+"""Per-image problems an error message quotes (``failures_message``)."""
+
+
+def failures_message(failures: Sequence[ImageFailure]) -> str:
+    """The first few images that failed, each with its problem, and how many more did."""
+    quoted = "; ".join(f"image {f.index}: {f.error}" for f in failures[:ERRORS_IN_MESSAGE])
+    more = len(failures) - ERRORS_IN_MESSAGE
+    return quoted + (f"; and {more} more" if more > 0 else "")
 
 
 class WorkCheck:
@@ -81,9 +88,7 @@ class Decoder:
                 # without its traceback: kept, it would tie this frame (and the request) in a cycle
                 failed.append(ImageFailure(i, exc.with_traceback(None)))
         if len(failed) == n:
-            quoted = "; ".join(f"image {f.index}: {f.error}" for f in failed[:ERRORS_IN_MESSAGE])
-            more = n - ERRORS_IN_MESSAGE
-            raise InvalidInputError(quoted + (f"; and {more} more" if more > 0 else ""))
+            raise InvalidInputError(failures_message(failed))
         return out[:n - len(failed)], tuple(failed)
 
     def _decode_one(self, image: ImageInput, budget: images.PixelBudget) -> np.ndarray:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +35,7 @@ from cifar10_serving.dataplane.batching import Batcher, RunTiming
 from cifar10_serving.dataplane.decoding import Decoder, WorkCheck
 from cifar10_serving.dataplane.models import ModelSet
 from cifar10_serving.dataplane.observation import OBSERVED, Observation
-from cifar10_serving.dataplane.request import Conversion, InferenceRequest, InferenceResult
+from cifar10_serving.dataplane.request import Conversion, ImageInput, InferenceRequest, InferenceResult
 from cifar10_serving.onnx_model import OnnxModel
 
 PRELOAD_AFTER_S = 0.2
@@ -110,17 +110,17 @@ class DataPlane:
             ticket = self.admission.admit(request.wire_bytes)
         with ticket:
             images, deadline, failures = request.images, request.deadline, ()
-            if isinstance(images, np.ndarray):
-                batch = self._checked(images)
-            else:
-                with _stage(observed, "decode"):
-                    if isinstance(images, Conversion):
-                        batch = self._checked(images.convert() if images.cheap else await self._decoder.run(
-                            functools.partial(_convert, images), deadline))
-                    else:
-                        self._check_count(len(images))
-                        batch, failures = await self._decoder.run(
-                            functools.partial(self._decoder.decode_each, images), deadline)
+            # raw pixels of the model's size: nothing to decode, no stage
+            with _stage(None if isinstance(images, np.ndarray) else observed, "decode"):
+                if isinstance(images, Conversion):
+                    images = images.convert() if images.cheap else await self._decoder.run(
+                        functools.partial(_convert, images), deadline)
+                if isinstance(images, np.ndarray):
+                    batch = self._checked(images)
+                else:
+                    self._check_count(len(images))
+                    batch, failures = await self._decoder.run(
+                        functools.partial(self._decoder.decode_each, images), deadline)
             if observed is None:
                 probabilities = await self._batcher.submit(batch, deadline, key=model)
             else:
@@ -212,6 +212,6 @@ def _stage(observed: Observation | None, name: str) -> contextlib.AbstractContex
     return _UNOBSERVED if observed is None else observed.stage(name)
 
 
-def _convert(conversion: Conversion, check: WorkCheck) -> np.ndarray:
+def _convert(conversion: Conversion, check: WorkCheck) -> np.ndarray | Sequence[ImageInput]:
     check()  # the deadline may have passed while the request waited for a decode thread
     return conversion.convert()

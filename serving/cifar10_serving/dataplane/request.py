@@ -7,9 +7,9 @@ and the ``InferenceResult`` back into its answer. The images come in one of thre
 * a sequence of ``ImageInput``s, each encoded bytes (PNG, JPEG, ...) or a ``RawImage`` of any
   size: decoded by the data plane off the event loop, each image on its own (one that does
   not decode gets its own error; the others are classified);
-* a ``Conversion``: a door's own encoding (a typed tensor), converted to the uint8 array by
-  the data plane once the request is admitted: on the event loop when it is cheap, else on
-  a decode thread.
+* a ``Conversion``: a door's own encoding (a typed tensor, a JSON document), converted by
+  the data plane once the request is admitted (on the event loop when it is cheap, else on
+  a decode thread) to one of the two forms above.
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ ImageInput = bytes | RawImage
 
 @dataclass(frozen=True, slots=True)
 class Conversion:
-    """``convert()`` returns uint8 ``[N, 32, 32, 3]`` or raises InvalidInputError; ``cheap``:
-    run it on the event loop (a small tensor), else on a decode thread."""
+    """``convert()`` returns uint8 ``[N, 32, 32, 3]`` or the ``ImageInput``s to decode, or
+    raises InvalidInputError; ``cheap``: run it on the event loop (a small tensor), else on a
+    decode thread."""
 
-    convert: Callable[[], np.ndarray]
+    convert: Callable[[], np.ndarray | Sequence[ImageInput]]
     cheap: bool = False
 
 

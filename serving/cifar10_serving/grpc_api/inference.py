@@ -1,138 +1,61 @@
 """inference.GRPCInferenceService (Open Inference Protocol / KServe v2): a thin adapter.
 
-Protobuf <-> numpy lives in ``cifar10_serving.grpc_api.inference_codec``; inference goes
-through the same data plane (and so the same dynamic batcher) as cifar10.v2; exceptions
-become status codes in ``cifar10_serving.grpc_api.status``. What the v2 API shows of the served model:
+What the protocol says of the served model, its tensors' checks, descriptions and statistics
+live in ``cifar10_serving.inference_protocol``, shared with the REST door; protobuf <-> numpy
+in ``cifar10_serving.grpc_api.inference_codec``. Inference goes through the same data plane
+(and so the same dynamic batcher) as cifar10.v2; exceptions become status codes in
+``cifar10_serving.grpc_api.status``. Here:
 
-* name: the model's ``model_name`` metadata; versions: ``[model_version]``;
-  platform ``onnxruntime_onnx``; an empty name or version in a request means the served one;
-* input ``images`` UINT8 ``[-1, 32, 32, 3]``, output ``probabilities`` FP32 ``[-1, 10]``;
+* an empty name or version in a request means the served one;
 * ``ModelReady`` answers ``ready: false`` (no error) for a name or version it does not
   serve, as Triton does; ModelMetadata, ModelConfig, ModelInfer and ModelStatistics
   answer INVALID_ARGUMENT for one;
-* ``ModelConfig`` (Triton): max_batch_size = the most images one request may carry,
-  dynamic batching with the batcher's queue delay, ``--instances`` CPU instances;
-* ``ModelStatistics`` (Triton): counts of this API's ModelInfer / ModelStreamInfer calls
-  since start (execution_count counts requests, not merged batches; the queue/compute
-  split of the time is not measured). ServerMetadata announces the ``statistics``
-  extension only for an integer model version (see ``extensions``).
+* ``ModelStatistics`` (Triton): the ModelInfer / ModelStreamInfer calls, and the REST
+  door's inference calls, counted in one ``InferenceStatistics``.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
 import time
-from dataclasses import dataclass
 
 import grpc
+from google.protobuf import json_format
 
-import cifar10_serving
-from cifar10_core import contract
 from cifar10_core.errors import UnknownModelError
 from cifar10_protos.inference import grpc_service_pb2 as pb
 from cifar10_serving.dataplane.plane import DataPlane
-from cifar10_serving.dataplane.request import Conversion, InferenceRequest, deadline_after
+from cifar10_serving.dataplane.request import (
+    Conversion,
+    InferenceRequest,
+    deadline_after,
+)
 from cifar10_serving.grpc_api.inference_codec import (
-    INPUT_DATATYPE,
-    INPUT_SHAPE,
-    OUTPUT_DATATYPE,
-    OUTPUT_SHAPE,
     decode_images,
     encode_response,
-    requested_output,
+    output_request,
 )
 from cifar10_serving.grpc_api.methods import Method
 from cifar10_serving.grpc_api.status import RequestObserver
 from cifar10_serving.grpc_api.streams import pipelined
+from cifar10_serving.inference_protocol import descriptions
+from cifar10_serving.inference_protocol.statistics import InferenceStatistics
+from cifar10_serving.inference_protocol.tensors import every_row
 from cifar10_serving.lifecycle import Lifecycle
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-SERVER_NAME = "cifar10-serving"
-PLATFORM = "onnxruntime_onnx"
-BACKEND = "onnxruntime"
-EXTENSIONS = ("classification", "model_configuration")
-STATISTICS_EXTENSION = "statistics"
 _CHEAP_VALUES = 32 * 3072  # typed contents up to this size are converted on the event loop
-
-
-@dataclass
-class _Duration:
-    count: int = 0
-    ns: int = 0
-
-    def add(self, ns: int) -> None:
-        self.count += 1
-        self.ns += ns
-
-
-class _Statistics:
-    """Cumulative counts for Triton's ModelStatistics (this API's inference calls only)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.success = _Duration()
-        self.fail = _Duration()
-        self.inference_count = 0
-        self.last_inference_ms = 0
-
-    def record(self, ok: bool, images: int, started_ns: int) -> None:
-        now = time.perf_counter_ns()
-        with self._lock:
-            if ok:
-                self.success.add(now - started_ns)
-                self.inference_count += images
-            else:
-                self.fail.add(now - started_ns)
-            self.last_inference_ms = int(time.time() * 1000)
-
-    def message(self, name: str, version: str) -> pb.ModelStatistics:
-        with self._lock:
-            return pb.ModelStatistics(
-                name=name,
-                version=version,
-                last_inference=self.last_inference_ms,
-                inference_count=self.inference_count,
-                execution_count=self.success.count,
-                inference_stats=pb.InferStatistics(
-                    success=pb.StatisticDuration(count=self.success.count, ns=self.success.ns),
-                    fail=pb.StatisticDuration(count=self.fail.count, ns=self.fail.ns),
-                    # Every successful request was queued and computed once; the split of
-                    # its time between queue and compute is not measured here (ns = 0).
-                    queue=pb.StatisticDuration(count=self.success.count),
-                    compute_input=pb.StatisticDuration(count=self.success.count),
-                    compute_infer=pb.StatisticDuration(count=self.success.count),
-                    compute_output=pb.StatisticDuration(count=self.success.count),
-                ),
-            )
-
-
-def extensions(model_version: str) -> list[str]:
-    """The extensions ServerMetadata announces, serving a model of ``model_version``.
-
-    ``statistics`` only while the model version is a plain integer: perf_analyzer reads
-    the statistics whenever the extension is announced and parses the version as an
-    integer (a version like ``2026.11.28-0413`` would make it fail); the ModelStatistics
-    RPC itself always works.
-    """
-    names = list(EXTENSIONS)
-    if model_version.isdigit():
-        names.append(STATISTICS_EXTENSION)
-    return names
-
-
-def _tensor_metadata(name: str, datatype: str, shape) -> pb.ModelMetadataResponse.TensorMetadata:
-    return pb.ModelMetadataResponse.TensorMetadata(name=name, datatype=datatype, shape=list(shape))
 
 
 class InferenceServicer:
     """The GRPCInferenceService methods over the data plane."""
 
-    def __init__(self, plane: DataPlane, lifecycle: Lifecycle, observe: RequestObserver | None = None):
+    def __init__(self, plane: DataPlane, lifecycle: Lifecycle, observe: RequestObserver | None = None,
+                 statistics: InferenceStatistics | None = None):
         self.plane = plane
         self.lifecycle = lifecycle
         self.observe = observe
-        self.statistics = _Statistics()
+        self.statistics = statistics if statistics is not None else InferenceStatistics()
 
     def methods(self) -> list[Method]:
         unary = {
@@ -169,58 +92,23 @@ class InferenceServicer:
         return pb.ModelReadyResponse(ready=self.plane.ready)
 
     async def server_metadata(self, request, wire_bytes, context):
-        return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=cifar10_serving.__version__, extensions=extensions(self.plane.models.default.version)
-        )
+        return json_format.ParseDict(descriptions.server_metadata(
+            self.plane.models.default.version), pb.ServerMetadataResponse())
 
     async def model_metadata(self, request, wire_bytes, context):
         info = self.plane.models.select(request.name, request.version).info
-        return pb.ModelMetadataResponse(
-            name=info.name,
-            versions=[info.version],
-            platform=PLATFORM,
-            inputs=[_tensor_metadata(contract.INPUT_NAME, INPUT_DATATYPE, INPUT_SHAPE)],
-            outputs=[_tensor_metadata(contract.OUTPUT_NAME, OUTPUT_DATATYPE, OUTPUT_SHAPE)],
-        )
+        return json_format.ParseDict(descriptions.model_metadata(info), pb.ModelMetadataResponse())
 
     async def model_config(self, request, wire_bytes, context):
         info = self.plane.models.select(request.name, request.version).info
-        batching = self.plane.batching
-        config = pb.ModelConfig(
-            name=info.name,
-            platform=PLATFORM,
-            backend=BACKEND,
-            max_batch_size=self.plane.limits.max_images_per_request,
-            input=[
-                pb.ModelInput(
-                    name=contract.INPUT_NAME,
-                    data_type=pb.TYPE_UINT8,
-                    format=pb.ModelInput.FORMAT_NHWC,
-                    dims=list(contract.INPUT_SHAPE),
-                )
-            ],
-            output=[
-                pb.ModelOutput(
-                    name=contract.OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[contract.NUM_CLASSES]
-                )
-            ],
-            dynamic_batching=pb.ModelDynamicBatching(
-                max_queue_delay_microseconds=int(round(batching.max_queue_delay_s * 1_000_000))),
-            instance_group=[
-                pb.ModelInstanceGroup(
-                    name=f"{info.name}_cpu", count=batching.instances,
-                    kind=pb.ModelInstanceGroup.KIND_CPU,
-                )
-            ],
-            model_transaction_policy=pb.ModelTransactionPolicy(decoupled=False),
-        )
-        return pb.ModelConfigResponse(config=config)
+        config = descriptions.model_config(info, self.plane.limits, self.plane.batching)
+        return json_format.ParseDict({"config": config}, pb.ModelConfigResponse())
 
     async def model_statistics(self, request, wire_bytes, context):
         info = self.plane.models.select(request.name, request.version).info
-        return pb.ModelStatisticsResponse(
-            model_stats=[self.statistics.message(info.name, info.version)]
-        )
+        return json_format.ParseDict(
+            {"model_stats": [self.statistics.model_stats(info.name, info.version)]},
+            pb.ModelStatisticsResponse())
 
     # -- inference ----------------------------------------------------------------------
 
@@ -229,7 +117,7 @@ class InferenceServicer:
         started = time.perf_counter_ns()
         images = 0
         try:
-            output = requested_output(request)
+            output = output_request(request)
             inputs = request.inputs
             cheap = len(inputs) != 1 or len(inputs[0].contents.uint_contents) <= _CHEAP_VALUES
             result = await self.plane.infer(InferenceRequest(
@@ -237,12 +125,13 @@ class InferenceServicer:
                                              self.plane.limits.max_images_per_request), cheap),
                 request.model_name, request.model_version, deadline_after(timeout),
                 request.id, wire_bytes))
-            images = len(result.probabilities)
+            probabilities = every_row(result)
+            images = len(probabilities)
             info = result.model
             response = pb.ModelInferResponse(
                 model_name=info.name, model_version=info.version, id=request.id
             )
-            encode_response(response, result.probabilities, output, info.labels)
+            encode_response(response, probabilities, output, info.labels)
         except BaseException:
             self.statistics.record(False, images, started)
             raise

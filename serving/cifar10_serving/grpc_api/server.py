@@ -27,6 +27,7 @@ from cifar10_serving.grpc_api.inference import InferenceServicer
 from cifar10_serving.grpc_api.methods import Methods
 from cifar10_serving.grpc_api.receive_gate import Gates
 from cifar10_serving.grpc_api.status import RequestObserver
+from cifar10_serving.inference_protocol.statistics import InferenceStatistics
 from cifar10_serving.lifecycle import Door, Lifecycle
 from cifar10_serving.observability.requests import Requests
 from cifar10_serving.settings import Settings
@@ -112,7 +113,8 @@ class ServingServer:
 
     def __init__(self, settings: Settings, plane: DataPlane, lifecycle: Lifecycle,
                  observe: RequestObserver | None = None,
-                 on_malformed=None, requests: Requests | None = None) -> None:
+                 on_malformed=None, statistics: InferenceStatistics | None = None,
+                 requests: Requests | None = None) -> None:
         self.settings = settings
         self.plane = plane
         self.grpc_server = grpc.aio.server(options=grpc_options(settings))
@@ -120,7 +122,8 @@ class ServingServer:
                           requests)
         self.gates = methods.gates
         methods.add(self.grpc_server, CLASSIFIER, ClassifierServicer(plane, lifecycle, observe).methods())
-        methods.add(self.grpc_server, INFERENCE, InferenceServicer(plane, lifecycle, observe).methods())
+        methods.add(self.grpc_server, INFERENCE,
+                    InferenceServicer(plane, lifecycle, observe, statistics).methods())
         self.service_names = [CLASSIFIER, INFERENCE]
         self.health = HealthServicer()
         adopted = methods.adopt(self.grpc_server)

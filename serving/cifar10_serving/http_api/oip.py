@@ -1,21 +1,98 @@
 """The Open Inference Protocol's REST API (KServe v2) under ``/v2``: a thin adapter over the
 data plane, with the same models and semantics as the gRPC one
-(``cifar10_serving.grpc_api.inference``)."""
+(``cifar10_serving.grpc_api.inference``; both from ``cifar10_serving.inference_protocol``).
+
+* ``GET /v2``: server metadata; ``/v2/health/live``, ``/v2/health/ready``;
+* ``GET /v2/models/{model}[/versions/{version}]``: model metadata (with the model's own
+  metadata, its training figures included, as ``parameters``), ``.../ready``, ``.../config``
+  (Triton's model configuration), ``.../stats`` and ``/v2/models/stats`` (Triton's
+  statistics);
+* ``POST /v2/models/{model}[/versions/{version}]/infer``: JSON tensors or Triton's binary
+  tensor data extension, the classification extension (``cifar10_serving.http_api.oip_json``).
+
+A model or version not served is 404, naming what is served; a request with a compressed
+body (``Content-Encoding``) is 415.
+"""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cifar10_serving.http_api.context import Context
+from cifar10_serving.dataplane.request import Conversion, InferenceRequest
 from cifar10_serving.http_api.calls import Call
+from cifar10_serving.http_api.context import Context
+from cifar10_serving.http_api.errors import HttpError
+from cifar10_serving.http_api.oip_json import (
+    BINARY_TYPE,
+    HEADER_LENGTH,
+    JSON_TYPE,
+    InferBody,
+    encode_response,
+    header_length,
+)
+from cifar10_serving.inference_protocol import descriptions
+from cifar10_serving.inference_protocol.tensors import every_row
+
+MODEL = "/v2/models/{model_name}"
+VERSION = "/v2/models/{model_name}/versions/{model_version}"
+ModelWork = Callable[[Call, str, str], Awaitable[Response]]
+
+_INFER_BODY = {
+    "required": True,
+    "description": "A JSON inference request; with the binary tensor data extension, the "
+                   "JSON (its length in the Inference-Header-Content-Length header) followed "
+                   "by the tensors' bytes.",
+    "content": {
+        JSON_TYPE: {
+            "schema": {"type": "object", "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "inputs": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "datatype": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "parameters": {"type": "object"}, "data": {"type": "array", "items": {}}}}},
+                "outputs": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "parameters": {"type": "object"}}}},
+            }},
+            "example": {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
+                                    "data": ["<an image file in base64>"]}],
+                        "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]},
+        },
+        BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}},
+    },
+}
 
 
 def router(context: Context) -> APIRouter:
     routes = APIRouter(tags=["Open Inference Protocol"])
     calls = context.calls
     plane = context.plane
+    statistics = context.statistics
+
+    def for_model(path: str, method: str, name: str, summary: str, work: ModelWork,
+                  **options) -> None:
+        """``work(call, model, version)`` at ``/v2/models/{model}`` + ``path`` and at
+        ``/v2/models/{model}/versions/{version}`` + ``path``."""
+        async def latest(request: Request, model_name: str) -> Response:
+            return await calls.run(name, request, lambda call: work(call, model_name, ""))
+
+        async def versioned(request: Request, model_name: str, model_version: str) -> Response:
+            return await calls.run(name, request, lambda call: work(call, model_name, model_version))
+
+        routes.add_api_route(MODEL + path, latest, methods=[method], summary=summary, **options)
+        routes.add_api_route(VERSION + path, versioned, methods=[method],
+                             summary=f"{summary} (one version)", **options)
+
+    @routes.get("/v2", summary="Server metadata")
+    async def server_metadata(request: Request) -> Response:
+        async def work(_call: Call) -> Response:
+            return JSONResponse(descriptions.server_metadata(plane.models.default.version))
+        return await calls.run("ServerMetadata", request, work)
 
     @routes.get("/v2/health/live", summary="Server live")
     async def server_live(request: Request) -> Response:
@@ -30,4 +107,67 @@ def router(context: Context) -> APIRouter:
             return JSONResponse({"ready": plane.ready}, status_code=200 if plane.ready else 503)
         return await calls.run("ServerReady", request, work)
 
+    @routes.get("/v2/models/stats", summary="Statistics of every model")
+    async def all_statistics(request: Request) -> Response:
+        async def work(_call: Call) -> Response:
+            return JSONResponse({"model_stats": [
+                statistics.model_stats(info.name, info.version) for info in plane.models.infos()]})
+        return await calls.run("ModelStatistics", request, work)
+
+    async def model_metadata(_call: Call, name: str, version: str) -> Response:
+        info = plane.models.select(name, version).info
+        return JSONResponse({**descriptions.model_metadata(info), "parameters": dict(info.metadata)})
+
+    async def model_ready(_call: Call, name: str, version: str) -> Response:
+        info = plane.models.select(name, version).info
+        return JSONResponse({"name": info.name, "ready": plane.ready},
+                            status_code=200 if plane.ready else 503)
+
+    async def model_config(_call: Call, name: str, version: str) -> Response:
+        info = plane.models.select(name, version).info
+        return JSONResponse(descriptions.model_config(info, plane.limits, plane.batching))
+
+    async def model_statistics(_call: Call, name: str, version: str) -> Response:
+        info = plane.models.select(name, version).info
+        return JSONResponse({"model_stats": [statistics.model_stats(info.name, info.version)]})
+
+    async def model_infer(call: Call, name: str, version: str) -> Response:
+        plane.models.select(name, version)  # an unknown model is 404 whatever the body
+        request = call.request
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise HttpError(415, f"Content-Encoding {encoding!r} is not accepted: send the "
+                                 f"body uncompressed")
+        body = await call.body()
+        started, images = time.perf_counter_ns(), 0
+        try:
+            parsed = InferBody(body, header_length(request.headers.get(HEADER_LENGTH), len(body)),
+                               plane.limits.max_images_per_request)
+            result = await plane.infer(InferenceRequest(
+                Conversion(parsed.convert, parsed.cheap), name, version, call.deadline,
+                call.request_id, len(body)))
+            probabilities = every_row(result)
+            images = len(probabilities)
+            content, json_length = encode_response(probabilities, parsed.call, result.model)
+        except BaseException:
+            statistics.record(False, images, started)
+            raise
+        statistics.record(True, images, started)
+        if json_length is None:
+            return Response(content, media_type=JSON_TYPE)
+        return Response(content, media_type=BINARY_TYPE, headers={HEADER_LENGTH: str(json_length)})
+
+    not_served = {404: {"description": "a model or version this server does not serve"}}
+    for_model("", "GET", "ModelMetadata", "Model metadata", model_metadata, responses=not_served)
+    for_model("/ready", "GET", "ModelReady", "Model ready", model_ready, responses={
+        **not_served, 503: {"description": "not ready (shutting down)"}})
+    for_model("/config", "GET", "ModelConfig", "Model configuration (Triton)", model_config,
+              responses=not_served)
+    for_model("/stats", "GET", "ModelStatistics", "Model statistics (Triton)", model_statistics,
+              responses=not_served)
+    for_model("/infer", "POST", "ModelInfer", "Inference", model_infer,
+              openapi_extra={"requestBody": _INFER_BODY}, responses={
+                  **not_served, 400: {"description": "a malformed or invalid request"},
+                  413: {"description": "a body over the server's --max-message-bytes"},
+                  429: {"description": "overloaded: retry after Retry-After seconds"}})
     return routes

@@ -22,6 +22,7 @@ from cifar10_serving.dataplane.plane import DataPlane
 from cifar10_serving.http_api.app import build_app
 from cifar10_serving.http_api.context import Context
 from cifar10_serving.http_api.calls import Calls, Observer
+from cifar10_serving.inference_protocol.statistics import InferenceStatistics
 from cifar10_serving.lifecycle import Door, Lifecycle
 from cifar10_serving.observability.requests import Requests
 from cifar10_serving.settings import Settings
@@ -33,7 +34,9 @@ def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     """A listening socket on ``host:port`` (port 0: a free one); OSError naming the port and
     how to change it when it is taken. ``reuse_port``: several workers share it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and without
+    # it an answer's body waits for the ACK of its headers (40 ms of delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
@@ -67,9 +70,11 @@ class HttpServer:
     Make one on the event loop; ``await start()``; the lifecycle closes it."""
 
     def __init__(self, settings: Settings, plane: DataPlane, lifecycle: Lifecycle,
-                 observe: Observer | None = None, requests: Requests | None = None) -> None:
+                 observe: Observer | None = None,
+                 statistics: InferenceStatistics | None = None,
+                 requests: Requests | None = None) -> None:
         calls = Calls(lifecycle, observe, settings.max_message_bytes, requests)
-        self.context = Context(plane, lifecycle, calls, settings)
+        self.context = Context(plane, lifecycle, calls, settings, statistics or InferenceStatistics())
         self.app = build_app(self.context)
         self.socket = bind(settings.host, settings.http_port, reuse_port=settings.workers > 1)
         self.port = self.socket.getsockname()[1]

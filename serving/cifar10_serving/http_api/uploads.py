@@ -4,23 +4,22 @@
 * ``multipart/form-data``: every file part is an image (any field name), with its filename;
 * ``application/json``: ``{"images": ["<base64 or a data: URL>", ...], "top_k": 3}``.
 
-What cannot be read as one of them is an ``HttpError`` naming the problem: 415 for another
-media type, 400 for a malformed body (JSON, multipart, base64). Whether the images decode is
-the data plane's business, image by image.
+What cannot be read as one of them is refused naming the problem (``HttpError``; base64 by
+``cifar10_serving.http_api.base64_images``): 415 for another media type, 400 for a malformed
+body (JSON, multipart, base64). Whether the images decode is the data plane's business,
+image by image.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from cifar10_core.errors import quoted
+from cifar10_serving.http_api import base64_images
 from cifar10_serving.http_api.errors import HttpError
 
 RAW_TYPES = ("image/*", "application/octet-stream")
@@ -28,8 +27,6 @@ MULTIPART_TYPE = "multipart/form-data"
 JSON_TYPE = "application/json"
 ACCEPTED = ", ".join((*RAW_TYPES, MULTIPART_TYPE, JSON_TYPE))
 JSON_KEYS = ("images", "top_k")
-
-_URL_SAFE = bytes.maketrans(b"-_", b"+/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,26 +127,5 @@ def _json(body: bytes) -> Upload:
     top_k = document.get("top_k")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool)):
         raise HttpError(400, f'"top_k" must be an integer, got {quoted(json.dumps(top_k))}')
-    decoded = [_image_bytes(text, i) for i, text in enumerate(images)]
+    decoded = [base64_images.decode(text, f"images[{i}]") for i, text in enumerate(images)]
     return Upload(decoded, [None] * len(decoded), top_k)
-
-
-def _image_bytes(text: object, index: int) -> bytes:
-    """An image string's bytes: a data: URL, or base64 (standard or URL-safe alphabet, line
-    breaks and missing padding allowed, as encoders differ in them)."""
-    where = f"images[{index}]"
-    if not isinstance(text, str):
-        raise HttpError(400, f"{where} must be a string (base64 or a data: URL), got "
-                             f"{type(text).__name__}")
-    if text.startswith("data:"):
-        meta, comma, payload = text[5:].partition(",")
-        if not comma:
-            raise HttpError(400, f"{where} is a data: URL without a comma before its data")
-        if not meta.endswith(";base64"):
-            return unquote_to_bytes(payload)
-        text = payload
-    try:
-        data = "".join(text.split()).encode("ascii").translate(_URL_SAFE)
-        return base64.b64decode(data + b"=" * (-len(data) % 4), validate=True)
-    except (UnicodeEncodeError, binascii.Error) as exc:
-        raise HttpError(400, f"{where} is not valid base64 ({exc})") from None
