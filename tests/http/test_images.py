@@ -5,12 +5,15 @@ Classify has them, and every refusal as JSON naming the problem."""
 from __future__ import annotations
 
 import base64
+import io
 import math
 from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from cifar10_core import contract
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
@@ -114,6 +117,22 @@ def test_multipart_several_files_one_broken(http):
     assert "cannot decode image" in broken["error"]
     assert (dog["index"], dog["filename"]) == (2, "dog.jpg")
     check_classified(dog, "dog", top_k=2)
+
+
+def test_files_past_a_mebibyte_each(http):
+    """Multipart parts are not held to a per-part limit (Starlette's form parser has 1 MiB):
+    only the whole body is, by --max-message-bytes. Bodies this large are read off the event
+    loop."""
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    big = buffer.getvalue()
+    assert len(big) > 1024 * 1024
+    response = http.post("/v1/classify", files=[("images", ("noise.png", big, "image/png")),
+                                                ("images", ("noise-too.png", big, "image/png"))])
+    assert response.status_code == 200, response.text
+    assert [r["filename"] for r in response.json()["results"]] == ["noise.png", "noise-too.png"]
+    assert all(len(r["probabilities"]) == 10 for r in response.json()["results"])
 
 
 def test_json_base64_and_data_urls(http):
