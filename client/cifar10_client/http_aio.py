@@ -13,7 +13,16 @@ from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
 from . import http_oip
 from .errors import ClientError
-from .http_base import LIVE, MODEL, CallTries, ClassifyPlan, Exchange, HttpClientBase, json_of, metadata_exchange
+from .http_base import (
+    LIVE,
+    MODEL,
+    CallTries,
+    ClassifyPlan,
+    Exchange,
+    HttpClientBase,
+    json_of,
+    metadata_exchange,
+)
 from .http_errors import transport_error
 from .inputs import ImageInput
 from .messages import Outcome, all_classified, each_or_refused
@@ -23,11 +32,10 @@ from .results import Classification, ModelInfo
 
 class AsyncHttpClient(HttpClientBase):
     """asyncio HTTP client; the API of :class:`HttpClient <cifar10_client.HttpClient>` with
-    ``await``. Use ``async with``; concurrent calls share one pool of connections."""
+    ``await``. Create it inside a running event loop; use ``async with``; concurrent calls
+    share one pool of connections."""
 
-    def __init__(self, address: str | None = None, **settings) -> None:
-        super().__init__(address, **settings)
-        self._http = httpx.AsyncClient(**self._pool)
+    pools = httpx.AsyncClient
 
     # -- lifecycle ------------------------------------------------------------------
     async def close(self) -> None:
@@ -68,8 +76,8 @@ class AsyncHttpClient(HttpClientBase):
             except ClientError as error:
                 await asyncio.sleep(tries.after(error))
 
-    async def _classify(self, images: Sequence[pb.Image], top_k: int, timeout: float | None, model_name: str,
-                  model_version: str, each: bool) -> list[Outcome]:
+    async def _classify(self, images: Sequence[pb.Image], top_k: int, timeout: float | None,
+                  model_name: str, model_version: str, each: bool) -> list[Outcome]:
         deadline = self._deadline(timeout)
         plan = ClassifyPlan(images, top_k)
         if plan.pixels and not model_name:
@@ -85,26 +93,55 @@ class AsyncHttpClient(HttpClientBase):
         return plan.results()
 
     # -- API ----------------------------------------------------------------------
-    async def classify(self, image: ImageInput, *, top_k: int = 1, timeout: float | None = None,
-                 preprocess: bool | None = None, model_name: str = "", model_version: str = "") -> Classification:
+    async def classify(
+        self,
+        image: ImageInput,
+        *,
+        top_k: int = 1,
+        timeout: float | None = None,
+        preprocess: bool | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> Classification:
         """Classify one image (a path, encoded bytes, a PIL image or a uint8 array)."""
-        return (await self.classify_images([self._image(image, preprocess)], top_k=top_k, timeout=timeout,
-                                    model_name=model_name, model_version=model_version))[0]
+        results = await self.classify_images(
+            [self._image(image, preprocess)], top_k=top_k, timeout=timeout,
+            model_name=model_name, model_version=model_version,
+        )
+        return results[0]
 
-    async def classify_batch(self, images: Iterable[ImageInput], *, top_k: int = 1, timeout: float | None = None,
-                       preprocess: bool | None = None, model_name: str = "",
-                       model_version: str = "") -> list[Classification]:
+    async def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        top_k: int = 1,
+        timeout: float | None = None,
+        preprocess: bool | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> list[Classification]:
         """Classify a batch: a sequence of images or an NxHxW[xC] uint8 array."""
-        return await self.classify_images(self._images(images, preprocess), top_k=top_k, timeout=timeout,
-                                    model_name=model_name, model_version=model_version)
+        return await self.classify_images(
+            self._images(images, preprocess), top_k=top_k, timeout=timeout,
+            model_name=model_name, model_version=model_version,
+        )
 
-    async def classify_images(self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None,
-                        model_name: str = "", model_version: str = "") -> list[Classification]:
+    async def classify_images(
+        self,
+        images: Sequence[pb.Image],
+        *,
+        top_k: int = 1,
+        timeout: float | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> list[Classification]:
         """Classify protobuf ``Image`` messages; a bad image raises its ClientError."""
-        return all_classified(await self._classify(images, top_k, timeout, model_name, model_version, each=False))
+        outcomes = await self._classify(images, top_k, timeout, model_name, model_version, each=False)
+        return all_classified(outcomes)
 
-    async def classify_each(self, images: Sequence[pb.Image], *, top_k: int = 1,
-                      timeout: float | None = None) -> list[Classification | ClientError]:
+    async def classify_each(
+        self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None
+    ) -> list[Classification | ClientError]:
         """Like :meth:`Client.classify_each <cifar10_client.Client.classify_each>`: a
         ClientError in each bad image's place, the others classified."""
         return await self._classify(images, top_k, timeout, "", "", each=True)

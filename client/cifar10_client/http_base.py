@@ -213,7 +213,10 @@ class HttpClientBase:
     """Settings of an HTTP client: the server's base URL (``http://host:port`` or
     ``https://...``, a path prefix allowed), the default deadline of a call, TLS for https
     (``TLSConfig``: the CA, a client certificate, the name to check; none: the system's
-    CAs), the retry policy, and a pool of up to ``max_connections`` kept-alive connections."""
+    CAs), the retry policy, and a pool of up to ``max_connections`` kept-alive connections
+    (``pools``: ``httpx.Client`` or ``httpx.AsyncClient``)."""
+
+    pools: type = httpx.Client
 
     def __init__(
         self,
@@ -234,12 +237,12 @@ class HttpClientBase:
             raise ClientError(grpc.StatusCode.INVALID_ARGUMENT,
                               f"TLS settings for {self.address}: give an https:// address")
         self._extensions = {"sni_hostname": tls.server_name} if tls and tls.server_name else None
-        self._pool = {
-            "base_url": self.address,
-            "verify": (tls or TLSConfig()).ssl_context() if https else True,
-            "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            "timeout": timeout,
-        }
+        self._http = self.pools(
+            base_url=self.address,
+            verify=(tls or TLSConfig()).ssl_context() if https else True,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            timeout=timeout,
+        )
         self._served: str | None = None  # the served model's name (OIP's paths need one), once learned
 
     def _deadline(self, timeout: float | None) -> float:

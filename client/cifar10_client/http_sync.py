@@ -12,7 +12,16 @@ from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
 from . import http_oip
 from .errors import ClientError
-from .http_base import LIVE, MODEL, CallTries, ClassifyPlan, Exchange, HttpClientBase, json_of, metadata_exchange
+from .http_base import (
+    LIVE,
+    MODEL,
+    CallTries,
+    ClassifyPlan,
+    Exchange,
+    HttpClientBase,
+    json_of,
+    metadata_exchange,
+)
 from .http_errors import transport_error
 from .inputs import ImageInput
 from .messages import Outcome, all_classified, each_or_refused
@@ -28,9 +37,7 @@ class HttpClient(HttpClientBase):
     ...     print(result.label, result.probability)
     """
 
-    def __init__(self, address: str | None = None, **settings) -> None:
-        super().__init__(address, **settings)
-        self._http = httpx.Client(**self._pool)
+    pools = httpx.Client
 
     # -- lifecycle ------------------------------------------------------------------
     def close(self) -> None:
@@ -74,8 +81,8 @@ class HttpClient(HttpClientBase):
             except ClientError as error:
                 time.sleep(tries.after(error))
 
-    def _classify(self, images: Sequence[pb.Image], top_k: int, timeout: float | None, model_name: str,
-                  model_version: str, each: bool) -> list[Outcome]:
+    def _classify(self, images: Sequence[pb.Image], top_k: int, timeout: float | None,
+                  model_name: str, model_version: str, each: bool) -> list[Outcome]:
         deadline = self._deadline(timeout)
         plan = ClassifyPlan(images, top_k)
         if plan.pixels and not model_name:
@@ -91,26 +98,54 @@ class HttpClient(HttpClientBase):
         return plan.results()
 
     # -- API ----------------------------------------------------------------------
-    def classify(self, image: ImageInput, *, top_k: int = 1, timeout: float | None = None,
-                 preprocess: bool | None = None, model_name: str = "", model_version: str = "") -> Classification:
+    def classify(
+        self,
+        image: ImageInput,
+        *,
+        top_k: int = 1,
+        timeout: float | None = None,
+        preprocess: bool | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> Classification:
         """Classify one image (a path, encoded bytes, a PIL image or a uint8 array)."""
-        return self.classify_images([self._image(image, preprocess)], top_k=top_k, timeout=timeout,
-                                    model_name=model_name, model_version=model_version)[0]
+        results = self.classify_images(
+            [self._image(image, preprocess)], top_k=top_k, timeout=timeout,
+            model_name=model_name, model_version=model_version,
+        )
+        return results[0]
 
-    def classify_batch(self, images: Iterable[ImageInput], *, top_k: int = 1, timeout: float | None = None,
-                       preprocess: bool | None = None, model_name: str = "",
-                       model_version: str = "") -> list[Classification]:
+    def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        top_k: int = 1,
+        timeout: float | None = None,
+        preprocess: bool | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> list[Classification]:
         """Classify a batch: a sequence of images or an NxHxW[xC] uint8 array."""
-        return self.classify_images(self._images(images, preprocess), top_k=top_k, timeout=timeout,
-                                    model_name=model_name, model_version=model_version)
+        return self.classify_images(
+            self._images(images, preprocess), top_k=top_k, timeout=timeout,
+            model_name=model_name, model_version=model_version,
+        )
 
-    def classify_images(self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None,
-                        model_name: str = "", model_version: str = "") -> list[Classification]:
+    def classify_images(
+        self,
+        images: Sequence[pb.Image],
+        *,
+        top_k: int = 1,
+        timeout: float | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> list[Classification]:
         """Classify protobuf ``Image`` messages; a bad image raises its ClientError."""
         return all_classified(self._classify(images, top_k, timeout, model_name, model_version, each=False))
 
-    def classify_each(self, images: Sequence[pb.Image], *, top_k: int = 1,
-                      timeout: float | None = None) -> list[Classification | ClientError]:
+    def classify_each(
+        self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None
+    ) -> list[Classification | ClientError]:
         """Like :meth:`Client.classify_each <cifar10_client.Client.classify_each>`: a
         ClientError in each bad image's place, the others classified."""
         return self._classify(images, top_k, timeout, "", "", each=True)
