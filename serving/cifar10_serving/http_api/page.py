@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cifar10_core.errors import quoted
 from cifar10_serving.http_api.api_docs import ErrorAnswer
 from cifar10_serving.http_api.calls import Call
 from cifar10_serving.http_api.context import Context
@@ -33,7 +34,7 @@ HEADERS = {
 
 
 def _files(max_body_bytes: int) -> dict[str, tuple[bytes, str]]:
-    """Every file of ``page/``: name -> (bytes, media type)."""
+    """Every file of ``page/``: name -> (bytes, media type), the page's limit filled in."""
     folder = resources.files(__package__) / "page"
     found = {}
     for entry in folder.iterdir():
@@ -49,10 +50,9 @@ def router(context: Context) -> APIRouter:
     routes = APIRouter(tags=["Web page"])
     calls = context.calls
     files = _files(calls.max_body_bytes)
+    page_file_names = set(files) - {PAGE}  # the page itself only at /, where its links work
 
     def answer(name: str) -> Response:
-        if name not in files:
-            raise HttpError(404, f"no file {name!r} in the web page's files")
         content, media_type = files[name]
         return Response(content, media_type=media_type, headers=HEADERS)
 
@@ -74,7 +74,10 @@ def router(context: Context) -> APIRouter:
                            404: {"model": ErrorAnswer, "description": "no such file"}})
     async def page_file(request: Request) -> Response:
         async def work(_call: Call) -> Response:
-            return answer(request.path_params["name"])
+            name = request.path_params["name"]
+            if name not in page_file_names:
+                raise HttpError(404, f"no file {quoted(name)} among the web page's files")
+            return answer(name)
         return await calls.run("Page", request, work)
 
     return routes
