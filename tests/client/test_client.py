@@ -218,7 +218,7 @@ def test_unavailable_is_retried_until_the_server_comes_up(server_factory):
 def _refusals(srv) -> float:
     """Classify calls the server refused with RESOURCE_EXHAUSTED (its Prometheus counter)."""
     return srv.metrics.registry.get_sample_value(
-        "cifar10_requests_total", {"method": "Classify", "code": "RESOURCE_EXHAUSTED"}
+        "cifar10_requests_total", {"door": "grpc", "method": "Classify", "code": "RESOURCE_EXHAUSTED"}
     ) or 0.0
 
 
