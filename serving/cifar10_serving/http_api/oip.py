@@ -24,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cifar10_serving.dataplane.request import Conversion, InferenceRequest
+from cifar10_serving.http_api import oip_schemas as schemas
+from cifar10_serving.http_api.api_docs import error_responses
 from cifar10_serving.http_api.calls import Call
 from cifar10_serving.http_api.context import Context
 from cifar10_serving.http_api.errors import HttpError
@@ -88,26 +90,31 @@ def router(context: Context) -> APIRouter:
         routes.add_api_route(VERSION + path, versioned, methods=[method],
                              summary=f"{summary} (one version)", **options)
 
-    @routes.get("/v2", summary="Server metadata")
+    @routes.get("/v2", summary="Server metadata",
+                responses={200: {"model": schemas.ServerMetadata, "description": "the server"}})
     async def server_metadata(request: Request) -> Response:
         async def work(_call: Call) -> Response:
             return JSONResponse(descriptions.server_metadata(plane.models.default.version))
         return await calls.run("ServerMetadata", request, work)
 
-    @routes.get("/v2/health/live", summary="Server live")
+    @routes.get("/v2/health/live", summary="Server live",
+                responses={200: {"model": schemas.Live, "description": "the process answers"}})
     async def server_live(request: Request) -> Response:
         async def work(_call: Call) -> Response:
             return JSONResponse({"live": True})
         return await calls.run("ServerLive", request, work)
 
     @routes.get("/v2/health/ready", summary="Server ready",
-                responses={503: {"description": "not ready (starting or shutting down)"}})
+                responses={200: {"model": schemas.Ready, "description": "serving"},
+                           503: {"model": schemas.Ready,
+                                 "description": "not ready (starting or shutting down)"}})
     async def server_ready(request: Request) -> Response:
         async def work(_call: Call) -> Response:
             return JSONResponse({"ready": plane.ready}, status_code=200 if plane.ready else 503)
         return await calls.run("ServerReady", request, work)
 
-    @routes.get("/v2/models/stats", summary="Statistics of every model")
+    @routes.get("/v2/models/stats", summary="Statistics of every model (Triton)",
+                responses={200: {"model": schemas.ModelStatistics, "description": "statistics"}})
     async def all_statistics(request: Request) -> Response:
         async def work(_call: Call) -> Response:
             return JSONResponse({"model_stats": [
@@ -157,17 +164,22 @@ def router(context: Context) -> APIRouter:
             return Response(content, media_type=JSON_TYPE)
         return Response(content, media_type=BINARY_TYPE, headers={HEADER_LENGTH: str(json_length)})
 
-    not_served = {404: {"description": "a model or version this server does not serve"}}
-    for_model("", "GET", "ModelMetadata", "Model metadata", model_metadata, responses=not_served)
+    def answers(model: type, description: str, *errors: int) -> dict:
+        return {200: {"model": model, "description": description}, **error_responses(404, *errors)}
+
+    for_model("", "GET", "ModelMetadata", "Model metadata", model_metadata,
+              responses=answers(schemas.ModelMetadata, "the model's tensors and metadata"))
     for_model("/ready", "GET", "ModelReady", "Model ready", model_ready, responses={
-        **not_served, 503: {"description": "not ready (shutting down)"}})
+        **answers(schemas.ModelReady, "serving"),
+        503: {"model": schemas.ModelReady, "description": "not ready (shutting down)"}})
     for_model("/config", "GET", "ModelConfig", "Model configuration (Triton)", model_config,
-              responses=not_served)
+              responses=answers(schemas.ModelConfig, "the configuration"))
     for_model("/stats", "GET", "ModelStatistics", "Model statistics (Triton)", model_statistics,
-              responses=not_served)
+              responses=answers(schemas.ModelStatistics, "the statistics"))
+    infer_answers = answers(schemas.InferAnswer, "the output: JSON, or with binary data the "
+                            "JSON (its length in Inference-Header-Content-Length) and the "
+                            "tensor's bytes", 400, 413, 415, 429, 503, 504)
+    infer_answers[200]["content"] = {BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}}}
     for_model("/infer", "POST", "ModelInfer", "Inference", model_infer,
-              openapi_extra={"requestBody": _INFER_BODY}, responses={
-                  **not_served, 400: {"description": "a malformed or invalid request"},
-                  413: {"description": "a body over the server's --max-message-bytes"},
-                  429: {"description": "overloaded: retry after Retry-After seconds"}})
+              openapi_extra={"requestBody": _INFER_BODY}, responses=infer_answers)
     return routes
