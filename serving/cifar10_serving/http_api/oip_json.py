@@ -210,6 +210,10 @@ def _from_json(data: object, tensor: InputTensor) -> np.ndarray | Sequence[Image
             return np.frombuffer(bytes(data), dtype=np.uint8).reshape(tensor.shape)
         except (TypeError, ValueError):
             pass  # not all integers 0..255: said precisely below
+    elif len(data) != tensor.count:  # neither flat nor nested as the shape: not worth reading
+        raise InvalidInputError(
+            f"input '{_NAME}' of shape {list(tensor.shape)} needs {tensor.pixel_bytes} values "
+            f"in data (flat, or nested as the shape), got an array of {len(data)}")
     try:
         values = np.array(data)
     except ValueError:
