@@ -61,7 +61,8 @@ def parameter_value(parameter: pb.InferParameter) -> bool | int | float | str | 
     return None if which is None else getattr(parameter, which)
 
 
-def decode_images(request: pb.ModelInferRequest, max_images: int) -> np.ndarray | Sequence[ImageInput]:
+def decode_images(request: pb.ModelInferRequest,
+                  max_images: int) -> np.ndarray | Sequence[ImageInput]:
     """The request's ``images``: a uint8 array [N, 32, 32, 3] (UINT8), or the N encoded
     images (BYTES) for the data plane to decode. InvalidInputError naming the problem: the
     input's name, datatype, shape or count (``check_input``), where its data is (both raw

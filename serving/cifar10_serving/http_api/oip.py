@@ -63,7 +63,8 @@ _INFER_BODY = {
             }},
             "example": {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
                                     "data": ["<an image file in base64>"]}],
-                        "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]},
+                        "outputs": [{"name": "probabilities",
+                                     "parameters": {"classification": 3}}]},
         },
         BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}},
     },
@@ -84,7 +85,8 @@ def router(context: Context) -> APIRouter:
             return await calls.run(name, request, lambda call: work(call, model_name, ""))
 
         async def versioned(request: Request, model_name: str, model_version: str) -> Response:
-            return await calls.run(name, request, lambda call: work(call, model_name, model_version))
+            return await calls.run(name, request,
+                                   lambda call: work(call, model_name, model_version))
 
         routes.add_api_route(MODEL + path, latest, methods=[method], summary=summary, **options)
         routes.add_api_route(VERSION + path, versioned, methods=[method],
@@ -123,7 +125,8 @@ def router(context: Context) -> APIRouter:
 
     async def model_metadata(_call: Call, name: str, version: str) -> Response:
         info = plane.models.select(name, version).info
-        return JSONResponse({**descriptions.model_metadata(info), "parameters": dict(info.metadata)})
+        return JSONResponse({**descriptions.model_metadata(info),
+                             "parameters": dict(info.metadata)})
 
     async def model_ready(_call: Call, name: str, version: str) -> Response:
         info = plane.models.select(name, version).info
@@ -179,7 +182,8 @@ def router(context: Context) -> APIRouter:
     infer_answers = answers(schemas.InferAnswer, "the output: JSON, or with binary data the "
                             "JSON (its length in Inference-Header-Content-Length) and the "
                             "tensor's bytes", 400, 413, 415, 429, 503, 504)
-    infer_answers[200]["content"] = {BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}}}
+    infer_answers[200]["content"] = {
+        BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}}}
     for_model("/infer", "POST", "ModelInfer", "Inference", model_infer,
               openapi_extra={"requestBody": _INFER_BODY}, responses=infer_answers)
     return routes

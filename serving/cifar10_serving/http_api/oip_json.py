@@ -32,21 +32,7 @@ from cifar10_core import contract
 from cifar10_core.errors import InvalidInputError, quoted
 from cifar10_serving.dataplane.request import ImageInput
 from cifar10_serving.http_api.base64_images import Base64Images
-from cifar10_serving.inference_protocol.tensors import (
-    CLASSIFICATION_PARAMETER,
-    ENCODED_DATATYPE,
-    INPUT_DATATYPE,
-    NAMES_QUOTED,
-    OUTPUT_DATATYPE,
-    InputTensor,
-    OutputRequest,
-    check_input,
-    check_pixel_values,
-    classification_strings,
-    deserialize_bytes,
-    requested_output,
-    serialize_bytes,
-)
+from cifar10_serving.inference_protocol import tensors
 from cifar10_serving.onnx_model import ModelInfo
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -67,7 +53,7 @@ class InferCall:
     images (pixels, or encoded images for the data plane to decode)."""
 
     request_id: str
-    output: OutputRequest
+    output: tensors.OutputRequest
     binary_output: bool
     images: np.ndarray | Sequence[ImageInput]
 
@@ -143,13 +129,13 @@ def parse(document: bytes, binary: memoryview | None, max_images: int) -> InferC
         raise InvalidInputError(f"id must be a string, got {_kind(request_id)}")
     parameters = _parameters(request, "the request")
     inputs = _list(request.get("inputs", []), "inputs")
-    tensors = [_object(t, f"inputs[{i}]") for i, t in enumerate(inputs[:NAMES_QUOTED])]
-    first = tensors[0] if tensors else {}
+    listed = [_object(t, f"inputs[{i}]") for i, t in enumerate(inputs[:tensors.NAMES_QUOTED])]
+    first = listed[0] if listed else {}
     shape = _list(first.get("shape", []), "inputs[0].shape")
     if not all(type(d) is int for d in shape):
         raise InvalidInputError("inputs[0].shape must be an array of integers")
-    tensor = check_input(len(inputs), [str(t.get("name", "")) for t in tensors],
-                         str(first.get("datatype", "")), shape, max_images)
+    tensor = tensors.check_input(len(inputs), [str(t.get("name", "")) for t in listed],
+                                 str(first.get("datatype", "")), shape, max_images)
     size = _parameters(first, "inputs[0]").get(BINARY_DATA_SIZE)
     if size is None:
         if binary is not None and len(binary):
@@ -167,7 +153,7 @@ def parse(document: bytes, binary: memoryview | None, max_images: int) -> InferC
 
 
 def _from_binary(size: object, binary: memoryview | None, has_data: bool,
-                 tensor: InputTensor) -> np.ndarray | list[bytes]:
+                 tensor: tensors.InputTensor) -> np.ndarray | list[bytes]:
     if binary is None:
         raise InvalidInputError(
             f"input '{_NAME}' has the parameter {BINARY_DATA_SIZE}, but the request has no "
@@ -182,19 +168,19 @@ def _from_binary(size: object, binary: memoryview | None, has_data: bool,
             f"binary data follow the JSON")
     if tensor.encoded:
         try:
-            return deserialize_bytes(binary, tensor.count)
+            return tensors.deserialize_bytes(binary, tensor.count)
         except ValueError as exc:
             raise InvalidInputError(
-                f"input '{_NAME}' ({ENCODED_DATATYPE}, {tensor.count} images) binary data: "
-                f"{exc}") from None
+                f"input '{_NAME}' ({tensors.ENCODED_DATATYPE}, {tensor.count} images) binary "
+                f"data: {exc}") from None
     if size != tensor.pixel_bytes:
         raise InvalidInputError(
-            f"input '{_NAME}' of shape {list(tensor.shape)} {INPUT_DATATYPE} needs "
+            f"input '{_NAME}' of shape {list(tensor.shape)} {tensors.INPUT_DATATYPE} needs "
             f"{tensor.pixel_bytes} bytes of binary data, got {size}")
     return np.frombuffer(binary, dtype=np.uint8).reshape(tensor.shape)
 
 
-def _from_json(data: object, tensor: InputTensor) -> np.ndarray | Sequence[ImageInput]:
+def _from_json(data: object, tensor: tensors.InputTensor) -> np.ndarray | Sequence[ImageInput]:
     data = _list(data, f"input '{_NAME}' data")
     if tensor.encoded:
         texts = data
@@ -202,8 +188,8 @@ def _from_json(data: object, tensor: InputTensor) -> np.ndarray | Sequence[Image
             texts = [e[0] if len(e) == 1 else e for e in data]  # nested as [N, 1]
         if len(texts) != tensor.count or not all(type(t) is str for t in texts):
             raise InvalidInputError(
-                f"input '{_NAME}' ({ENCODED_DATATYPE}) data must be {tensor.count} strings, "
-                f"each an image in base64 (as its shape says)")
+                f"input '{_NAME}' ({tensors.ENCODED_DATATYPE}) data must be {tensor.count} "
+                f"strings, each an image in base64 (as its shape says)")
         return Base64Images(texts)
     if len(data) == tensor.pixel_bytes:
         try:  # flat integers 0..255: bytes() checks the range, at C speed
@@ -224,40 +210,41 @@ def _from_json(data: object, tensor: InputTensor) -> np.ndarray | Sequence[Image
             f"input '{_NAME}' of shape {list(tensor.shape)} needs {tensor.pixel_bytes} values "
             f"in data (flat, or nested as the shape), got {values.size} of shape "
             f"{list(values.shape)}")
-    return check_pixel_values(values, "data").reshape(tensor.shape)
+    return tensors.check_pixel_values(values, "data").reshape(tensor.shape)
 
 
-def _output(request: dict, parameters: dict) -> tuple[OutputRequest, bool]:
+def _output(request: dict, parameters: dict) -> tuple[tensors.OutputRequest, bool]:
     binary = parameters.get(BINARY_DATA_OUTPUT, False)
     if not isinstance(binary, bool):
         raise InvalidInputError(f"parameter {BINARY_DATA_OUTPUT} must be a boolean")
     outputs = _list(request.get("outputs", []), "outputs")
-    named = [_object(o, f"outputs[{i}]") for i, o in enumerate(outputs[:NAMES_QUOTED])]
+    named = [_object(o, f"outputs[{i}]") for i, o in enumerate(outputs[:tensors.NAMES_QUOTED])]
     output_parameters = _parameters(named[0], "outputs[0]") if named else {}
-    form = requested_output(len(outputs), [str(o.get("name", "")) for o in named],
-                            output_parameters.get(CLASSIFICATION_PARAMETER))
+    form = tensors.requested_output(len(outputs), [str(o.get("name", "")) for o in named],
+                                    output_parameters.get(tensors.CLASSIFICATION_PARAMETER))
     binary = output_parameters.get(BINARY_DATA, binary)
     if not isinstance(binary, bool):
         raise InvalidInputError(f"output parameter {BINARY_DATA} must be a boolean")
     return form, binary
 
 
-def encode_response(probabilities: np.ndarray, call: InferCall, model: ModelInfo) -> tuple[bytes, int | None]:
+def encode_response(probabilities: np.ndarray, call: InferCall,
+                    model: ModelInfo) -> tuple[bytes, int | None]:
     """The answer's body, and the length of its JSON when binary data follows it."""
     output = call.output
     if output.top_k is None:
-        tensor = {"name": contract.OUTPUT_NAME, "datatype": OUTPUT_DATATYPE,
+        tensor = {"name": contract.OUTPUT_NAME, "datatype": tensors.OUTPUT_DATATYPE,
                   "shape": list(probabilities.shape)}
         if call.binary_output:
             binary = np.ascontiguousarray(probabilities, dtype="<f4").tobytes()
         else:
             tensor["data"] = probabilities.ravel().tolist()
     else:
-        strings = classification_strings(probabilities, output.top_k, model.labels)
-        tensor = {"name": contract.OUTPUT_NAME, "datatype": ENCODED_DATATYPE,
+        strings = tensors.classification_strings(probabilities, output.top_k, model.labels)
+        tensor = {"name": contract.OUTPUT_NAME, "datatype": tensors.ENCODED_DATATYPE,
                   "shape": [len(probabilities), output.top_k]}
         if call.binary_output:
-            binary = serialize_bytes(strings)
+            binary = tensors.serialize_bytes(strings)
         else:
             tensor["data"] = [s.decode() for s in strings]
     if call.binary_output:

@@ -169,7 +169,8 @@ def requested_output(count: int, names: Sequence[str],
         )
     if names[0] != contract.OUTPUT_NAME:
         raise InvalidInputError(
-            f"unknown output {quoted(names[0])}: the model's only output is '{contract.OUTPUT_NAME}'"
+            f"unknown output {quoted(names[0])}: the model's only output is "
+            f"'{contract.OUTPUT_NAME}'"
         )
     if classification is None:
         return OutputRequest()
