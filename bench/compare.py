@@ -1,7 +1,7 @@
 """Before and after: the server of this install against a baseline copy of the code, paired.
 
     python -m bench.compare --baseline DIR [--model models/cifar10-cnn.onnx] [--rounds 3]
-        [--duration 5] [--cold-starts 3] [--out compare.json]
+        [--duration 5] [--cold-starts 3] [--after-env NAME=VALUE ...] [--out compare.json]
 
 ``DIR`` holds importable ``cifar10_*`` packages of the old code (for example a folder of
 symlinks into a ``git worktree`` of the old commit); it goes first on PYTHONPATH for the
@@ -13,10 +13,16 @@ defaults or the CIFAR10_* environment, the same for both):
 
 * with h2load (bench.h2load), cifar10.v2 Classify of random raw images: 1-image calls at
   concurrency 64 (``--duration`` s) and at concurrency 1 (``--c1-duration`` s), and
-  32-image calls at concurrency 4 (``--duration`` s): calls/s, images/s, p50 and p99 ms;
+  32-image calls at concurrency 4 (``--duration`` s): calls/s, images/s, p50 and p99 ms,
+  and the server's CPU time per call (user and system, all its processes, over the h2load
+  run, warm-up included: the figure least moved by other work on a shared host);
 * the resident memory of the server's processes (sum of their RSS) after that load;
 * cold start: process start to the first answered Classify call, the median of
   ``--cold-starts`` fresh processes (bench.server_process.cold_start).
+
+``--after-env NAME=VALUE`` (repeatable) sets a variable for "after"'s servers only: the same
+code on both sides (``--baseline`` a folder of this install's packages) with a feature on in
+"after" measures what the feature costs (``OTEL_EXPORTER_OTLP_ENDPOINT=...``: tracing).
 
 The report gives, per figure, each build's median over the rounds and the median of the
 per-round ratios after / before (the steadier figure on a shared host: both sides of a
@@ -47,16 +53,21 @@ SCENARIOS = {"1x64": (1, 64, "duration"), "1x1": (1, 1, "c1_duration"), "32x4": 
 # The figures compared (1-image calls: images/s = calls/s, given once).
 FIGURES = [f"{name}_{figure}" for name, (batch, _, _) in SCENARIOS.items()
            for figure in ("calls_per_s", *(("images_per_s",) if batch > 1 else ()), "p50_ms",
-                          "p99_ms")] + ["rss_mb", "cold_start_s"]
+                          "p99_ms", "cpu_us_per_call")] + ["rss_mb", "cold_start_s"]
 HIGHER_IS_BETTER = ("calls_per_s", "images_per_s")
 
 
-def build_env(baseline: str | None) -> dict[str, str]:
-    """The environment a build's server processes get beyond the defaults: metrics off, and
-    for the baseline its folder first on PYTHONPATH."""
+def build_env(baseline: str | None, extra: list[str] = ()) -> dict[str, str]:
+    """The environment a build's server processes get beyond the defaults: metrics off, for
+    the baseline its folder first on PYTHONPATH, and ``extra`` (``NAME=VALUE`` items)."""
     env = {"CIFAR10_METRICS_PORT": "-1"}
     if baseline:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline, os.environ.get("PYTHONPATH")]))
+    for item in extra:
+        name, equals, value = item.partition("=")
+        if not name or not equals:
+            raise SystemExit(f"bench.compare: --after-env wants NAME=VALUE, got {item!r}")
+        env[name] = value
     return env
 
 
@@ -79,9 +90,13 @@ def measure_load(model: str, env: dict[str, str], args: argparse.Namespace) -> d
     try:
         server.first_answer()
         for name, (batch, concurrency, duration) in SCENARIOS.items():
+            cpu = server.cpu_seconds()
             result = h2load.run(server.address, batch, concurrency, getattr(args, duration),
                                 args.warmup, requests=args.requests)
+            cpu = server.cpu_seconds() - cpu
             out[f"{name}_calls_per_s"] = result.get("requests_per_s")
+            out[f"{name}_cpu_us_per_call"] = (round(cpu / result["requests"] * 1e6, 1)
+                                              if result.get("requests") else None)
             for figure in ("images_per_s", "p50_ms", "p99_ms"):
                 out[f"{name}_{figure}"] = result.get(figure)
             if result.get("error") or result.get("errors"):
@@ -152,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cold-starts", type=int, default=3, help="fresh starts per build and round")
     parser.add_argument("--requests", type=int, default=0,
                         help="fixed calls per run instead of the durations (smoke tests)")
+    parser.add_argument("--after-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a variable for the after build's servers only (repeatable)")
     parser.add_argument("--out", help="write the JSON results here")
     return parser
 
@@ -159,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     baseline = str(Path(args.baseline).absolute())
-    envs = {"before": build_env(baseline), "after": build_env(None)}
+    envs = {"before": build_env(baseline), "after": build_env(None, args.after_env)}
     packages = {build: package_location(env) for build, env in envs.items()}
     if not Path(packages["before"]).is_relative_to(baseline):
         print(f"bench.compare: the baseline's servers would import cifar10_serving from "
@@ -172,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m bench.compare", *(argv if argv is not None else sys.argv[1:])]),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": args.model, "baseline": baseline, "packages": packages,
+        "after_env": args.after_env,
         "environment": {"cpus": os.cpu_count(), "cpu": cpu(), "python": platform.python_version(),
                         "platform": platform.platform(), "load_before": background_load()},
         "rounds": [],
