@@ -68,7 +68,6 @@ class Exchange:
     path: str
     params: dict[str, str] | None = None
     content: bytes | None = None
-    files: list | None = None
     headers: dict[str, str] = field(default_factory=dict)
     answers: tuple[int, ...] = ()
 
@@ -181,9 +180,10 @@ class ClassifyPlan:
         """The requests to send (``model_name``: the served model's when pixels go)."""
         parts = []
         if self.encoded:
+            body, headers = http_v1.multipart(self._files)
             parts.append(Part(self.encoded, Exchange(
                 "POST", http_v1.CLASSIFY_PATH, params=http_v1.query(self.top_k, model_name, model_version),
-                files=http_v1.files(self._files)), self._files_outcomes))
+                content=body, headers=headers), self._files_outcomes))
         if self.pixels:
             body, headers = http_oip.infer_request(np.stack(self._arrays))
             parts.append(Part(self.pixels, Exchange(
@@ -251,7 +251,7 @@ class HttpClientBase:
     def _arguments(self, exchange: Exchange, seconds: float) -> dict:
         """httpx's request arguments for one try of ``seconds`` (also sent as the server's deadline)."""
         return {"method": exchange.method, "url": exchange.path, "params": exchange.params,
-                "content": exchange.content, "files": exchange.files,
+                "content": exchange.content,
                 "headers": {**exchange.headers, TIMEOUT_HEADER: f"{seconds:.3f}"},
                 "timeout": seconds, "extensions": self._extensions}
 

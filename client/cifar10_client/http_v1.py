@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 
 from .errors import ClientError
@@ -32,9 +33,14 @@ def query(top_k: int, model_name: str, model_version: str) -> dict[str, str]:
     return params
 
 
-def files(images: Sequence[bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    """The multipart file parts, one per image (named by position: answers come by index)."""
-    return [(FIELD, (f"image-{i}", data, "application/octet-stream")) for i, data in enumerate(images)]
+def multipart(images: Sequence[bytes]) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a ``multipart/form-data`` request holding the images as files
+    (named by position: answers come by index). httpx encodes it; read into one bytes object,
+    it goes out in one write (streamed, it is several small ones per image) and each retry
+    reuses it."""
+    parts = [(FIELD, (f"image-{i}", data, "application/octet-stream")) for i, data in enumerate(images)]
+    request = httpx.Request("POST", CLASSIFY_PATH, files=parts)
+    return request.read(), {"Content-Type": request.headers["Content-Type"]}
 
 
 def _malformed(message: str) -> ClientError:

@@ -200,7 +200,8 @@ def test_unreachable_addresses_fail_at_once_in_one_line(server, tmp_path, capsys
          f"cannot reach http://localhost:{server.port}: the server does not answer HTTP/1.1 (a gRPC port?"),
         (f"https://localhost:{server.http_port}", 3,
          "TLS handshake failed (WRONG_VERSION_NUMBER): the server does not seem to use TLS"),
-        (f"localhost:{server.http_port}", 3, "the server answers HTTP/1.x, not gRPC (an HTTP port?"),
+        # (an IPv4 address: gRPC would also try localhost's ::1, where nothing listens, and may say that)
+        (f"127.0.0.1:{server.http_port}", 3, "the server answers HTTP/1.x, not gRPC (an HTTP port?"),
         ("http://nosuch.invalid:8501", 3, "cannot resolve host nosuch.invalid"),
         (f"ftp://localhost:{port}", 2, "unsupported scheme ftp://"),
     ]
