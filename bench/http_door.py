@@ -194,9 +194,9 @@ def idle_cpu(servers: dict[str, Server], seconds: float) -> dict[str, float]:
 
 
 def run(rounds: int, duration: float, warmup: float, batches: tuple[int, ...],
-        concurrencies: tuple[int, ...], idle_s: float) -> dict:
-    server = Server(MODEL)
-    quiet = Server(MODEL, {"CIFAR10_HTTP_PORT": "-1"})
+        concurrencies: tuple[int, ...], idle_s: float, model_path: str = MODEL) -> dict:
+    server = Server(model_path)
+    quiet = Server(model_path, {"CIFAR10_HTTP_PORT": "-1"})
     try:
         server.first_answer()
         quiet.first_answer()
@@ -284,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--concurrencies", default="1,64")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU measured")
+    parser.add_argument("--model", default=MODEL, help="the ONNX model served")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     results = run(args.rounds, args.duration, args.warmup,
                   tuple(int(b) for b in args.batches.split(",")),
-                  tuple(int(c) for c in args.concurrencies.split(",")), args.idle)
+                  tuple(int(c) for c in args.concurrencies.split(",")), args.idle, args.model)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(render(results))
