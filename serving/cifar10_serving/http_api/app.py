@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 import cifar10_serving
 from cifar10_serving.http_api import api_docs, images, oip, page
 from cifar10_serving.http_api.context import Context
+from cifar10_serving.http_api.errors import INTERNAL_MESSAGE
 
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
@@ -41,6 +42,7 @@ def build_app(context: Context) -> FastAPI:
     app.openapi = api_docs.without_422(app)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _bug)
     return app
 
 
@@ -48,6 +50,13 @@ async def _http_exception(_request: Request, exc: StarletteHTTPException) -> JSO
     """An unknown path (404), a wrong method (405): the same JSON error form as the rest."""
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))
+
+
+async def _bug(_request: Request, _exc: Exception) -> JSONResponse:
+    """What escaped a route's ``Calls.run`` (a bug): JSON 500. uvicorn logs the traceback
+    and closes the connection, which the answer says: a client must not send on it again."""
+    return JSONResponse({"error": INTERNAL_MESSAGE}, status_code=500,
+                        headers={"Connection": "close"})
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

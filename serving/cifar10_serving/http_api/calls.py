@@ -52,7 +52,7 @@ class Call:
         limit = self.max_body_bytes
         declared = self.request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not (declared.isascii() and declared.isdigit()):
                 raise HttpError(400, f"malformed Content-Length header {quoted(declared)}")
             if int(declared) > limit:
                 raise HttpError(413, _too_large(int(declared), limit))

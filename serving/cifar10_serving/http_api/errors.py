@@ -7,6 +7,8 @@ REST error form), with a status from the exception's class:
 * ``OverloadedError`` (in-flight limits, a full queue) 429, ``UnavailableError`` (starting,
   shutting down) 503, both with ``Retry-After`` when the server has a hint;
 * ``DeadlineExceededError`` 504; ``ModelLoadError`` 503;
+* the client left before its request was read (``ClientDisconnect``): 499, nginx's code for
+  it, only for the metrics (no one reads the answer), and nothing logged;
 * ``HttpError``: what the door itself refuses (a body too large 413, malformed JSON 400, an
   unsupported media type 415), with its own status;
 * anything else is a bug on our side: 500 with a generic message, the traceback goes to the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from cifar10_core.errors import (
@@ -33,6 +36,7 @@ from cifar10_core.errors import (
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal server error (details in the server log)"
+CLIENT_CLOSED = 499
 
 
 class HttpError(Exception):
@@ -61,6 +65,8 @@ def status_of(exc: BaseException, method: str = "") -> tuple[int, str, dict[str,
         return 504, str(exc), {}
     if isinstance(exc, ModelLoadError):
         return 503, str(exc), {}
+    if isinstance(exc, ClientDisconnect):
+        return CLIENT_CLOSED, "the client closed the connection before its request was read", {}
     if isinstance(exc, ServingError):
         log.error("%s failed: %s", method or "request", exc)
         return 500, INTERNAL_MESSAGE, {}

@@ -4,17 +4,31 @@ One process, one loop (as MLServer runs uvicorn beside grpc.aio): a request reac
 same data plane, admission and dynamic batcher whichever door it came through. uvicorn is
 started and stopped by its ``startup``/``shutdown`` steps, not ``serve()``, which would take
 SIGTERM and SIGINT from our lifecycle (``cifar10_serving.service`` owns the signals). The
-lifecycle gets a ``Door``: at shutdown the port closes, idle keep-alive connections close,
-and the requests in flight are answered first (uvicorn's graceful shutdown, within the
-grace period).
+lifecycle gets a ``Door``; its close (``HttpServer._close``) loses no request the server has
+accepted:
+
+* connections the kernel has already accepted are taken from the port's queue before the
+  port closes (closing the port would reset them);
+* a keep-alive connection with no request in progress stays open a moment (``LINGER_S``):
+  HTTP/1.1 has no GOAWAY, so a client cannot know that its idle connection is about to
+  close, and a request it sends as it closes meets a reset. Meanwhile a request on it is
+  answered (503 ``Retry-After`` from the data plane, ``Connection: close`` from
+  ``Calls``); then uvicorn's graceful shutdown closes what is idle and answers the requests
+  in progress, within the grace period.
+
+What remains is HTTP/1.1's own race: a request sent on an idle connection at the instant it
+closes, after ``LINGER_S`` of nothing, is never read; the client sees the connection close
+without an answer and may safely send it again (the server never saw it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
 import ssl
+import time
 
 import uvicorn
 
@@ -22,12 +36,22 @@ from cifar10_serving.dataplane.plane import DataPlane
 from cifar10_serving.http_api.app import build_app
 from cifar10_serving.http_api.context import Context
 from cifar10_serving.http_api.calls import Calls, Observer
+from cifar10_serving.http_api.protocol import HttpProtocol, rate_limit_client_warnings
 from cifar10_serving.inference_protocol.statistics import InferenceStatistics
 from cifar10_serving.lifecycle import Door, Lifecycle
 from cifar10_serving.observability.requests import Requests
 from cifar10_serving.settings import Settings
 
 log = logging.getLogger("cifar10_serving.server")
+
+KEEP_ALIVE_S = 75
+"""An idle connection closes after this long (nginx's default): longer than the idle
+timeouts of common clients and proxies (httpx 5 s, Go 90 s is the exception), so that they,
+not the server, close it, and never race a request against its close."""
+
+LINGER_S = 1.0
+"""At shutdown, how long an idle keep-alive connection stays open once the port has closed
+(at most half the grace left)."""
 
 
 def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -79,14 +103,17 @@ class HttpServer:
         self.socket = bind(settings.host, settings.http_port, reuse_port=settings.workers > 1)
         self.port = self.socket.getsockname()[1]
         config = uvicorn.Config(
-            self.app, loop="none", http="httptools", lifespan="off", log_config=None,
-            access_log=False, proxy_headers=False, server_header=False,
+            self.app, loop="none", http=HttpProtocol, ws="none", lifespan="off",
+            log_config=None, access_log=False, proxy_headers=False, server_header=False,
             date_header=False,  # it needs uvicorn's main loop ticking 10 times a second
+            timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=settings.grace_seconds, **_tls(settings),
         )
         config.load()
+        rate_limit_client_warnings()
         self.server = uvicorn.Server(config)
         self.server.lifespan = config.lifespan_class(config)
+        self._accepted: list[asyncio.Future] = []  # connections taken from the queue at close
         lifecycle.doors.append(Door(_nothing, self._close))
 
     async def start(self) -> None:
@@ -94,8 +121,44 @@ class HttpServer:
         await self.server.startup(sockets=[self.socket])
 
     async def _close(self, grace: float) -> None:
-        self.server.config.timeout_graceful_shutdown = max(0.1, grace)
-        await self.server.shutdown(sockets=[self.socket])
+        """Close the port, then the connections (see the module docstring). The port closes
+        before the first ``await``: the lifecycle answers its held refusals right after."""
+        started = time.monotonic()
+        self._accept_queued()
+        for listener in self.server.servers:
+            listener.close()
+        self.socket.close()
+        await self._linger(min(LINGER_S, grace / 2))
+        self.server.config.timeout_graceful_shutdown = max(0.1, grace - (time.monotonic() - started))
+        await self.server.shutdown()
+
+    def _accept_queued(self) -> None:
+        """Serve the connections waiting in the port's queue (the kernel has completed their
+        handshake; the port's close would reset them)."""
+        config, server = self.server.config, self.server
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(config=config, server_state=server.server_state,
+                                              app_state=server.lifespan.state)
+
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:  # none left (EAGAIN), or the port is gone
+                return
+            connection.setblocking(False)
+            self._accepted.append(asyncio.ensure_future(
+                loop.connect_accepted_socket(protocol, connection, ssl=config.ssl)))
+
+    async def _linger(self, seconds: float) -> None:
+        """Until no connection is idle (each has closed, or has a request in progress and
+        will close after its answer), at most ``seconds``."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and any(
+                connection.cycle is None or connection.cycle.response_complete
+                for connection in self.server.server_state.connections):
+            await asyncio.sleep(0.01)
 
 
 async def _nothing() -> None:
