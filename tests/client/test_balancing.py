@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class Replica:
     """``python -m cifar10_serving.grpc_api.server`` on ``host`` (127.0.0.1) with its own gRPC
-    and metrics ports (``port``: a given gRPC port, else a free one)."""
+    and metrics ports (``port``: a given gRPC port, else a free one), no HTTP door."""
 
     def __init__(self, model: Path, *flags: str, host: str = "127.0.0.1", port: int | None = None):
         self.host = host
@@ -42,7 +42,7 @@ class Replica:
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cifar10_serving", "--model-path", str(model),
-             "--host", host, "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+             "--host", host, "--port", str(self.port), "--metrics-port", str(self.metrics_port), "--http-port", "-1",
              "--reload-interval-s", "0", "--log-level", "WARNING", *flags],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -65,7 +65,7 @@ class Replica:
 
     def classify_calls(self) -> int:
         """Classify calls this replica answered OK."""
-        return int(self.metric("cifar10_requests_total", {"method": "Classify", "code": "OK"}))
+        return int(self.metric("cifar10_requests_total", {"door": "grpc", "method": "Classify", "code": "OK"}))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -235,5 +235,5 @@ def test_tls_over_several_replicas_checks_the_first_host_name(server_factory, tm
         for _ in range(4):
             assert client.classify(random_image(3)).label
     served = [s.metrics.registry.get_sample_value(
-        "cifar10_requests_total", {"method": "Classify", "code": "OK"}) for s in servers]
+        "cifar10_requests_total", {"door": "grpc", "method": "Classify", "code": "OK"}) for s in servers]
     assert all(served) and sum(served) == 4, served
