@@ -23,6 +23,9 @@ SCRIPT = str(Path(sys.executable).parent / "cifar10-train")
     (["train", "--run-dir", "r", "--recipe", "fast"], {}, "argument --recipe: invalid choice: 'fast'"),
     (["train", "--run-dir", "r", "--test-size", "-1"], {}, "test_size must not be negative, got -1"),
     (["train", "--run-dir", "r", "--batch-size", "many"], {}, "argument --batch-size: invalid int value"),
+    (["train", "--run-dir", "r", "--arch", "airbench94", "--recipe", "lab"], {},
+     "recipe lab is for arch seed-cnn, not airbench94"),
+    (["train", "--run-dir", "r", "--tta", "flip"], {}, r"--tta flip needs a network with a logits layer"),
     (["quantize", "--model", "m", "--data", "d", "--output", "o", "--calibration-images", "0"], {},
      "argument --calibration-images: must be at least 1, got 0"),
 ])

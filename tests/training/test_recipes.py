@@ -1,5 +1,6 @@
-"""Recipe selection: the lab's defaults exactly, the improved recipe's values, explicit flags
-over either, and configs saved before the recipes and the test part existed. No TensorFlow."""
+"""Recipe selection: the lab's defaults exactly, the improved and airbench94 recipes' values,
+explicit flags over any of them, and configs saved before the recipes, the test part and the
+architectures existed. No TensorFlow."""
 
 from __future__ import annotations
 
@@ -78,3 +79,41 @@ def test_a_config_saved_before_recipes_means_the_two_way_split_and_the_lab(tmp_p
     loaded = TrainConfig.load(tmp_path / "config.json")
     assert (loaded.val_size, loaded.test_size, loaded.recipe) == (5000, 0, "lab")
     assert _subset(loaded, LAB) == LAB
+
+
+AIRBENCH94 = {
+    "arch": "airbench94", "epochs": 10, "batch_size": 1024, "optimizer": "sgd-nesterov", "learning_rate": 11.5,
+    "momentum": 0.85, "weight_decay": 0.0153, "bias_lr_scale": 64.0, "lr_schedule": "linear",
+    "warmup_fraction": 0.23, "label_smoothing": 0.2, "lookahead": True, "conv_dropout": 0.0, "dense_dropout": 0.0,
+    "rotation_degrees": 0.0, "width_shift": 0.0, "height_shift": 0.0, "zoom": 0.0, "crop_padding": 2,
+    "horizontal_flip": True, "fill_mode": "reflect", "model_name": "cifar10-airbench94",
+}
+
+
+def test_arch_airbench94_brings_its_own_recipe_and_the_same_split():
+    config = _config("train", "--run-dir", "r", "--arch", "airbench94")
+    assert config.recipe == "airbench94" and _subset(config, AIRBENCH94) == AIRBENCH94
+    assert _subset(config, SPLIT) == SPLIT
+    assert _config("train", "--run-dir", "r", "--recipe", "airbench94") == config
+    assert _config("train", "--run-dir", "r", "--arch", "airbench94", "--epochs", "15").epochs == 15
+    assert _config("train", "--run-dir", "r").arch == "seed-cnn" == TrainConfig().arch
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch", "airbench94", "--recipe", "improved"], "recipe improved is for arch seed-cnn, not airbench94"),
+    (["--recipe", "airbench94", "--arch", "seed-cnn"], "recipe airbench94 is for arch airbench94, not seed-cnn"),
+    (["--arch", "airbench94", "--conv-dropout", "0.1"], "airbench94 has no dropout"),
+    (["--lookahead"], "lookahead: for optimizer sgd-nesterov only"),
+    (["--arch", "airbench94", "--momentum", "1.0"], r"momentum must be in \[0, 1\), got 1.0"),
+])
+def test_inconsistent_architecture_settings_are_refused(argv, message):
+    with pytest.raises(ValueError, match=message):
+        _config("train", "--run-dir", "r", *argv)
+
+
+def test_a_config_saved_before_architectures_is_the_seed_cnn(tmp_path):
+    saved = {k: v for k, v in config_module.for_recipe("improved").to_dict().items()
+             if k not in ("arch", "momentum", "bias_lr_scale", "lookahead")}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = TrainConfig.load(tmp_path / "config.json")
+    assert (loaded.arch, loaded.recipe, loaded.momentum, loaded.lookahead) == ("seed-cnn", "improved", 0.0, False)

@@ -1,7 +1,9 @@
 """``cifar10-train``: train, export, evaluate and compare (the lab's experiment).
 
     cifar10-train train   --run-dir runs/improved [--recipe improved|lab] [--epochs N] [--data DIR|fetch]
+    cifar10-train train   --run-dir runs/airbench94 --arch airbench94     (its own recipe, airbench94)
     cifar10-train export  --run-dir runs/improved --output models/cifar10-cnn.onnx [--checkpoint best|last]
+                          [--tta none|flip|flip-translate]     (test-time augmentation: airbench94 only)
     cifar10-train evaluate --model models/cifar10-cnn.onnx --data DIR [--validation | --test | --val-of RUN_DIR]
     cifar10-train compare --out runs/compare [--epochs 100] [--no-train]   (the lab's recipe)
 
@@ -36,15 +38,24 @@ def _default_text(name: str, recipe: str) -> str:
     return "default: " + ", ".join(f"{v!r} ({r})" for r, v in values.items())
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, recipe: str) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, recipe: str, recipe_by_arch: bool = False) -> None:
+    """A flag per config field; with ``recipe_by_arch`` the recipe defaults to the one of
+    ``--arch`` (``config.ARCH_RECIPES``), else to ``recipe``."""
     group = parser.add_argument_group(f"training config (defaults: the {recipe!r} recipe unless --recipe says otherwise)")
     defaults = config_module.for_recipe(recipe)
     for field in config_module.fields():
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
         if field.name == "recipe":
-            group.add_argument(flag, dest=field.name, choices=config_module.RECIPE_NAMES, default=recipe,
-                               help=f"{field.metadata['help']} (default: {recipe}; docs/training.md)")
+            by_arch = "; ".join(f"{r} for --arch {a}" for a, r in config_module.ARCH_RECIPES.items())
+            group.add_argument(flag, dest=field.name, choices=config_module.RECIPE_NAMES,
+                               default=None if recipe_by_arch else recipe,
+                               help=f"{field.metadata['help']} (default: {by_arch if recipe_by_arch else recipe}; "
+                                    "docs/training.md)")
+            continue
+        if field.name == "arch":
+            group.add_argument(flag, dest=field.name, choices=config_module.ARCHS, default=None,
+                               help=f"{field.metadata['help']} (default: {default})")
             continue
         help_text = f"{field.metadata['help']} ({_default_text(field.name, recipe)})"
         if isinstance(default, bool):
@@ -59,13 +70,13 @@ def config_from_args(args: argparse.Namespace, **overrides) -> config_module.Tra
     values = {f.name: getattr(args, f.name) for f in config_module.fields()
               if f.name != "recipe" and getattr(args, f.name, None) is not None}
     values.update(overrides)
-    return config_module.for_recipe(args.recipe, **values)
+    return config_module.for_recipe(args.recipe or config_module.default_recipe(values.get("arch")), **values)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from cifar10_training import run
 
-    result = run.train_run(args.config, args.run_dir, export=not args.no_export)
+    result = run.train_run(args.config, args.run_dir, export=not args.no_export, tta=args.tta)
     log.info("run finished: %s", result)
     return 0
 
@@ -73,7 +84,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from cifar10_training import run
 
-    path = run.export_run(args.run_dir, args.output, args.checkpoint)
+    path = run.export_run(args.run_dir, args.output, args.checkpoint, args.tta)
     log.info("exported %s", path)
     return 0
 
@@ -109,9 +120,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_tta_flag(parser: argparse.ArgumentParser) -> None:
+    from cifar10_training.tta import MODES
+
+    parser.add_argument("--tta", choices=MODES, default="none",
+                        help="test-time augmentation inside the exported graph (networks with a logits layer: "
+                             "airbench94): flip averages the image and its mirror, flip-translate six views "
+                             "(docs/training.md) (default: none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``cifar10-train`` and its subcommands; every flag has a help text."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Train, export, evaluate and compare the CIFAR-10 seed CNN.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Train, export, evaluate and compare CIFAR-10 networks: "
+                                                            "the lab's seed CNN and airbench94.")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
                         help=f"logging threshold [env {LOG_LEVEL_ENV}; default INFO]")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
@@ -119,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one arm (resumes if the run folder has checkpoints), then export and evaluate")
     p.add_argument("--run-dir", type=Path, required=True, help="folder of the run (created; resumed if it exists)")
     p.add_argument("--no-export", action="store_true", help="stop after fitting")
-    _add_config_flags(p, config_module.DEFAULT_RECIPE)
+    _add_tta_flag(p)
+    _add_config_flags(p, config_module.DEFAULT_RECIPE, recipe_by_arch=True)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="export a run's best checkpoint to ONNX (with the parity check), "
@@ -128,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None, help="the ONNX file to write (default: RUN_DIR/model.onnx)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="best: the epoch with the highest validation accuracy; last: the newest epoch")
+    _add_tta_flag(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of an ONNX model, via onnxruntime")
@@ -195,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     from cifar10_training.data import DataError
     from cifar10_training.export import ExportParityError
     from cifar10_training.train import RunConfigMismatch
+    from cifar10_training.tta import UnsupportedTTA
 
     try:
         return args.func(args)
-    except (DataError, RunConfigMismatch, ModelLoadError, ExportParityError) as exc:
+    except (DataError, RunConfigMismatch, ModelLoadError, ExportParityError, UnsupportedTTA) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,7 +17,13 @@ from typing import Any
 
 
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+SEED_CNN = "seed-cnn"
+AIRBENCH94 = "airbench94"
+ARCHS = (SEED_CNN, AIRBENCH94)
+NESTEROV = "sgd-nesterov"
+"""The optimizer of airbench94's recipe (cifar10_training.lookahead_sgd): its learning rate and
+weight decay are per 1,024 images, independent of the batch size and the momentum."""
 
 
 # The named recipes: what each changes from the dataclass defaults (the lab's recipe).
@@ -45,10 +51,37 @@ RECIPES: dict[str, dict[str, Any]] = {
         "crop_padding": 4,
         "fill_mode": "reflect",
     },
+    # airbench94 (Keller Jordan, arXiv 2404.00498, github KellerJordan/cifar10-airbench): its
+    # network and its hyperparameters (docs/training.md says where this differs).
+    AIRBENCH94: {
+        "arch": AIRBENCH94,
+        "model_name": "cifar10-airbench94",
+        "epochs": 10,                  # airbench94 trains 9.9 epochs of 50,000 images
+        "batch_size": 1024,
+        "optimizer": NESTEROV,
+        "learning_rate": 11.5,         # per 1,024 images
+        "momentum": 0.85,
+        "weight_decay": 0.0153,        # per 1,024 images
+        "bias_lr_scale": 64.0,
+        "lr_schedule": "linear",
+        "warmup_fraction": 0.23,
+        "label_smoothing": 0.2,
+        "lookahead": True,
+        "conv_dropout": 0.0,
+        "dense_dropout": 0.0,
+        "rotation_degrees": 0.0,       # flip and a 2-pixel translation only
+        "width_shift": 0.0,
+        "height_shift": 0.0,
+        "zoom": 0.0,
+        "crop_padding": 2,
+        "fill_mode": "reflect",
+    },
 }
 RECIPE_NAMES = tuple(RECIPES)
 DEFAULT_RECIPE = "improved"
 """What ``cifar10-train train`` uses unless told: the better model in no more wall time."""
+ARCH_RECIPES = {SEED_CNN: DEFAULT_RECIPE, AIRBENCH94: AIRBENCH94}
+"""The recipe ``cifar10-train train --arch NAME`` uses unless ``--recipe`` is given."""
 
 
 def _help(text: str) -> dict[str, str]:
@@ -79,21 +112,33 @@ class TrainConfig:
         "seed of the split: the same split on every run with the same data"))
 
     # --- model and optimisation (the lab's recipe) ---------------------------------------
+    arch: str = field(default=SEED_CNN, metadata=_help(
+        "the network: seed-cnn (the lab's CNN) or airbench94 (patch-whitened CNN, docs/training.md)"))
     recipe: str = field(default="lab", metadata=_help(
         "named set of defaults the other flags override: " + ", ".join(RECIPE_NAMES)))
     epochs: int = field(default=100, metadata=_help("epochs to train (a resumed run continues to this)"))
     batch_size: int = field(default=256, metadata=_help("images per training step"))
     optimizer: str = field(default="rmsprop", metadata=_help(
-        "any Keras optimizer name; the lab used rmsprop with Keras' defaults"))
+        f"any Keras optimizer name (the lab used rmsprop with Keras' defaults), or {NESTEROV}: "
+        "airbench94's SGD with Nesterov momentum, BatchNorm offsets' rate scaled, optional lookahead"))
     learning_rate: float = field(default=0.001, metadata=_help(
-        "the optimizer's learning rate (rmsprop's Keras default); the peak with a schedule"))
+        "the optimizer's learning rate (rmsprop's Keras default); the peak with a schedule; "
+        f"per 1,024 images with {NESTEROV}"))
     lr_schedule: str = field(default="constant", metadata=_help(
-        "learning rate per step: constant, or cosine (linear warm-up from 0, then cosine to 0 "
-        "at the last step)"))
+        "learning rate per step: constant; cosine (linear warm-up from 0, then cosine to 0 "
+        "at the last step); linear (airbench94's: warm-up from 0.2 x the peak, then down to "
+        "0.07 x the peak at the last step)"))
     warmup_fraction: float = field(default=0.0, metadata=_help(
-        "share of all steps spent warming up (cosine schedule only)"))
+        "share of all steps spent warming up (cosine and linear schedules)"))
     weight_decay: float = field(default=0.0, metadata=_help(
-        "decoupled weight decay (adamw; 0: none for other optimizers)"))
+        f"decoupled weight decay (adamw; 0: none for other optimizers); with {NESTEROV}: "
+        "L2 decay per 1,024 images, as airbench94 counts it"))
+    momentum: float = field(default=0.0, metadata=_help(f"Nesterov momentum ({NESTEROV} only)"))
+    bias_lr_scale: float = field(default=1.0, metadata=_help(
+        f"learning rate of the BatchNorm offsets over the others' ({NESTEROV} only)"))
+    lookahead: bool = field(default=False, metadata=_help(
+        f"lookahead: every 5 steps the weights move to a moving average of themselves "
+        f"({NESTEROV} only; airbench94's schedule)"))
     label_smoothing: float = field(default=0.0, metadata=_help("label smoothing of the cross-entropy"))
     conv_dropout: float = field(default=0.25, metadata=_help("dropout after each convolution block"))
     dense_dropout: float = field(default=0.5, metadata=_help("dropout before the output layer"))
@@ -135,8 +180,24 @@ class TrainConfig:
         for name in ("test_size", "crop_padding"):
             if getattr(self, name) < 0:
                 out.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.arch not in ARCHS:
+            out.append(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        elif self.arch == AIRBENCH94 and (self.conv_dropout or self.dense_dropout):
+            out.append("airbench94 has no dropout: conv_dropout and dense_dropout must be 0")
         if self.recipe not in RECIPES:
             out.append(f"recipe must be one of {', '.join(RECIPE_NAMES)}, got {self.recipe!r}")
+        elif self.arch in ARCHS and self.arch != RECIPES[self.recipe].get("arch", SEED_CNN):
+            out.append(f"recipe {self.recipe} is for arch {RECIPES[self.recipe].get('arch', SEED_CNN)}, "
+                       f"not {self.arch}")
+        if not 0 <= self.momentum < 1:
+            out.append(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.bias_lr_scale <= 0:
+            out.append(f"bias_lr_scale must be positive, got {self.bias_lr_scale}")
+        if self.optimizer != NESTEROV:
+            unused = [name for name, off in (("momentum", 0.0), ("bias_lr_scale", 1.0), ("lookahead", False))
+                      if getattr(self, name) != off]
+            if unused:
+                out.append(f"{', '.join(unused)}: for optimizer {NESTEROV} only")
         if self.lr_schedule not in LR_SCHEDULES:
             out.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.learning_rate <= 0:
@@ -187,6 +248,11 @@ def for_recipe(recipe: str, **overrides: Any) -> TrainConfig:
     if recipe not in RECIPES:
         raise ValueError(f"invalid training config: recipe must be one of {', '.join(RECIPE_NAMES)}, got {recipe!r}")
     return TrainConfig(**{**RECIPES[recipe], **overrides, "recipe": recipe})
+
+
+def default_recipe(arch: str | None) -> str:
+    """The recipe ``train`` uses for ``arch`` when no ``--recipe`` is given."""
+    return ARCH_RECIPES.get(arch or SEED_CNN, DEFAULT_RECIPE)
 
 
 def fields() -> list[dataclasses.Field]:

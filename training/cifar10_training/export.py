@@ -1,8 +1,10 @@
 """Export a trained Keras model to ONNX per the model contract, checked and written atomically.
 
-The exported graph takes ``images`` uint8 [N, 32, 32, 3] and scales them to [0, 1] itself,
-then returns ``probabilities`` float32 [N, 10]; ``metadata_props`` carry the class names,
-model name and version, training config, data set, its fingerprint and validation metrics.
+The exported graph takes ``images`` uint8 [N, 32, 32, 3] and scales them to [0, 1] itself
+(with ``tta``, it averages the network over several views of each image), then returns
+``probabilities`` float32 [N, 10]; ``metadata_props`` carry the class names, model name and
+version, training config, data set, its fingerprint and validation metrics, and the
+architecture, recipe and test-time augmentation.
 Before the file is written, onnxruntime must agree with Keras on real images
 (max |delta p| <= PARITY_TOLERANCE, identical argmax), else ExportParityError; and the
 written file must pass the checks the server makes at load (``check_model_file``), else
@@ -22,19 +24,25 @@ import numpy as np
 
 from cifar10_core import contract
 from cifar10_core.errors import ModelLoadError
+from cifar10_training import tta as tta_module
 
 log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-5
 OPSET = 17
+# Metadata entries beside the contract's: which network, recipe and test-time augmentation.
+META_ARCHITECTURE = "architecture"
+META_RECIPE = "recipe"
+META_TTA = "test_time_augmentation"
 
 
 class ExportParityError(Exception):
     """onnxruntime and Keras disagree on the exported model: nothing was written."""
 
 
-def to_onnx(model):
-    """The Keras model wrapped with uint8 -> [0, 1] scaling, as an ONNX ModelProto."""
+def to_onnx(model, tta: str = "none"):
+    """The Keras model wrapped with uint8 -> [0, 1] scaling (and test-time augmentation,
+    ``cifar10_training.tta``), as an ONNX ModelProto."""
     import tensorflow as tf
     import tf2onnx
 
@@ -42,14 +50,15 @@ def to_onnx(model):
 
     @tf.function(input_signature=spec)
     def serve(images):
-        return {contract.OUTPUT_NAME: model(tf.cast(images, tf.float32) / 255.0, training=False)}
+        return {contract.OUTPUT_NAME: tta_module.probabilities(model, tf.cast(images, tf.float32) / 255.0, tta)}
 
     model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=OPSET)
     return model_proto
 
 
-def check_parity(model, model_proto, images: np.ndarray) -> dict:
-    """Compare Keras and onnxruntime on ``images``; raise ExportParityError on mismatch."""
+def check_parity(model, model_proto, images: np.ndarray, tta: str = "none") -> dict:
+    """Compare Keras (with the same test-time augmentation) and onnxruntime on ``images``;
+    raise ExportParityError on mismatch."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -57,8 +66,10 @@ def check_parity(model, model_proto, images: np.ndarray) -> dict:
     outputs = [o.name for o in session.get_outputs()]
     if inputs != [contract.INPUT_NAME] or outputs != [contract.OUTPUT_NAME]:
         raise ExportParityError(f"exported graph has inputs {inputs} and outputs {outputs}")
-    onnx_p = session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: images})[0]
-    keras_p = np.asarray(model(images.astype(np.float32) / 255.0, training=False))
+    batch = tta_module.PREDICT_BATCH
+    onnx_p = np.concatenate([session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: images[i:i + batch]})[0]
+                             for i in range(0, len(images), batch)])
+    keras_p = tta_module.predict(model, images, tta)
     max_delta = float(np.max(np.abs(onnx_p - keras_p)))
     argmax_mismatches = int(np.sum(onnx_p.argmax(1) != keras_p.argmax(1)))
     report = {"images": len(images), "max_abs_delta": max_delta, "argmax_mismatches": argmax_mismatches}
@@ -128,16 +139,17 @@ def check_model_file(path: Path) -> None:
     )
 
 
-def export(model, output: Path, metadata: dict[str, str], parity_images: np.ndarray) -> dict:
-    """Convert, check parity, attach metadata and write ``output`` atomically.
+def export(model, output: Path, metadata: dict[str, str], parity_images: np.ndarray, tta: str = "none") -> dict:
+    """Convert (with test-time augmentation ``tta`` inside the graph), check parity, attach
+    metadata and write ``output`` atomically.
 
     Returns the parity report. A reader of ``output`` sees the old file or the new one,
     never half of one.
     """
     import onnx
 
-    model_proto = to_onnx(model)
-    parity = check_parity(model, model_proto, parity_images)
+    model_proto = to_onnx(model, tta)
+    parity = check_parity(model, model_proto, parity_images, tta)
     set_metadata(model_proto, metadata)
     onnx.checker.check_model(model_proto)
     write_model_atomically(model_proto.SerializeToString(), output, check=check_model_file)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar10_core import contract
+from cifar10_training.config import AIRBENCH94, NESTEROV, SEED_CNN
 from cifar10_training.train import best_row
 
 JPEG_CAVEAT = (
@@ -71,9 +72,10 @@ def plot_confusion(confusion: list[list[int]], output: Path, title: str) -> None
     plt.close(fig)
 
 
-def model_version(config: dict, epochs: int) -> str:
-    """The exported weights' version: the run's version and the epoch they come from."""
-    return f"{config['model_version']}-e{epochs:03d}"
+def model_version(config: dict, epochs: int, tta: str = "none") -> str:
+    """The exported model's version: the run's version, the epoch its weights come from and
+    its test-time augmentation (the same weights answer differently with it)."""
+    return f"{config['model_version']}-e{epochs:03d}" + ("" if tta == "none" else f"-{tta}")
 
 
 def best_and_final(history: list[dict]) -> dict:
@@ -114,6 +116,7 @@ def model_card(config: dict, history: list[dict], figures: dict, parity: dict, s
     """
     summary = best_and_final(history)
     epoch, val, test = figures["epoch"], figures["validation"], figures.get("test")
+    tta = figures.get("tta", "none")
     reported, label = (test, "test") if test else (val, "validation")
     parts = [("validation", val)] + ([("test", test)] if test else [])
     header = " | ".join(name for name, _ in parts)
@@ -127,10 +130,6 @@ def model_card(config: dict, history: list[dict], figures: dict, parity: dict, s
         f"horizontal flip {config['horizontal_flip']}, fill {config['fill_mode']}"
         if config["augment"] else "none"
     )
-    schedule = (
-        f"cosine to 0 after a linear warm-up over {config['warmup_fraction']:.0%} of the steps, peak"
-        if config.get("lr_schedule", "constant") == "cosine" else "constant"
-    )
     interim = (
         f"\n**Interim export:** epoch {summary['epochs']} of a run planned for {config['epochs']} epochs.\n"
         if summary["epochs"] < config["epochs"] else ""
@@ -141,21 +140,18 @@ def model_card(config: dict, history: list[dict], figures: dict, parity: dict, s
         f"choice: epochs, checkpoint, recipe) and a test part of {test_size} images (these figures only)"
         if test_size else f"{split['train_size']} training images and a validation split of {split['val_size']} images"
     )
-    return f"""# Model card: {config['model_name']} {model_version(config, epoch)}
+    return f"""# Model card: {config['model_name']} {model_version(config, epoch, tta)}
 {interim}
 File: `{model_file}` (ONNX, opset 17). Input `images`: uint8 [N, 32, 32, 3], RGB, NHWC, scaled to
 [0, 1] inside the graph. Output `probabilities`: float32 [N, 10] in label order
-{', '.join(contract.CLASS_NAMES)}.
+{', '.join(contract.CLASS_NAMES)}. Test-time augmentation inside the graph: {TTA_TEXT[tta]}.
 
 **{reported['accuracy']:.2%} {label} accuracy** ({reported['images']} images, onnxruntime).
 
 ## How it was trained
-The seed CNN of the course lab (six 3x3 convolutions 32-32-64-64-64-64, 'same' then 'valid'
-in each pair, 2x2 max-pool and dropout {config['conv_dropout']} after each pair, Dense 512 relu,
-dropout {config['dense_dropout']}, Dense 10 softmax; 276,138 parameters), trained by
+{_network_text(config)}, trained by
 `cifar10-train train` (recipe `{config.get('recipe', 'lab')}`) for {summary['epochs']} epochs:
-{config['optimizer']} (learning rate {schedule} {config['learning_rate']}; weight decay
-{config.get('weight_decay', 0.0)}), batch {config['batch_size']}, categorical cross-entropy
+{_optimizer_text(config)}, batch {config['batch_size']}, categorical cross-entropy
 (label smoothing {config.get('label_smoothing', 0.0)}), seed {config['seed']}.
 Augmentation (training batches only): {augment}.
 These weights are epoch {epoch} ({figures['checkpoint']} checkpoint; best validation accuracy
@@ -199,6 +195,41 @@ Export parity (Keras vs onnxruntime on {parity['images']} validation images): ma
 32x32 pictures of ten classes only: anything else is forced into one of them. Larger images
 are resized to 32x32 (core/cifar10_core/images.py), which loses most detail.
 """
+
+
+TTA_TEXT = {
+    "none": "none",
+    "flip": "the image and its mirror, logits averaged",
+    "flip-translate": "the image and its mirror, also shifted one pixel up-left and down-right "
+                      "(reflect padding), logits averaged (six views)",
+}
+
+
+def _network_text(config: dict) -> str:
+    if config.get("arch", SEED_CNN) == AIRBENCH94:
+        return ("airbench94's network (Keller Jordan, arXiv 2404.00498): a frozen 2x2 patch-whitening "
+                "convolution of 24 filters set from the training images, three blocks of widths 64, "
+                "256, 256 (3x3 conv, 2x2 max-pool, BatchNorm, GELU, 3x3 conv, BatchNorm, GELU), "
+                "global max-pool and a linear head scaled by 1/9")
+    return (f"The seed CNN of the course lab (six 3x3 convolutions 32-32-64-64-64-64, 'same' then 'valid' "
+            f"in each pair, 2x2 max-pool and dropout {config['conv_dropout']} after each pair, Dense 512 relu, "
+            f"dropout {config['dense_dropout']}, Dense 10 softmax; 276,138 parameters)")
+
+
+def _optimizer_text(config: dict) -> str:
+    schedule = config.get("lr_schedule", "constant")
+    warmup = f"{config.get('warmup_fraction', 0.0):.0%} of the steps"
+    shape = {
+        "cosine": f"cosine to 0 after a linear warm-up over {warmup}, peak",
+        "linear": f"linear from 0.2 x the peak up over {warmup}, then down to 0.07 x the peak, peak",
+    }.get(schedule, "constant")
+    if config["optimizer"] == NESTEROV:
+        return (f"SGD with Nesterov momentum {config['momentum']} (airbench94's parametrisation: learning rate "
+                f"{shape} {config['learning_rate']} and L2 weight decay {config['weight_decay']} per 1,024 "
+                f"images; BatchNorm offsets' rate x {config['bias_lr_scale']}; lookahead "
+                f"{'on' if config['lookahead'] else 'off'})")
+    return (f"{config['optimizer']} (learning rate {shape} {config['learning_rate']}; weight decay "
+            f"{config.get('weight_decay', 0.0)})")
 
 
 def confusion_table(confusion: list[list[int]]) -> str:

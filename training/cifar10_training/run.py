@@ -19,7 +19,8 @@ import numpy as np
 
 from cifar10_core import contract
 from cifar10_training import data as data_module
-from cifar10_training import distributed, evaluate, export, report
+from cifar10_training import architectures, distributed, evaluate, export, report
+from cifar10_training import tta as tta_module
 from cifar10_training.config import TrainConfig
 from cifar10_training.train import FitResult, best_checkpoint, fit, latest_checkpoint, read_history
 
@@ -44,11 +45,12 @@ def chosen_checkpoint(run_dir: Path, which: str) -> tuple[int, Path]:
     return epoch, path
 
 
-def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpoint: str = "best") -> dict:
-    """Export the chosen checkpoint of a fitted run; write its curves, figures and card."""
-    import keras
-
+def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpoint: str = "best",
+           tta: str = "none") -> dict:
+    """Export the chosen checkpoint of a fitted run (with test-time augmentation ``tta`` in the
+    graph); write its curves, figures and card."""
     config = TrainConfig.load(run_dir / "config.json").to_dict()
+    tta_module.check_supported(config["arch"], tta)
     split = json.loads((run_dir / "split.json").read_text())
     # The model and its card name the data portably (its name, size and fingerprint), never
     # by this machine's path: config["data"] and split["dataset"] may be local paths.
@@ -58,7 +60,7 @@ def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpo
     report.plot_curves({arm: history}, run_dir / "curves.png", f"{config['model_name']} {arm}")
 
     epoch, path = chosen_checkpoint(run_dir, checkpoint)
-    model = result.model if result.model is not None and epoch == result.epoch else keras.models.load_model(path)
+    model = result.model if result.model is not None and epoch == result.epoch else architectures.load_checkpoint(path)
     log.info("exporting epoch %d of %d (%s checkpoint, validation accuracy %.2f%%)", epoch, len(history),
              checkpoint, 100 * next(r["val_accuracy"] for r in history if r["epoch"] == epoch))
 
@@ -67,10 +69,10 @@ def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpo
     labels = {name: result.data.labels[idx] for name, idx in parts.items()}
     summary = report.best_and_final(history)
     output = output or run_dir / MODEL_FILE
-    version = report.model_version(config, epoch)
+    version = report.model_version(config, epoch, tta)
     # Keras' figures on the validation part go into the metadata; the same figures through
     # onnxruntime (the written file) into evaluation.json and the card, and must agree.
-    keras_p = np.asarray(model.predict(images["validation"].astype(np.float32) / 255.0, batch_size=1024, verbose=0))
+    keras_p = tta_module.predict(model, images["validation"], tta)
     val = evaluate.score(keras_p, labels["validation"])
     metrics = {
         "val_accuracy": val.accuracy,
@@ -86,21 +88,22 @@ def finish(run_dir: Path, result: FitResult, output: Path | None = None, checkpo
     }
     sizes = {"split_seed": split["split_seed"], "train_size": split["train_size"], "val_size": split["val_size"],
              "test_size": split.get("test_size", 0)}
-    extra = {contract.META_SPLIT: json.dumps(sizes, sort_keys=True)}
+    extra = {contract.META_SPLIT: json.dumps(sizes, sort_keys=True), export.META_ARCHITECTURE: config["arch"],
+             export.META_RECIPE: config["recipe"], export.META_TTA: tta}
     served = {}
     if len(labels["test"]):
-        keras_test = np.asarray(model.predict(images["test"].astype(np.float32) / 255.0, batch_size=1024, verbose=0))
+        keras_test = tta_module.predict(model, images["test"], tta)
         test = evaluate.score(keras_test, labels["test"])
         extra[contract.META_TEST_METRICS] = json.dumps(test.metrics("test"), sort_keys=True)
     metadata = export.build_metadata(config, version, config["data"], result.data.fingerprint, metrics, extra)
-    parity = export.export(model, output, metadata, images["validation"])
+    parity = export.export(model, output, metadata, images["validation"], tta)
 
     # The serving path: the written file through onnxruntime.
     for name in parts:
         if len(labels[name]):
             served[name] = evaluate.evaluate_onnx(output, images[name], labels[name]).to_dict()
     reported = "test" if "test" in served else "validation"
-    figures = {"epoch": epoch, "checkpoint": checkpoint, **served}
+    figures = {"epoch": epoch, "checkpoint": checkpoint, "tta": tta, **served}
     (run_dir / "evaluation.json").write_text(
         json.dumps({**figures, "parity": parity, "summary": summary}, indent=2) + "\n"
     )
@@ -127,13 +130,14 @@ def portable_data(configured: str, dataset: data_module.LabelledImages) -> str:
     return description
 
 
-def train_run(config: TrainConfig, run_dir: Path, export: bool = True) -> dict:
+def train_run(config: TrainConfig, run_dir: Path, export: bool = True, tta: str = "none") -> dict:
     """Fit, then export (on a multi-worker cluster: the chief alone exports)."""
+    tta_module.check_supported(config.arch, tta)  # before hours of training, not after
     result = fit(config, run_dir)
     cluster = distributed.cluster_from_env()
     if not export or (cluster is not None and not cluster.is_chief):
         return {"epochs": len(result.history), "run_dir": str(run_dir)}
-    return finish(run_dir, result)
+    return finish(run_dir, result, tta=tta)
 
 
 def recorded_split(record: dict, dataset: data_module.LabelledImages) -> data_module.Split:
@@ -159,9 +163,11 @@ def _reload(run_dir: Path) -> FitResult:
     return FitResult(None, history, dataset, split, done, done)
 
 
-def export_run(run_dir: Path, output: Path | None = None, checkpoint: str = "best") -> str:
+def export_run(run_dir: Path, output: Path | None = None, checkpoint: str = "best", tta: str = "none") -> str:
     """Export a run's best (or last) checkpoint, with curves, figures and card."""
-    return finish(run_dir, _reload(run_dir), output, checkpoint)["model"]
+    if (run_dir / "config.json").exists():  # refused before the data loads (else _reload says why)
+        tta_module.check_supported(TrainConfig.load(run_dir / "config.json").arch, tta)
+    return finish(run_dir, _reload(run_dir), output, checkpoint, tta)["model"]
 
 
 def split_of(model: Path, dataset: data_module.LabelledImages) -> data_module.Split:

@@ -1,4 +1,4 @@
-"""Fit the seed CNN on one data source, checkpointing every epoch so a killed run resumes.
+"""Fit a network (``--arch``) on one data source, checkpointing every epoch so a killed run resumes.
 
 Reads top to bottom: load data -> fixed three-way split (training, validation, test) ->
 tf.data pipeline (augmentation on training batches only) -> build or resume the model
@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from cifar10_training import data as data_module
 from cifar10_training import distributed
-from cifar10_training.config import TrainConfig
+from cifar10_training.config import NESTEROV, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -205,24 +205,47 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int):
     """The learning rate: a float, or a per-step schedule (saved in every checkpoint)."""
     import keras
 
+    peak = config.learning_rate
+    if config.optimizer == NESTEROV:
+        from cifar10_training.lookahead_sgd import step_size
+
+        peak = step_size(config.learning_rate, config.momentum, config.batch_size)
     if config.lr_schedule == "constant":
-        return config.learning_rate
+        return peak
     total = config.epochs * steps_per_epoch
     warmup = int(round(config.warmup_fraction * total))
+    if config.lr_schedule == "linear":
+        from cifar10_training.schedules import WarmupLinearDecay
+
+        return WarmupLinearDecay(peak, total, warmup)
     # From 0 up to the peak in ``warmup`` steps, then cosine from the peak to 0 at ``total``.
     return keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=total - warmup, alpha=0.0, warmup_target=config.learning_rate, warmup_steps=warmup
+        0.0, decay_steps=total - warmup, alpha=0.0, warmup_target=peak, warmup_steps=warmup
     )
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    rate = learning_rate(config, steps_per_epoch)
+    if config.optimizer == NESTEROV:
+        from cifar10_training import lookahead_sgd
+
+        return lookahead_sgd.LookaheadSGD(
+            rate, momentum=config.momentum, l2=lookahead_sgd.l2_coefficient(config.learning_rate, config.weight_decay),
+            bias_lr_scale=config.bias_lr_scale, lookahead_steps=config.epochs * steps_per_epoch if config.lookahead else 0,
+        )
+    options = {"learning_rate": rate}
+    if config.weight_decay or config.optimizer == "adamw":
+        options["weight_decay"] = config.weight_decay
+    return keras.optimizers.get({"class_name": config.optimizer, "config": options})
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
     """Optimizer, schedule and loss of the recipe (the lab's: rmsprop at Keras' defaults)."""
     import keras
 
-    options = {"learning_rate": learning_rate(config, steps_per_epoch)}
-    if config.weight_decay or config.optimizer == "adamw":
-        options["weight_decay"] = config.weight_decay
-    optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": options})
+    optimizer = _optimizer(config, steps_per_epoch)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
@@ -326,7 +349,7 @@ def _fit(config: TrainConfig, run_dir: Path, out_dir: Path, strategy, progress: 
 
     import keras
 
-    from cifar10_training.model import build_seed_cnn
+    from cifar10_training import architectures
 
     done, checkpoint = latest_checkpoint(run_dir)
     history = [row for row in read_history(run_dir) if row["epoch"] <= done]
@@ -336,9 +359,9 @@ def _fit(config: TrainConfig, run_dir: Path, out_dir: Path, strategy, progress: 
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         if checkpoint is not None:
             log.info("resuming %s after epoch %d from %s", run_dir, done, checkpoint.name)
-            model = keras.models.load_model(checkpoint)
+            model = architectures.load_checkpoint(checkpoint)
         else:
-            model = build_seed_cnn(config.conv_dropout, config.dense_dropout)
+            model = architectures.build(config, dataset.images[split.train])
             compile_model(model, config, steps_per_epoch=-(-len(split.train) // config.batch_size))
         if strategy is not None:
             distributed.build_from_local_batch(model, strategy)
@@ -350,9 +373,9 @@ def _fit(config: TrainConfig, run_dir: Path, out_dir: Path, strategy, progress: 
         train_ds, val_ds = make_datasets(x[split.train], y[split.train], x[split.val], y[split.val],
                                          config, config.seed + done)
         log.info(
-            "training %s (recipe %s): epochs %d..%d, %d train / %d validation images (%d test images "
+            "training %s (%s, recipe %s): epochs %d..%d, %d train / %d validation images (%d test images "
             "untouched), augment=%s",
-            run_dir, config.recipe, done + 1, config.epochs, len(split.train), len(split.val), len(split.test),
+            run_dir, config.arch, config.recipe, done + 1, config.epochs, len(split.train), len(split.val), len(split.test),
             config.augment,
         )
         verbose = 1 if (progress and sys.stdout.isatty()) else 0
