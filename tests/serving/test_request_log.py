@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import os
+import time
 
 import grpc
 import httpx
@@ -16,6 +17,7 @@ from PIL import Image
 
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 from cifar10_protos.cifar10.v2 import classifier_pb2_grpc as pb_grpc
+from cifar10_serving.observability.request_log import FLUSH_S
 from cifar10_serving.settings import Settings
 
 FIELDS = {"time", "door", "method", "model", "model_version", "images", "status", "latency_ms",
@@ -79,6 +81,17 @@ def test_one_line_per_request_at_both_doors(server_factory, tmp_path):
     text = log.read_text()
     assert base64.b64encode(png[:30]).decode()[:20] not in text
     assert max(len(line) for line in text.splitlines()) < 400
+
+
+def test_lines_are_written_within_a_second_while_serving(server_factory, tmp_path):
+    log = tmp_path / "requests.jsonl"
+    server = server_factory(request_log_rate=1.0, request_log_file=str(log))
+    assert httpx.get(f"{server.http_address}/v2/health/live",
+                     headers={"X-Request-Id": "soon"}).status_code == 200
+    deadline = time.monotonic() + FLUSH_S + 5.0
+    while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [entry["request_id"] for entry in _entries(log)] == ["soon"]
 
 
 def test_the_rate_samples_requests(server_factory, tmp_path):

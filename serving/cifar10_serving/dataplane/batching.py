@@ -69,7 +69,9 @@ class RunTiming:
         self.queued_ns = self.started_ns = self.ended_ns = self.runs = self.batch_images = 0
 
     def ran(self, started_ns: int, ended_ns: int, images: int) -> None:
-        """One run of (some of) the request's images; a worker thread calls it."""
+        """One run of (some of) the request's images; a worker thread calls it (unlocked: two
+        chunks of one request ending at once on two workers could blur the span's times,
+        never a result)."""
         if not self.runs or started_ns < self.started_ns:
             self.started_ns = started_ns
         self.ended_ns = max(self.ended_ns, ended_ns)
