@@ -6,6 +6,8 @@ door, and never a traceback or an ERROR for what a client did."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import io
 import logging
 import socket
@@ -121,6 +123,58 @@ def test_during_shutdown_in_flight_is_answered_and_new_is_503_with_retry_after(s
     assert answered.status_code == 200 and answered.headers["connection"] == "close"
 
 
+def test_a_request_on_a_kept_alive_connection_after_the_port_closed_is_still_answered(
+        server_factory):
+    """HTTP/1.1 has no GOAWAY: a connection idle when the port closes stays open a moment
+    (LINGER_S), so that a request its client sends meanwhile is answered, not reset."""
+    srv = server_factory(grace_seconds=5.0)
+    with httpx.Client(base_url=srv.http_address, timeout=30) as http:
+        assert classify(http).status_code == 200  # the connection is kept alive
+        stopping = srv.begin_stop(5.0)
+
+        def port_closed() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", srv.http_port), timeout=1).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        until(port_closed)
+        refused = classify(http)  # on the idle connection, after the port has closed
+        stopping.result(20)
+    check_error(refused, 503, "shutting down")
+    assert refused.headers["retry-after"] == "1" and refused.headers["connection"] == "close"
+
+
+def test_connections_waiting_in_the_port_s_queue_when_it_closes_are_served(server_factory):
+    """The kernel completes a connection's handshake before the server accepts it: closing
+    the port would reset the connections still in its queue, after their clients sent."""
+    srv = server_factory(grace_seconds=5.0)
+    blocked = threading.Event()
+
+    def block_then_close() -> None:
+        blocked.set()
+        time.sleep(0.5)  # the loop is busy: connections made meanwhile wait in the queue
+        asyncio.ensure_future(srv.service.http.door.close(5.0))  # runs before they are accepted
+
+    srv.loop.call_soon_threadsafe(block_then_close)
+    blocked.wait(10)
+    waiting = [socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+               for _ in range(4)]
+    for sock in waiting:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers = []
+    for sock in waiting:
+        with sock:
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+            answers.append(received)
+    assert all(a.startswith(b"HTTP/1.1 200 ") and a.endswith(b'{"live":true}') for a in answers), answers
+    with pytest.raises(ConnectionRefusedError):  # the port did close
+        socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+
+
 def test_a_deadline_that_passes_while_queued_is_504(server_factory, caplog):
     srv = server_factory(max_queue_delay_ms=500.0)
     caplog.set_level(logging.WARNING)
@@ -134,6 +188,46 @@ def test_a_deadline_that_passes_while_queued_is_504(server_factory, caplog):
             check_error(classify(http, **{"X-Request-Timeout": bad}), 400,
                         "X-Request-Timeout must be a positive number of seconds")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_deadlines_and_clients_that_give_up_anywhere_on_the_way_are_quiet(server_factory, caplog):
+    """As tests/reliability/test_deadlines.py for gRPC: deadlines that pass while reading,
+    queued or answering, and clients that leave before their answer, end with no ERROR."""
+    srv = server_factory(metrics_port=0)
+    caplog.set_level(logging.WARNING)
+    stop = threading.Event()
+    codes: list[str] = []
+
+    def client(seed: int) -> None:
+        with httpx.Client(base_url=srv.http_address, timeout=10) as http:
+            files = [("images", (f"{i}.png", PNG)) for i in range(1 + seed % 8)]
+            i = 0
+            while not stop.is_set():
+                i += 1
+                timeout = 0.0005 * (1 + (seed + i) % 8)
+                try:
+                    if i % 2:  # the server's deadline
+                        response = http.post("/v1/classify", files=files,
+                                             headers={"X-Request-Timeout": str(timeout)})
+                        codes.append(str(response.status_code))
+                    else:  # the client gives up and closes its connection
+                        http.post("/v1/classify", files=files, timeout=timeout * 4)
+                        codes.append("200")
+                except httpx.TimeoutException:
+                    codes.append("gave up")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert codes.count("504") > 10 and codes.count("gave up") > 10, collections.Counter(codes)
+    assert set(codes) <= {"200", "504", "gave up"}, collections.Counter(codes)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    with httpx.Client(base_url=srv.http_address, timeout=10) as http:  # still serving
+        assert classify(http).status_code == 200
 
 
 # -- what the door refuses before the data plane ----------------------------------------------

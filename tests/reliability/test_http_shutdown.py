@@ -1,7 +1,8 @@
 """SIGTERM under HTTP load, against a real server process: nothing the server accepted is lost.
 
-24 clients, each an httpx client keeping its connection alive, POST /v1/classify (a raw image
-body, or multipart files) back to back; every third one pauses up to 50 ms between calls, so
+24 clients, each an httpx client keeping its connection alive, POST back to back to
+/v1/classify (a raw image body, or multipart files) or to the Open Inference Protocol's infer
+(JSON, or a binary tensor); every third one pauses up to 50 ms between calls, so
 that idle keep-alive connections exist when the signal lands and when the port closes.
 SIGTERM lands mid-load. Every request sent is answered 200 or 503 (with ``Retry-After`` and
 ``Connection: close``), or finds the port closed (``ConnectError``: never sent); none meets a
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import io
+import json
 import random
 import signal
 import threading
@@ -42,6 +44,19 @@ def _png() -> bytes:
 
 
 PNG = _png()
+PIXELS = bytes(range(256)) * 12
+INFER_HEADER = json.dumps({"inputs": [{"name": "images", "datatype": "UINT8",
+                                       "shape": [1, 32, 32, 3],
+                                       "parameters": {"binary_data_size": len(PIXELS)}}]}).encode()
+REQUESTS = [  # (path, keyword arguments of httpx's post): each client sends one of them
+    ("/v1/classify", {"content": PNG, "headers": {"Content-Type": "image/png"}}),
+    ("/v1/classify", {"files": [("images", ("a.png", PNG))]}),
+    ("/v2/models/tiny-cnn/infer", {"json": {"inputs": [
+        {"name": "images", "datatype": "UINT8", "shape": [1, 32, 32, 3], "data": list(PIXELS)}]}}),
+    ("/v2/models/tiny-cnn/infer", {"content": INFER_HEADER + PIXELS, "headers": {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(INFER_HEADER))}}),
+]
 
 
 class Outcomes:
@@ -66,11 +81,8 @@ def client(url: str, kind: int, stop: threading.Event, ended: threading.Event, o
     with httpx.Client(base_url=url, timeout=30) as http:
         while not stop.is_set():
             try:
-                if kind % 2:
-                    response = http.post("/v1/classify", content=PNG,
-                                         headers={"Content-Type": "image/png"})
-                else:
-                    response = http.post("/v1/classify", files=[("images", ("a.png", PNG))])
+                path, request = REQUESTS[kind % len(REQUESTS)]
+                response = http.post(path, **request)
             except httpx.ConnectError:  # the port has closed: this request was never sent
                 out.count("ConnectError")
                 if not persistent or ended.is_set():

@@ -2,10 +2,11 @@
 below the application answered and logged the way the rest of the server does it.
 
 uvicorn answers bytes that do not parse as an HTTP/1.1 request with a plain-text 400, and
-logs a WARNING for each of those and for each upgrade it does not take (WebSocket, h2c).
-Here the answer is the JSON error form of every other error answer (``{"error": ...}``,
-``Connection: close``), and those warnings are rate-limited like the gRPC door's malformed
-messages (``RateLimitedLog``): a client cannot flood the log.
+logs a WARNING for each of those and for each upgrade it does not take (WebSocket, h2c);
+python-multipart logs one for each malformed multipart body. Here the answer is the JSON
+error form of every other error answer (``{"error": ...}``, ``Connection: close``), and those
+warnings are rate-limited like the gRPC door's malformed messages (``RateLimitedLog``): a
+client cannot flood the log.
 """
 
 from __future__ import annotations
@@ -33,16 +34,20 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+CLIENT_WARNING_LOGGERS = ("uvicorn.error", "python_multipart.multipart")
+"""Loggers whose warnings are about what a client sent (a filter applies to the records of
+the logger it is on, not of its children: hence the full names)."""
+
+
 class _ClientWarnings(logging.Filter):
-    """uvicorn's connection-level warnings (all of them about what a client sent) pass
-    through one ``RateLimitedLog`` instead."""
+    """Warnings pass through one ``RateLimitedLog`` instead; other records unchanged."""
 
     def __init__(self) -> None:
         super().__init__()
         self._limited = RateLimitedLog(log)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING or record.module != "httptools_impl":
+        if record.levelno != logging.WARNING:
             return True
         self._limited.log("HTTP: %s", record.getMessage())
         return False
@@ -52,5 +57,6 @@ _CLIENT_WARNINGS = _ClientWarnings()
 
 
 def rate_limit_client_warnings() -> None:
-    """Install the filter on uvicorn's logger (idempotent)."""
-    logging.getLogger("uvicorn.error").addFilter(_CLIENT_WARNINGS)
+    """Install the filter on those loggers (idempotent)."""
+    for name in CLIENT_WARNING_LOGGERS:
+        logging.getLogger(name).addFilter(_CLIENT_WARNINGS)

@@ -114,7 +114,8 @@ class HttpServer:
         self.server = uvicorn.Server(config)
         self.server.lifespan = config.lifespan_class(config)
         self._accepted: list[asyncio.Future] = []  # connections taken from the queue at close
-        lifecycle.doors.append(Door(_nothing, self._close))
+        self.door = Door(_nothing, self._close)
+        lifecycle.doors.append(self.door)
 
     async def start(self) -> None:
         """Accept connections."""
@@ -123,13 +124,22 @@ class HttpServer:
     async def _close(self, grace: float) -> None:
         """Close the port, then the connections (see the module docstring). The port closes
         before the first ``await``: the lifecycle answers its held refusals right after."""
-        started = time.monotonic()
+        end = time.monotonic() + grace
         self._accept_queued()
         for listener in self.server.servers:
             listener.close()
         self.socket.close()
-        await self._linger(min(LINGER_S, grace / 2))
-        self.server.config.timeout_graceful_shutdown = max(0.1, grace - (time.monotonic() - started))
+        linger_end = time.monotonic() + min(LINGER_S, grace / 2)
+        while self._any_idle() and time.monotonic() < linger_end:
+            await asyncio.sleep(0.01)
+        # Told again and again: a connection set up after one pass (taken from the queue,
+        # through its TLS handshake) would otherwise stay open, and uvicorn wait for it.
+        connections = self.server.server_state.connections
+        while connections and time.monotonic() < end:
+            for connection in list(connections):
+                connection.shutdown()  # idle: closed now; answering: closed after the answer
+            await asyncio.sleep(0.01)
+        self.server.config.timeout_graceful_shutdown = max(0.1, end - time.monotonic())
         await self.server.shutdown()
 
     def _accept_queued(self) -> None:
@@ -151,14 +161,11 @@ class HttpServer:
             self._accepted.append(asyncio.ensure_future(
                 loop.connect_accepted_socket(protocol, connection, ssl=config.ssl)))
 
-    async def _linger(self, seconds: float) -> None:
-        """Until no connection is idle (each has closed, or has a request in progress and
-        will close after its answer), at most ``seconds``."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and any(
-                connection.cycle is None or connection.cycle.response_complete
-                for connection in self.server.server_state.connections):
-            await asyncio.sleep(0.01)
+    def _any_idle(self) -> bool:
+        """A connection with no request in progress, or one from the queue not yet set up."""
+        return any(not task.done() for task in self._accepted) or any(
+            connection.cycle is None or connection.cycle.response_complete
+            for connection in self.server.server_state.connections)
 
 
 async def _nothing() -> None:
