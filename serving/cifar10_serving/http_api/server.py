@@ -13,8 +13,10 @@ accepted:
   HTTP/1.1 has no GOAWAY, so a client cannot know that its idle connection is about to
   close, and a request it sends as it closes meets a reset. Meanwhile a request on it is
   answered (503 ``Retry-After`` from the data plane, ``Connection: close`` from
-  ``Calls``); then uvicorn's graceful shutdown closes what is idle and answers the requests
-  in progress, within the grace period.
+  ``Calls``);
+* then every connection is closed once idle, those answering after their answer, within the
+  grace period (uvicorn's graceful shutdown, asked again until none is left: a connection
+  set up late would otherwise be missed, and waited for).
 
 What remains is HTTP/1.1's own race: a request sent on an idle connection at the instant it
 closes, after ``LINGER_S`` of nothing, is never read; the client sees the connection close
