@@ -29,6 +29,7 @@ def _env():
     for key in list(env):
         if key.startswith("CIFAR10_"):
             del env[key]
+    env["CIFAR10_HTTP_PORT"] = "0"  # not the default 8501, which another server may hold
     return env
 
 
