@@ -303,6 +303,23 @@ def test_a_client_that_leaves_mid_body_is_no_error(server_factory, caplog):
         assert classify(http).status_code == 200
 
 
+def test_a_client_that_leaves_while_its_request_waits_cancels_it(server_factory, caplog):
+    """As a gRPC client's cancellation: the queued work is dropped, not computed for nobody."""
+    srv = server_factory(metrics_port=0, max_queue_delay_ms=3000.0)  # a lone image waits 3 s
+    caplog.set_level(logging.WARNING)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(PNG), PNG))
+        until(lambda: srv.plane.inflight == 1)
+    until(lambda: srv.plane.inflight == 0 and _count(srv, "Classify", "499") == 1)
+    assert time.monotonic() - started < 2.5  # before the batch's 3 s wait was over
+    assert _count(srv, "Classify", "200") == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    with httpx.Client(base_url=srv.http_address, timeout=10) as http:
+        assert classify(http).status_code == 200
+
+
 def test_a_bug_in_a_route_is_a_json_500_and_the_traceback_only_in_the_log(server_factory, caplog):
     srv = server_factory()
 

@@ -10,6 +10,10 @@ the doors to close (``Lifecycle.refused``), and every answer says ``Connection: 
 that keep-alive clients reconnect, and meet the closed port, instead of reusing a connection
 that is about to close. With tracing or the request log on, each call is observed here
 (``cifar10_serving.observability.requests``).
+
+A client that closes its connection once its body is read (it timed out, it was killed)
+cancels its work, as a gRPC client's cancellation does: the data plane drops its queued
+images instead of computing answers nobody reads (counted as 499, nginx's code).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from starlette.responses import Response
 
 from cifar10_core.errors import UnavailableError, quoted
 from cifar10_serving.dataplane.request import deadline_after
-from cifar10_serving.http_api.errors import HttpError, error_response
+from cifar10_serving.http_api.errors import CLIENT_CLOSED, HttpError, error_response
 from cifar10_serving.lifecycle import Lifecycle
 from cifar10_serving.observability.requests import Observed, Requests
 
@@ -46,6 +50,8 @@ class Call:
     request_id: str
     deadline: float | None
     max_body_bytes: int
+    watcher: asyncio.Task | None = None  # cancels the work if the client leaves
+    client_left: bool = False
 
     async def body(self) -> bytes:
         """The whole body; HttpError 413 once it is larger than the limit."""
@@ -62,7 +68,19 @@ class Call:
             if size > limit:
                 raise HttpError(413, _too_large(size, limit))
             chunks.append(chunk)
+        self.watcher = asyncio.ensure_future(self._cancel_when_gone(asyncio.current_task()))
         return b"".join(chunks)
+
+    async def _cancel_when_gone(self, work: asyncio.Task) -> None:
+        # With the body read, the server's next message is the disconnect, if it comes.
+        while (await self.request.receive())["type"] != "http.disconnect":
+            pass
+        self.client_left = True
+        work.cancel()
+
+    def stop_watching(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
 
 
 def _too_large(size: int, limit: int) -> str:
@@ -98,16 +116,24 @@ class Calls:
         started = time.perf_counter()
         request_id = request.headers.get(REQUEST_ID, "")[:MAX_REQUEST_ID] or uuid.uuid4().hex
         observed = self._begin(method, request, request_id) if self.requests is not None else None
+        call = None
         try:
-            response = await work(Call(request, request_id, _deadline(request), self.max_body_bytes))
+            call = Call(request, request_id, _deadline(request), self.max_body_bytes)
+            response = await work(call)
         except asyncio.CancelledError:
-            if observed is not None:  # no answer: nginx's 499, the client closed the request
-                observed.end("499", time.perf_counter() - started)
-            raise
+            if call is None or not call.client_left:
+                if observed is not None:  # no answer: nginx's 499, the client closed the request
+                    observed.end("499", time.perf_counter() - started)
+                raise
+            asyncio.current_task().uncancel()  # our own cancellation: the client has gone
+            response = Response(status_code=CLIENT_CLOSED)
         except Exception as exc:  # noqa: BLE001 - every error becomes an answer, here
             if isinstance(exc, UnavailableError) and self.lifecycle.shutting_down:
                 await self.lifecycle.refused()
             response = error_response(exc, method)
+        finally:
+            if call is not None:
+                call.stop_watching()
         response.headers[REQUEST_ID] = request_id
         if self.lifecycle.shutting_down:
             response.headers["Connection"] = "close"
