@@ -168,7 +168,8 @@ def wait_drained(server: Server, timeout: float = 60.0) -> None:
 def failed_share(before: dict[str, float], after: dict[str, float]) -> float:
     """The share of the requests answered between two ``answered`` readings that failed."""
     delta = {code: after.get(code, 0.0) - before.get(code, 0.0) for code in after}
-    delta.pop("CANCELLED", None)  # the calls in flight when h2load stops: not failures
+    for left in ("CANCELLED", "499"):  # the calls in flight when h2load stops: not failures
+        delta.pop(left, None)
     total = sum(delta.values())
     ok = delta.get("OK", 0.0) + delta.get("200", 0.0)
     return 0.0 if total == 0 else round(1.0 - ok / total, 4)
