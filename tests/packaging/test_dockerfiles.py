@@ -94,7 +94,7 @@ def _install_steps(stage) -> list[tuple[int, str]]:
     return steps
 
 
-@pytest.mark.parametrize("dockerfile, extra", [(SERVING, "serve"), (TRAINING, "train")], ids=["serving", "training"])
+@pytest.mark.parametrize("dockerfile, extra", [(SERVING, "tracing"), (TRAINING, "train")], ids=["serving", "training"])
 def test_dependencies_install_in_a_layer_before_the_source(dockerfile, extra):
     """A code change reuses the dependency layer: nothing but pyproject.toml and requirements/
     is copied before it; the source comes after; the project installs without dependencies."""
@@ -118,7 +118,10 @@ def test_both_images_build_from_the_same_pinned_python_3_11_slim_or_a_base_given
 
 
 @pytest.mark.parametrize("extra, present, absent", [
-    ("serve", {"onnxruntime", "grpcio-health-checking", "grpcio-reflection", "numpy"}, {"tensorflow-cpu", "tqdm"}),
+    ("serve", {"onnxruntime", "grpcio-health-checking", "grpcio-reflection", "numpy"},
+     {"tensorflow-cpu", "tqdm", "opentelemetry-sdk"}),
+    ("tracing", {"onnxruntime", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-grpc"},
+     {"tensorflow-cpu"}),
     ("train", {"tensorflow-cpu", "tf2onnx", "onnx", "numpy"}, {"grpcio-reflection"}),
     ("local", {"onnxruntime", "tqdm", "grpcio-health-checking"}, {"tensorflow-cpu"}),  # via [client]
 ])
@@ -144,7 +147,7 @@ def test_extra_requirements_refuses_an_unknown_extra():
 def test_serving_image_is_slim_multi_stage_serve_only_non_root_and_health_checked():
     builder, final = stages(SERVING)[0], stages(SERVING)[-1]
     assert len(stages(SERVING)) >= 2
-    assert [step for _, step in _install_steps(builder)] == ["deps serve", "project"]
+    assert [step for _, step in _install_steps(builder)] == ["deps tracing", "project"]
     # The build fails if TensorFlow became importable (the serve extra lacks it: see above).
     assert '! python -c "import tensorflow"' in " ".join(values(builder, "RUN"))
     assert not _install_steps(final), "the final stage copies the builder's venv, it installs nothing"

@@ -240,6 +240,21 @@ def test_an_exporter_that_is_not_installed_is_one_line_at_start(tiny_model_path)
     assert "Traceback" not in done.stderr
 
 
+def test_traces_asked_for_without_the_tracing_extra_are_one_line_at_start(tiny_model_path):
+    """The SDK is the optional ``tracing`` extra: a server without it says how to install it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CIFAR10_"))}
+    script = ("import sys; sys.modules['opentelemetry.sdk'] = None  # as if not installed\n"
+              "from cifar10_serving.startup import main; sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run(
+        [sys.executable, "-c", script, "--model-path", str(tiny_model_path), "--host",
+         "127.0.0.1", "--port", "0", "--http-port", "-1", "--metrics-port", "-1"],
+        env={**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, capture_output=True,
+        text=True, timeout=120)
+    assert done.returncode == 1
+    assert "pip install 'cifar10-serving[tracing]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_with_tracing_off_the_sdk_is_never_imported(tiny_model_path):
     """The server's own process, serving both doors, with no OTEL_* variable."""
     script = textwrap.dedent(f"""

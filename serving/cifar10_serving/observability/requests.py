@@ -71,7 +71,12 @@ class Requests:
         it; the request log as ``settings`` say. None when both are off."""
         tracing = None
         if tracer_provider is not None or tracing_configured(os.environ):
-            from cifar10_serving.observability.tracing import Tracing
+            try:
+                from cifar10_serving.observability.tracing import Tracing
+            except ImportError as exc:
+                raise RuntimeError(
+                    f"the OTEL_* environment asks for traces, but OpenTelemetry's SDK cannot be "
+                    f"imported ({exc}): pip install 'cifar10-serving[tracing]'") from None
 
             tracing = Tracing(tracer_provider) if tracer_provider is not None \
                 else Tracing.from_environment()
