@@ -13,13 +13,13 @@ from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 from .base import ClientBase
 from .connection import call_unary_async
 from .errors import ClientError
-from .inputs import ImageInput
 from .messages import Outcome, all_classified, build_request, each_or_refused, error_from_proto, outcomes
 from .reaching import ConnectTries, stop_waiting
 from .results import Classification, ModelInfo
+from .shortcuts import AsyncClassifyShortcuts
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(AsyncClassifyShortcuts, ClientBase):
     """asyncio client; same API as :class:`cifar10_client.Client`, with ``await``.
 
     Create it inside a running event loop; use ``async with``. Concurrent calls share one
@@ -63,39 +63,6 @@ class AsyncClient(ClientBase):
 
     async def _classify(self, request: pb.ClassifyRequest, timeout: float | None) -> list[Outcome]:
         return outcomes(await self._call(self._stub.Classify, request, timeout), len(request.images))
-
-    async def classify(
-        self,
-        image: ImageInput,
-        *,
-        top_k: int = 1,
-        timeout: float | None = None,
-        preprocess: bool | None = None,
-        model_name: str = "",
-        model_version: str = "",
-    ) -> Classification:
-        """Classify one image (a path, encoded bytes, a PIL image or a uint8 array)."""
-        results = await self.classify_images(
-            [self._image(image, preprocess)], top_k=top_k, timeout=timeout,
-            model_name=model_name, model_version=model_version,
-        )
-        return results[0]
-
-    async def classify_batch(
-        self,
-        images: Iterable[ImageInput],
-        *,
-        top_k: int = 1,
-        timeout: float | None = None,
-        preprocess: bool | None = None,
-        model_name: str = "",
-        model_version: str = "",
-    ) -> list[Classification]:
-        """Classify a batch in one call: a sequence of images or an NxHxW[xC] uint8 array."""
-        return await self.classify_images(
-            self._images(images, preprocess), top_k=top_k, timeout=timeout,
-            model_name=model_name, model_version=model_version,
-        )
 
     async def classify_images(
         self,

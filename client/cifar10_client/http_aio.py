@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import httpx
 
@@ -24,13 +24,13 @@ from .http_base import (
     metadata_exchange,
 )
 from .http_errors import transport_error
-from .inputs import ImageInput
 from .messages import Outcome, all_classified, each_or_refused
 from .reaching import ConnectTries, stop_waiting
 from .results import Classification, ModelInfo
+from .shortcuts import AsyncClassifyShortcuts
 
 
-class AsyncHttpClient(HttpClientBase):
+class AsyncHttpClient(AsyncClassifyShortcuts, HttpClientBase):
     """asyncio HTTP client; the API of :class:`HttpClient <cifar10_client.HttpClient>` with
     ``await``. Create it inside a running event loop; use ``async with``; concurrent calls
     share one pool of connections."""
@@ -93,39 +93,6 @@ class AsyncHttpClient(HttpClientBase):
         return plan.results()
 
     # -- API ----------------------------------------------------------------------
-    async def classify(
-        self,
-        image: ImageInput,
-        *,
-        top_k: int = 1,
-        timeout: float | None = None,
-        preprocess: bool | None = None,
-        model_name: str = "",
-        model_version: str = "",
-    ) -> Classification:
-        """Classify one image (a path, encoded bytes, a PIL image or a uint8 array)."""
-        results = await self.classify_images(
-            [self._image(image, preprocess)], top_k=top_k, timeout=timeout,
-            model_name=model_name, model_version=model_version,
-        )
-        return results[0]
-
-    async def classify_batch(
-        self,
-        images: Iterable[ImageInput],
-        *,
-        top_k: int = 1,
-        timeout: float | None = None,
-        preprocess: bool | None = None,
-        model_name: str = "",
-        model_version: str = "",
-    ) -> list[Classification]:
-        """Classify a batch: a sequence of images or an NxHxW[xC] uint8 array."""
-        return await self.classify_images(
-            self._images(images, preprocess), top_k=top_k, timeout=timeout,
-            model_name=model_name, model_version=model_version,
-        )
-
     async def classify_images(
         self,
         images: Sequence[pb.Image],

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import httpx
 
@@ -23,13 +23,13 @@ from .http_base import (
     metadata_exchange,
 )
 from .http_errors import transport_error
-from .inputs import ImageInput
 from .messages import Outcome, all_classified, each_or_refused
 from .reaching import ConnectTries, stop_waiting
 from .results import Classification, ModelInfo
+from .shortcuts import ClassifyShortcuts
 
 
-class HttpClient(HttpClientBase):
+class HttpClient(ClassifyShortcuts, HttpClientBase):
     """Blocking HTTP client. Thread-safe; one connection pool, reused; use as a context manager.
 
     >>> with HttpClient("http://localhost:8501") as client:     # doctest: +SKIP
@@ -98,39 +98,6 @@ class HttpClient(HttpClientBase):
         return plan.results()
 
     # -- API ----------------------------------------------------------------------
-    def classify(
-        self,
-        image: ImageInput,
-        *,
-        top_k: int = 1,
-        timeout: float | None = None,
-        preprocess: bool | None = None,
-        model_name: str = "",
-        model_version: str = "",
-    ) -> Classification:
-        """Classify one image (a path, encoded bytes, a PIL image or a uint8 array)."""
-        results = self.classify_images(
-            [self._image(image, preprocess)], top_k=top_k, timeout=timeout,
-            model_name=model_name, model_version=model_version,
-        )
-        return results[0]
-
-    def classify_batch(
-        self,
-        images: Iterable[ImageInput],
-        *,
-        top_k: int = 1,
-        timeout: float | None = None,
-        preprocess: bool | None = None,
-        model_name: str = "",
-        model_version: str = "",
-    ) -> list[Classification]:
-        """Classify a batch: a sequence of images or an NxHxW[xC] uint8 array."""
-        return self.classify_images(
-            self._images(images, preprocess), top_k=top_k, timeout=timeout,
-            model_name=model_name, model_version=model_version,
-        )
-
     def classify_images(
         self,
         images: Sequence[pb.Image],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import grpc
 
@@ -12,13 +12,13 @@ from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 from .base import ClientBase
 from .connection import call_unary
 from .errors import ClientError
-from .inputs import ImageInput
 from .messages import Outcome, all_classified, build_request, each_or_refused, outcomes
 from .reaching import ConnectTries, stop_waiting
 from .results import Classification, ModelInfo
+from .shortcuts import ClassifyShortcuts
 
 
-class Client(ClientBase):
+class Client(ClassifyShortcuts, ClientBase):
     """Blocking client. Thread-safe; one channel, reused; use as a context manager.
 
     Every call has a deadline (``timeout`` seconds, the client's default unless given) that
@@ -75,39 +75,6 @@ class Client(ClientBase):
         return outcomes(self._call(self._stub.Classify, request, timeout), len(request.images))
 
     # -- API ----------------------------------------------------------------------
-    def classify(
-        self,
-        image: ImageInput,
-        *,
-        top_k: int = 1,
-        timeout: float | None = None,
-        preprocess: bool | None = None,
-        model_name: str = "",
-        model_version: str = "",
-    ) -> Classification:
-        """Classify one image (a path, encoded bytes, a PIL image or a uint8 array)."""
-        results = self.classify_images(
-            [self._image(image, preprocess)], top_k=top_k, timeout=timeout,
-            model_name=model_name, model_version=model_version,
-        )
-        return results[0]
-
-    def classify_batch(
-        self,
-        images: Iterable[ImageInput],
-        *,
-        top_k: int = 1,
-        timeout: float | None = None,
-        preprocess: bool | None = None,
-        model_name: str = "",
-        model_version: str = "",
-    ) -> list[Classification]:
-        """Classify a batch in one call: a sequence of images or an NxHxW[xC] uint8 array."""
-        return self.classify_images(
-            self._images(images, preprocess), top_k=top_k, timeout=timeout,
-            model_name=model_name, model_version=model_version,
-        )
-
     def classify_images(
         self,
         images: Sequence[pb.Image],
