@@ -7,12 +7,12 @@ Prometheus. Imports no grpc: the model loads while grpc imports (``cifar10_servi
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from cifar10_serving.dataplane.models import ModelSet
+from cifar10_serving.dataplane.models import LoadModel, ModelSet, load_all
 from cifar10_serving.dataplane.plane import Batching, DataPlane, Hooks, Limits
+from cifar10_serving.dataplane.repository import Slot, source_of
 from cifar10_serving.onnx_model import ModelInfo, OnnxModel
 from cifar10_serving.settings import Settings
 
@@ -20,34 +20,45 @@ if TYPE_CHECKING:  # not imported here: the model loads while Prometheus imports
     from cifar10_serving.observability.metrics import Metrics
 
 
-def model_loader(settings: Settings) -> Callable[[str], OnnxModel]:
-    """``load(path)``: a model loaded, checked and warmed up as ``settings`` say."""
+def model_loader(settings: Settings) -> LoadModel:
+    """``load(slot)``: a model file loaded, checked and warmed up as ``settings`` say."""
     sizes = tuple(sorted({1, min(8, settings.max_batch_size), settings.max_batch_size}))
-    return functools.partial(
-        OnnxModel.load, threads=settings.threads, spinning=settings.spinning,
-        warmup_batch_sizes=sizes, overlap_threads=settings.overlap_threads,
-    )
+
+    def load(slot: Slot) -> OnnxModel:
+        return OnnxModel.load(slot.path, threads=settings.threads, spinning=settings.spinning,
+                              warmup_batch_sizes=sizes, overlap_threads=settings.overlap_threads,
+                              name=slot.name, version=slot.version)
+
+    return load
+
+
+def load_models(settings: Settings) -> dict[Slot, OnnxModel]:
+    """The models ``settings`` name, loaded now (sync; ModelLoadError)."""
+    return load_all(source_of(settings.model_repository, settings.model_path),
+                    model_loader(settings))
 
 
 def build_plane(settings: Settings, metrics: Metrics | None = None,
-                model: OnnxModel | None = None) -> DataPlane:
-    """The data plane around ``model``, or around ``settings.model_path`` loaded now (sync;
-    ModelLoadError). ``model``: loaded by ``model_loader(settings)``."""
+                loaded: Mapping[Slot, OnnxModel] | None = None) -> DataPlane:
+    """The data plane around ``loaded`` (by ``load_models(settings)``), or around the models
+    of ``settings`` loaded now (sync; ModelLoadError)."""
     load = model_loader(settings)
+    source = source_of(settings.model_repository, settings.model_path)
     reports: dict = {}
     hooks = Hooks()
     if metrics is not None:
-        def on_model(info: ModelInfo) -> None:
-            metrics.set_model(info.name, info.version)
+        def on_models(infos: list[ModelInfo]) -> None:
+            metrics.set_models([(info.name, info.version) for info in infos])
 
         def on_reload(swapped: bool) -> None:
             metrics.reloads.labels("ok" if swapped else "rejected").inc()
 
-        reports = {"on_model": on_model, "on_reload": on_reload}
+        reports = {"on_models": on_models, "on_reload": on_reload}
         hooks = Hooks(on_batch=metrics.observe_batch, on_images=metrics.images.inc)
     models = ModelSet(
-        model if model is not None else load(settings.model_path), load_model=load,
-        model_path=settings.model_path, reload_interval_s=settings.reload_interval_s, **reports,
+        source, loaded if loaded is not None else load_all(source, load), load_model=load,
+        default_model=settings.default_model, reload_interval_s=settings.reload_interval_s,
+        **reports,
     )
     plane = DataPlane(
         models,

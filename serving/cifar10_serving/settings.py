@@ -41,7 +41,18 @@ class Settings:
     """All server settings. Field ``foo_bar`` is flag ``--foo-bar`` and env ``CIFAR10_FOO_BAR``."""
 
     model_path: str = field(default="models/cifar10-cnn.onnx",
-                            metadata={"help": "the ONNX model (the model contract)"})
+                            metadata={"help": "one ONNX model file to serve (the model "
+                                              "contract), named and versioned by its metadata; "
+                                              "unused with --model-repository"})
+    model_repository: str | None = field(
+        default=None,
+        metadata={"help": "a model repository folder to serve: <model name>/<version>/model.onnx, "
+                          "versions positive integers, an optional <model name>/config.json "
+                          "(version policy, default model; docs/serving.md)"})
+    default_model: str | None = field(
+        default=None,
+        metadata={"help": "the model of requests that name none (none: the one whose "
+                          "config.json says \"default\": true, else the first by name)"})
     host: str = field(default="0.0.0.0", metadata={
         "help": "bind address of both ports: every interface by default, without TLS "
                 "(127.0.0.1: this machine only; --tls-cert/--tls-key: TLS)"})
@@ -142,7 +153,9 @@ class Settings:
         default=10.0, metadata={"help": "grace period for in-flight requests at shutdown"}
     )
     reload_interval_s: float = field(
-        default=2.0, metadata={"help": "model file polling interval (0: off; SIGHUP still works)"}
+        default=2.0, metadata={"help": "how often the model repository (or file) is looked at "
+                                       "for new, changed and removed versions (0: never; "
+                                       "SIGHUP still works)"}
     )
     tls_cert: str | None = field(default=None, metadata={"help": "server certificate (PEM)"})
     tls_key: str | None = field(default=None, metadata={"help": "server private key (PEM)"})

@@ -105,7 +105,7 @@ def test_check_request_checks_the_oip_answer(server):
     h2load.check_request(server.address, h2load.request_message(2, "oip", MODEL_NAME), "oip")
     with pytest.raises(grpc.RpcError) as caught:
         h2load.check_request(server.address, h2load.request_message(2, "oip", "no-such-model"), "oip")
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert "unknown model 'no-such-model'" in caught.value.details()
 
 

@@ -1,9 +1,20 @@
-"""The models served, keyed by name and version, and the hot reload of their files.
+"""The models served, keyed by name and version, kept in step with their repository.
 
-Today one model file is served (``--model-path``); it is watched and reloaded when it
-changes, or on ``request_reload()`` (SIGHUP). A new file is loaded, checked against the
-contract and warmed beside the current model and only then swapped in; a bad file never
-replaces a good model. Requests that selected the old model keep it for all their rows.
+The files come from a ``cifar10_serving.dataplane.repository`` source (a repository folder,
+or the one ``--model-path`` file). The source is polled every ``reload_interval_s`` and on
+``request_reload()`` (SIGHUP):
+
+* a new version (or a replaced file) is loaded, checked against the contract and warmed
+  beside what is served, and only then served;
+* a version gone from the disk or from its version policy stops being selected; requests
+  that selected it keep it for all their rows, and its sessions are freed with the last of
+  them (drained, then unloaded);
+* a file that fails to load never replaces a good version: it is logged and reported once
+  (``on_reload(False)``), and tried again only once it changes (or on SIGHUP);
+* a model whose config.json cannot be read keeps the versions it has.
+
+Requests name a model and optionally a version: no name, the default model; no version,
+its newest version served. Anything else is ``UnknownModelError`` naming what is served.
 """
 
 from __future__ import annotations
@@ -12,96 +23,259 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from cifar10_core.errors import ModelLoadError, UnknownModelError, quoted
+from cifar10_serving.dataplane.repository import Listing, RepositoryError, Slot
 from cifar10_serving.onnx_model import FileSignature, ModelInfo, OnnxModel
 
 log = logging.getLogger(__name__)
+
+LoadModel = Callable[[Slot], OnnxModel]
+"""``load(slot)``: the slot's file loaded, checked and warm (raising ModelLoadError)."""
+
+
+class Source(Protocol):
+    """What ``ModelSet`` polls (``repository.Repository``, ``repository.SingleFile``)."""
+
+    def scan(self) -> Listing: ...
+
+    def describe(self) -> str: ...
 
 
 def _ignore(*_args: object) -> None:
     pass
 
 
+def _version_order(model: OnnxModel) -> tuple[int, str]:
+    version = model.version
+    return (int(version), "") if version.isdigit() else (0, version)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """What requests select from, replaced whole on each change (read without a lock)."""
+
+    models: Mapping[str, tuple[OnnxModel, ...]]  # name -> versions, newest first
+    default: str
+
+    def describe(self) -> str:
+        return ", ".join(f"{name!r} ({self.describe_versions(name)})" for name in self.models)
+
+    def describe_versions(self, name: str) -> str:
+        versions = [m.version for m in self.models[name]]
+        return ("version " if len(versions) == 1 else "versions ") + ", ".join(map(repr, versions))
+
+
+def _signature(path: str) -> FileSignature | None:
+    try:
+        return FileSignature.of(os.stat(path))
+    except OSError:
+        return None
+
+
+def load_all(source: Source, load_model: LoadModel) -> dict[Slot, OnnxModel]:
+    """Every file the source lists, loaded (for the start). A file that fails fails the
+    start when it is the only one (ModelLoadError); among several it is logged and left out,
+    and the start fails only if none loads."""
+    try:
+        listing = source.scan()
+    except RepositoryError as exc:
+        raise ModelLoadError(str(exc)) from None
+    loaded: dict[Slot, OnnxModel] = {}
+    errors: list[str] = []
+    for slot in listing.slots:
+        try:
+            loaded[slot] = load_model(slot)
+        except ModelLoadError as exc:
+            if len(listing.slots) == 1:
+                raise
+            errors.append(str(exc))
+            log.error("model version not served: %s", exc)
+    if not loaded:
+        raise ModelLoadError(f"no model to serve in {source.describe()}"
+                             + (": " + "; ".join(errors) if errors else
+                                " (expected <model name>/<version>/model.onnx)"))
+    return loaded
+
+
 class ModelSet:
     """The models served; ``select(name, version)`` picks one for a request."""
 
-    def __init__(self, model: OnnxModel, *, load_model: Callable[[str], OnnxModel],
-                 model_path: str, reload_interval_s: float = 0.0,
-                 on_model: Callable[[ModelInfo], None] = _ignore,
+    def __init__(self, source: Source, loaded: Mapping[Slot, OnnxModel], *,
+                 load_model: LoadModel, default_model: str | None = None,
+                 reload_interval_s: float = 0.0,
+                 on_models: Callable[[list[ModelInfo]], None] = _ignore,
                  on_reload: Callable[[bool], None] = _ignore) -> None:
-        """``model``: loaded and warm; ``load_model(path)`` loads a replacement (raising
-        ModelLoadError); ``model_path``: the file watched every ``reload_interval_s`` (0: only
-        on request). ``on_model(info)``: the model served, at start and on each swap;
-        ``on_reload(swapped)``: each reload."""
-        self._current = model
-        self._load_model = load_model
-        self.model_path = model_path
+        """``loaded``: the source's files, loaded and warm (``load_all``); ``load_model``
+        loads one more. ``default_model``: the model of requests that name none (None: the
+        one whose config says so, else the first by name). ``on_models(infos)``: every model
+        version served, at start and after each change; ``on_reload(ok)``: each file loaded
+        while serving (False: refused)."""
+        self.source = source
         self.reload_interval_s = reload_interval_s
-        self._on_model, self._on_reload = on_model, on_reload
+        self._load_model = load_model
+        self._default_model = default_model
+        self._on_models, self._on_reload = on_models, on_reload
+        self._loaded: dict[tuple[str, str], tuple[Slot, OnnxModel]] = {
+            slot.key: (slot, model) for slot, model in loaded.items()}
+        self._rejected: dict[tuple[str, str], FileSignature | None] = {}
+        self._problems: set[str] = set()
+        self._config_default: str | None = None
         self._lock = threading.Lock()
-        self._rejected: FileSignature | None = None
         self._watcher: asyncio.Task | None = None
         self._reload_task: asyncio.Future | None = None
         self._stopped = False
-        on_model(model.info)
+        try:
+            self._config_default = self._source_listing().default
+        except RepositoryError as exc:
+            self._problem(str(exc))
+        self._table = self._build_table()
+        self._on_models(self.infos())
+
+    # -- requests -------------------------------------------------------------------------
 
     @property
     def default(self) -> OnnxModel:
-        return self._current
+        """The newest version of the default model."""
+        table = self._table
+        return table.models[table.default][0]
 
     def infos(self) -> list[ModelInfo]:
-        """Every model served (for listings)."""
-        return [self._current.info]
+        """Every model version served: by name, newest version first."""
+        return [model.info for versions in self._table.models.values() for model in versions]
 
     def select(self, name: str = "", version: str = "") -> OnnxModel:
-        """The model named ``name`` at ``version`` ('' matches the default model / its
-        current version), else UnknownModelError naming what is served."""
-        model = self._current  # one read: the model checked is the model returned
-        info = model.info
-        if name and name != info.name:
-            raise UnknownModelError(f"unknown model {quoted(name)}: this server serves {info.name!r}")
-        if version and version != info.version:
-            raise UnknownModelError(
-                f"unknown version {quoted(version)} of model {info.name!r}: this server serves "
-                f"version {info.version!r}")
-        return model
+        """The model named ``name`` at ``version`` ('': the default model, its newest
+        version), else UnknownModelError naming what is served."""
+        table = self._table  # one read: the table checked is the table answered from
+        versions = table.models.get(name or table.default)
+        if versions is None:
+            raise UnknownModelError(f"unknown model {quoted(name)}: this server serves "
+                                    f"{table.describe()}")
+        if not version:
+            return versions[0]
+        for model in versions:
+            if model.version == version:
+                return model
+        raise UnknownModelError(
+            f"unknown version {quoted(version)} of model {name or table.default!r}: this server "
+            f"serves {table.describe_versions(name or table.default)}")
 
-    # -- hot reload -----------------------------------------------------------------------
+    def _build_table(self) -> _Table:
+        by_name: dict[str, list[OnnxModel]] = {}
+        for _, model in self._loaded.values():
+            by_name.setdefault(model.name, []).append(model)
+        models = {name: tuple(sorted(versions, key=_version_order, reverse=True))
+                  for name, versions in sorted(by_name.items())}
+        default = next(iter(models))
+        for wanted in (self._default_model, self._config_default):
+            if wanted is not None:
+                if wanted in models:
+                    default = wanted
+                    break
+                self._problem(f"the default model {wanted!r} is not served; {default!r} is "
+                              "the default")
+        return _Table(models, default)
 
-    def reload(self) -> bool:
-        """Load the model file beside the current model and swap if it is valid (blocking:
-        run it off the event loop). True if swapped; a bad file is logged and kept out."""
+    def _problem(self, message: str) -> None:
+        if message not in self._problems:  # logged once, not on every poll
+            self._problems.add(message)
+            log.error("model repository: %s", message)
+
+    # -- changes while serving --------------------------------------------------------------
+
+    def reload(self, retry: bool = True) -> bool:
+        """Bring the served models in step with the source (blocking: run it off the event
+        loop). ``retry``: load again files refused before even if unchanged (SIGHUP), and a
+        lone file even if unchanged. True if what is served changed."""
         with self._lock:
-            old = self._current
             try:
-                new = self._load_model(self.model_path)
-            except ModelLoadError as exc:
-                try:
-                    self._rejected = FileSignature.of(os.stat(self.model_path))
-                except OSError:
-                    self._rejected = None
-                log.error("model reload rejected, still serving %s version %s: %s",
-                          old.name, old.version, exc)
-                self._on_reload(False)
+                listing = self._source_listing()
+            except RepositoryError as exc:
+                self._problem(f"{exc}; serving the models loaded")
                 return False
-            self._current = new  # atomic swap; requests that selected `old` keep it
-            self._rejected = None
-            if new.name != old.name:
-                log.warning("model name changed on reload: %s -> %s", old.name, new.name)
-            log.info("model swapped: %s version %s -> %s version %s",
-                     old.name, old.version, new.name, new.version)
-            self._on_reload(True)
-            self._on_model(new.info)
-            return True
+            self._config_default = listing.default
+            changed = False
+            wanted = {slot.key: slot for slot in listing.slots}
+            for key, slot in wanted.items():
+                changed |= self._refresh(key, slot, retry)
+            for key in [k for k in self._loaded if k not in wanted and k[0] not in listing.held]:
+                _, model = self._loaded.pop(key)
+                self._publish()
+                log.info("model %s version %s no longer served (unloaded once its requests "
+                         "are answered)", model.name, model.version)
+                changed = True
+            return changed
 
-    def _file_changed(self) -> bool:
+    def _source_listing(self) -> Listing:
+        listing = self.source.scan()
+        for problem in listing.problems:
+            self._problem(problem)
+        return listing
+
+    def _refresh(self, key: tuple[str, str], slot: Slot, retry: bool) -> bool:
+        """Load the slot's file if it is new or changed; True if it is served now."""
+        signature = _signature(slot.path)
+        if signature is None:
+            return False  # gone for now (being replaced?): keep what is served
+        current = self._loaded.get(key)
+        lone = slot.name is None  # --model-path: SIGHUP reloads it whatever it is
+        if current is not None and current[1].signature == signature and not (retry and lone):
+            return False
+        if not retry and key in self._rejected and self._rejected[key] == signature:
+            return False
         try:
-            current = FileSignature.of(os.stat(self.model_path))
-        except OSError:
-            return False  # missing for now (being replaced?): keep serving, look again later
-        return current != self._current.signature and current != self._rejected
+            model = self._load_model(slot)
+        except ModelLoadError as exc:
+            self._rejected[key] = signature
+            if current is None:
+                log.error("model file refused, not served: %s", exc)
+            else:
+                log.error("model file refused, still serving %s version %s: %s",
+                          current[1].name, current[1].version, exc)
+            self._on_reload(False)
+            return False
+        self._rejected.pop(key, None)
+        self._loaded[key] = (slot, model)  # requests that selected the old model keep it
+        self._publish()
+        if current is None:
+            log.info("model %s version %s loaded and served", model.name, model.version)
+        else:
+            old = current[1]
+            if old.name != model.name:
+                log.warning("model name changed on reload: %s -> %s", old.name, model.name)
+            log.info("model swapped: %s version %s -> %s version %s",
+                     old.name, old.version, model.name, model.version)
+        self._on_reload(True)
+        return True
+
+    def _publish(self) -> None:
+        self._table = self._build_table()  # atomic: a request reads one table or the other
+        self._on_models(self.infos())
+
+    def _changed(self) -> bool:
+        """Whether a poll may have something to do (cheap: stats, no loads)."""
+        try:
+            listing = self.source.scan()
+        except RepositoryError:
+            return False
+        wanted = {slot.key: slot for slot in listing.slots}
+        if any(k not in wanted and k[0] not in listing.held for k in self._loaded):
+            return True
+        if listing.default != self._config_default:
+            return True
+        for key, slot in wanted.items():
+            signature = _signature(slot.path)
+            if signature is None:
+                continue
+            current = self._loaded.get(key)
+            if (current is None or current[1].signature != signature) and \
+                    self._rejected.get(key, object()) != signature:
+                return True
+        return False
 
     def request_reload(self) -> None:
         """Reload in the background (SIGHUP); call on the server's event loop."""
@@ -116,17 +290,17 @@ class ModelSet:
         while True:
             await asyncio.sleep(interval)
             try:
-                if self._file_changed() and not self._stopped:
-                    log.info("model file %s changed; reloading", self.model_path)
-                    self._reload_task = loop.run_in_executor(None, self.reload)
+                if not self._stopped and await loop.run_in_executor(None, self._changed):
+                    log.info("%s changed; reloading", self.source.describe())
+                    self._reload_task = loop.run_in_executor(None, self.reload, False)
                     await self._reload_task
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("model file watcher failed; still serving")
+                log.exception("model repository watcher failed; still serving")
 
     def start(self) -> None:
-        """Watch the model file from the running loop (if ``reload_interval_s`` > 0)."""
+        """Poll the source from the running loop (if ``reload_interval_s`` > 0)."""
         if self.reload_interval_s > 0 and self._watcher is None:
             self._watcher = asyncio.ensure_future(self._watch(self.reload_interval_s))
 

@@ -11,7 +11,7 @@ one test process do not collide) and are served over HTTP by ``Metrics.serve``:
 * ``cifar10_images_total``: images classified, all APIs together
 * ``cifar10_batch_size``: histogram of images per model run (dynamic batching at work)
 * ``cifar10_queue_depth_images``: images waiting for the model right now
-* ``cifar10_model_info{name, version}``: 1 for the model being served
+* ``cifar10_model_info{name, version}``: 1 for each model version served
 * ``cifar10_model_reloads_total{result}``: hot reloads, ``ok`` or ``rejected``
 * ``cifar10_malformed_requests_total{method}``: request messages that did not parse
   (answered INVALID_ARGUMENT; ``cifar10_serving.grpc_api.methods``)
@@ -89,7 +89,7 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
-            "cifar10_model_info", "The model being served (value 1).", ["name", "version"],
+            "cifar10_model_info", "The model versions served (value 1 each).", ["name", "version"],
             registry=r, multiprocess_mode="liveall",
         )
         self._queue_depth: Callable[[], float] | None = None
@@ -107,7 +107,7 @@ class Metrics:
         self.ready = False
         self._children: dict[tuple[str, str, str], Callable[[], None]] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
-        self._model_labels: tuple[str, str] | None = None
+        self._model_labels: set[tuple[str, str]] = set()
         self.http_server = None
         self.port: int | None = None
 
@@ -136,17 +136,20 @@ class Metrics:
         self.ready = ready
         self.ready_gauge.set(1 if ready else 0)
 
-    def set_model(self, name: str, version: str) -> None:
-        if self._model_labels is not None:
-            if self.multiprocess:  # the series lives on in this process's file: set it to 0
-                self.model_info.labels(*self._model_labels).set(0)
+    def set_models(self, served: list[tuple[str, str]]) -> None:
+        """The model versions served now, as (name, version): 1 each; those no longer
+        served lose their series (0 with several workers: it lives on in the file)."""
+        for labels in self._model_labels - set(served):
+            if self.multiprocess:
+                self.model_info.labels(*labels).set(0)
             else:
                 try:
-                    self.model_info.remove(*self._model_labels)
+                    self.model_info.remove(*labels)
                 except KeyError:
                     pass
-        self._model_labels = (name, version)
-        self.model_info.labels(name, version).set(1)
+        self._model_labels = set(served)
+        for labels in served:
+            self.model_info.labels(*labels).set(1)
 
     def track_queue(self, depth: Callable[[], float]) -> None:
         """Report ``depth()`` as the queue depth: read at each scrape, or with several
