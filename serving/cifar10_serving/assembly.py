@@ -7,10 +7,9 @@ Prometheus. Imports no grpc: the model loads while grpc imports (``cifar10_servi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from cifar10_serving.dataplane.models import LoadModel, ModelSet, load_all
+from cifar10_serving.dataplane.models import Loaded, LoadModel, ModelSet, load_all
 from cifar10_serving.dataplane.plane import Batching, DataPlane, Hooks, Limits
 from cifar10_serving.dataplane.repository import Slot, source_of
 from cifar10_serving.onnx_model import ModelInfo, OnnxModel
@@ -32,14 +31,14 @@ def model_loader(settings: Settings) -> LoadModel:
     return load
 
 
-def load_models(settings: Settings) -> dict[Slot, OnnxModel]:
+def load_models(settings: Settings) -> Loaded:
     """The models ``settings`` name, loaded now (sync; ModelLoadError)."""
     return load_all(source_of(settings.model_repository, settings.model_path),
                     model_loader(settings))
 
 
 def build_plane(settings: Settings, metrics: Metrics | None = None,
-                loaded: Mapping[Slot, OnnxModel] | None = None) -> DataPlane:
+                loaded: Loaded | None = None) -> DataPlane:
     """The data plane around ``loaded`` (by ``load_models(settings)``), or around the models
     of ``settings`` loaded now (sync; ModelLoadError)."""
     load = model_loader(settings)

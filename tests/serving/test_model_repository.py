@@ -62,9 +62,15 @@ def test_the_layout_and_version_policies(tmp_path):
     (tmp_path / "README.md").write_text("not a model")
 
     listing = Repository(tmp_path).scan()
-    assert [(s.name, s.version) for s in listing.slots] == [("a", "10"), ("b", "4"), ("b", "1")]
-    assert listing.slots[0].path == str(tmp_path / "a" / "10" / "model.onnx")
+    assert [(s.name, s.version) for s in listing.slots] == [
+        ("a", "10"), ("a", "3"), ("a", "2"), ("a", "1"), ("b", "4"), ("b", "1")]
+    chosen = listing.chosen(lambda slot: True)
+    assert [(s.name, s.version) for s in chosen] == [("a", "10"), ("b", "4"), ("b", "1")]
+    assert chosen[0].path == str(tmp_path / "a" / "10" / "model.onnx")
     assert listing.default == "b" and not listing.problems
+    # a version that does not load leaves the policy to choose among the others
+    chosen = listing.chosen(lambda slot: slot.version not in ("10", "4"))
+    assert [(s.name, s.version) for s in chosen] == [("a", "3"), ("b", "1")]
 
     assert VersionPolicy(latest=2).choose([1, 3, 2]) == [3, 2]
     assert VersionPolicy(specific=(1, 3, 9)).choose([1, 2, 3]) == [3, 1]
@@ -89,7 +95,7 @@ def test_a_config_that_does_not_read_is_named_and_its_model_kept_as_it_is(tmp_pa
     with pytest.raises(RepositoryError, match=problem.replace("[", r"\[").replace("]", r"\]")):
         ModelConfig.read(tmp_path / "a")
     listing = Repository(tmp_path).scan()
-    assert listing.slots == () and listing.held == {"a"}
+    assert listing.chosen(lambda slot: True) == [] and listing.held == {"a"}
     assert problem in listing.problems[0]
 
 
@@ -184,5 +190,6 @@ def test_the_default_model_is_the_configs_or_the_settings(server_factory, reposi
 def test_a_broken_version_at_start_is_left_out(server_factory, repository):
     (repository / "alpha" / "3" / "model.onnx").write_bytes(b"not onnx")
     srv = server_factory(model_repository=str(repository))
+    # latest 2 among the versions that load
     assert [(i.name, i.version) for i in srv.plane.models.infos()] == [
-        ("alpha", "2"), ("beta", "5")]
+        ("alpha", "2"), ("alpha", "1"), ("beta", "5")]

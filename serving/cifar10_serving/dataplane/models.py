@@ -76,25 +76,41 @@ def _signature(path: str) -> FileSignature | None:
         return None
 
 
-def load_all(source: Source, load_model: LoadModel) -> dict[Slot, OnnxModel]:
-    """Every file the source lists, loaded (for the start). A file that fails fails the
-    start when it is the only one (ModelLoadError); among several it is logged and left out,
-    and the start fails only if none loads."""
+@dataclass
+class Loaded:
+    """The models loaded at the start, and the files refused then (with their signatures:
+    not tried again until they change)."""
+
+    models: dict[Slot, OnnxModel]
+    refused: dict[tuple[str, str], FileSignature | None]
+
+
+def load_all(source: Source, load_model: LoadModel) -> Loaded:
+    """The files the source's version policies choose, loaded (for the start). A lone file
+    that fails fails the start (ModelLoadError); in a repository a version that fails is
+    logged and left out (the policy then chooses among the others), and the start fails
+    only if nothing loads."""
     try:
         listing = source.scan()
     except RepositoryError as exc:
         raise ModelLoadError(str(exc)) from None
-    loaded: dict[Slot, OnnxModel] = {}
+    loaded = Loaded({}, {})
     errors: list[str] = []
-    for slot in listing.slots:
-        try:
-            loaded[slot] = load_model(slot)
-        except ModelLoadError as exc:
-            if len(listing.slots) == 1:
-                raise
-            errors.append(str(exc))
-            log.error("model version not served: %s", exc)
-    if not loaded:
+    while True:
+        todo = [slot for slot in listing.chosen(lambda s: s.key not in loaded.refused)
+                if slot not in loaded.models]
+        if not todo:
+            break
+        for slot in todo:
+            try:
+                loaded.models[slot] = load_model(slot)
+            except ModelLoadError as exc:
+                if slot.name is None:
+                    raise
+                loaded.refused[slot.key] = _signature(slot.path)
+                errors.append(str(exc))
+                log.error("model file refused, not served: %s", exc)
+    if not loaded.models:
         raise ModelLoadError(f"no model to serve in {source.describe()}"
                              + (": " + "; ".join(errors) if errors else
                                 " (expected <model name>/<version>/model.onnx)"))
@@ -104,7 +120,7 @@ def load_all(source: Source, load_model: LoadModel) -> dict[Slot, OnnxModel]:
 class ModelSet:
     """The models served; ``select(name, version)`` picks one for a request."""
 
-    def __init__(self, source: Source, loaded: Mapping[Slot, OnnxModel], *,
+    def __init__(self, source: Source, loaded: Loaded, *,
                  load_model: LoadModel, default_model: str | None = None,
                  reload_interval_s: float = 0.0,
                  on_models: Callable[[list[ModelInfo]], None] = _ignore,
@@ -120,8 +136,8 @@ class ModelSet:
         self._default_model = default_model
         self._on_models, self._on_reload = on_models, on_reload
         self._loaded: dict[tuple[str, str], tuple[Slot, OnnxModel]] = {
-            slot.key: (slot, model) for slot, model in loaded.items()}
-        self._rejected: dict[tuple[str, str], FileSignature | None] = {}
+            slot.key: (slot, model) for slot, model in loaded.models.items()}
+        self._rejected: dict[tuple[str, str], FileSignature | None] = dict(loaded.refused)
         self._problems: set[str] = set()
         self._config_default: str | None = None
         self._lock = threading.Lock()
@@ -197,12 +213,22 @@ class ModelSet:
             except RepositoryError as exc:
                 self._problem(f"{exc}; serving the models loaded")
                 return False
-            self._config_default = listing.default
-            changed = False
-            wanted = {slot.key: slot for slot in listing.slots}
-            for key, slot in wanted.items():
-                changed |= self._refresh(key, slot, retry)
-            for key in [k for k in self._loaded if k not in wanted and k[0] not in listing.held]:
+            changed, tried = False, set()
+            if listing.default != self._config_default:  # a config.json's "default" changed
+                self._config_default = listing.default
+                self._publish()
+                changed = True
+            if retry:
+                self._rejected.clear()
+            while True:  # a refused file leaves its policy to choose another version
+                plan = self._plan(listing)
+                todo = [slot for slot in plan.values() if self._needs_load(slot, retry, tried)]
+                if not todo:
+                    break
+                for slot in todo:
+                    tried.add(slot.key)
+                    changed |= self._refresh(slot)
+            for key in self._removals(listing, plan):
                 _, model = self._loaded.pop(key)
                 self._publish()
                 log.info("model %s version %s no longer served (unloaded once its requests "
@@ -216,21 +242,47 @@ class ModelSet:
             self._problem(problem)
         return listing
 
-    def _refresh(self, key: tuple[str, str], slot: Slot, retry: bool) -> bool:
-        """Load the slot's file if it is new or changed; True if it is served now."""
+    def _plan(self, listing: Listing) -> dict[tuple[str, str], Slot]:
+        """The files to serve now: the policies' choice among the files loaded and those
+        not refused as they are."""
+        def usable(slot: Slot) -> bool:
+            if slot.key in self._loaded:
+                return True  # a refused replacement leaves the loaded file served
+            signature = _signature(slot.path)
+            return signature is not None and self._rejected.get(slot.key, False) != signature
+
+        return {slot.key: slot for slot in listing.chosen(usable)}
+
+    def _needs_load(self, slot: Slot, retry: bool, tried: set[tuple[str, str]]) -> bool:
+        if slot.key in tried:
+            return False
         signature = _signature(slot.path)
         if signature is None:
             return False  # gone for now (being replaced?): keep what is served
-        current = self._loaded.get(key)
-        lone = slot.name is None  # --model-path: SIGHUP reloads it whatever it is
-        if current is not None and current[1].signature == signature and not (retry and lone):
-            return False
-        if not retry and key in self._rejected and self._rejected[key] == signature:
-            return False
+        current = self._loaded.get(slot.key)
+        if current is None or current[1].signature != signature:
+            return self._rejected.get(slot.key, False) != signature
+        return retry and slot.name is None  # SIGHUP reloads a lone file as it is
+
+    def _removals(self, listing: Listing, plan: Mapping[tuple[str, str], Slot]
+                  ) -> list[tuple[str, str]]:
+        """The loaded versions to stop serving; none if that would leave nothing served."""
+        removals = [key for key in self._loaded
+                    if key not in plan and key[0] not in listing.held]
+        if removals and len(removals) == len(self._loaded):
+            self._problem(f"nothing to serve in {self.source.describe()}; still serving "
+                          "the models loaded")
+            return []
+        return removals
+
+    def _refresh(self, slot: Slot) -> bool:
+        """Load the slot's file beside what is served; True if it is served now."""
+        signature = _signature(slot.path)
+        current = self._loaded.get(slot.key)
         try:
             model = self._load_model(slot)
         except ModelLoadError as exc:
-            self._rejected[key] = signature
+            self._rejected[slot.key] = signature
             if current is None:
                 log.error("model file refused, not served: %s", exc)
             else:
@@ -238,8 +290,8 @@ class ModelSet:
                           current[1].name, current[1].version, exc)
             self._on_reload(False)
             return False
-        self._rejected.pop(key, None)
-        self._loaded[key] = (slot, model)  # requests that selected the old model keep it
+        self._rejected.pop(slot.key, None)
+        self._loaded[slot.key] = (slot, model)  # requests that selected the old model keep it
         self._publish()
         if current is None:
             log.info("model %s version %s loaded and served", model.name, model.version)
@@ -257,25 +309,16 @@ class ModelSet:
         self._on_models(self.infos())
 
     def _changed(self) -> bool:
-        """Whether a poll may have something to do (cheap: stats, no loads)."""
+        """Whether a poll has something to do (cheap: a scan and stats, no loads)."""
         try:
             listing = self.source.scan()
         except RepositoryError:
             return False
-        wanted = {slot.key: slot for slot in listing.slots}
-        if any(k not in wanted and k[0] not in listing.held for k in self._loaded):
-            return True
-        if listing.default != self._config_default:
-            return True
-        for key, slot in wanted.items():
-            signature = _signature(slot.path)
-            if signature is None:
-                continue
-            current = self._loaded.get(key)
-            if (current is None or current[1].signature != signature) and \
-                    self._rejected.get(key, object()) != signature:
-                return True
-        return False
+        plan = self._plan(listing)
+        removals = [key for key in self._loaded if key not in plan and key[0] not in listing.held]
+        return (listing.default != self._config_default
+                or any(self._needs_load(slot, False, set()) for slot in plan.values())
+                or 0 < len(removals) < len(self._loaded))
 
     def request_reload(self) -> None:
         """Reload in the background (SIGHUP); call on the server's event loop."""

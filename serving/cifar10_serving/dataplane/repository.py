@@ -18,14 +18,16 @@ folder's, its version the version folder's, whatever the file's metadata says.
 
 ``--model-path FILE`` is a repository of one (``SingleFile``): the file's metadata names
 the model and its version, as before repositories. ``scan()`` reads the disk on each call
-(the ``ModelSet`` polls it); it never loads a model.
+(the ``ModelSet`` polls it) and lists every model file; ``Listing.chosen`` applies the
+version policies to those that load (a broken newest version leaves the one before it
+served). Nothing here loads a model.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,14 +139,32 @@ class Slot:
 
 @dataclass(frozen=True)
 class Listing:
-    """What a scan found: the files to serve, the model the configs call the default, the
-    models whose config could not be read (their loaded versions are kept as they are) and
-    what was wrong with them."""
+    """What a scan found: every model file on disk (``slots``), each model's version policy,
+    the model the configs call the default, the models whose config could not be read
+    (their loaded versions are kept as they are) and what was wrong with them."""
 
     slots: tuple[Slot, ...]
+    policies: Mapping[str, VersionPolicy] = field(default_factory=dict)
     default: str | None = None
     held: frozenset[str] = frozenset()
-    problems: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = ()
+
+    def chosen(self, usable: Callable[[Slot], bool]) -> list[Slot]:
+        """The files to serve: each model's versions chosen by its policy among the
+        ``usable`` ones (a file that failed to load is not), newest first; a lone file
+        whenever it is usable."""
+        by_name: dict[str | None, list[Slot]] = {}
+        for slot in self.slots:
+            if usable(slot):
+                by_name.setdefault(slot.name, []).append(slot)
+        chosen: list[Slot] = []
+        for name, slots in by_name.items():
+            if name is None:
+                chosen.extend(slots)
+                continue
+            versions = {int(slot.version or 0): slot for slot in slots}
+            chosen.extend(versions[v] for v in self.policies.get(name, VersionPolicy()).choose(versions))
+        return chosen
 
 
 class SingleFile:
@@ -178,6 +198,7 @@ class Repository:
             raise RepositoryError(f"cannot list the model repository {self.root}: "
                                   f"{exc.strerror or exc}") from None
         slots: list[Slot] = []
+        policies: dict[str, VersionPolicy] = {}
         defaults: list[str] = []
         held: set[str] = set()
         problems: list[str] = []
@@ -190,13 +211,14 @@ class Repository:
                 continue
             if config.default:
                 defaults.append(folder.name)
-            for version in config.policy.choose(_versions(folder)):
+            policies[folder.name] = config.policy
+            for version in sorted(_versions(folder), reverse=True):
                 slots.append(Slot(str(folder / str(version) / MODEL_FILE), folder.name, str(version)))
         if len(defaults) > 1:
             problems.append(f"several models say they are the default: {defaults}; "
                             f"{defaults[0]!r} is")
-        return Listing(tuple(slots), defaults[0] if defaults else None, frozenset(held),
-                       tuple(problems))
+        return Listing(tuple(slots), policies, defaults[0] if defaults else None,
+                       frozenset(held), tuple(problems))
 
 
 def _visible(path: Path) -> bool:
