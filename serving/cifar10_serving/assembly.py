@@ -56,7 +56,8 @@ def build_plane(settings: Settings, metrics: Metrics | None = None,
         hooks = Hooks(on_batch=metrics.observe_batch, on_images=metrics.images.inc)
     models = ModelSet(
         source, loaded if loaded is not None else load_all(source, load), load_model=load,
-        default_model=settings.default_model, reload_interval_s=settings.reload_interval_s,
+        default_model=settings.default_model,
+        reload_interval_s=0.0 if settings.repository_api else settings.reload_interval_s,
         **reports,
     )
     plane = DataPlane(

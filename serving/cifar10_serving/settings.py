@@ -49,6 +49,14 @@ class Settings:
         metadata={"help": "a model repository folder to serve: <model name>/<version>/model.onnx, "
                           "versions positive integers, an optional <model name>/config.json "
                           "(version policy, default model; docs/serving.md)"})
+    model_control: str = field(
+        default="poll",
+        metadata={"help": "poll: the model repository (or file) is looked at every "
+                          "--reload-interval-s and on SIGHUP; explicit: only on SIGHUP and "
+                          "through Triton's repository extension (gRPC RepositoryIndex, "
+                          "RepositoryModelLoad, RepositoryModelUnload; HTTP POST "
+                          "/v2/repository/index, /v2/repository/models/NAME/load and /unload), "
+                          "which is served in this mode only (needs --model-repository)"})
     default_model: str | None = field(
         default=None,
         metadata={"help": "the model of requests that name none (none: the one whose "
@@ -215,6 +223,10 @@ class Settings:
             problems.append("tls_cert and tls_key go together")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls_client_ca needs tls_cert and tls_key")
+        if self.model_control not in ("poll", "explicit"):
+            problems.append(f"model_control must be poll or explicit, got {self.model_control!r}")
+        elif self.model_control == "explicit" and not self.model_repository:
+            problems.append("model_control explicit needs model_repository")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             problems.append(f"event_loop must be auto, uvloop or asyncio, got {self.event_loop!r}")
         if self.log_format not in ("text", "json"):
@@ -231,6 +243,11 @@ class Settings:
         or (with several instances or workers) one for a worker busy with more than one
         request, since the other workers are likely busy too: the CPUs shared out."""
         return max(1, self.threads // (self.instances * self.workers))
+
+    @property
+    def repository_api(self) -> bool:
+        """Whether Triton's repository extension is served (``--model-control explicit``)."""
+        return self.model_control == "explicit"
 
     @property
     def tls(self) -> bool:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from cifar10_core.errors import ModelLoadError, UnknownModelError, quoted
+from cifar10_core.errors import InvalidInputError, ModelLoadError, UnknownModelError, quoted
 from cifar10_serving.dataplane.repository import Listing, RepositoryError, Slot
 from cifar10_serving.onnx_model import FileSignature, ModelInfo, OnnxModel
 
@@ -140,6 +140,7 @@ class ModelSet:
         self._rejected: dict[tuple[str, str], FileSignature | None] = dict(loaded.refused)
         self._problems: set[str] = set()
         self._config_default: str | None = None
+        self._unloaded: set[str] = set()  # models unloaded through the repository API
         self._lock = threading.Lock()
         self._watcher: asyncio.Task | None = None
         self._reload_task: asyncio.Future | None = None
@@ -213,28 +214,33 @@ class ModelSet:
             except RepositoryError as exc:
                 self._problem(f"{exc}; serving the models loaded")
                 return False
-            changed, tried = False, set()
-            if listing.default != self._config_default:  # a config.json's "default" changed
-                self._config_default = listing.default
-                self._publish()
-                changed = True
-            if retry:
-                self._rejected.clear()
-            while True:  # a refused file leaves its policy to choose another version
-                plan = self._plan(listing)
-                todo = [slot for slot in plan.values() if self._needs_load(slot, retry, tried)]
-                if not todo:
-                    break
-                for slot in todo:
-                    tried.add(slot.key)
-                    changed |= self._refresh(slot)
-            for key in self._removals(listing, plan):
-                _, model = self._loaded.pop(key)
-                self._publish()
-                log.info("model %s version %s no longer served (unloaded once its requests "
-                         "are answered)", model.name, model.version)
-                changed = True
-            return changed
+            return self._apply(listing, retry)
+
+    def _apply(self, listing: Listing, retry: bool) -> bool:
+        """Load what ``listing`` adds or changes, stop serving what it leaves out."""
+        changed, tried = False, set()
+        if listing.default != self._config_default:  # a config.json's "default" changed
+            self._config_default = listing.default
+            self._publish()
+            changed = True
+        if retry:
+            for key in [k for k in self._rejected if listing.covers(k)]:
+                del self._rejected[key]
+        while True:  # a refused file leaves its policy to choose another version
+            plan = self._plan(listing)
+            todo = [slot for slot in plan.values() if self._needs_load(slot, retry, tried)]
+            if not todo:
+                break
+            for slot in todo:
+                tried.add(slot.key)
+                changed |= self._refresh(slot)
+        for key in self._removals(listing, plan):
+            _, model = self._loaded.pop(key)
+            self._publish()
+            log.info("model %s version %s no longer served (unloaded once its requests "
+                     "are answered)", model.name, model.version)
+            changed = True
+        return changed
 
     def _source_listing(self) -> Listing:
         listing = self.source.scan()
@@ -246,6 +252,8 @@ class ModelSet:
         """The files to serve now: the policies' choice among the files loaded and those
         not refused as they are."""
         def usable(slot: Slot) -> bool:
+            if slot.name in self._unloaded:
+                return False
             if slot.key in self._loaded:
                 return True  # a refused replacement leaves the loaded file served
             signature = _signature(slot.path)
@@ -268,7 +276,7 @@ class ModelSet:
                   ) -> list[tuple[str, str]]:
         """The loaded versions to stop serving; none if that would leave nothing served."""
         removals = [key for key in self._loaded
-                    if key not in plan and key[0] not in listing.held]
+                    if key not in plan and listing.covers(key) and key[0] not in listing.held]
         if removals and len(removals) == len(self._loaded):
             self._problem(f"nothing to serve in {self.source.describe()}; still serving "
                           "the models loaded")
@@ -315,10 +323,68 @@ class ModelSet:
         except RepositoryError:
             return False
         plan = self._plan(listing)
-        removals = [key for key in self._loaded if key not in plan and key[0] not in listing.held]
+        removals = [key for key in self._loaded
+                    if key not in plan and listing.covers(key) and key[0] not in listing.held]
         return (listing.default != self._config_default
                 or any(self._needs_load(slot, False, set()) for slot in plan.values())
                 or 0 < len(removals) < len(self._loaded))
+
+    # -- the repository API (Triton's repository extension) ---------------------------------
+
+    def load(self, name: str) -> None:
+        """Serve model ``name`` from the repository again, its files loaded afresh (blocking:
+        run it off the event loop). UnknownModelError for a model not in the repository,
+        ModelLoadError if none of its versions loads."""
+        with self._lock:
+            listing = self._listing_or_error()
+            if name not in listing.policies and name not in listing.held:
+                raise UnknownModelError(f"no model {quoted(name)} in the model repository: it "
+                                        f"holds {sorted({*listing.policies, *listing.held})}")
+            self._unloaded.discard(name)
+            self._apply(listing.only(name), retry=True)
+            if name not in self._table.models:
+                raise ModelLoadError(f"no version of model {name!r} loads (details in the "
+                                     "server log)")
+
+    def unload(self, name: str) -> None:
+        """Stop serving every version of model ``name`` until ``load(name)``; requests that
+        selected one keep it. UnknownModelError for a model not served; InvalidInputError
+        for the only model served."""
+        with self._lock:
+            if name not in self._table.models:
+                raise UnknownModelError(f"unknown model {quoted(name)}: this server serves "
+                                        f"{self._table.describe()}")
+            if len(self._table.models) == 1:
+                raise InvalidInputError(f"{name!r} is the only model served: load another "
+                                        "before unloading it")
+            self._unloaded.add(name)
+            for key in [k for k, (_, model) in self._loaded.items() if model.name == name]:
+                del self._loaded[key]
+            self._publish()
+            log.info("model %s unloaded through the repository API (freed once its requests "
+                     "are answered)", name)
+
+    def index(self) -> list[tuple[str, str, str, str]]:
+        """The repository's models as (name, version, state, reason), Triton's index: each
+        version served READY; a model unloaded, or whose versions all failed, UNAVAILABLE."""
+        with self._lock:
+            listing = self._listing_or_error()
+            entries = []
+            for name in sorted({*listing.policies, *listing.held}):
+                versions = self._table.models.get(name, ())
+                entries.extend((name, model.version, "READY", "") for model in versions)
+                if not versions:
+                    reason = ("unloaded" if name in self._unloaded else
+                              "its config.json does not read" if name in listing.held else
+                              "no version loads")
+                    entries.append((name, "", "UNAVAILABLE", reason))
+            return entries
+
+    def _listing_or_error(self) -> Listing:
+        try:
+            return self._source_listing()
+        except RepositoryError as exc:
+            raise ModelLoadError(str(exc)) from None
 
     def request_reload(self) -> None:
         """Reload in the background (SIGHUP); call on the server's event loop."""

@@ -25,6 +25,7 @@ served). Nothing here loads a model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -148,6 +149,18 @@ class Listing:
     default: str | None = None
     held: frozenset[str] = frozenset()
     problems: tuple[str, ...] = ()
+    scope: str | None = None  # a model name: the listing speaks for that model only
+
+    def covers(self, key: tuple[str, str]) -> bool:
+        """Whether a slot's key (``Slot.key``) belongs to what this listing speaks for."""
+        return self.scope is None or key[0] == self.scope
+
+    def only(self, name: str) -> Listing:
+        """This listing restricted to model ``name``: the other models' versions are left
+        as they are when it is applied."""
+        return dataclasses.replace(
+            self, slots=tuple(s for s in self.slots if s.name == name), scope=name,
+            held=self.held & {name})
 
     def chosen(self, usable: Callable[[Slot], bool]) -> list[Slot]:
         """The files to serve: each model's versions chosen by its policy among the

@@ -96,7 +96,8 @@ def router(context: Context) -> APIRouter:
                 responses={200: {"model": schemas.ServerMetadata, "description": "the server"}})
     async def server_metadata(request: Request) -> Response:
         async def work(_call: Call) -> Response:
-            return JSONResponse(descriptions.server_metadata(plane.models.default.version))
+            return JSONResponse(descriptions.server_metadata(
+                plane.models.default.version, context.settings.repository_api))
         return await calls.run("ServerMetadata", request, work)
 
     @routes.get("/v2/health/live", summary="Server live",

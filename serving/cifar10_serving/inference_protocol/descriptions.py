@@ -29,10 +29,12 @@ PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 EXTENSIONS = ("classification", "model_configuration", "binary_tensor_data")
 STATISTICS_EXTENSION = "statistics"
+REPOSITORY_EXTENSION = "model_repository"  # --model-control explicit
 
 
-def extensions(model_version: str) -> list[str]:
-    """The extensions server metadata announces, serving a model of ``model_version``.
+def extensions(model_version: str, repository: bool = False) -> list[str]:
+    """The extensions server metadata announces, serving a model of ``model_version``
+    (``repository``: with Triton's repository extension).
 
     ``statistics`` only while the model version is a plain integer: perf_analyzer reads
     the statistics whenever the extension is announced and parses the version as an
@@ -42,12 +44,14 @@ def extensions(model_version: str) -> list[str]:
     names = list(EXTENSIONS)
     if model_version.isdigit():
         names.append(STATISTICS_EXTENSION)
+    if repository:
+        names.append(REPOSITORY_EXTENSION)
     return names
 
 
-def server_metadata(model_version: str) -> dict:
+def server_metadata(model_version: str, repository: bool = False) -> dict:
     return {"name": SERVER_NAME, "version": cifar10_serving.__version__,
-            "extensions": extensions(model_version)}
+            "extensions": extensions(model_version, repository)}
 
 
 def model_metadata(info: ModelInfo) -> dict:
