@@ -53,7 +53,7 @@ def build_plane(settings: Settings, metrics: Metrics | None = None,
             metrics.reloads.labels("ok" if swapped else "rejected").inc()
 
         reports = {"on_models": on_models, "on_reload": on_reload}
-        hooks = Hooks(on_batch=metrics.observe_batch, on_images=metrics.images.inc)
+        hooks = Hooks(on_batch=metrics.observe_batch, on_images=metrics.count_images)
     models = ModelSet(
         source, loaded if loaded is not None else load_all(source, load), load_model=load,
         default_model=settings.default_model,

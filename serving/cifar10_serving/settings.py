@@ -107,7 +107,8 @@ class Settings:
         default=0.0, metadata={"help": "extra wait for a batch to fill (0: none)"}
     )
     max_queue_size: int = field(
-        default=2048, metadata={"help": "queued images before RESOURCE_EXHAUSTED"}
+        default=2048, metadata={"help": "queued images per model version before "
+                                       "RESOURCE_EXHAUSTED"}
     )
     max_message_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "max gRPC message size, both ways",

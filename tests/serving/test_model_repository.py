@@ -138,6 +138,10 @@ def test_requests_select_a_model_and_version_and_unknown_ones_are_not_found(
         assert answers["alpha", "2"].model_version == "2"
         assert answers["beta", ""].model_version == "5"
         assert answers["alpha", "2"].probabilities != answers["alpha", ""].probabilities
+        images = srv.metrics.images  # every metric of the data plane names the version
+        assert [images.labels(*key)._value.get() for key in [("alpha", "3"), ("alpha", "2"),
+                                                             ("beta", "5")]] == [2, 1, 2]
+        assert srv.metrics.batch_size.labels("beta", "5")._sum.get() == 2
 
         with pytest.raises(grpc.RpcError) as unknown:
             stub.Classify(raw_request("gamma"), timeout=10)

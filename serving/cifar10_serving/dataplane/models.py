@@ -164,6 +164,16 @@ class ModelSet:
         """Every model version served: by name, newest version first."""
         return [model.info for versions in self._table.models.values() for model in versions]
 
+    def matching(self, name: str = "", version: str = "") -> list[ModelInfo]:
+        """The versions a query names: every version served (no name), every version of a
+        model (no version), or the one; UnknownModelError as ``select``."""
+        if not name:
+            return self.infos()
+        if version:
+            return [self.select(name, version).info]
+        self.select(name)  # a model not served: UnknownModelError
+        return [model.info for model in self._table.models.get(name, ())]
+
     def select(self, name: str = "", version: str = "") -> OnnxModel:
         """The model named ``name`` at ``version`` ('': the default model, its newest
         version), else UnknownModelError naming what is served."""

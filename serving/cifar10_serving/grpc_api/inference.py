@@ -39,7 +39,7 @@ from cifar10_serving.grpc_api.methods import Method
 from cifar10_serving.grpc_api.status import RequestObserver
 from cifar10_serving.grpc_api.streams import pipelined
 from cifar10_serving.inference_protocol import descriptions, repository
-from cifar10_serving.inference_protocol.statistics import InferenceStatistics
+from cifar10_serving.inference_protocol.statistics import InferenceStatistics, record_failure
 from cifar10_serving.inference_protocol.tensors import every_row
 from cifar10_serving.lifecycle import Lifecycle
 
@@ -109,7 +109,9 @@ class InferenceServicer:
 
     async def model_metadata(self, request, wire_bytes, context):
         info = self.plane.models.select(request.name, request.version).info
-        return json_format.ParseDict(descriptions.model_metadata(info), pb.ModelMetadataResponse())
+        versions = [i.version for i in self.plane.models.matching(info.name, request.version)]
+        return json_format.ParseDict(descriptions.model_metadata(info, versions),
+                                     pb.ModelMetadataResponse())
 
     async def model_config(self, request, wire_bytes, context):
         info = self.plane.models.select(request.name, request.version).info
@@ -117,9 +119,9 @@ class InferenceServicer:
         return json_format.ParseDict({"config": config}, pb.ModelConfigResponse())
 
     async def model_statistics(self, request, wire_bytes, context):
-        info = self.plane.models.select(request.name, request.version).info
+        infos = self.plane.models.matching(request.name, request.version)
         return json_format.ParseDict(
-            {"model_stats": [self.statistics.model_stats(info.name, info.version)]},
+            {"model_stats": [self.statistics.model_stats(i.name, i.version) for i in infos]},
             pb.ModelStatisticsResponse())
 
     # -- Triton's repository extension (--model-control explicit) ------------------------
@@ -161,9 +163,10 @@ class InferenceServicer:
             )
             encode_response(response, probabilities, output, info.labels)
         except BaseException:
-            self.statistics.record(False, images, started)
+            record_failure(self.statistics, self.plane, request.model_name,
+                           request.model_version, images, started)
             raise
-        self.statistics.record(True, images, started)
+        self.statistics.record(True, images, started, info.name, info.version)
         return response
 
     async def model_infer(self, request: pb.ModelInferRequest, wire_bytes: int,

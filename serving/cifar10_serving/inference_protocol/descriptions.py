@@ -2,7 +2,7 @@
 values in Triton's REST form (the gRPC door parses the same values into its messages):
 
 * server metadata: name, version and the extensions announced (``extensions``);
-* model metadata: name ``model_name`` of the model's metadata, versions ``[model_version]``,
+* model metadata: the model's name and the versions served (the one named, if one is),
   platform ``onnxruntime_onnx``, the input as ``UINT8 [-1, 32, 32, 3]`` (the form
   ``perf_analyzer`` and most clients send; ``BYTES`` encoded images are accepted too) and
   the output ``FP32 [-1, 10]``;
@@ -54,10 +54,11 @@ def server_metadata(model_version: str, repository: bool = False) -> dict:
             "extensions": extensions(model_version, repository)}
 
 
-def model_metadata(info: ModelInfo) -> dict:
+def model_metadata(info: ModelInfo, versions: list[str] | None = None) -> dict:
+    """``info``'s metadata; ``versions``: those served of its model (default: its own)."""
     return {
         "name": info.name,
-        "versions": [info.version],
+        "versions": versions or [info.version],
         "platform": PLATFORM,
         "inputs": [{"name": contract.INPUT_NAME, "datatype": INPUT_DATATYPE,
                     "shape": list(INPUT_SHAPE)}],

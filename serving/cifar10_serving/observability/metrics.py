@@ -8,9 +8,12 @@ one test process do not collide) and are served over HTTP by ``Metrics.serve``:
   name; the HTTP status)
 * ``cifar10_request_duration_seconds{door, method}``: latency histogram (server side, per
   request or per stream message)
-* ``cifar10_images_total``: images classified, all APIs together
-* ``cifar10_batch_size``: histogram of images per model run (dynamic batching at work)
-* ``cifar10_queue_depth_images``: images waiting for the model right now
+* ``cifar10_images_total{model, version}``: images classified, all APIs together, by the
+  model version that classified them
+* ``cifar10_batch_size{model, version}``: histogram of images per model run (dynamic
+  batching at work)
+* ``cifar10_queue_depth_images``: images waiting for the models right now, every model
+  version's queue together (the scaling signal: one number per server)
 * ``cifar10_model_info{name, version}``: 1 for each model version served
 * ``cifar10_model_reloads_total{result}``: hot reloads, ``ok`` or ``rejected``
 * ``cifar10_malformed_requests_total{method}``: request messages that did not parse
@@ -34,6 +37,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -42,6 +46,9 @@ from prometheus_client import multiprocess, values
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from cifar10_serving.observability.http_probes import with_probes
+
+if TYPE_CHECKING:  # annotations only: no onnxruntime import here
+    from cifar10_serving.onnx_model import ModelInfo
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
@@ -80,9 +87,11 @@ class Metrics:
             "cifar10_request_duration_seconds", "Server-side request latency.",
             ["door", "method"], buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.images = Counter("cifar10_images", "Images classified (all APIs).", registry=r)
+        self.images = Counter("cifar10_images", "Images classified (all APIs).",
+                              ["model", "version"], registry=r)
         self.batch_size = Histogram(
-            "cifar10_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r
+            "cifar10_batch_size", "Images per model run.", ["model", "version"],
+            buckets=BATCH_BUCKETS, registry=r,
         )
         self.queue_depth = Gauge(
             "cifar10_queue_depth_images", "Images waiting for the model.", registry=r,
@@ -107,6 +116,8 @@ class Metrics:
         self.ready = False
         self._children: dict[tuple[str, str, str], Callable[[], None]] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
+        self._images_children: dict[tuple[str, str], Callable[[float], None]] = {}
+        self._batch_children: dict[tuple[str, str], Callable[[float], None]] = {}
         self._model_labels: set[tuple[str, str]] = set()
         self.http_server = None
         self.port: int | None = None
@@ -159,9 +170,21 @@ class Metrics:
         else:
             self.queue_depth.set_function(depth)
 
-    def observe_batch(self, images: int) -> None:
-        """One model run of ``images`` images."""
-        self.batch_size.observe(images)
+    def count_images(self, model: ModelInfo, images: int) -> None:
+        """``images`` answered by ``model`` (a version served)."""
+        key = (model.name, model.version)
+        inc = self._images_children.get(key)
+        if inc is None:
+            inc = self._images_children[key] = self.images.labels(*key).inc
+        inc(images)
+
+    def observe_batch(self, model: ModelInfo, images: int) -> None:
+        """One model run of ``images`` images by ``model``."""
+        key = (model.name, model.version)
+        observe = self._batch_children.get(key)
+        if observe is None:
+            observe = self._batch_children[key] = self.batch_size.labels(*key).observe
+        observe(images)
         if self._queue_depth is not None:
             self.queue_depth.set(self._queue_depth())
 
