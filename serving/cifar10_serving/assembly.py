@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from cifar10_serving.dataplane.models import Loaded, LoadModel, ModelSet, load_all
 from cifar10_serving.dataplane.plane import Batching, DataPlane, Hooks, Limits
-from cifar10_serving.dataplane.repository import Slot, source_of
+from cifar10_serving.dataplane.repository import Repository, SingleFile, Slot, source_of
 from cifar10_serving.onnx_model import ModelInfo, OnnxModel
-from cifar10_serving.settings import Settings
+from cifar10_serving.settings import DEFAULT_REPOSITORY, Settings
 
 if TYPE_CHECKING:  # not imported here: the model loads while Prometheus imports (startup.py)
     from cifar10_serving.observability.metrics import Metrics
@@ -33,8 +33,11 @@ def model_loader(settings: Settings) -> LoadModel:
 
 def load_models(settings: Settings) -> Loaded:
     """The models ``settings`` name, loaded now (sync; ModelLoadError)."""
-    return load_all(source_of(settings.model_repository, settings.model_path),
-                    model_loader(settings))
+    return load_all(_source(settings), model_loader(settings))
+
+
+def _source(settings: Settings) -> SingleFile | Repository:
+    return source_of(settings.model_repository, settings.model_path, DEFAULT_REPOSITORY)
 
 
 def build_plane(settings: Settings, metrics: Metrics | None = None,
@@ -42,7 +45,7 @@ def build_plane(settings: Settings, metrics: Metrics | None = None,
     """The data plane around ``loaded`` (by ``load_models(settings)``), or around the models
     of ``settings`` loaded now (sync; ModelLoadError)."""
     load = model_loader(settings)
-    source = source_of(settings.model_repository, settings.model_path)
+    source = _source(settings)
     reports: dict = {}
     hooks = Hooks()
     if metrics is not None:

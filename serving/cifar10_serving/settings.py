@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from cifar10_core.cpus import available_cpus
 
 ENV_PREFIX = "CIFAR10_"
+DEFAULT_REPOSITORY = "models"
 
 
 def _bool(value: str) -> bool:
@@ -40,15 +41,17 @@ def _opt_str(value: str) -> str | None:
 class Settings:
     """All server settings. Field ``foo_bar`` is flag ``--foo-bar`` and env ``CIFAR10_FOO_BAR``."""
 
-    model_path: str = field(default="models/cifar10-cnn.onnx",
-                            metadata={"help": "one ONNX model file to serve (the model "
-                                              "contract), named and versioned by its metadata; "
-                                              "unused with --model-repository"})
     model_repository: str | None = field(
         default=None,
-        metadata={"help": "a model repository folder to serve: <model name>/<version>/model.onnx, "
-                          "versions positive integers, an optional <model name>/config.json "
-                          "(version policy, default model; docs/serving.md)"})
+        metadata={"help": "the model repository folder to serve: <model name>/<version>/"
+                          "model.onnx, versions positive integers, an optional <model name>/"
+                          "config.json (version policy, default model; docs/serving.md)",
+                  "default": f"{DEFAULT_REPOSITORY} (the bundled models) unless --model-path "
+                             "is given"})
+    model_path: str | None = field(
+        default=None,
+        metadata={"help": "instead of a repository, one ONNX model file to serve (the model "
+                          "contract), named and versioned by its metadata"})
     model_control: str = field(
         default="poll",
         metadata={"help": "poll: the model repository (or file) is looked at every "
@@ -56,7 +59,7 @@ class Settings:
                           "through Triton's repository extension (gRPC RepositoryIndex, "
                           "RepositoryModelLoad, RepositoryModelUnload; HTTP POST "
                           "/v2/repository/index, /v2/repository/models/NAME/load and /unload), "
-                          "which is served in this mode only (needs --model-repository)"})
+                          "which is served in this mode only (a repository, not --model-path)"})
     default_model: str | None = field(
         default=None,
         metadata={"help": "the model of requests that name none (none: the one whose "
@@ -224,10 +227,13 @@ class Settings:
             problems.append("tls_cert and tls_key go together")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls_client_ca needs tls_cert and tls_key")
+        if self.model_path and self.model_repository:
+            problems.append("model_path and model_repository: give one (a file, or a "
+                            "repository folder)")
         if self.model_control not in ("poll", "explicit"):
             problems.append(f"model_control must be poll or explicit, got {self.model_control!r}")
-        elif self.model_control == "explicit" and not self.model_repository:
-            problems.append("model_control explicit needs model_repository")
+        elif self.model_control == "explicit" and self.model_path:
+            problems.append("model_control explicit needs a model repository, not model_path")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             problems.append(f"event_loop must be auto, uvloop or asyncio, got {self.event_loop!r}")
         if self.log_format not in ("text", "json"):

@@ -115,7 +115,9 @@ def test_off_by_default(server_factory, repository):
 def test_explicit_mode_needs_a_repository():
     from cifar10_serving.settings import Settings
 
-    with pytest.raises(ValueError, match="model_control explicit needs model_repository"):
-        Settings(model_control="explicit")
+    with pytest.raises(ValueError, match="model_control explicit needs a model repository"):
+        Settings(model_control="explicit", model_path="m.onnx")
+    with pytest.raises(ValueError, match="model_path and model_repository: give one"):
+        Settings(model_path="m.onnx", model_repository="models")
     with pytest.raises(ValueError, match="model_control must be poll or explicit"):
         Settings(model_control="none")

@@ -105,6 +105,15 @@ def set_metadata(model_proto, metadata: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
+def next_version(model_dir: Path) -> Path:
+    """``<model_dir>/<N + 1>/model.onnx``: where the next version of a model of a model
+    repository goes (N: its highest version folder, 0 for none). A serving server sees the
+    version once its ``model.onnx`` is renamed in (``write_model_atomically``), not before."""
+    versions = [int(p.name) for p in model_dir.glob("*")
+                if p.is_dir() and p.name.isascii() and p.name.isdigit()] if model_dir.is_dir() else []
+    return model_dir / str(max(versions, default=0) + 1) / "model.onnx"
+
+
 def write_model_atomically(data: bytes, output: Path,
                            check: Callable[[Path], object] | None = None) -> None:
     """Write ``data`` to a temporary file beside ``output``, run ``check`` on that file (it

@@ -253,6 +253,10 @@ def _version_name(name: str) -> bool:
     return name.isascii() and name.isdigit() and name == str(int(name)) and int(name) > 0
 
 
-def source_of(model_repository: str | None, model_path: str) -> SingleFile | Repository:
-    """The repository named by the settings: a folder, else the one file."""
-    return Repository(model_repository) if model_repository else SingleFile(model_path)
+def source_of(model_repository: str | None, model_path: str | None,
+              default_repository: str) -> SingleFile | Repository:
+    """The repository named by the settings: a folder, or the one file, else the default
+    folder."""
+    if model_path and not model_repository:
+        return SingleFile(model_path)
+    return Repository(model_repository or default_repository)
