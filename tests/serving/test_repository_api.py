@@ -3,6 +3,8 @@ over gRPC and REST, on a real server with a repository of tiny models; off by de
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 
 import grpc
@@ -121,3 +123,37 @@ def test_explicit_mode_needs_a_repository():
         Settings(model_path="m.onnx", model_repository="models")
     with pytest.raises(ValueError, match="model_control must be poll or explicit"):
         Settings(model_control="none")
+
+
+TRITON_SCRIPT = """
+import json, sys
+import tritonclient.grpc as grpcclient, tritonclient.http as httpclient
+g = grpcclient.InferenceServerClient(sys.argv[1])
+h = httpclient.InferenceServerClient(sys.argv[2])
+seen = [g.get_model_repository_index(as_json=True)["models"]]
+g.unload_model("beta")  # tritonclient sends unload_dependents: accepted
+seen.append(g.is_model_ready("beta"))
+g.load_model("beta")
+seen.append(g.is_model_ready("beta"))
+h.unload_model("alpha")
+seen.append(h.is_model_ready("alpha"))
+h.load_model("alpha")
+seen += [h.is_model_ready("alpha"), h.get_model_repository_index()]
+print(json.dumps(seen))
+"""
+
+
+def test_tritons_clients_load_and_unload(server_factory, repository):
+    """Triton's own Python clients (gRPC and HTTP), from the Triton venv."""
+    from tests.inference.test_triton_client import ensure_triton_python
+
+    python = ensure_triton_python()
+    srv = server_factory(model_repository=str(repository), model_control="explicit")
+    done = subprocess.run([python, "-c", TRITON_SCRIPT, srv.address,
+                           srv.http_address.removeprefix("http://")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    index, beta_unloaded, beta_loaded, alpha_unloaded, alpha_loaded, rest_index = json.loads(done.stdout)
+    assert [(m["name"], m["state"]) for m in index] == [("alpha", "READY"), ("beta", "READY")]
+    assert (beta_unloaded, beta_loaded, alpha_unloaded, alpha_loaded) == (False, True, False, True)
+    assert [m["name"] for m in rest_index] == ["alpha", "beta"]

@@ -5,7 +5,8 @@ The gRPC door (``RepositoryIndex``, ``RepositoryModelLoad``, ``RepositoryModelUn
 the REST door (``POST /v2/repository/index``, ``/v2/repository/models/{name}/load`` and
 ``.../unload``) parse their messages and call these. Loading reads and warms model files:
 it runs on a thread, never on the event loop. A load or unload parameter (Triton's
-``config`` and ``file:`` overrides) is refused: the repository on disk is the one truth.
+``config`` and ``file:`` overrides) is refused: the repository on disk is the one truth;
+``unload_dependents`` is accepted and means nothing (no model depends on another).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from collections.abc import Iterable
 from cifar10_core.errors import InvalidInputError, quoted
 from cifar10_serving.dataplane.models import ModelSet
 
+# Parameters that change nothing here: Triton's clients send unload_dependents on every
+# unload, and no model of ours depends on another (no ensembles).
+_MEANINGLESS = frozenset({"unload_dependents"})
+
 
 def _check(models: ModelSet, repository_name: str, parameters: Iterable[str] = ()) -> None:
     """InvalidInputError for another repository's name or any parameter."""
@@ -24,7 +29,7 @@ def _check(models: ModelSet, repository_name: str, parameters: Iterable[str] = (
     if repository_name not in ("", ours):
         raise InvalidInputError(f"unknown repository {quoted(repository_name)}: this server "
                                 f"serves one, {ours!r} (or leave the name empty)")
-    names = sorted(parameters)
+    names = sorted(set(parameters) - _MEANINGLESS)
     if names:
         raise InvalidInputError(f"parameters are not accepted here: {names} (the model "
                                 "repository on disk says what a model is)")
