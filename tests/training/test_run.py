@@ -155,6 +155,11 @@ def test_export_command_writes_the_next_version_into_a_model_repository(finished
     assert (model_dir / "1" / "model.onnx").is_file() and (model_dir / "2" / "model.onnx").is_file()
     chosen = Repository(model_dir.parent).scan().chosen(lambda slot: True)
     assert [(s.name, s.version) for s in chosen] == [("cifar10-cnn", "2")]  # latest 1: the export
+    link = tmp_path / "repository" / "cifar10-cnn.onnx"  # as models/cifar10-cnn.onnx
+    link.symlink_to("cifar10-cnn/2/model.onnx")
+    before = (model_dir / "2" / "model.onnx").stat().st_ino
+    assert main(["export", "--run-dir", str(finished_run), "--output", str(link)]) == 0
+    assert link.is_symlink() and (model_dir / "2" / "model.onnx").stat().st_ino != before
     with pytest.raises(SystemExit):  # one place to write, not two
         main(["export", "--run-dir", str(finished_run), "--repository-model", str(model_dir),
               "--output", str(tmp_path / "m.onnx")])

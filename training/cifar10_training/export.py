@@ -118,7 +118,11 @@ def write_model_atomically(data: bytes, output: Path,
                            check: Callable[[Path], object] | None = None) -> None:
     """Write ``data`` to a temporary file beside ``output``, run ``check`` on that file (it
     raises to refuse it), then rename it over ``output``: a server watching ``output`` sees
-    the old file or the new one, never half of one, and a refused file never lands."""
+    the old file or the new one, never half of one, and a refused file never lands. A link
+    (``models/cifar10-cnn.onnx``, to a repository's version) is followed: the file it names
+    is replaced and the link stays."""
+    if output.is_symlink():
+        output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
