@@ -5,6 +5,7 @@ servers polling real folders, real gRPC clients."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import threading
@@ -47,7 +48,9 @@ def images(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
 
 
-def test_new_versions_and_models_are_served_and_removed_ones_are_not(server_factory, tmp_path):
+def test_new_versions_and_models_are_served_and_removed_ones_are_not(server_factory, tmp_path,
+                                                                     caplog):
+    caplog.set_level(logging.INFO, logger="cifar10_serving.dataplane.models")
     root = tmp_path / "repository"
     add_version(root, "alpha", 1)
     srv = server_factory(model_repository=str(root), reload_interval_s=POLL_S)
@@ -69,6 +72,13 @@ def test_new_versions_and_models_are_served_and_removed_ones_are_not(server_fact
         shutil.rmtree(root / "beta")
         wait_until(lambda: served(srv) == [("alpha", "1")])
         assert infer(stub, array, "alpha")[0] == "1"
+        # drained, then unloaded: nothing holds the versions removed once answered
+        gc.collect()
+        unloaded = [r.getMessage() for r in caplog.records if r.getMessage().endswith(
+            "unloaded: its last request answered")]
+        assert sorted(unloaded) == ["model alpha version 1 unloaded: its last request answered",
+                                    "model alpha version 2 unloaded: its last request answered",
+                                    "model beta version 1 unloaded: its last request answered"]
         with pytest.raises(grpc.RpcError) as gone:
             infer(stub, array, "beta")
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND

@@ -324,6 +324,9 @@ class Batcher:
                 finally:
                     with cond:
                         self._running -= 1
+            # let go of the batch's keys before sleeping: a model version no longer served
+            # is freed with its last request, not with this worker's next run
+            batch = dropped = None
 
     def _run_batch(self, batch: list[_Item]) -> None:
         started = time.time_ns()

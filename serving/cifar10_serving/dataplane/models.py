@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +48,13 @@ class Source(Protocol):
 
 def _ignore(*_args: object) -> None:
     pass
+
+
+def _retire(model: OnnxModel) -> None:
+    """Log when a model no longer served is freed: once the last request that selected it
+    is answered (its sessions and weights go with it)."""
+    weakref.finalize(model, log.info, "model %s version %s unloaded: its last request answered",
+                     model.name, model.version)
 
 
 def _version_order(model: OnnxModel) -> tuple[int, str]:
@@ -249,6 +257,7 @@ class ModelSet:
             self._publish()
             log.info("model %s version %s no longer served (unloaded once its requests "
                      "are answered)", model.name, model.version)
+            _retire(model)
             changed = True
         return changed
 
@@ -311,6 +320,8 @@ class ModelSet:
         self._rejected.pop(slot.key, None)
         self._loaded[slot.key] = (slot, model)  # requests that selected the old model keep it
         self._publish()
+        if current is not None:
+            _retire(current[1])
         if current is None:
             log.info("model %s version %s loaded and served", model.name, model.version)
         else:
@@ -369,7 +380,7 @@ class ModelSet:
                                         "before unloading it")
             self._unloaded.add(name)
             for key in [k for k, (_, model) in self._loaded.items() if model.name == name]:
-                del self._loaded[key]
+                _retire(self._loaded.pop(key)[1])
             self._publish()
             log.info("model %s unloaded through the repository API (freed once its requests "
                      "are answered)", name)
