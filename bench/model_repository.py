@@ -14,7 +14,8 @@ its own. Prints one JSON object:
   second model loaded and idle (``idle_ratio``: the second over the first, goal >= 0.95);
 * ``split``: two load processes at concurrency 2 each, one per model, together
   (``split_ratio``: their images/s over one model alone's, goal >= 0.9); the three cases
-  alternate ``--repeats`` times on two servers up at once, medians reported;
+  alternate ``--repeats`` times on two servers up at once (the first two in ABBA order),
+  medians reported;
 * ``new_version``: under concurrency 4 to the model (no version: the newest), version 2's
   folder renamed into place (written beside it first); ``seconds_to_serve`` from the rename
   to the first answer of version 2's listing in ``ListModels``, and the calls that failed
@@ -95,9 +96,10 @@ def measure_throughput(tmp: Path, args) -> dict:
     pair_server = start(repository(tmp / "pair", {"a": [1], "b": [1]}))
     runs: dict[str, list[dict]] = {"one_alone": [], "second_idle": [], "split": []}
     try:
-        for _ in range(args.repeats):
-            runs["one_alone"].append(summary(result(load(alone_server.address, "a", 4, args))))
-            runs["second_idle"].append(summary(result(load(pair_server.address, "a", 4, args))))
+        for round_ in range(args.repeats):
+            cases = [("one_alone", alone_server), ("second_idle", pair_server)]
+            for case, server in cases if round_ % 2 == 0 else cases[::-1]:  # ABBA: no order bias
+                runs[case].append(summary(result(load(server.address, "a", 4, args))))
             both = [load(pair_server.address, name, 2, args) for name in ("a", "b")]
             parts = [summary(result(p)) for p in both]
             runs["split"].append({"images_per_s": round(sum(p["images_per_s"] for p in parts), 1),
