@@ -14,7 +14,7 @@ PIP         := $(BIN)/python -m pip --disable-pip-version-check
 # lives in a folder of its own name, the case it warns about, on purpose).
 INSTALL     := PYTHONWARNINGS=ignore $(PIP) install --quiet --no-build-isolation -c $(CONSTRAINTS)
 
-MODEL       ?= models/cifar10-cnn.onnx
+MODELS      ?= models
 # DATA empty: cifar10-train's default, --data fetch ($CIFAR10_DATA, else the official archive
 # downloaded once into $CIFAR10_DATA_CACHE, default data/, MD5 checked). Or a local image
 # folder <class>/*.jpg, cifar-10-python.tar.gz or cifar-10-batches-py/.
@@ -28,7 +28,7 @@ COMPOSE_TEST_ARGS ?=
 .PHONY: help setup setup-serve triton-env serve test compose-test protos docs bench train clean-venv
 
 help:
-	@echo "make serve    set up (serve + client extras) and serve $(MODEL): gRPC :8500, HTTP :8501 (web page, REST), metrics :8502"
+	@echo "make serve    set up (serve + client extras) and serve the model repository $(MODELS) (or CIFAR10_MODEL_PATH=FILE): gRPC :8500, HTTP :8501 (web page, REST), metrics :8502"
 	@echo "make test     set up (dev extra) and run pytest (PYTEST_ARGS='-m \"not slow\"' to narrow)"
 	@echo "make compose-test  build both images, docker-compose up, classify, see training's model hot-reloaded, down -v"
 	@echo "make setup    create $(VENV) with the dev extra, pinned by $(CONSTRAINTS)"
@@ -60,9 +60,11 @@ setup-serve: $(VENV)/.installed-serve
 triton-env:
 	@bash bench/setup_triton_env.sh
 
+# A file in CIFAR10_MODEL_PATH is served instead of the repository (a repository of one).
 serve: $(VENV)/.installed-serve
-	@echo "Serving $${CIFAR10_MODEL_PATH:-$(MODEL)}; from a second terminal: $(BIN)/cifar10-client classify IMAGE.png"
-	CIFAR10_MODEL_PATH="$${CIFAR10_MODEL_PATH:-$(MODEL)}" $(BIN)/cifar10-serve
+	@echo "Serving $${CIFAR10_MODEL_PATH:-the model repository $${CIFAR10_MODEL_REPOSITORY:-$(MODELS)}}; from a second terminal: $(BIN)/cifar10-client models"
+	@if [ -n "$$CIFAR10_MODEL_PATH" ]; then exec $(BIN)/cifar10-serve; \
+	else CIFAR10_MODEL_REPOSITORY="$${CIFAR10_MODEL_REPOSITORY:-$(MODELS)}" exec $(BIN)/cifar10-serve; fi
 
 test: $(VENV)/.installed-dev triton-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -50,13 +50,14 @@ def measure(mode: str, model_path: str, calls: int, repeats: int, log_file: str)
     """In this process: the least wall and CPU microseconds per call over ``repeats``."""
     import numpy as np
 
-    from cifar10_serving.dataplane.models import ModelSet
+    from cifar10_serving.dataplane.models import ModelSet, load_all
     from cifar10_serving.dataplane.plane import DataPlane
+    from cifar10_serving.dataplane.repository import SingleFile, Slot
     from cifar10_serving.dataplane.request import InferenceRequest
     from cifar10_serving.onnx_model import OnnxModel
 
-    def load(path: str) -> OnnxModel:
-        return OnnxModel.load(path, threads=1, warmup_batch_sizes=(1, 32))
+    def load(slot: Slot) -> OnnxModel:
+        return OnnxModel.load(slot.path, threads=1, warmup_batch_sizes=(1, 32))
 
     requests = None
     if mode not in ("never", "off"):
@@ -69,7 +70,8 @@ def measure(mode: str, model_path: str, calls: int, repeats: int, log_file: str)
     headers = (lambda: ()) if mode == "traced_1pct" else (lambda: (("traceparent", TRACEPARENT),))
 
     async def run() -> dict:
-        plane = DataPlane(ModelSet(load(model_path), load_model=load, model_path=model_path))
+        source = SingleFile(model_path)
+        plane = DataPlane(ModelSet(source, load_all(source, load), load_model=load))
         images = np.zeros((1, 32, 32, 3), np.uint8)
 
         async def one() -> None:

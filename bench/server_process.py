@@ -30,9 +30,13 @@ class Server:
     ``extra_env`` turns that port off)."""
 
     def __init__(self, model: str, extra_env: dict[str, str] | None = None):
+        """``model``: an ONNX file, or a model repository folder."""
         self.port = free_port()
         env = dict(os.environ)
-        env.update({"CIFAR10_MODEL_PATH": model, "CIFAR10_PORT": str(self.port),
+        # a folder is a model repository, a file the one model
+        source = "CIFAR10_MODEL_REPOSITORY" if os.path.isdir(model) else "CIFAR10_MODEL_PATH"
+        env.pop("CIFAR10_MODEL_REPOSITORY" if source == "CIFAR10_MODEL_PATH" else "CIFAR10_MODEL_PATH", None)
+        env.update({source: model, "CIFAR10_PORT": str(self.port),
                     "CIFAR10_HOST": "127.0.0.1", "CIFAR10_METRICS_PORT": str(free_port()),
                     "CIFAR10_HTTP_PORT": str(free_port())})
         env.update(extra_env or {})

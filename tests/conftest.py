@@ -63,6 +63,8 @@ def server_factory(tiny_model_path):
             reload_interval_s=0.0,
         )
         values.update(overrides)
+        if values.get("model_repository"):  # a repository instead of the tiny model's file
+            del values["model_path"]
         srv = BackgroundServer(Settings(**values))
         started.append(srv)
         return srv.start()

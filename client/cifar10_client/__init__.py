@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .errors import RETRYABLE_CODES, ClientError, UnreachableError
     from .http_aio import AsyncHttpClient
     from .http_sync import HttpClient
-    from .results import Accuracy, Classification, ClassScore, ModelInfo, TensorInfo
+    from .results import Accuracy, Classification, ClassScore, ModelInfo, ServedModels, TensorInfo
     from .sync import Client
     from .transports import open_async_client, open_client
 
@@ -51,6 +51,7 @@ _MODULE_OF = {
     "Classification": "results",
     "ClassScore": "results",
     "ModelInfo": "results",
+    "ServedModels": "results",
     "Accuracy": "results",
     "TensorInfo": "results",
     "RetryPolicy": "connection",

@@ -79,11 +79,12 @@ class AsyncClient(AsyncClassifyShortcuts, ClientBase):
         return all_classified(await self._classify(request, timeout))
 
     async def classify_each(
-        self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None
+        self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None,
+        model_name: str = "", model_version: str = "",
     ) -> list[Classification | ClientError]:
         """Like :meth:`Client.classify_each <cifar10_client.Client.classify_each>`:
         one call, a ClientError in each bad image's place."""
-        request = build_request(images, top_k)
+        request = build_request(images, top_k, model_name, model_version)
         try:
             return await self._classify(request, timeout)
         except ClientError as error:
@@ -130,8 +131,10 @@ class AsyncClient(AsyncClassifyShortcuts, ClientBase):
         except grpc.RpcError as error:
             raise ClientError.from_rpc_error(error) from None
 
-    async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
-        return ModelInfo.from_proto(await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout))
+    async def model_info(self, *, timeout: float | None = None, model_name: str = "",
+                         model_version: str = "") -> ModelInfo:
+        request = pb.GetModelInfoRequest(model_name=model_name, model_version=model_version)
+        return ModelInfo.from_proto(await self._call(self._stub.GetModelInfo, request, timeout))
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         check, request, statuses = self._health_check(service)

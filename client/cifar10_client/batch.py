@@ -43,6 +43,7 @@ from .cli import (
     EXIT_UNAVAILABLE,
     UsageError,
     add_connection_args,
+    add_model_arg,
     connection_kwargs,
     error_line,
     exit_code_for,
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "pixels) [%(default)s]")
     parser.add_argument("--split", choices=("train", "test", "all"), default="all",
                         help="CIFAR-10 archive/folder: which batches [%(default)s]")
+    add_model_arg(parser)
     parser.add_argument("--local", metavar="MODEL.onnx",
                         help="run the model in-process with onnxruntime instead of calling a server")
     parser.add_argument("--threads", type=int, default=0,
@@ -126,8 +128,10 @@ class RemoteBackend:
     for it itself, for ``retry_for`` seconds from the first failure (see :meth:`classify`).
     """
 
-    def __init__(self, connection: dict, preprocess: bool, wait: float = 0.0, retry_for: float = 30.0) -> None:
+    def __init__(self, connection: dict, preprocess: bool, wait: float = 0.0, retry_for: float = 30.0,
+                 model: tuple[str, str] = ("", "")) -> None:
         self.connection = connection
+        self.model = model  # (name, version) asked for; '' for the default / the newest
         self.preprocess = preprocess
         self.wait = wait
         self.retry_for = retry_for
@@ -142,7 +146,7 @@ class RemoteBackend:
 
         self.client = open_async_client(**self.connection)
         await self.client.connect(self.wait)
-        info = await self.client.model_info()
+        info = await self.client.model_info(model_name=self.model[0], model_version=self.model[1])
         self.model_name, self.model_version = info.name, info.version
         self.started = True
         return f"server {self.client.address}, model {info.name} version {info.version}"
@@ -185,7 +189,8 @@ class RemoteBackend:
             except ClientError as error:
                 rows[i] = error_row(item, error, self.model_name, self.model_version)
         if images:
-            results = await self.client.classify_each(images)
+            results = await self.client.classify_each(images, model_name=self.model[0],
+                                                      model_version=self.model[1])
             for i, result in zip(positions, results):
                 item = batch[i]
                 if isinstance(result, ClientError):
@@ -364,6 +369,8 @@ def run(args: argparse.Namespace, resume: str) -> int:
         files: list[ResultFile] = [result_file(p) for p in args.output]
     except OutputError as exc:
         raise UsageError(str(exc)) from None
+    if args.local and args.model[0]:
+        raise UsageError("--model names a model of the server; --local runs the file given")
     if args.engine and not args.local:
         raise UsageError("--engine runs the model of --local MODEL.onnx: give it")
     if args.engine:
@@ -374,7 +381,7 @@ def run(args: argparse.Namespace, resume: str) -> int:
         backend = LocalBackend(args.local, args.threads)
     else:
         backend = RemoteBackend(connection_kwargs(args, wait_for_ready=False), args.preprocess == "client",
-                                args.wait, args.retry_for)
+                                args.wait, args.retry_for, args.model)
     try:
         source = open_source(args.input, args.split)
     except SourceError as exc:

@@ -82,6 +82,20 @@ class UsageError(Exception):
     """Bad arguments found after parsing (exit 2)."""
 
 
+def model_spec(text: str) -> tuple[str, str]:
+    """``--model NAME[:VERSION]`` as (name, version); version '' for the newest served."""
+    name, _, version = text.partition(":")
+    if not name or (":" in text and not version):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME or NAME:VERSION")
+    return name, version
+
+
+def add_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=model_spec, default=("", ""), metavar="NAME[:VERSION]",
+                        help="the model (and version) to ask (default: the server's default "
+                             "model, its newest version; `cifar10-client models` lists them)")
+
+
 # -- shared by cifar10-client and cifar10-batch -----------------------------------------
 def add_connection_args(parser: argparse.ArgumentParser, timeout: float = DEFAULT_TIMEOUT_S,
                         *, with_defaults: bool = True) -> None:
@@ -213,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="model name, version, labels and input spec")
     info.add_argument("--json", action="store_true", help="print JSON")
+    add_model_arg(info)
+
+    models = commands.add_parser("models", help="the models and versions served, with their "
+                                                "accuracy")
+    models.add_argument("--json", action="store_true", help="print JSON")
 
     classify = commands.add_parser("classify", help="classify image files")
     classify.add_argument("files", nargs="+", metavar="FILE",
@@ -223,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--preprocess", choices=("server", "client"), default="server",
                           help="decode and resize on the server (send files as-is) or here "
                                "(send 32x32 pixels) [default %(default)s]")
-    for command in (health, info, classify):
+    add_model_arg(classify)
+    for command in (health, info, models, classify):
         add_connection_args(command, with_defaults=False)
     return parser
 
@@ -256,8 +276,27 @@ def _cmd_health(client, args) -> int:
     return EXIT_OK if status == "SERVING" else EXIT_ITEM_FAILED
 
 
+def _cmd_models(client, args) -> int:
+    served = client.list_models()
+    if args.json:
+        print(json.dumps(served.to_dict(), indent=2))
+        return EXIT_OK
+    headers = ["MODEL", "VERSION", "DEFAULT", "VALIDATION", "TEST", "CREATED"]
+    rows = []
+    for info in served.models:
+        figures = [f"{100 * info.accuracy[part].accuracy:.2f} %" if part in info.accuracy
+                   else "-" for part in ("validation", "test")]
+        rows.append([info.name, info.version, "yes" if info.name == served.default_model else "",
+                     *figures, info.metadata.get("created_utc", "-")])
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
 def _cmd_info(client, args) -> int:
-    info = client.model_info()
+    name, version = args.model
+    info = client.model_info(model_name=name, model_version=version)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return EXIT_OK
@@ -308,7 +347,8 @@ def _cmd_classify(client, args) -> int:
             except ClientError as error:
                 outcomes[index] = error
         if pending:
-            results = client.classify_each([image for _, image in pending], top_k=args.top_k)
+            results = client.classify_each([image for _, image in pending], top_k=args.top_k,
+                                           model_name=args.model[0], model_version=args.model[1])
             for (index, _), result in zip(pending, results):
                 outcomes[index] = result
     records, problems = [], []
@@ -364,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             client.connect(args.wait)
             # --wait bounds connecting and (health) waiting for SERVING together.
             args.wait = max(0.0, args.wait - (time.monotonic() - started))
-            command = {"health": _cmd_health, "info": _cmd_info, "classify": _cmd_classify}[args.command]
+            command = {"health": _cmd_health, "info": _cmd_info, "models": _cmd_models,
+                       "classify": _cmd_classify}[args.command]
             return command(client, args)
 
     return run_main(body, "cifar10-client")

@@ -75,6 +75,15 @@ class Exchange:
 LIVE = Exchange("GET", http_oip.LIVE_PATH)
 READY = Exchange("GET", http_oip.READY_PATH, answers=(503,))
 MODEL = Exchange("GET", http_v1.MODEL_PATH)
+MODELS = Exchange("GET", http_v1.MODELS_PATH)
+
+
+def model_exchange(name: str, version: str) -> Exchange:
+    """``/v1/model`` for the model named (the default model for none)."""
+    if not name and not version:
+        return MODEL
+    return Exchange("GET", http_v1.MODEL_PATH,
+                    params={k: v for k, v in (("model", name), ("version", version)) if v})
 
 
 def metadata_exchange(name: str, version: str) -> Exchange:

@@ -10,22 +10,24 @@ import httpx
 
 from cifar10_protos.cifar10.v2 import classifier_pb2 as pb
 
-from . import http_oip
+from . import http_oip, http_v1
 from .errors import ClientError
 from .http_base import (
     LIVE,
     MODEL,
+    MODELS,
     CallTries,
     ClassifyPlan,
     Exchange,
     HttpClientBase,
     json_of,
     metadata_exchange,
+    model_exchange,
 )
 from .http_errors import transport_error
 from .messages import Outcome, all_classified, each_or_refused
 from .reaching import ConnectTries, stop_waiting
-from .results import Classification, ModelInfo
+from .results import Classification, ModelInfo, ServedModels
 from .shortcuts import ClassifyShortcuts
 
 
@@ -111,19 +113,35 @@ class HttpClient(ClassifyShortcuts, HttpClientBase):
         return all_classified(self._classify(images, top_k, timeout, model_name, model_version, each=False))
 
     def classify_each(
-        self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None
+        self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None,
+        model_name: str = "", model_version: str = "",
     ) -> list[Classification | ClientError]:
         """Like :meth:`Client.classify_each <cifar10_client.Client.classify_each>`: a
         ClientError in each bad image's place, the others classified."""
-        return self._classify(images, top_k, timeout, "", "", each=True)
+        return self._classify(images, top_k, timeout, model_name, model_version, each=True)
 
-    def model_info(self, *, timeout: float | None = None) -> ModelInfo:
-        """Name, version, labels, tensors and metadata of the served model (``GET /v1/model``,
-        then the Open Inference Protocol's model metadata)."""
+    def model_info(self, *, timeout: float | None = None, model_name: str = "",
+                   model_version: str = "") -> ModelInfo:
+        """Name, version, labels, tensors and metadata of a model served (default: the
+        default model's newest version; ``GET /v1/model``, then the Open Inference
+        Protocol's model metadata)."""
         deadline = self._deadline(timeout)
-        name, version, labels = self._learned(json_of(self._send(MODEL, deadline)))
+        answer = json_of(self._send(model_exchange(model_name, model_version), deadline))
+        name, version, labels = (self._learned(answer) if not model_name
+                                 else http_v1.model_of(answer))
         metadata = self._send(metadata_exchange(name, version), deadline)
         return http_oip.model_info(json_of(metadata), labels)
+
+    def list_models(self, *, timeout: float | None = None) -> ServedModels:
+        """Every model version served, and the default model (``GET /v1/models``, then each
+        one's metadata)."""
+        deadline = self._deadline(timeout)
+        default, answers = http_v1.models_of(json_of(self._send(MODELS, deadline)))
+        infos = []
+        for name, version, labels in answers:
+            metadata = self._send(metadata_exchange(name, version), deadline)
+            infos.append(http_oip.model_info(json_of(metadata), labels))
+        return ServedModels(default, infos)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """``"SERVING"`` when the server is ready (``GET /v2/health/ready``), else ``"NOT_SERVING"``."""

@@ -20,6 +20,7 @@ from .results import Classification
 
 CLASSIFY_PATH = "/v1/classify"
 MODEL_PATH = "/v1/model"
+MODELS_PATH = "/v1/models"
 FIELD = "images"
 
 
@@ -78,6 +79,14 @@ def outcomes(answer: Any, count: int) -> list[Outcome]:
                              f"classes for {len(labels)} labels")
         out.append(Classification.from_row(probabilities, top, labels, name, version))
     return out
+
+
+def models_of(answer: Any) -> tuple[str, list[tuple[str, str, tuple[str, ...]]]]:
+    """``(default model, [(name, version, labels)])`` of a ``/v1/models`` answer."""
+    try:
+        return str(answer["default_model"]), [model_of(m) for m in answer["models"]]
+    except (KeyError, TypeError) as exc:
+        raise _malformed(f"models answer without {exc}") from None
 
 
 def model_of(answer: Any) -> tuple[str, str, tuple[str, ...]]:

@@ -183,3 +183,16 @@ class ModelInfo:
             "metadata": dict(self.metadata),
             "accuracy": {part: {"accuracy": a.accuracy, "images": a.images} for part, a in self.accuracy.items()},
         }
+
+
+@dataclass(frozen=True)
+class ServedModels:
+    """Every model version a server serves (``models``: by name, newest version first) and
+    its default model (``default_model``: that of requests that name none)."""
+
+    default_model: str
+    models: list[ModelInfo]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"default_model": self.default_model,
+                "models": [info.to_dict() for info in self.models]}

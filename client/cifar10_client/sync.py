@@ -14,7 +14,7 @@ from .connection import call_unary
 from .errors import ClientError
 from .messages import Outcome, all_classified, build_request, each_or_refused, outcomes
 from .reaching import ConnectTries, stop_waiting
-from .results import Classification, ModelInfo
+from .results import Classification, ModelInfo, ServedModels
 from .shortcuts import ClassifyShortcuts
 
 
@@ -90,21 +90,30 @@ class Client(ClassifyShortcuts, ClientBase):
         return all_classified(self._classify(request, timeout))
 
     def classify_each(
-        self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None
+        self, images: Sequence[pb.Image], *, top_k: int = 1, timeout: float | None = None,
+        model_name: str = "", model_version: str = "",
     ) -> list[Classification | ClientError]:
         """Like :meth:`classify_images`, in one call, but a bad image does not fail the others:
         the list holds a ClientError (INVALID_ARGUMENT, ``item``: the image's index) in its
         place. A request the server refuses as a whole with INVALID_ARGUMENT (every image
         bad) gives that error for each image; other failures raise."""
-        request = build_request(images, top_k)
+        request = build_request(images, top_k, model_name, model_version)
         try:
             return self._classify(request, timeout)
         except ClientError as error:
             return each_or_refused(len(request.images), error)
 
-    def model_info(self, *, timeout: float | None = None) -> ModelInfo:
-        """Name, version, labels and input spec of the served model."""
-        return ModelInfo.from_proto(self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout))
+    def model_info(self, *, timeout: float | None = None, model_name: str = "",
+                   model_version: str = "") -> ModelInfo:
+        """Name, version, labels and input spec of a model served (default: the default
+        model's newest version; NOT_FOUND for one not served)."""
+        request = pb.GetModelInfoRequest(model_name=model_name, model_version=model_version)
+        return ModelInfo.from_proto(self._call(self._stub.GetModelInfo, request, timeout))
+
+    def list_models(self, *, timeout: float | None = None) -> ServedModels:
+        """Every model version served, and the default model."""
+        answer = self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
+        return ServedModels(answer.default_model, [ModelInfo.from_proto(m) for m in answer.models])
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The gRPC health status name (``"SERVING"``, ``"NOT_SERVING"``, ...) of ``service``

@@ -41,8 +41,10 @@ class ImageTooLargeError(InvalidInputError):
     """An image whose pixel count exceeds the limit (decompression-bomb guard)."""
 
 
-class UnknownModelError(InvalidInputError):
+class UnknownModelError(ServingError):
     """A request named a model name or version this server does not serve."""
+
+    status_name = "NOT_FOUND"
 
 
 class OverloadedError(ServingError):

@@ -7,47 +7,61 @@ Prometheus. Imports no grpc: the model loads while grpc imports (``cifar10_servi
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cifar10_serving.dataplane.models import ModelSet
+from cifar10_serving.dataplane.models import Loaded, LoadModel, ModelSet, load_all
 from cifar10_serving.dataplane.plane import Batching, DataPlane, Hooks, Limits
+from cifar10_serving.dataplane.repository import Repository, SingleFile, Slot, source_of
 from cifar10_serving.onnx_model import ModelInfo, OnnxModel
-from cifar10_serving.settings import Settings
+from cifar10_serving.settings import DEFAULT_REPOSITORY, Settings
 
 if TYPE_CHECKING:  # not imported here: the model loads while Prometheus imports (startup.py)
     from cifar10_serving.observability.metrics import Metrics
 
 
-def model_loader(settings: Settings) -> Callable[[str], OnnxModel]:
-    """``load(path)``: a model loaded, checked and warmed up as ``settings`` say."""
+def model_loader(settings: Settings) -> LoadModel:
+    """``load(slot)``: a model file loaded, checked and warmed up as ``settings`` say."""
     sizes = tuple(sorted({1, min(8, settings.max_batch_size), settings.max_batch_size}))
-    return functools.partial(
-        OnnxModel.load, threads=settings.threads, spinning=settings.spinning,
-        warmup_batch_sizes=sizes, overlap_threads=settings.overlap_threads,
-    )
+
+    def load(slot: Slot) -> OnnxModel:
+        return OnnxModel.load(slot.path, threads=settings.threads, spinning=settings.spinning,
+                              warmup_batch_sizes=sizes, overlap_threads=settings.overlap_threads,
+                              name=slot.name, version=slot.version)
+
+    return load
+
+
+def load_models(settings: Settings) -> Loaded:
+    """The models ``settings`` name, loaded now (sync; ModelLoadError)."""
+    return load_all(_source(settings), model_loader(settings))
+
+
+def _source(settings: Settings) -> SingleFile | Repository:
+    return source_of(settings.model_repository, settings.model_path, DEFAULT_REPOSITORY)
 
 
 def build_plane(settings: Settings, metrics: Metrics | None = None,
-                model: OnnxModel | None = None) -> DataPlane:
-    """The data plane around ``model``, or around ``settings.model_path`` loaded now (sync;
-    ModelLoadError). ``model``: loaded by ``model_loader(settings)``."""
+                loaded: Loaded | None = None) -> DataPlane:
+    """The data plane around ``loaded`` (by ``load_models(settings)``), or around the models
+    of ``settings`` loaded now (sync; ModelLoadError)."""
     load = model_loader(settings)
+    source = _source(settings)
     reports: dict = {}
     hooks = Hooks()
     if metrics is not None:
-        def on_model(info: ModelInfo) -> None:
-            metrics.set_model(info.name, info.version)
+        def on_models(infos: list[ModelInfo]) -> None:
+            metrics.set_models([(info.name, info.version) for info in infos])
 
         def on_reload(swapped: bool) -> None:
             metrics.reloads.labels("ok" if swapped else "rejected").inc()
 
-        reports = {"on_model": on_model, "on_reload": on_reload}
-        hooks = Hooks(on_batch=metrics.observe_batch, on_images=metrics.images.inc)
+        reports = {"on_models": on_models, "on_reload": on_reload}
+        hooks = Hooks(on_batch=metrics.observe_batch, on_images=metrics.count_images)
     models = ModelSet(
-        model if model is not None else load(settings.model_path), load_model=load,
-        model_path=settings.model_path, reload_interval_s=settings.reload_interval_s, **reports,
+        source, loaded if loaded is not None else load_all(source, load), load_model=load,
+        default_model=settings.default_model,
+        reload_interval_s=0.0 if settings.repository_api else settings.reload_interval_s,
+        **reports,
     )
     plane = DataPlane(
         models,

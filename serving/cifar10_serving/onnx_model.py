@@ -176,8 +176,12 @@ class OnnxModel:
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int = 1, spinning: bool = False,
              warmup_batch_sizes: tuple[int, ...] = contract.CHECK_BATCH_SIZES,
-             overlap_threads: int | None = None) -> OnnxModel:
+             overlap_threads: int | None = None, name: str | None = None,
+             version: str | None = None) -> OnnxModel:
         """Load ``path``, check the contract, warm up. Raises ModelLoadError.
+
+        ``name``, ``version``: what it is served as (a repository's folders); None: what its
+        metadata says.
 
         ``threads``: intra-op threads of a run alone; ``overlap_threads`` (fewer, e.g.
         ``Settings.overlap_threads``): those of a run that starts beside another, from a second
@@ -190,7 +194,7 @@ class OnnxModel:
         threads = max(1, int(threads))
         _register_shared_arena()
         wide = _session(data, path, threads, spinning)
-        info = _model_info(wide, path)
+        info = _model_info(wide, path, name, version)
         overlap = threads if overlap_threads is None else max(1, int(overlap_threads))
         narrow = _session(data, path, overlap, spinning) if overlap < threads else None
         model = cls(ElasticSessions(wide, narrow), info, signature)
@@ -225,14 +229,15 @@ class OnnxModel:
         return contract.finite_probabilities(out, self.info.name)
 
 
-def _model_info(session: ort.InferenceSession, path: str) -> ModelInfo:
+def _model_info(session: ort.InferenceSession, path: str, name: str | None,
+                version: str | None) -> ModelInfo:
     """The session's model as ModelInfo, once ``cifar10_core.contract.check`` agrees with it."""
     meta = dict(session.get_modelmeta().custom_metadata_map)
     contract.check(path, session.get_inputs(), session.get_outputs(), meta)
-    name, version = contract.model_identity(meta)
+    own_name, own_version = contract.model_identity(meta)
     return ModelInfo(
-        name=name,
-        version=version,
+        name=own_name if name is None else name,
+        version=own_version if version is None else version,
         labels=contract.CLASS_NAMES,
         metadata=meta,
         path=path,

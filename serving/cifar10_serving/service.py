@@ -92,8 +92,11 @@ class Service:
         if self.metrics is not None:
             self.metrics.set_ready(self.plane.ready)
         self.collector.freeze()
-        log.info("serving %s on port %d (%s): %s", self.plane.models.default.name, self.port,
-                 "TLS" if self.settings.tls else "plaintext", ", ".join(self.grpc.service_names))
+        models = self.plane.models
+        log.info("serving %s on port %d (%s): %s", ", ".join(
+            f"{info.name} {info.version}" for info in models.infos()), self.port,
+            "TLS" if self.settings.tls else "plaintext", ", ".join(self.grpc.service_names))
+        log.info("default model %s; %s", models.default.name, models.source.describe())
         if self.http is not None:
             log.info("HTTP on port %d: Open Inference Protocol REST /v2, images /v1/classify, "
                      "web page /, API docs /docs", self.http_port)

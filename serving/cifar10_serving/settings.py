@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from cifar10_core.cpus import available_cpus
 
 ENV_PREFIX = "CIFAR10_"
+DEFAULT_REPOSITORY = "models"
 
 
 def _bool(value: str) -> bool:
@@ -40,8 +41,29 @@ def _opt_str(value: str) -> str | None:
 class Settings:
     """All server settings. Field ``foo_bar`` is flag ``--foo-bar`` and env ``CIFAR10_FOO_BAR``."""
 
-    model_path: str = field(default="models/cifar10-cnn.onnx",
-                            metadata={"help": "the ONNX model (the model contract)"})
+    model_repository: str | None = field(
+        default=None,
+        metadata={"help": "the model repository folder to serve: <model name>/<version>/"
+                          "model.onnx, versions positive integers, an optional <model name>/"
+                          "config.json (version policy, default model; docs/serving.md)",
+                  "default": f"{DEFAULT_REPOSITORY} (the bundled models) unless --model-path "
+                             "is given"})
+    model_path: str | None = field(
+        default=None,
+        metadata={"help": "instead of a repository, one ONNX model file to serve (the model "
+                          "contract), named and versioned by its metadata"})
+    model_control: str = field(
+        default="poll",
+        metadata={"help": "poll: the model repository (or file) is looked at every "
+                          "--reload-interval-s and on SIGHUP; explicit: only on SIGHUP and "
+                          "through Triton's repository extension (gRPC RepositoryIndex, "
+                          "RepositoryModelLoad, RepositoryModelUnload; HTTP POST "
+                          "/v2/repository/index, /v2/repository/models/NAME/load and /unload), "
+                          "which is served in this mode only (a repository, not --model-path)"})
+    default_model: str | None = field(
+        default=None,
+        metadata={"help": "the model of requests that name none (none: the one whose "
+                          "config.json says \"default\": true, else the first by name)"})
     host: str = field(default="0.0.0.0", metadata={
         "help": "bind address of both ports: every interface by default, without TLS "
                 "(127.0.0.1: this machine only; --tls-cert/--tls-key: TLS)"})
@@ -88,7 +110,8 @@ class Settings:
         default=0.0, metadata={"help": "extra wait for a batch to fill (0: none)"}
     )
     max_queue_size: int = field(
-        default=2048, metadata={"help": "queued images before RESOURCE_EXHAUSTED"}
+        default=2048, metadata={"help": "queued images per model version before "
+                                       "RESOURCE_EXHAUSTED"}
     )
     max_message_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "max gRPC message size, both ways",
@@ -142,7 +165,9 @@ class Settings:
         default=10.0, metadata={"help": "grace period for in-flight requests at shutdown"}
     )
     reload_interval_s: float = field(
-        default=2.0, metadata={"help": "model file polling interval (0: off; SIGHUP still works)"}
+        default=2.0, metadata={"help": "how often the model repository (or file) is looked at "
+                                       "for new, changed and removed versions (0: never; "
+                                       "SIGHUP still works)"}
     )
     tls_cert: str | None = field(default=None, metadata={"help": "server certificate (PEM)"})
     tls_key: str | None = field(default=None, metadata={"help": "server private key (PEM)"})
@@ -202,6 +227,13 @@ class Settings:
             problems.append("tls_cert and tls_key go together")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls_client_ca needs tls_cert and tls_key")
+        if self.model_path and self.model_repository:
+            problems.append("model_path and model_repository: give one (a file, or a "
+                            "repository folder)")
+        if self.model_control not in ("poll", "explicit"):
+            problems.append(f"model_control must be poll or explicit, got {self.model_control!r}")
+        elif self.model_control == "explicit" and self.model_path:
+            problems.append("model_control explicit needs a model repository, not model_path")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             problems.append(f"event_loop must be auto, uvloop or asyncio, got {self.event_loop!r}")
         if self.log_format not in ("text", "json"):
@@ -218,6 +250,11 @@ class Settings:
         or (with several instances or workers) one for a worker busy with more than one
         request, since the other workers are likely busy too: the CPUs shared out."""
         return max(1, self.threads // (self.instances * self.workers))
+
+    @property
+    def repository_api(self) -> bool:
+        """Whether Triton's repository extension is served (``--model-control explicit``)."""
+        return self.model_control == "explicit"
 
     @property
     def tls(self) -> bool:

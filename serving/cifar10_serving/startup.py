@@ -87,11 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     first = workers is None or workers.is_first
     # numpy and onnxruntime first, then the model loads on its thread while grpc, protobuf
     # and Prometheus import here (see the module docstring).
-    from cifar10_serving.assembly import build_plane, model_loader
+    from cifar10_serving.assembly import build_plane, load_models
 
-    load = model_loader(settings)
     loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
-    loading = loader.submit(load, settings.model_path)
+    loading = loader.submit(load_models, settings)
     loader.shutdown(wait=False)  # the thread ends once the model is loaded
     from cifar10_serving.observability.metrics import Metrics
     from cifar10_serving.service import serve
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics()
     code = 1
     try:
-        plane = build_plane(settings, metrics, model=loading.result())
+        plane = build_plane(settings, metrics, loaded=loading.result())
         if settings.metrics_port >= 0 and first:
             try:
                 port = metrics.serve(settings.host, settings.metrics_port)

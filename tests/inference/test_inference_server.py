@@ -72,10 +72,12 @@ def test_bad_requests_are_invalid_argument_and_server_keeps_serving(server, stub
     short = infer_request(images(2))
     short.raw_input_contents[0] = short.raw_input_contents[0][:100]
     cases.append(short)
-    for request in cases:
+    for i, request in enumerate(cases):
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(request, timeout=10)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        # a model or version not served: NOT_FOUND
+        code = grpc.StatusCode.NOT_FOUND if i < 2 else grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.code() == code, info.value.details()
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
 
 
@@ -91,7 +93,7 @@ def test_metadata_config_ready(server, stub):
     assert [g.count for g in config.instance_group] == [server.plane.batching.instances]
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelConfig(pb.ModelConfigRequest(name="other"))
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_stream_in_order_with_errors(stub):
@@ -149,14 +151,15 @@ def long_name_requests() -> list:
 
 
 def test_long_client_strings_are_quoted_short(stub):
-    for request in long_name_requests():
+    for i, request in enumerate(long_name_requests()):
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(request, timeout=10)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()[:200]
+        code = grpc.StatusCode.NOT_FOUND if i < 2 else grpc.StatusCode.INVALID_ARGUMENT  # model, version
+        assert info.value.code() == code, info.value.details()[:200]
         assert len(info.value.details()) < 400
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelMetadata(pb.ModelMetadataRequest(name="m" * 65536), timeout=10)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert "(65536 chars)" in info.value.details()
 
 

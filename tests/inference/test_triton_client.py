@@ -175,7 +175,8 @@ def test_client_mistakes_are_invalid_argument(results, case):
     error = results["errors"][case]
     assert error is not None, f"{case}: the call succeeded"
     code, message = error
-    assert code == "INVALID_ARGUMENT", error
+    assert code == ("NOT_FOUND" if case.startswith("unknown model") or case == "unknown version"
+                    else "INVALID_ARGUMENT"), error
     assert BAD_INPUTS[case] in message, error
 
 

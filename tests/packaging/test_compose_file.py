@@ -90,22 +90,24 @@ def test_serve_starts_at_once_and_train_is_a_one_shot_job(doc):
     assert doc["services"]["train"]["restart"] == "no", "a one-shot job must not restart"
 
 
-def test_train_exports_onto_the_model_serve_reloads(doc, tmp_path):
+def test_train_exports_a_new_version_into_the_repository_serve_polls(doc, tmp_path):
     train = compose.local_service(doc, "train", tmp_path)
     serve = compose.local_service(doc, "serve", tmp_path)
-    served = serve.local_path(serve.env["CIFAR10_MODEL_PATH"])
-    assert train.local_path(train.env["MODEL_OUTPUT"]) == served
+    served = serve.local_path(serve.env["CIFAR10_MODEL_REPOSITORY"])
+    assert train.local_path(train.env["MODEL_OUTPUT"]) == served / "cifar10-cnn"
+    assert "--repository-model" in " ".join(train.argv), "the export adds a version"
     assert served.is_relative_to(tmp_path / "models"), "both in the named volume `models`"
-    assert float(serve.env["CIFAR10_RELOAD_INTERVAL_S"]) > 0, "the server must poll the file"
+    assert float(serve.env["CIFAR10_RELOAD_INTERVAL_S"]) > 0, "the server must poll the repository"
     # export writes a temporary file beside its output and renames it: same volume, atomic.
     assert {"data", "runs", "models"} == set(doc["volumes"])
 
 
-def test_serve_seeds_the_volume_with_the_bundled_model(doc, tmp_path):
+def test_serve_seeds_the_volume_with_the_bundled_models(doc, tmp_path):
     serve = compose.local_service(doc, "serve", tmp_path)
-    bundled = serve.local_path("/app/models/cifar10-cnn.onnx")
-    assert bundled == ROOT / "models" / "cifar10-cnn.onnx" and bundled.is_file()
-    assert str(bundled) in " ".join(serve.argv), "the command copies the bundled model in"
+    for name in ("cifar10-cnn", "cifar10-cnn-int8"):
+        bundled = serve.local_path(f"/app/models/{name}")
+        assert bundled == ROOT / "models" / name and (bundled / "1" / "model.onnx").is_file()
+        assert str(bundled) in " ".join(serve.argv), "the command copies the bundled models in"
 
 
 def test_serving_publishes_ports_checks_health_restarts_and_has_a_cpu_limit(doc):

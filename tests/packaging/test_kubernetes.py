@@ -154,15 +154,15 @@ def test_the_model_volume_overlay_serves_the_model_from_the_claim(rendered):
     (volume,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert volume["persistentVolumeClaim"]["claimName"] == claim
     (mount,) = [m for m in serve["volumeMounts"] if m["name"] == volume["name"]]
-    model = k8s.env_of(serve)["CIFAR10_MODEL_PATH"]
-    assert model.startswith(mount["mountPath"] + "/") and mount["readOnly"]
-    # The base serves the model the image carries.
+    repository = k8s.env_of(serve)["CIFAR10_MODEL_REPOSITORY"]
+    assert repository == mount["mountPath"] and mount["readOnly"]
+    # The base serves the model repository the image carries.
     base = k8s.by_kind(rendered["base"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert "CIFAR10_MODEL_PATH" not in k8s.env_of(base)
+    assert "CIFAR10_MODEL_REPOSITORY" not in k8s.env_of(base)
     image = k8s.serving_image()
     copied = {target: src for src, target in image.copies}
-    path = image.env["CIFAR10_MODEL_PATH"]
-    assert compose.translate(path, copied) == str(k8s.ROOT / "models" / "cifar10-cnn.onnx")
+    path = image.env["CIFAR10_MODEL_REPOSITORY"]
+    assert compose.translate(path, copied).rstrip("/") == str(k8s.ROOT / "models")
 
 
 # --- the manifests say what the server reads ---------------------------------------------------
@@ -289,7 +289,7 @@ def test_the_kserve_model_comes_from_storage_through_the_runtime(rendered):
     assert model["storageUri"]
     (container,) = runtime["spec"]["containers"]
     assert container["name"] == "kserve-container"  # where KServe mounts /mnt/models
-    assert k8s.env_of(container)["CIFAR10_MODEL_PATH"].startswith("/mnt/models/")
+    assert k8s.env_of(container)["CIFAR10_MODEL_REPOSITORY"] == "/mnt/models"
 
 
 def test_probes_are_grpc_health_and_liveness_is_http_on_the_metrics_port(container, env):
@@ -388,15 +388,15 @@ def test_autoscaler_budget_and_service_select_the_deployment(rendered, deploymen
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["base", "model-volume"])
 def test_the_pod_answers_its_probes_and_serves_metrics(rendered, name, tmp_path):
-    """The base on the model its image carries; the overlay on the tiny model, put on the
-    claim's mount."""
+    """The base on the model repository its image carries; the overlay on a repository of
+    the tiny model, put on the claim's mount."""
     pod_spec = k8s.by_kind(rendered[name], "Deployment")["spec"]["template"]["spec"]
     (container,) = pod_spec["containers"]
     claims = {v["name"] for v in pod_spec["volumes"] if "persistentVolumeClaim" in v}
     volumes = {m["mountPath"]: tmp_path / m["name"] for m in container["volumeMounts"] if m["name"] in claims}
     for folder in volumes.values():
-        folder.mkdir()
-        write_tiny_model(folder / "cifar10-cnn.onnx")
+        (folder / "tiny" / "1").mkdir(parents=True)
+        write_tiny_model(folder / "tiny" / "1" / "model.onnx")
     pod = k8s.local_pod(container, volumes=volumes, scratch=tmp_path)
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
@@ -424,7 +424,7 @@ def test_the_pod_answers_its_probes_and_serves_metrics(rendered, name, tmp_path)
             assert r.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{pod.ports[declared['metrics']]}/metrics",
                                     timeout=5) as r:
-            served = "tiny-cnn" if volumes else "cifar10-cnn"
+            served = "tiny" if volumes else "cifar10-cnn"
             assert f'cifar10_model_info{{name="{served}"' in r.read().decode()
         if compose.http_door_present():  # the Service's http port reaches the HTTP door
             url = f"http://127.0.0.1:{pod.ports[declared['http']]}/v2/health/ready"

@@ -97,5 +97,11 @@ __all__ = ["helper", "missing_metadata", "wrong_labels", "float_input", "renamed
 
 def model_runs(srv) -> tuple[int, int]:
     """(model runs, images in them) of a BackgroundServer so far, from its batch-size metric."""
-    sample = srv.metrics.registry.get_sample_value
-    return int(sample("cifar10_batch_size_count") or 0), int(sample("cifar10_batch_size_sum") or 0)
+    runs = images = 0
+    for metric in srv.metrics.batch_size.collect():  # every model version's series
+        for sample in metric.samples:
+            if sample.name == "cifar10_batch_size_count":
+                runs += int(sample.value)
+            elif sample.name == "cifar10_batch_size_sum":
+                images += int(sample.value)
+    return runs, images

@@ -111,8 +111,9 @@ def test_request_larger_than_max_batch_is_split_in_order():
 
 
 def test_requests_of_different_keys_never_share_a_run():
-    """The serving core's key is the model a request was admitted under: after a hot swap,
-    queued requests of the old model and new ones of the new model run apart, in order."""
+    """The serving core's key is the model version a request selected: each has a queue of
+    its own, so queued requests of one version run together, apart from the other's, each
+    queue in order, the queues taking turns."""
     rec = Recorder()
 
     async def main():
@@ -127,12 +128,36 @@ def test_requests_of_different_keys_never_share_a_run():
         await batcher.close(5)
 
     run(main())
-    assert list(zip(rec.sizes, rec.keys)) == [(1, "v1"), (2, "v1"), (2, "v2"), (1, "v1")]
+    assert list(zip(rec.sizes, rec.keys)) == [(1, "v1"), (3, "v1"), (2, "v2")]
+
+
+def test_each_key_has_its_own_queue_limit_and_the_keys_take_turns():
+    """A flood for one model version fills its own queue, not another's; full batches of
+    two versions alternate."""
+    rec = Recorder()
+
+    async def main():
+        batcher = Batcher(rec, max_batch_size=2, max_queue_size=4)
+        first = await hold_first_run(rec, batcher, rows(0), key="a")
+        a = [asyncio.ensure_future(batcher.submit(rows(i, 2), key="a")) for i in (1, 3)]
+        await queue_all()
+        with pytest.raises(OverloadedError, match="4 of 4 images queued"):
+            await batcher.submit(rows(5), key="a")
+        b = [asyncio.ensure_future(batcher.submit(rows(i, 2), key="b")) for i in (6, 8)]
+        await queue_all()
+        assert (batcher.queued, batcher.queued_of("a"), batcher.queued_of("b")) == (8, 4, 4)
+        rec.gate.set()
+        await asyncio.gather(first, *a, *b)
+        await batcher.close(5)
+
+    run(main())
+    assert rec.keys == ["a", "a", "b", "a", "b"]
 
 
 def test_every_chunk_of_a_split_request_runs_with_its_key_across_a_swap():
     """A request of 2.5 batches is queued under v1; a newer v2 request is queued between its
-    chunks' runs (the swap): every v1 chunk still runs with v1, the v2 rows with v2."""
+    chunks' runs (the swap): every v1 chunk still runs with v1, in order, the v2 rows with v2
+    (the two queues taking turns)."""
     rec = Recorder()
 
     async def main():
@@ -148,7 +173,7 @@ def test_every_chunk_of_a_split_request_runs_with_its_key_across_a_swap():
         return results
 
     _, split, newer = run(main())
-    assert list(zip(rec.sizes, rec.keys)) == [(1, "v1"), (4, "v1"), (4, "v1"), (2, "v1"), (2, "v2")]
+    assert list(zip(rec.sizes, rec.keys)) == [(1, "v1"), (4, "v1"), (2, "v2"), (4, "v1"), (2, "v1")]
     assert split.ravel().tolist() == [2.0 * i for i in range(10)]
     assert newer.ravel().tolist() == [100.0, 102.0]
 

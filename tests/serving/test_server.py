@@ -95,8 +95,8 @@ def test_metrics_endpoint(server_factory):
     assert 'cifar10_requests_total{code="INVALID_ARGUMENT",door="grpc",method="Classify"} 1.0' in text
     assert 'cifar10_requests_total{code="OK",door="grpc",method="ClassifyStream"} 1.0' in text
     assert 'cifar10_request_duration_seconds_bucket{door="grpc",le="0.005",method="Classify"}' in text
-    assert "cifar10_images_total 7.0" in text
-    assert "cifar10_batch_size_count" in text
+    assert 'cifar10_images_total{model="tiny-cnn",version="1"} 7.0' in text
+    assert 'cifar10_batch_size_count{model="tiny-cnn",version="1"}' in text
     assert "cifar10_queue_depth_images 0.0" in text
     assert 'cifar10_model_info{name="tiny-cnn",version="1"} 1.0' in text
     assert "cifar10_ready 1.0" in text

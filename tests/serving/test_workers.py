@@ -152,7 +152,7 @@ def test_metrics_sum_the_workers(tiny):
     finally:
         code, err = _stop(proc)
     assert code == 0, err
-    images = re.search(r"^cifar10_images_total (\S+)$", text, re.M)
+    images = re.search(r'^cifar10_images_total\{model="tiny-cnn",version="1"\} (\S+)$', text, re.M)
     assert images and float(images.group(1)) == CONNECTIONS
     calls = re.search(r'^cifar10_requests_total\{code="OK",door="grpc",method="Classify"\} (\S+)$', text, re.M)
     assert calls and float(calls.group(1)) == CONNECTIONS

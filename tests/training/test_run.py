@@ -145,6 +145,26 @@ def test_export_command_rewrites_atomically(finished_run, tmp_path):
     assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_export_command_writes_the_next_version_into_a_model_repository(finished_run, tmp_path):
+    from cifar10_serving.dataplane.repository import Repository
+    from cifar10_training.cli import main
+
+    model_dir = tmp_path / "repository" / "cifar10-cnn"
+    for _ in range(2):
+        assert main(["export", "--run-dir", str(finished_run), "--repository-model", str(model_dir)]) == 0
+    assert (model_dir / "1" / "model.onnx").is_file() and (model_dir / "2" / "model.onnx").is_file()
+    chosen = Repository(model_dir.parent).scan().chosen(lambda slot: True)
+    assert [(s.name, s.version) for s in chosen] == [("cifar10-cnn", "2")]  # latest 1: the export
+    link = tmp_path / "repository" / "cifar10-cnn.onnx"  # as models/cifar10-cnn.onnx
+    link.symlink_to("cifar10-cnn/2/model.onnx")
+    before = (model_dir / "2" / "model.onnx").stat().st_ino
+    assert main(["export", "--run-dir", str(finished_run), "--output", str(link)]) == 0
+    assert link.is_symlink() and (model_dir / "2" / "model.onnx").stat().st_ino != before
+    with pytest.raises(SystemExit):  # one place to write, not two
+        main(["export", "--run-dir", str(finished_run), "--repository-model", str(model_dir),
+              "--output", str(tmp_path / "m.onnx")])
+
+
 def test_evaluate_command_on_the_validation_split(finished_run, image_folder, tmp_path, capsys):
     from cifar10_training.cli import main
 

@@ -84,7 +84,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from cifar10_training import run
 
-    path = run.export_run(args.run_dir, args.output, args.checkpoint, args.tta)
+    output = args.output
+    if args.repository_model is not None:
+        from cifar10_training.export import next_version
+
+        output = next_version(args.repository_model)
+    path = run.export_run(args.run_dir, output, args.checkpoint, args.tta)
     log.info("exported %s", path)
     return 0
 
@@ -147,7 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's best checkpoint to ONNX (with the parity check), "
                                       "evaluated on its validation and test parts")
     p.add_argument("--run-dir", type=Path, required=True, help="the run folder whose checkpoint to export")
-    p.add_argument("--output", type=Path, default=None, help="the ONNX file to write (default: RUN_DIR/model.onnx)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--output", type=Path, default=None, help="the ONNX file to write (default: RUN_DIR/model.onnx)")
+    where.add_argument("--repository-model", type=Path, default=None, metavar="MODEL_DIR",
+                   help="instead of --output: a model's folder in a model repository "
+                        "(models/cifar10-cnn): the export becomes its next version, "
+                        "MODEL_DIR/<N+1>/model.onnx, which a server polling the repository "
+                        "loads and serves")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="best: the epoch with the highest validation accuracy; last: the newest epoch")
     _add_tta_flag(p)

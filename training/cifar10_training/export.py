@@ -105,11 +105,24 @@ def set_metadata(model_proto, metadata: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
+def next_version(model_dir: Path) -> Path:
+    """``<model_dir>/<N + 1>/model.onnx``: where the next version of a model of a model
+    repository goes (N: its highest version folder, 0 for none). A serving server sees the
+    version once its ``model.onnx`` is renamed in (``write_model_atomically``), not before."""
+    versions = [int(p.name) for p in model_dir.glob("*")
+                if p.is_dir() and p.name.isascii() and p.name.isdigit()] if model_dir.is_dir() else []
+    return model_dir / str(max(versions, default=0) + 1) / "model.onnx"
+
+
 def write_model_atomically(data: bytes, output: Path,
                            check: Callable[[Path], object] | None = None) -> None:
     """Write ``data`` to a temporary file beside ``output``, run ``check`` on that file (it
     raises to refuse it), then rename it over ``output``: a server watching ``output`` sees
-    the old file or the new one, never half of one, and a refused file never lands."""
+    the old file or the new one, never half of one, and a refused file never lands. A link
+    (``models/cifar10-cnn.onnx``, to a repository's version) is followed: the file it names
+    is replaced and the link stays."""
+    if output.is_symlink():
+        output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:

@@ -13,15 +13,18 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   by measurement: on a CPU the model run itself is the natural batching window) an idle
   worker never waits, so a lone request pays no batching delay.
 * ``max_queue_delay`` > 0 makes the worker wait up to that long for a batch to fill.
-* The queue holds at most ``max_queue_size`` images; beyond that ``submit`` raises
+* Each key's queue holds at most ``max_queue_size`` images; beyond that ``submit`` raises
   ``OverloadedError`` (RESOURCE_EXHAUSTED) at once instead of letting latency grow.
 * A request whose deadline passed while it waited is not computed: it gets
   ``DeadlineExceededError``. A cancelled caller's request is dropped the same way.
 * A request larger than ``max_batch_size`` is split into chunks that run in order;
   the caller gets the rows back concatenated.
-* Each request carries a ``key`` (the data plane's: the model it selected), and
-  only requests of one key (the same object) share a run: every chunk of a request runs
-  with its own key, even when newer requests queue up under another.
+* Each request carries a ``key`` (the data plane's: the model version it selected), and
+  each key has a queue of its own: only requests of one key share a run, every chunk of a
+  request runs with its key, and a flood for one key fills its queue, not another's. The
+  worker threads are shared: a free worker takes the next key's batch, the keys taking
+  turns, so two models called at once each get full batches and an idle one costs no
+  thread.
 * With one worker there is one model run at a time, which then uses every CPU we may use.
   With ``workers`` > 1, that many runs overlap; a run that starts beside another should get
   a share of the CPUs (``cifar10_serving.onnx_model``'s elastic threads), so a worker that loses its CPU
@@ -135,8 +138,11 @@ class Batcher:
         self.max_queue_delay = float(max_queue_delay)
         self.max_queue_size = int(max_queue_size)
         self._on_batch = on_batch
-        self._queue: deque[_Item] = deque()
-        self._queued = 0  # images in _queue
+        # A queue per key (the data plane's: per model version), in turn order; a key's
+        # queue goes once empty. The workers are shared by every key.
+        self._queues: dict[Any, deque[_Item]] = {}
+        self._queued_of: dict[Any, int] = {}  # images in each key's queue
+        self._queued = 0  # images in all of them
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # the lock, for ``with``
         self._sleepers: list[threading.Condition] = []  # idle workers, most recent last
@@ -155,8 +161,12 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        """Images waiting in the queue (not yet taken into a batch)."""
+        """Images waiting in the queues (not yet taken into a batch)."""
         return self._queued
+
+    def queued_of(self, key: Any) -> int:
+        """Images waiting in ``key``'s queue."""
+        return self._queued_of.get(key, 0)
 
     async def submit(self, images: np.ndarray, deadline: float | None = None,
                      key: Any = None, timing: RunTiming | None = None) -> np.ndarray:
@@ -182,15 +192,20 @@ class Batcher:
                     f"request of {n} images can never fit in the queue of {self.max_queue_size} "
                     f"images; send fewer", retry_after_ms=None,
                 )
-            if self._queued + n > self.max_queue_size:
+            queued = self._queued_of.get(key, 0)
+            if queued + n > self.max_queue_size:
                 raise OverloadedError(
-                    f"request queue is full ({self._queued} of {self.max_queue_size} images "
+                    f"request queue is full ({queued} of {self.max_queue_size} images "
                     f"queued, {n} more asked); retry later or send fewer"
                 )
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = deque()
             for start in range(0, n, step):
                 chunk = images[start:start + step] if n > step else images
                 futures.append(loop.create_future())
-                self._queue.append(_Item(chunk, len(chunk), futures[-1], loop, deadline, key, timing))
+                queue.append(_Item(chunk, len(chunk), futures[-1], loop, deadline, key, timing))
+            self._queued_of[key] = queued + n
             self._queued += n
             self._wake()
         if len(futures) == 1:
@@ -231,22 +246,31 @@ class Batcher:
 
     def _may_start(self) -> bool:
         """Under the lock: a run may start now (see the module docstring)."""
-        if not self._queue:
+        if not self._queued:
             return False
-        return self._running == 0 or self._queued >= self.max_batch_size or self._closing
+        return (self._running == 0 or self._closing
+                or max(self._queued_of.values()) >= self.max_batch_size)
 
     def _take(self) -> tuple[list[_Item], list[_Item]]:
-        """Under the lock: pop the next batch (queued items in order, all of the first one's
-        key, up to ``max_batch_size`` images), and the expired or cancelled items."""
-        batch: list[_Item] = []
+        """Under the lock: pop the next batch (queued items of one key in order, up to
+        ``max_batch_size`` images; the keys take turns), and the expired or cancelled items."""
         dropped: list[_Item] = []
+        for key in list(self._queues):
+            batch = self._take_of(key, dropped)
+            if batch:
+                return batch, dropped
+        return [], dropped
+
+    def _take_of(self, key: Any, dropped: list[_Item]) -> list[_Item]:
+        batch: list[_Item] = []
         total = 0
         now = None
-        queue = self._queue
+        queue = self._queues[key]
         while queue:
             item = queue[0]
             if item.future.done():  # cancelled by the caller
                 queue.popleft()
+                self._queued_of[key] -= item.size
                 self._queued -= item.size
                 continue
             if item.deadline is not None:
@@ -254,16 +278,23 @@ class Batcher:
                     now = time.monotonic()
                 if item.deadline <= now:
                     queue.popleft()
+                    self._queued_of[key] -= item.size
                     self._queued -= item.size
                     dropped.append(item)
                     continue
-            if total + item.size > self.max_batch_size or (batch and item.key is not batch[0].key):
+            if total + item.size > self.max_batch_size:
                 break
             queue.popleft()
+            self._queued_of[key] -= item.size
             self._queued -= item.size
             batch.append(item)
             total += item.size
-        return batch, dropped
+        del self._queues[key]  # its turn is over: to the end of the order, or gone if empty
+        if queue:
+            self._queues[key] = queue
+        else:
+            del self._queued_of[key]
+        return batch
 
     def _work(self) -> None:
         cond = self._cond
@@ -271,7 +302,7 @@ class Batcher:
         while True:
             with cond:
                 while not self._may_start():
-                    if self._closing and not self._queue:
+                    if self._closing and not self._queued:
                         return
                     self._sleep(mine)
                 if self.max_queue_delay > 0 and self._queued < self.max_batch_size:
@@ -293,6 +324,9 @@ class Batcher:
                 finally:
                     with cond:
                         self._running -= 1
+            # let go of the batch's keys before sleeping: a model version no longer served
+            # is freed with its last request, not with this worker's next run
+            batch = dropped = None
 
     def _run_batch(self, batch: list[_Item]) -> None:
         started = time.time_ns()

@@ -36,7 +36,7 @@ from cifar10_serving.dataplane.decoding import Decoder, WorkCheck
 from cifar10_serving.dataplane.models import ModelSet
 from cifar10_serving.dataplane.observation import OBSERVED, Observation
 from cifar10_serving.dataplane.request import Conversion, ImageInput, InferenceRequest, InferenceResult
-from cifar10_serving.onnx_model import OnnxModel
+from cifar10_serving.onnx_model import ModelInfo, OnnxModel
 
 PRELOAD_AFTER_S = 0.2
 """Seconds after start() at which Pillow is imported: soon, but not before the port opens."""
@@ -73,8 +73,10 @@ def _ignore(*_args: object) -> None:
 class Hooks:
     """What the data plane reports, for metrics (called on the thread it happens on; cheap)."""
 
-    on_batch: Callable[[int], None] = _ignore  # images in one model run (batcher thread)
-    on_images: Callable[[int], None] = _ignore  # images answered for one request
+    # images in one model run, and the model version that ran them (batcher thread)
+    on_batch: Callable[[ModelInfo, int], None] = _ignore
+    # images answered for one request, and the model version that computed them
+    on_images: Callable[[ModelInfo, int], None] = _ignore
 
 
 class DataPlane:
@@ -92,7 +94,7 @@ class DataPlane:
         self._batcher = Batcher(self._run, max_batch_size=batching.max_batch_size,
                                 max_queue_delay=batching.max_queue_delay_s,
                                 max_queue_size=batching.max_queue_size,
-                                on_batch=hooks.on_batch, workers=batching.instances)
+                                workers=batching.instances)
 
     # -- a request ----------------------------------------------------------------------
 
@@ -126,7 +128,7 @@ class DataPlane:
             else:
                 observed.count(len(batch) + len(failures))
                 probabilities = await self._observed_submit(batch, deadline, model, observed)
-        self._hooks.on_images(len(probabilities))
+        self._hooks.on_images(model.info, len(probabilities))
         return InferenceResult(probabilities, model.info, failures)
 
     async def _observed_submit(self, batch: np.ndarray, deadline: float | None,
@@ -159,13 +161,15 @@ class DataPlane:
     def _run(self, batch: np.ndarray, model: OnnxModel) -> np.ndarray:
         # All the CPUs for a lone request; a busy server's runs take a share of them, since
         # other runs (other instances, other workers) are likely running beside this one.
-        return model.predict(batch, alone=self.admission.requests <= 1)
+        probabilities = model.predict(batch, alone=self.admission.requests <= 1)
+        self._hooks.on_batch(model.info, len(batch))
+        return probabilities
 
     # -- state ----------------------------------------------------------------------------
 
     @property
     def queued(self) -> int:
-        """Images waiting for the model right now."""
+        """Images waiting for the models right now (every version's queue)."""
         return self._batcher.queued
 
     @property

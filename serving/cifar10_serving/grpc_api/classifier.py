@@ -28,6 +28,7 @@ from cifar10_serving.grpc_api.methods import Method
 from cifar10_serving.grpc_api.status import RequestObserver
 from cifar10_serving.grpc_api.streams import pipelined
 from cifar10_serving.lifecycle import Lifecycle
+from cifar10_serving.onnx_model import ModelInfo
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Classifier"].full_name
 _RAW_SIZE = contract.IMAGE_SIZE * contract.IMAGE_SIZE * contract.CHANNELS
@@ -120,6 +121,8 @@ class ClassifierServicer:
             Method("ClassifyStream", pb.ClassifyRequest, pb.ClassifyResponse,
                    stream=self.classify_stream, images=True),
             Method("GetModelInfo", pb.GetModelInfoRequest, pb.ModelInfo, unary=self.get_model_info),
+            Method("ListModels", pb.ListModelsRequest, pb.ListModelsResponse,
+                   unary=self.list_models),
         ]
 
     async def _classify(self, request: pb.ClassifyRequest, wire_bytes: int,
@@ -146,8 +149,16 @@ class ClassifierServicer:
 
     async def get_model_info(self, request: pb.GetModelInfoRequest, wire_bytes: int,
                              context: grpc.aio.ServicerContext) -> pb.ModelInfo:
-        info = self.plane.models.default.info
+        return self._model_info(self.plane.models.select(request.model_name,
+                                                         request.model_version).info)
 
+    async def list_models(self, request: pb.ListModelsRequest, wire_bytes: int,
+                          context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        models = self.plane.models
+        return pb.ListModelsResponse(models=[self._model_info(info) for info in models.infos()],
+                                     default_model=models.default.name)
+
+    def _model_info(self, info: ModelInfo) -> pb.ModelInfo:
         def spec(s) -> pb.TensorSpec:
             return pb.TensorSpec(name=s.name, dtype=s.dtype, shape=list(s.shape), description=s.description)
 

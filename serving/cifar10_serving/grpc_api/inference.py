@@ -38,8 +38,8 @@ from cifar10_serving.grpc_api.inference_codec import (
 from cifar10_serving.grpc_api.methods import Method
 from cifar10_serving.grpc_api.status import RequestObserver
 from cifar10_serving.grpc_api.streams import pipelined
-from cifar10_serving.inference_protocol import descriptions
-from cifar10_serving.inference_protocol.statistics import InferenceStatistics
+from cifar10_serving.inference_protocol import descriptions, repository
+from cifar10_serving.inference_protocol.statistics import InferenceStatistics, record_failure
 from cifar10_serving.inference_protocol.tensors import every_row
 from cifar10_serving.lifecycle import Lifecycle
 
@@ -48,14 +48,16 @@ _CHEAP_VALUES = 32 * 3072  # typed contents up to this size are converted on the
 
 
 class InferenceServicer:
-    """The GRPCInferenceService methods over the data plane."""
+    """The GRPCInferenceService methods over the data plane (``repository_api``: with
+    Triton's repository extension)."""
 
     def __init__(self, plane: DataPlane, lifecycle: Lifecycle, observe: RequestObserver | None = None,
-                 statistics: InferenceStatistics | None = None):
+                 statistics: InferenceStatistics | None = None, repository_api: bool = False):
         self.plane = plane
         self.lifecycle = lifecycle
         self.observe = observe
         self.statistics = statistics if statistics is not None else InferenceStatistics()
+        self.repository_api = repository_api
 
     def methods(self) -> list[Method]:
         unary = {
@@ -68,6 +70,16 @@ class InferenceServicer:
             "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse,
                                 self.model_statistics),
         }
+        if self.repository_api:
+            unary.update({
+                "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse,
+                                    self.repository_index),
+                "RepositoryModelLoad": (pb.RepositoryModelLoadRequest,
+                                        pb.RepositoryModelLoadResponse, self.repository_load),
+                "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest,
+                                          pb.RepositoryModelUnloadResponse,
+                                          self.repository_unload),
+            })
         return [
             *(Method(name, req, resp, unary=handler) for name, (req, resp, handler) in unary.items()),
             Method("ModelInfer", pb.ModelInferRequest, pb.ModelInferResponse,
@@ -93,11 +105,13 @@ class InferenceServicer:
 
     async def server_metadata(self, request, wire_bytes, context):
         return json_format.ParseDict(descriptions.server_metadata(
-            self.plane.models.default.version), pb.ServerMetadataResponse())
+            self.plane.models.default.version, self.repository_api), pb.ServerMetadataResponse())
 
     async def model_metadata(self, request, wire_bytes, context):
         info = self.plane.models.select(request.name, request.version).info
-        return json_format.ParseDict(descriptions.model_metadata(info), pb.ModelMetadataResponse())
+        versions = [i.version for i in self.plane.models.matching(info.name, request.version)]
+        return json_format.ParseDict(descriptions.model_metadata(info, versions),
+                                     pb.ModelMetadataResponse())
 
     async def model_config(self, request, wire_bytes, context):
         info = self.plane.models.select(request.name, request.version).info
@@ -105,10 +119,26 @@ class InferenceServicer:
         return json_format.ParseDict({"config": config}, pb.ModelConfigResponse())
 
     async def model_statistics(self, request, wire_bytes, context):
-        info = self.plane.models.select(request.name, request.version).info
+        infos = self.plane.models.matching(request.name, request.version)
         return json_format.ParseDict(
-            {"model_stats": [self.statistics.model_stats(info.name, info.version)]},
+            {"model_stats": [self.statistics.model_stats(i.name, i.version) for i in infos]},
             pb.ModelStatisticsResponse())
+
+    # -- Triton's repository extension (--model-control explicit) ------------------------
+
+    async def repository_index(self, request, wire_bytes, context):
+        entries = await repository.index(self.plane.models, request.repository_name, request.ready)
+        return json_format.ParseDict({"models": entries}, pb.RepositoryIndexResponse())
+
+    async def repository_load(self, request, wire_bytes, context):
+        await repository.load(self.plane.models, request.model_name, request.repository_name,
+                              request.parameters.keys())
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_unload(self, request, wire_bytes, context):
+        await repository.unload(self.plane.models, request.model_name, request.repository_name,
+                                request.parameters.keys())
+        return pb.RepositoryModelUnloadResponse()
 
     # -- inference ----------------------------------------------------------------------
 
@@ -133,9 +163,10 @@ class InferenceServicer:
             )
             encode_response(response, probabilities, output, info.labels)
         except BaseException:
-            self.statistics.record(False, images, started)
+            record_failure(self.statistics, self.plane, request.model_name,
+                           request.model_version, images, started)
             raise
-        self.statistics.record(True, images, started)
+        self.statistics.record(True, images, started, info.name, info.version)
         return response
 
     async def model_infer(self, request: pb.ModelInferRequest, wire_bytes: int,

@@ -123,7 +123,8 @@ class ServingServer:
         self.gates = methods.gates
         methods.add(self.grpc_server, CLASSIFIER, ClassifierServicer(plane, lifecycle, observe).methods())
         methods.add(self.grpc_server, INFERENCE,
-                    InferenceServicer(plane, lifecycle, observe, statistics).methods())
+                    InferenceServicer(plane, lifecycle, observe, statistics,
+                                      settings.repository_api).methods())
         self.service_names = [CLASSIFIER, INFERENCE]
         self.health = HealthServicer()
         adopted = methods.adopt(self.grpc_server)

@@ -1,7 +1,8 @@
 """The HTTP door's application: every route, the API docs, and errors as JSON.
 
 Routes live in modules of their own, each a ``router(context)``: ``oip`` (the Open Inference
-Protocol's REST API under ``/v2``), ``images`` (``/v1/classify``, images for people) and
+Protocol's REST API under ``/v2``), ``repository`` (Triton's repository extension under
+``/v2/repository``, with ``--model-control explicit`` only), ``images`` (``/v1/classify``, images for people) and
 ``page`` (the web page at ``/``). The OpenAPI document is ``/openapi.json`` and its
 interactive page ``/docs``, served from the installed ``fastapi_offline`` package: nothing
 is fetched from outside the server.
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 import cifar10_serving
-from cifar10_serving.http_api import api_docs, images, oip, page
+from cifar10_serving.http_api import api_docs, images, oip, page, repository
 from cifar10_serving.http_api.context import Context
 from cifar10_serving.http_api.errors import INTERNAL_MESSAGE
 
@@ -37,6 +38,8 @@ def build_app(context: Context) -> FastAPI:
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would ask swagger.io
     )
     app.include_router(oip.router(context))
+    if context.settings.repository_api:
+        app.include_router(repository.router(context))
     app.include_router(images.router(context))
     app.include_router(page.router(context))
     app.openapi = api_docs.without_422(app)

@@ -1,5 +1,6 @@
 """The API for people under ``/v1``: ``POST /v1/classify`` (images in, each one's labels and
-probabilities out, as JSON) and ``GET /v1/model`` (the model served and its accuracy).
+probabilities out, as JSON), ``GET /v1/model`` (a model served and its accuracy) and
+``GET /v1/models`` (every model version served).
 
 Classify has gRPC Classify's semantics (``cifar10_serving.grpc_api.classifier``): encoded
 images of any size go to the data plane as they are, to be decoded and resized there; an
@@ -81,6 +82,11 @@ class ModelAnswer(BaseModel):
     accuracy: dict[str, Accuracy] = Field(
         description="from the model's metadata: `validation` (the part that chose the epoch) "
                     "and `test` (held out from every choice), where the model carries them")
+
+
+class ModelList(BaseModel):
+    default_model: str = Field(description="the model of requests that name none")
+    models: list[ModelAnswer]
 
 
 _BINARY = {"type": "string", "format": "binary"}
@@ -171,6 +177,18 @@ def router(context: Context) -> APIRouter:
             info = plane.models.select(query.get("model", ""), query.get("version", "")).info
             return JSONResponse(model_answer(info))
         return await calls.run("GetModelInfo", request, work)
+
+    @routes.get(
+        "/v1/models", summary="Every model version served",
+        description="The default model (of requests that name none), and each model version "
+                    "served as `/v1/model` describes it, by name, newest version first.",
+        responses={200: {"model": ModelList, "description": "the models"}},
+    )
+    async def models(request: Request) -> Response:
+        async def work(_call: Call) -> Response:
+            return JSONResponse({"default_model": plane.models.default.name,
+                                 "models": [model_answer(i) for i in plane.models.infos()]})
+        return await calls.run("ListModels", request, work)
 
     return routes
 

@@ -38,6 +38,7 @@ from cifar10_serving.http_api.oip_json import (
     header_length,
 )
 from cifar10_serving.inference_protocol import descriptions
+from cifar10_serving.inference_protocol.statistics import record_failure
 from cifar10_serving.inference_protocol.tensors import every_row
 
 MODEL = "/v2/models/{model_name}"
@@ -96,7 +97,8 @@ def router(context: Context) -> APIRouter:
                 responses={200: {"model": schemas.ServerMetadata, "description": "the server"}})
     async def server_metadata(request: Request) -> Response:
         async def work(_call: Call) -> Response:
-            return JSONResponse(descriptions.server_metadata(plane.models.default.version))
+            return JSONResponse(descriptions.server_metadata(
+                plane.models.default.version, context.settings.repository_api))
         return await calls.run("ServerMetadata", request, work)
 
     @routes.get("/v2/health/live", summary="Server live",
@@ -125,7 +127,8 @@ def router(context: Context) -> APIRouter:
 
     async def model_metadata(_call: Call, name: str, version: str) -> Response:
         info = plane.models.select(name, version).info
-        return JSONResponse({**descriptions.model_metadata(info),
+        versions = [i.version for i in plane.models.matching(info.name, version)]
+        return JSONResponse({**descriptions.model_metadata(info, versions),
                              "parameters": dict(info.metadata)})
 
     async def model_ready(_call: Call, name: str, version: str) -> Response:
@@ -138,8 +141,8 @@ def router(context: Context) -> APIRouter:
         return JSONResponse(descriptions.model_config(info, plane.limits, plane.batching))
 
     async def model_statistics(_call: Call, name: str, version: str) -> Response:
-        info = plane.models.select(name, version).info
-        return JSONResponse({"model_stats": [statistics.model_stats(info.name, info.version)]})
+        return JSONResponse({"model_stats": [statistics.model_stats(i.name, i.version)
+                                             for i in plane.models.matching(name, version)]})
 
     async def model_infer(call: Call, name: str, version: str) -> Response:
         plane.models.select(name, version)  # an unknown model is 404 whatever the body
@@ -160,9 +163,9 @@ def router(context: Context) -> APIRouter:
             images = len(probabilities)
             content, json_length = encode_response(probabilities, parsed.call, result.model)
         except BaseException:
-            statistics.record(False, images, started)
+            record_failure(statistics, plane, name, version, images, started)
             raise
-        statistics.record(True, images, started)
+        statistics.record(True, images, started, result.model.name, result.model.version)
         if json_length is None:
             return Response(content, media_type=JSON_TYPE)
         return Response(content, media_type=BINARY_TYPE, headers={HEADER_LENGTH: str(json_length)})

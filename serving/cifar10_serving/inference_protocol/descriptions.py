@@ -2,7 +2,7 @@
 values in Triton's REST form (the gRPC door parses the same values into its messages):
 
 * server metadata: name, version and the extensions announced (``extensions``);
-* model metadata: name ``model_name`` of the model's metadata, versions ``[model_version]``,
+* model metadata: the model's name and the versions served (the one named, if one is),
   platform ``onnxruntime_onnx``, the input as ``UINT8 [-1, 32, 32, 3]`` (the form
   ``perf_analyzer`` and most clients send; ``BYTES`` encoded images are accepted too) and
   the output ``FP32 [-1, 10]``;
@@ -29,10 +29,12 @@ PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 EXTENSIONS = ("classification", "model_configuration", "binary_tensor_data")
 STATISTICS_EXTENSION = "statistics"
+REPOSITORY_EXTENSION = "model_repository"  # --model-control explicit
 
 
-def extensions(model_version: str) -> list[str]:
-    """The extensions server metadata announces, serving a model of ``model_version``.
+def extensions(model_version: str, repository: bool = False) -> list[str]:
+    """The extensions server metadata announces, serving a model of ``model_version``
+    (``repository``: with Triton's repository extension).
 
     ``statistics`` only while the model version is a plain integer: perf_analyzer reads
     the statistics whenever the extension is announced and parses the version as an
@@ -42,18 +44,21 @@ def extensions(model_version: str) -> list[str]:
     names = list(EXTENSIONS)
     if model_version.isdigit():
         names.append(STATISTICS_EXTENSION)
+    if repository:
+        names.append(REPOSITORY_EXTENSION)
     return names
 
 
-def server_metadata(model_version: str) -> dict:
+def server_metadata(model_version: str, repository: bool = False) -> dict:
     return {"name": SERVER_NAME, "version": cifar10_serving.__version__,
-            "extensions": extensions(model_version)}
+            "extensions": extensions(model_version, repository)}
 
 
-def model_metadata(info: ModelInfo) -> dict:
+def model_metadata(info: ModelInfo, versions: list[str] | None = None) -> dict:
+    """``info``'s metadata; ``versions``: those served of its model (default: its own)."""
     return {
         "name": info.name,
-        "versions": [info.version],
+        "versions": versions or [info.version],
         "platform": PLATFORM,
         "inputs": [{"name": contract.INPUT_NAME, "datatype": INPUT_DATATYPE,
                     "shape": list(INPUT_SHAPE)}],

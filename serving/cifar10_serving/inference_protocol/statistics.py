@@ -1,5 +1,7 @@
 """Triton's statistics extension: cumulative counts of the Open Inference Protocol's
-inference calls since start, one record that both doors (gRPC and REST) add to.
+inference calls since start, per model version, one record that both doors (gRPC and REST)
+add to. A call is counted for the version that answered it, or that it named when it
+failed (none for a model not served).
 
 ``execution_count`` counts requests, not the merged batches they ran in; the split of a
 request's time between queue and compute is not measured (each successful request is
@@ -10,7 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cifar10_core.errors import UnknownModelError
+from cifar10_serving.dataplane.plane import DataPlane
 
 
 @dataclass
@@ -27,40 +32,51 @@ def _duration(count: int, ns: int = 0) -> dict:
     return {"count": count, "ns": ns}
 
 
+@dataclass
+class _Counts:
+    success: _Duration = field(default_factory=_Duration)
+    fail: _Duration = field(default_factory=_Duration)
+    inference_count: int = 0
+    last_inference_ms: int = 0
+
+
 class InferenceStatistics:
-    """``record`` each inference call; ``model_stats`` is Triton's JSON form of them."""
+    """``record`` each inference call; ``model_stats`` is Triton's JSON form of them, per
+    model version."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._success = _Duration()
-        self._fail = _Duration()
-        self._inference_count = 0
-        self._last_inference_ms = 0
+        self._counts: dict[tuple[str, str], _Counts] = {}
 
-    def record(self, ok: bool, images: int, started_ns: int) -> None:
-        """One call that began at ``started_ns`` (``time.perf_counter_ns()``) has ended."""
+    def record(self, ok: bool, images: int, started_ns: int, name: str, version: str) -> None:
+        """One call to model ``name`` at ``version`` that began at ``started_ns``
+        (``time.perf_counter_ns()``) has ended."""
         now = time.perf_counter_ns()
         with self._lock:
+            counts = self._counts.get((name, version))
+            if counts is None:
+                counts = self._counts[name, version] = _Counts()
             if ok:
-                self._success.add(now - started_ns)
-                self._inference_count += images
+                counts.success.add(now - started_ns)
+                counts.inference_count += images
             else:
-                self._fail.add(now - started_ns)
-            self._last_inference_ms = int(time.time() * 1000)
+                counts.fail.add(now - started_ns)
+            counts.last_inference_ms = int(time.time() * 1000)
 
     def model_stats(self, name: str, version: str) -> dict:
         """One entry of ``model_stats``, every field perf_analyzer reads present."""
         with self._lock:
-            done = self._success.count
+            counts = self._counts.get((name, version)) or _Counts()
+            done = counts.success.count
             return {
                 "name": name,
                 "version": version,
-                "last_inference": self._last_inference_ms,
-                "inference_count": self._inference_count,
+                "last_inference": counts.last_inference_ms,
+                "inference_count": counts.inference_count,
                 "execution_count": done,
                 "inference_stats": {
-                    "success": _duration(done, self._success.ns),
-                    "fail": _duration(self._fail.count, self._fail.ns),
+                    "success": _duration(done, counts.success.ns),
+                    "fail": _duration(counts.fail.count, counts.fail.ns),
                     "queue": _duration(done),
                     "compute_input": _duration(done),
                     "compute_infer": _duration(done),
@@ -70,3 +86,14 @@ class InferenceStatistics:
                 },
                 "batch_stats": [],
             }
+
+
+def record_failure(statistics: InferenceStatistics, plane: DataPlane, name: str, version: str,
+                   images: int, started_ns: int) -> None:
+    """A failed call, counted for the version it named (the default model's newest for
+    none); a model not served has no statistics."""
+    try:
+        info = plane.models.select(name, version).info
+    except UnknownModelError:
+        return
+    statistics.record(False, images, started_ns, info.name, info.version)

@@ -8,10 +8,13 @@ one test process do not collide) and are served over HTTP by ``Metrics.serve``:
   name; the HTTP status)
 * ``cifar10_request_duration_seconds{door, method}``: latency histogram (server side, per
   request or per stream message)
-* ``cifar10_images_total``: images classified, all APIs together
-* ``cifar10_batch_size``: histogram of images per model run (dynamic batching at work)
-* ``cifar10_queue_depth_images``: images waiting for the model right now
-* ``cifar10_model_info{name, version}``: 1 for the model being served
+* ``cifar10_images_total{model, version}``: images classified, all APIs together, by the
+  model version that classified them
+* ``cifar10_batch_size{model, version}``: histogram of images per model run (dynamic
+  batching at work)
+* ``cifar10_queue_depth_images``: images waiting for the models right now, every model
+  version's queue together (the scaling signal: one number per server)
+* ``cifar10_model_info{name, version}``: 1 for each model version served
 * ``cifar10_model_reloads_total{result}``: hot reloads, ``ok`` or ``rejected``
 * ``cifar10_malformed_requests_total{method}``: request messages that did not parse
   (answered INVALID_ARGUMENT; ``cifar10_serving.grpc_api.methods``)
@@ -34,6 +37,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -42,6 +46,9 @@ from prometheus_client import multiprocess, values
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from cifar10_serving.observability.http_probes import with_probes
+
+if TYPE_CHECKING:  # annotations only: no onnxruntime import here
+    from cifar10_serving.onnx_model import ModelInfo
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
@@ -80,16 +87,18 @@ class Metrics:
             "cifar10_request_duration_seconds", "Server-side request latency.",
             ["door", "method"], buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.images = Counter("cifar10_images", "Images classified (all APIs).", registry=r)
+        self.images = Counter("cifar10_images", "Images classified (all APIs).",
+                              ["model", "version"], registry=r)
         self.batch_size = Histogram(
-            "cifar10_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r
+            "cifar10_batch_size", "Images per model run.", ["model", "version"],
+            buckets=BATCH_BUCKETS, registry=r,
         )
         self.queue_depth = Gauge(
             "cifar10_queue_depth_images", "Images waiting for the model.", registry=r,
             multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
-            "cifar10_model_info", "The model being served (value 1).", ["name", "version"],
+            "cifar10_model_info", "The model versions served (value 1 each).", ["name", "version"],
             registry=r, multiprocess_mode="liveall",
         )
         self._queue_depth: Callable[[], float] | None = None
@@ -107,7 +116,9 @@ class Metrics:
         self.ready = False
         self._children: dict[tuple[str, str, str], Callable[[], None]] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
-        self._model_labels: tuple[str, str] | None = None
+        self._images_children: dict[tuple[str, str], Callable[[float], None]] = {}
+        self._batch_children: dict[tuple[str, str], Callable[[float], None]] = {}
+        self._model_labels: set[tuple[str, str]] = set()
         self.http_server = None
         self.port: int | None = None
 
@@ -136,17 +147,20 @@ class Metrics:
         self.ready = ready
         self.ready_gauge.set(1 if ready else 0)
 
-    def set_model(self, name: str, version: str) -> None:
-        if self._model_labels is not None:
-            if self.multiprocess:  # the series lives on in this process's file: set it to 0
-                self.model_info.labels(*self._model_labels).set(0)
+    def set_models(self, served: list[tuple[str, str]]) -> None:
+        """The model versions served now, as (name, version): 1 each; those no longer
+        served lose their series (0 with several workers: it lives on in the file)."""
+        for labels in self._model_labels - set(served):
+            if self.multiprocess:
+                self.model_info.labels(*labels).set(0)
             else:
                 try:
-                    self.model_info.remove(*self._model_labels)
+                    self.model_info.remove(*labels)
                 except KeyError:
                     pass
-        self._model_labels = (name, version)
-        self.model_info.labels(name, version).set(1)
+        self._model_labels = set(served)
+        for labels in served:
+            self.model_info.labels(*labels).set(1)
 
     def track_queue(self, depth: Callable[[], float]) -> None:
         """Report ``depth()`` as the queue depth: read at each scrape, or with several
@@ -156,9 +170,21 @@ class Metrics:
         else:
             self.queue_depth.set_function(depth)
 
-    def observe_batch(self, images: int) -> None:
-        """One model run of ``images`` images."""
-        self.batch_size.observe(images)
+    def count_images(self, model: ModelInfo, images: int) -> None:
+        """``images`` answered by ``model`` (a version served)."""
+        key = (model.name, model.version)
+        inc = self._images_children.get(key)
+        if inc is None:
+            inc = self._images_children[key] = self.images.labels(*key).inc
+        inc(images)
+
+    def observe_batch(self, model: ModelInfo, images: int) -> None:
+        """One model run of ``images`` images by ``model``."""
+        key = (model.name, model.version)
+        observe = self._batch_children.get(key)
+        if observe is None:
+            observe = self._batch_children[key] = self.batch_size.labels(*key).observe
+        observe(images)
         if self._queue_depth is not None:
             self.queue_depth.set(self._queue_depth())
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cifar10_protos/cifar10/v2/classifier.proto\x12\ncifar10.v2\"G\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12#\n\x03raw\x18\x02 \x01(\x0b\x32\x14.cifar10.v2.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"I\n\x08RawImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\"\x82\x01\n\x0f\x43lassifyRequest\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.cifar10.v2.Image\x12\r\n\x05top_k\x18\x02 \x01(\x03\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"=\n\nImageError\x12\r\n\x05index\x18\x01 \x01(\r\x12 \n\x05\x65rror\x18\x02 \x01(\x0b\x32\x11.cifar10.v2.Error\"\xec\x01\n\x10\x43lassifyResponse\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\x12\x13\n\x0btop_indices\x18\x03 \x03(\r\x12\r\n\x05top_k\x18\x04 \x01(\r\x12,\n\x0cimage_errors\x18\x05 \x03(\x0b\x32\x16.cifar10.v2.ImageError\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12 \n\x05\x65rror\x18\t \x01(\x0b\x32\x11.cifar10.v2.Error\"\x15\n\x13GetModelInfoRequest\"M\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\x89\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12%\n\x05input\x18\x04 \x01(\x0b\x32\x16.cifar10.v2.TensorSpec\x12&\n\x06output\x18\x05 \x01(\x0b\x32\x16.cifar10.v2.TensorSpec\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x35\n\x08metadata\x18\x07 \x03(\x0b\x32#.cifar10.v2.ModelInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xec\x01\n\nClassifier\x12\x45\n\x08\x43lassify\x12\x1b.cifar10.v2.ClassifyRequest\x1a\x1c.cifar10.v2.ClassifyResponse\x12O\n\x0e\x43lassifyStream\x12\x1b.cifar10.v2.ClassifyRequest\x1a\x1c.cifar10.v2.ClassifyResponse(\x01\x30\x01\x12\x46\n\x0cGetModelInfo\x12\x1f.cifar10.v2.GetModelInfoRequest\x1a\x15.cifar10.v2.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cifar10_protos/cifar10/v2/classifier.proto\x12\ncifar10.v2\"G\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12#\n\x03raw\x18\x02 \x01(\x0b\x32\x14.cifar10.v2.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"I\n\x08RawImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\"\x82\x01\n\x0f\x43lassifyRequest\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.cifar10.v2.Image\x12\r\n\x05top_k\x18\x02 \x01(\x03\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"=\n\nImageError\x12\r\n\x05index\x18\x01 \x01(\r\x12 \n\x05\x65rror\x18\x02 \x01(\x0b\x32\x11.cifar10.v2.Error\"\xec\x01\n\x10\x43lassifyResponse\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\x12\x13\n\x0btop_indices\x18\x03 \x03(\r\x12\r\n\x05top_k\x18\x04 \x01(\r\x12,\n\x0cimage_errors\x18\x05 \x03(\x0b\x32\x16.cifar10.v2.ImageError\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12 \n\x05\x65rror\x18\t \x01(\x0b\x32\x11.cifar10.v2.Error\"@\n\x13GetModelInfoRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"R\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.cifar10.v2.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"M\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\x89\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12%\n\x05input\x18\x04 \x01(\x0b\x32\x16.cifar10.v2.TensorSpec\x12&\n\x06output\x18\x05 \x01(\x0b\x32\x16.cifar10.v2.TensorSpec\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x35\n\x08metadata\x18\x07 \x03(\x0b\x32#.cifar10.v2.ModelInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xb9\x02\n\nClassifier\x12\x45\n\x08\x43lassify\x12\x1b.cifar10.v2.ClassifyRequest\x1a\x1c.cifar10.v2.ClassifyResponse\x12O\n\x0e\x43lassifyStream\x12\x1b.cifar10.v2.ClassifyRequest\x1a\x1c.cifar10.v2.ClassifyResponse(\x01\x30\x01\x12\x46\n\x0cGetModelInfo\x12\x1f.cifar10.v2.GetModelInfoRequest\x1a\x15.cifar10.v2.ModelInfo\x12K\n\nListModels\x12\x1d.cifar10.v2.ListModelsRequest\x1a\x1e.cifar10.v2.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,13 +46,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYRESPONSE']._serialized_start=443
   _globals['_CLASSIFYRESPONSE']._serialized_end=679
   _globals['_GETMODELINFOREQUEST']._serialized_start=681
-  _globals['_GETMODELINFOREQUEST']._serialized_end=702
-  _globals['_TENSORSPEC']._serialized_start=704
-  _globals['_TENSORSPEC']._serialized_end=781
-  _globals['_MODELINFO']._serialized_start=784
-  _globals['_MODELINFO']._serialized_end=1049
-  _globals['_MODELINFO_METADATAENTRY']._serialized_start=1002
-  _globals['_MODELINFO_METADATAENTRY']._serialized_end=1049
-  _globals['_CLASSIFIER']._serialized_start=1052
-  _globals['_CLASSIFIER']._serialized_end=1288
+  _globals['_GETMODELINFOREQUEST']._serialized_end=745
+  _globals['_LISTMODELSREQUEST']._serialized_start=747
+  _globals['_LISTMODELSREQUEST']._serialized_end=766
+  _globals['_LISTMODELSRESPONSE']._serialized_start=768
+  _globals['_LISTMODELSRESPONSE']._serialized_end=850
+  _globals['_TENSORSPEC']._serialized_start=852
+  _globals['_TENSORSPEC']._serialized_end=929
+  _globals['_MODELINFO']._serialized_start=932
+  _globals['_MODELINFO']._serialized_end=1197
+  _globals['_MODELINFO_METADATAENTRY']._serialized_start=1150
+  _globals['_MODELINFO_METADATAENTRY']._serialized_end=1197
+  _globals['_CLASSIFIER']._serialized_start=1200
+  _globals['_CLASSIFIER']._serialized_end=1513
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,11 @@ class ClassifierStub:
                 request_serializer=cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/cifar10.v2.Classifier/ListModels',
+                request_serializer=cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer:
@@ -60,7 +65,8 @@ class ClassifierServicer:
         """Classifies a batch of images in one call.
 
         Request-level problems fail the whole call with INVALID_ARGUMENT: no images, too
-        many images, top_k out of range, an unknown model or version, or every image bad.
+        many images, top_k out of range, or every image bad; an unknown model or version is
+        NOT_FOUND, its message naming the models and versions served.
         When only some images cannot be decoded, the call succeeds (OK): the good images are
         classified and each bad one is listed in `image_errors` (INVALID_ARGUMENT, with a
         message naming the problem).
@@ -79,7 +85,15 @@ class ClassifierServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelInfo(self, request, context):
-        """Name, version, labels and input spec of the served model.
+        """Name, version, labels and input spec of one model served (by default the default
+        model's newest version; NOT_FOUND for one not served).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Every model version served.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +116,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.GetModelInfoRequest.FromString,
                     response_serializer=cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.ModelInfo.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.ListModelsRequest.FromString,
+                    response_serializer=cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +205,33 @@ class Classifier:
             '/cifar10.v2.Classifier/GetModelInfo',
             cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.GetModelInfoRequest.SerializeToString,
             cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cifar10.v2.Classifier/ListModels',
+            cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.ListModelsRequest.SerializeToString,
+            cifar10__protos_dot_cifar10_dot_v2_dot_classifier__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
