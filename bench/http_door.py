@@ -133,13 +133,17 @@ def check(server: Server, case: str, path: str, body: bytes, headers: tuple[str,
         raise RuntimeError(f"{case}: {count} of {batch} images answered")
 
 
+def metrics_text(server: Server) -> str:
+    import httpx
+
+    return httpx.get(f"{server.metrics_base()}/metrics", timeout=30).text
+
+
 def answered(server: Server) -> dict[str, float]:
     """Requests the server has answered so far, by status (``cifar10_requests_total``: gRPC
     code names, HTTP statuses): h2load cannot see a gRPC error (an HTTP 200 with error
     trailers), so every case's successes are counted here."""
-    import httpx
-
-    text = httpx.get(f"{server.metrics_base()}/metrics", timeout=30).text
+    text = metrics_text(server)
     counts: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("cifar10_requests_total{"):
@@ -152,11 +156,9 @@ def answered(server: Server) -> dict[str, float]:
 def wait_drained(server: Server, timeout: float = 60.0) -> None:
     """Until the server holds no request (queue depth 0): the calls h2load left in flight
     when it stopped are still being computed, and the next case must not meet them."""
-    import httpx
-
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        text = httpx.get(f"{server.metrics_base()}/metrics", timeout=30).text
+        text = metrics_text(server)
         depth = [float(line.split()[-1]) for line in text.splitlines()
                  if line.startswith("cifar10_queue_depth_images ")]
         if depth and depth[0] == 0:
@@ -206,17 +208,17 @@ def run(rounds: int, duration: float, warmup: float, batches: tuple[int, ...],
         model = served_model(server)
         time.sleep(SETTLE_S)  # past the start's own work (Pillow's import a moment after)
         idle = idle_cpu({"http_on": server, "http_off": quiet}, idle_s)
+        requests = {batch: bodies(batch, model) for batch in batches}  # built once
         cells: dict[str, list[dict]] = {}
         for batch in batches:
-            for case, (path, body, headers, _) in bodies(batch, model).items():
+            for case, (path, body, headers, _) in requests[batch].items():
                 check(server, case, path, body, headers, batch)
         for round_index in range(rounds):
             for batch in batches:
-                requests = bodies(batch, model)
                 order = CASES[round_index % len(CASES):] + CASES[:round_index % len(CASES)]
                 for concurrency in concurrencies:
                     for case in order:
-                        path, body, headers, http1 = requests[case]
+                        path, body, headers, http1 = requests[batch][case]
                         port = server.http_port if http1 else server.port
                         wait_drained(server)
                         before = answered(server)
@@ -238,7 +240,7 @@ def run(rounds: int, duration: float, warmup: float, batches: tuple[int, ...],
         # the same load without HTTP, for its memory
         for batch in batches:
             for case in ("grpc-oip", "grpc-classify-jpeg"):
-                path, body, headers, _ = bodies(batch, model)[case]
+                path, body, headers, _ = requests[batch][case]
                 h2load.measure(f"http://127.0.0.1:{quiet.port}{path}", body, headers, batch,
                                max(concurrencies), duration, warmup)
         time.sleep(SETTLE_S)
