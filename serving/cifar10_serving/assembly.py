@@ -7,8 +7,10 @@ Prometheus. Imports no grpc: the model loads while grpc imports (``cifar10_servi
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
+from cifar10_core.errors import ModelLoadError
 from cifar10_serving.dataplane.models import Loaded, LoadModel, ModelSet, load_all
 from cifar10_serving.dataplane.plane import Batching, DataPlane, Hooks, Limits
 from cifar10_serving.dataplane.repository import Repository, SingleFile, Slot, source_of
@@ -18,14 +20,35 @@ from cifar10_serving.settings import DEFAULT_REPOSITORY, Settings
 if TYPE_CHECKING:  # not imported here: the model loads while Prometheus imports (startup.py)
     from cifar10_serving.observability.metrics import Metrics
 
+log = logging.getLogger(__name__)
+
+
+def server_batching(settings: Settings) -> Batching:
+    """The batching of every model whose config.json does not say otherwise."""
+    return Batching(max_batch_size=settings.max_batch_size,
+                    max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
+                    max_queue_size=settings.max_queue_size, instances=settings.instances)
+
 
 def model_loader(settings: Settings) -> LoadModel:
-    """``load(slot)``: a model file loaded, checked and warmed up as ``settings`` say."""
-    sizes = tuple(sorted({1, min(8, settings.max_batch_size), settings.max_batch_size}))
+    """``load(slot)``: a model file loaded, checked and warmed up for the batches its model
+    will run (ModelLoadError, also for a config.json batch size the queue cannot hold)."""
+    server = server_batching(settings)
 
     def load(slot: Slot) -> OnnxModel:
+        batching = server.overridden(slot.batching)
+        if batching.max_batch_size > server.max_queue_size:
+            raise ModelLoadError(f"{slot.name}'s config.json: max_batch_size "
+                                 f"{batching.max_batch_size} is more than the server's "
+                                 f"max_queue_size {server.max_queue_size}")
+        if slot.batching.instances and slot.batching.instances > server.instances:
+            log.warning("%s's config.json asks for %d instances; the server runs %d at once "
+                        "(--instances), so %d", slot.name, slot.batching.instances,
+                        server.instances, server.instances)
+        largest = batching.max_batch_size
         return OnnxModel.load(slot.path, threads=settings.threads, spinning=settings.spinning,
-                              warmup_batch_sizes=sizes, overlap_threads=settings.overlap_threads,
+                              warmup_batch_sizes=tuple(sorted({1, min(8, largest), largest})),
+                              overlap_threads=settings.overlap_threads,
                               name=slot.name, version=slot.version)
 
     return load
@@ -72,12 +95,7 @@ def build_plane(settings: Settings, metrics: Metrics | None = None,
             max_inflight_requests=settings.max_inflight_requests,
             max_inflight_bytes=settings.max_inflight_bytes,
         ),
-        batching=Batching(
-            max_batch_size=settings.max_batch_size,
-            max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
-            max_queue_size=settings.max_queue_size,
-            instances=settings.instances,
-        ),
+        batching=server_batching(settings),
         decode_threads=settings.decode_threads,
         hooks=hooks,
     )

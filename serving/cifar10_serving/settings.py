@@ -92,7 +92,8 @@ class Settings:
     )
     instances: int = field(
         default=0,
-        metadata={"help": "model runs at a time per worker (Triton's instance count); a "
+        metadata={"help": "model runs at a time per worker, every model's together (Triton's "
+                          "instance count; a model's config.json may allow it fewer); a "
                           "second run starts only for a full batch",
                   "default": "2 (1 with fewer than 2 CPUs per worker)"},
     )
@@ -105,7 +106,10 @@ class Settings:
     spinning: bool = field(
         default=False, metadata={"help": "let onnxruntime's threads spin while idle"}
     )
-    max_batch_size: int = field(default=32, metadata={"help": "largest merged batch (images)"})
+    max_batch_size: int = field(
+        default=32, metadata={"help": "largest merged batch (images) of a model whose config.json "
+                                      "does not set its own"}
+    )
     max_queue_delay_ms: float = field(
         default=0.0, metadata={"help": "extra wait for a batch to fill (0: none)"}
     )

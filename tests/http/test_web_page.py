@@ -1,7 +1,7 @@
 """The web page at / in a real headless Chromium against a real server: images picked with
-the file input, dropped and pasted are classified and shown with their bars; errors are
-words; nothing is fetched from outside the server; a phone-sized window does not scroll
-sideways; the keyboard reaches every control."""
+the file input, dropped and pasted are classified and shown with their bars, by the model
+picked among those served; errors are words; nothing is fetched from outside the server; a
+phone-sized window does not scroll sideways; the keyboard reaches every control."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.http.browser import chromium, foreign_resources, wait
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 BUNDLED = ROOT / "models" / "cifar10-cnn.onnx"
+REPOSITORY = ROOT / "models"
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def test_no_request_leaves_the_server(page, server):
     wait(page, lambda d: "cifar10-cnn" in d.find_element(By.ID, "model").text)
     assert foreign_resources(page, server.http_address) == []
     loaded = page.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-    assert any(url.endswith("/v1/classify") for url in loaded)  # the check saw the page's calls
+    assert any("/v1/classify?model=cifar10-cnn" in url for url in loaded)  # the check saw the page's calls
     assert any(url.endswith("/page/page.js") for url in loaded)
     refused = [entry["message"] for entry in page.get_log("browser")
                if "Content Security Policy" in entry["message"]]
@@ -171,22 +172,24 @@ def test_a_phone_sized_window_does_not_scroll_sideways(page, tmp_path):
 
 
 def test_the_keyboard_reaches_every_control(page):
-    """From the top of a fresh page, Tab goes to the file input (labelled), the classes shown
-    and the clear button, each with a visible focus; Enter on the button clears the results."""
+    """From the top of a fresh page, Tab goes to the model picker, the file input (labelled),
+    the classes shown and the clear button, each with a visible focus; Enter on the button
+    clears the results."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     reached = []
-    for _ in range(3):
+    for _ in range(4):
         ActionChains(page).send_keys(Keys.TAB).perform()
         active = page.switch_to.active_element
         reached.append(active.get_attribute("id"))
         outline = page.execute_script("return getComputedStyle(arguments[0]).outlineStyle", active)
         assert outline != "none", f"{reached[-1]} shows no focus"
-    assert reached == ["files", "top-k", "clear"]
+    assert reached == ["model-choice", "files", "top-k", "clear"]
     label = page.find_element(By.CSS_SELECTOR, "label[for=files]").text
     assert label == "Choose one or more images"
+    assert page.find_element(By.CSS_SELECTOR, "label[for=model-choice]").text == "Model"
     assert page.find_element(By.ID, "results").get_attribute("aria-live") == "polite"
 
     upload(page, EXAMPLES / "bird.jpg")
@@ -216,3 +219,34 @@ def test_too_large_and_unreachable_are_said_in_words(browser, server_factory):
     health = browser.find_element(By.ID, "health")
     assert health.get_attribute("data-state") == "unreachable"
     assert health.text == "Server not reachable: is it running?"
+
+
+def test_the_model_picked_among_those_served_answers(browser, server_factory):
+    """Served from the bundled repository: the picker lists both models with their accuracy,
+    the default model first chosen; an image sent after picking the INT8 copy is answered by
+    it, and its card says so."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    srv = server_factory(model_repository=str(REPOSITORY))
+    browser.set_window_size(1200, 900)
+    open_page(browser, srv.http_address)
+    picker = Select(wait(browser, lambda d: len(Select(d.find_element(By.ID, "model-choice")).options) == 2
+                         and d.find_element(By.ID, "model-choice")))
+    options = [option.text for option in picker.options]
+    assert [text.split()[:2] for text in options] == [["cifar10-cnn", "1"], ["cifar10-cnn-int8", "1"]]
+    assert all(text.endswith(" %)") for text in options)
+    assert picker.first_selected_option.text == options[0]
+    assert browser.find_element(By.ID, "model").text.startswith("Model cifar10-cnn, version 1: ")
+
+    upload(browser, EXAMPLES / "cat.jpg")
+    cards(browser, 1)
+    picker.select_by_visible_text(options[1])
+    assert browser.find_element(By.ID, "model").text.startswith("Model cifar10-cnn-int8, version 1: ")
+    upload(browser, EXAMPLES / "cat.jpg")
+    first, second = cards(browser, 2)
+    assert first["verdict"].split()[0].lower() == second["verdict"].split()[0].lower() == "cat"
+    by = [card.find_element(By.CSS_SELECTOR, ".by").text
+          for card in browser.find_elements(By.CSS_SELECTOR, "#results > .result")]
+    assert by == ["by cifar10-cnn 1", "by cifar10-cnn-int8 1"]
+    assert srv.metrics.images.labels("cifar10-cnn-int8", "1")._value.get() == 1

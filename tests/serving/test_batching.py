@@ -425,3 +425,81 @@ def test_under_light_load_one_worker_does_every_run():
     asyncio.run(scenario())
     assert len(threads) == 20
     assert len(set(threads[1:])) == 1, threads
+
+
+def test_a_key_with_its_own_batch_size_is_merged_and_split_by_it():
+    """``limits_of`` gives a key (a model whose config.json says so) its own largest batch."""
+    rec = Recorder()
+
+    async def main():
+        batcher = Batcher(rec, max_batch_size=8, max_queue_size=64,
+                          limits_of=lambda key: (3, 1) if key == "small" else (8, 1))
+        first = await hold_first_run(rec, batcher, rows(0), key="big")
+        small = [asyncio.ensure_future(batcher.submit(rows(i, 2), key="small")) for i in (10, 20)]
+        split = asyncio.ensure_future(batcher.submit(rows(30, 7), key="small"))
+        big = [asyncio.ensure_future(batcher.submit(rows(i, 2), key="big")) for i in (40, 50, 60)]
+        await queue_all()
+        rec.gate.set()
+        results = await asyncio.gather(first, *small, split, *big)
+        await batcher.close(5)
+        return results
+
+    results = run(main())
+    by_key = {key: [size for size, k in zip(rec.sizes, rec.keys) if k == key] for key in ("small", "big")}
+    assert by_key == {"small": [2, 2, 3, 3, 1], "big": [1, 6]}
+    assert results[3].ravel().tolist() == [2.0 * i for i in range(30, 37)]
+
+
+def test_a_key_runs_at_most_its_own_runs_at_once_on_the_shared_workers():
+    """Two workers; key "one" may have one run at a time: with its run held and full batches
+    of it queued, the free worker leaves them and takes key "two"'s."""
+    gate = threading.Event()
+    lock = threading.Lock()
+    started: list[str] = []
+    running = {"one": 0, "two": 0}
+    most = dict(running)
+
+    def run_fn(batch, key):
+        with lock:
+            started.append(key)
+            running[key] += 1
+            most[key] = max(most[key], running[key])
+        assert gate.wait(10)
+        with lock:
+            running[key] -= 1
+        return batch * 2
+
+    def wait_started(count: int) -> None:
+        end = time.monotonic() + 10
+        while len(started) < count:
+            assert time.monotonic() < end
+            time.sleep(0.001)
+
+    async def main():
+        batcher = Batcher(run_fn, max_batch_size=2, max_queue_size=16, workers=2,
+                          limits_of=lambda key: (2, 1 if key == "one" else 2))
+        ones = [asyncio.ensure_future(batcher.submit(rows(i, 2), key="one")) for i in (0, 2, 4)]
+        await queue_all()
+        await asyncio.to_thread(wait_started, 1)
+        twos = [asyncio.ensure_future(batcher.submit(rows(i, 2), key="two")) for i in (10, 12)]
+        await queue_all()
+        await asyncio.to_thread(wait_started, 2)
+        assert started == ["one", "two"]  # not a second "one", though two batches of it wait
+        gate.set()
+        results = await asyncio.gather(*ones, *twos)
+        assert await batcher.close(5)
+        return results
+
+    results = run(main())
+    assert most["one"] == 1 and sorted(started) == ["one"] * 3 + ["two"] * 2
+    assert results[0].ravel().tolist() == [0.0, 2.0]
+
+
+def test_limits_the_queue_cannot_hold_are_refused():
+    async def main():
+        batcher = Batcher(Recorder(), max_batch_size=4, max_queue_size=8, limits_of=lambda key: (16, 1))
+        with pytest.raises(ValueError, match="batches of 16 images in a queue of 8"):
+            await batcher.submit(rows(0), key="k")
+        await batcher.close(5)
+
+    run(main())

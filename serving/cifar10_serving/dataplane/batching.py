@@ -24,7 +24,8 @@ Scheduling, in the spirit of Triton's dynamic batcher with a small delay:
   request runs with its key, and a flood for one key fills its queue, not another's. The
   worker threads are shared: a free worker takes the next key's batch, the keys taking
   turns, so two models called at once each get full batches and an idle one costs no
-  thread.
+  thread. ``limits_of(key)`` may give a key its own largest batch and most runs at once
+  (a model's config.json); the workers stay the most runs at once of all keys together.
 * With one worker there is one model run at a time, which then uses every CPU we may use.
   With ``workers`` > 1, that many runs overlap; a run that starts beside another should get
   a share of the CPUs (``cifar10_serving.onnx_model``'s elastic threads), so a worker that loses its CPU
@@ -82,6 +83,21 @@ class RunTiming:
         self.batch_images += images
 
 
+class _Lane:
+    """One key's queue (items in order, ``queued`` images) and runs in flight, with the key's
+    largest batch and most runs at once. In the batcher's turn order while it has either."""
+
+    __slots__ = ("key", "items", "queued", "running", "max_batch_size", "max_runs")
+
+    def __init__(self, key: Any, max_batch_size: int, max_runs: int):
+        self.key = key
+        self.items: deque[_Item] = deque()
+        self.queued = 0
+        self.running = 0
+        self.max_batch_size = max_batch_size
+        self.max_runs = max_runs
+
+
 class _Item:
     __slots__ = ("images", "size", "future", "loop", "deadline", "key", "timing")
 
@@ -126,7 +142,11 @@ class Batcher:
         on_batch: Callable[[int], None] | None = None,
         name: str = "batcher",
         workers: int = 1,
+        limits_of: Callable[[Any], tuple[int, int]] | None = None,
     ):
+        """``limits_of(key)``: the key's largest batch and most runs at once, asked when its
+        queue opens (None: ``max_batch_size`` and ``workers`` for every key); a batch size
+        above ``max_queue_size`` is refused at submit."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         if max_batch_size < 1:
@@ -138,10 +158,10 @@ class Batcher:
         self.max_queue_delay = float(max_queue_delay)
         self.max_queue_size = int(max_queue_size)
         self._on_batch = on_batch
-        # A queue per key (the data plane's: per model version), in turn order; a key's
-        # queue goes once empty. The workers are shared by every key.
-        self._queues: dict[Any, deque[_Item]] = {}
-        self._queued_of: dict[Any, int] = {}  # images in each key's queue
+        self._limits_of = limits_of
+        # A lane per key (the data plane's: per model version), in turn order; a key's lane
+        # goes once it has nothing queued or running. The workers are shared by every key.
+        self._lanes: dict[Any, _Lane] = {}
         self._queued = 0  # images in all of them
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # the lock, for ``with``
@@ -166,7 +186,8 @@ class Batcher:
 
     def queued_of(self, key: Any) -> int:
         """Images waiting in ``key``'s queue."""
-        return self._queued_of.get(key, 0)
+        lane = self._lanes.get(key)
+        return 0 if lane is None else lane.queued
 
     async def submit(self, images: np.ndarray, deadline: float | None = None,
                      key: Any = None, timing: RunTiming | None = None) -> np.ndarray:
@@ -179,7 +200,6 @@ class Batcher:
         DeadlineExceededError, or whatever ``run`` raised for a batch of these rows.
         """
         n = len(images)
-        step = self.max_batch_size
         loop = asyncio.get_running_loop()
         futures = []
         if timing is not None:
@@ -192,20 +212,19 @@ class Batcher:
                     f"request of {n} images can never fit in the queue of {self.max_queue_size} "
                     f"images; send fewer", retry_after_ms=None,
                 )
-            queued = self._queued_of.get(key, 0)
-            if queued + n > self.max_queue_size:
+            lane = self._lanes.get(key) or self._open_lane(key)
+            if lane.queued + n > self.max_queue_size:
                 raise OverloadedError(
-                    f"request queue is full ({queued} of {self.max_queue_size} images "
+                    f"request queue is full ({lane.queued} of {self.max_queue_size} images "
                     f"queued, {n} more asked); retry later or send fewer"
                 )
-            queue = self._queues.get(key)
-            if queue is None:
-                queue = self._queues[key] = deque()
+            step = lane.max_batch_size
             for start in range(0, n, step):
                 chunk = images[start:start + step] if n > step else images
                 futures.append(loop.create_future())
-                queue.append(_Item(chunk, len(chunk), futures[-1], loop, deadline, key, timing))
-            self._queued_of[key] = queued + n
+                lane.items.append(_Item(chunk, len(chunk), futures[-1], loop, deadline, key, timing))
+            self._lanes[key] = lane
+            lane.queued += n
             self._queued += n
             self._wake()
         if len(futures) == 1:
@@ -217,6 +236,16 @@ class Batcher:
                 future.cancel()
             raise
         return np.concatenate(parts)
+
+    def _open_lane(self, key: Any) -> _Lane:
+        """A new lane for ``key`` (not yet in the turn order: ``submit`` adds it once its
+        request fits); ValueError for limits the queue cannot hold."""
+        max_batch_size, max_runs = ((self.max_batch_size, self.workers) if self._limits_of is None
+                                    else self._limits_of(key))
+        if not 1 <= max_batch_size <= self.max_queue_size or max_runs < 1:
+            raise ValueError(f"limits of {key!r}: batches of {max_batch_size} images in a queue of "
+                             f"{self.max_queue_size}, {max_runs} runs at once")
+        return _Lane(key, max_batch_size, max_runs)
 
     def _wake(self) -> None:
         """Under the lock: if a run may start now, wake the idle worker that went idle last.
@@ -244,33 +273,43 @@ class Batcher:
 
     # -- worker thread ------------------------------------------------------------------
 
+    def _startable(self, lane: _Lane) -> bool:
+        """Under the lock: a run of ``lane`` may start now (see the module docstring)."""
+        return (lane.queued > 0 and lane.running < lane.max_runs
+                and (self._running == 0 or self._closing or lane.queued >= lane.max_batch_size))
+
     def _may_start(self) -> bool:
-        """Under the lock: a run may start now (see the module docstring)."""
-        if not self._queued:
-            return False
-        return (self._running == 0 or self._closing
-                or max(self._queued_of.values()) >= self.max_batch_size)
+        """Under the lock: a run of some lane may start now."""
+        return bool(self._queued) and any(map(self._startable, self._lanes.values()))
 
-    def _take(self) -> tuple[list[_Item], list[_Item]]:
-        """Under the lock: pop the next batch (queued items of one key in order, up to
-        ``max_batch_size`` images; the keys take turns), and the expired or cancelled items."""
+    def _filled(self) -> bool:
+        """Under the lock: the queue delay is over early: ``max_batch_size`` images queued, or
+        a lane's full batch."""
+        return (self._queued >= self.max_batch_size
+                or any(lane.queued >= lane.max_batch_size for lane in self._lanes.values()))
+
+    def _take(self) -> tuple[list[_Item], _Lane | None, list[_Item]]:
+        """Under the lock: pop the next batch (queued items of one startable lane in order, up
+        to its largest batch; the lanes take turns), its lane, and the expired or cancelled
+        items."""
         dropped: list[_Item] = []
-        for key in list(self._queues):
-            batch = self._take_of(key, dropped)
-            if batch:
-                return batch, dropped
-        return [], dropped
+        for lane in list(self._lanes.values()):
+            if self._startable(lane):
+                batch = self._take_of(lane, dropped)
+                if batch:
+                    return batch, lane, dropped
+        return [], None, dropped
 
-    def _take_of(self, key: Any, dropped: list[_Item]) -> list[_Item]:
+    def _take_of(self, lane: _Lane, dropped: list[_Item]) -> list[_Item]:
         batch: list[_Item] = []
         total = 0
         now = None
-        queue = self._queues[key]
+        queue = lane.items
         while queue:
             item = queue[0]
             if item.future.done():  # cancelled by the caller
                 queue.popleft()
-                self._queued_of[key] -= item.size
+                lane.queued -= item.size
                 self._queued -= item.size
                 continue
             if item.deadline is not None:
@@ -278,23 +317,33 @@ class Batcher:
                     now = time.monotonic()
                 if item.deadline <= now:
                     queue.popleft()
-                    self._queued_of[key] -= item.size
+                    lane.queued -= item.size
                     self._queued -= item.size
                     dropped.append(item)
                     continue
-            if total + item.size > self.max_batch_size:
+            if total + item.size > lane.max_batch_size:
                 break
             queue.popleft()
-            self._queued_of[key] -= item.size
+            lane.queued -= item.size
             self._queued -= item.size
             batch.append(item)
             total += item.size
-        del self._queues[key]  # its turn is over: to the end of the order, or gone if empty
-        if queue:
-            self._queues[key] = queue
-        else:
-            del self._queued_of[key]
+        if batch:
+            lane.running += 1
+        del self._lanes[lane.key]  # its turn is over: to the end of the order, or gone
+        if queue or lane.running:
+            self._lanes[lane.key] = lane
         return batch
+
+    def _ran(self, lane: _Lane) -> None:
+        """Under the lock: one of ``lane``'s runs ended."""
+        self._running -= 1
+        lane.running -= 1
+        if not lane.running and not lane.items and self._lanes.get(lane.key) is lane:
+            del self._lanes[lane.key]
+        if self._closing:  # a worker asleep behind a lane's limit may now take or end
+            while self._sleepers:
+                self._sleepers.pop().notify()
 
     def _work(self) -> None:
         cond = self._cond
@@ -305,14 +354,14 @@ class Batcher:
                     if self._closing and not self._queued:
                         return
                     self._sleep(mine)
-                if self.max_queue_delay > 0 and self._queued < self.max_batch_size:
+                if self.max_queue_delay > 0 and not self._filled():
                     end = time.monotonic() + self.max_queue_delay
-                    while self._queued < self.max_batch_size and not self._closing:
+                    while not self._filled() and not self._closing:
                         remaining = end - time.monotonic()
                         if remaining <= 0:
                             break
                         self._sleep(mine, remaining)
-                batch, dropped = self._take()
+                batch, lane, dropped = self._take()
                 if batch:
                     self._running += 1
                 self._wake()  # more than one run's worth is queued: the next worker
@@ -323,10 +372,10 @@ class Batcher:
                     self._run_batch(batch)
                 finally:
                     with cond:
-                        self._running -= 1
+                        self._ran(lane)
             # let go of the batch's keys before sleeping: a model version no longer served
             # is freed with its last request, not with this worker's next run
-            batch = dropped = None
+            batch = lane = dropped = None
 
     def _run_batch(self, batch: list[_Item]) -> None:
         started = time.time_ns()

@@ -4,7 +4,8 @@ The files come from a ``cifar10_serving.dataplane.repository`` source (a reposit
 or the one ``--model-path`` file). The source is polled every ``reload_interval_s`` and on
 ``request_reload()`` (SIGHUP):
 
-* a new version (or a replaced file) is loaded, checked against the contract and warmed
+* a new version (or a replaced file, or a change to its model's batching in config.json) is
+  loaded, checked against the contract and warmed
   beside what is served, and only then served;
 * a version gone from the disk or from its version policy stops being selected; requests
   that selected it keep it for all their rows, and its sessions are freed with the last of
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cifar10_core.errors import InvalidInputError, ModelLoadError, UnknownModelError, quoted
-from cifar10_serving.dataplane.repository import Listing, RepositoryError, Slot
+from cifar10_serving.dataplane.repository import BatchingConfig, Listing, RepositoryError, Slot
 from cifar10_serving.onnx_model import FileSignature, ModelInfo, OnnxModel
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,26 @@ class _Table:
         return ("version " if len(versions) == 1 else "versions ") + ", ".join(map(repr, versions))
 
 
-def _signature(path: str) -> FileSignature | None:
+Attempt = tuple[FileSignature, BatchingConfig]
+"""What loading a slot tried: the file as it was, and its batching (a refusal stands until
+either changes)."""
+
+
+def _attempt(slot: Slot) -> Attempt | None:
+    """The slot as it is on disk now; None while its file is missing."""
     try:
-        return FileSignature.of(os.stat(path))
+        return FileSignature.of(os.stat(slot.path)), slot.batching
     except OSError:
         return None
 
 
 @dataclass
 class Loaded:
-    """The models loaded at the start, and the files refused then (with their signatures:
-    not tried again until they change)."""
+    """The models loaded at the start, and the files refused then (with what was tried: not
+    tried again until that changes)."""
 
     models: dict[Slot, OnnxModel]
-    refused: dict[tuple[str, str], FileSignature | None]
+    refused: dict[tuple[str, str], Attempt | None]
 
 
 def load_all(source: Source, load_model: LoadModel) -> Loaded:
@@ -115,7 +122,7 @@ def load_all(source: Source, load_model: LoadModel) -> Loaded:
             except ModelLoadError as exc:
                 if slot.name is None:
                     raise
-                loaded.refused[slot.key] = _signature(slot.path)
+                loaded.refused[slot.key] = _attempt(slot)
                 errors.append(str(exc))
                 log.error("model file refused, not served: %s", exc)
     if not loaded.models:
@@ -145,7 +152,10 @@ class ModelSet:
         self._on_models, self._on_reload = on_models, on_reload
         self._loaded: dict[tuple[str, str], tuple[Slot, OnnxModel]] = {
             slot.key: (slot, model) for slot, model in loaded.models.items()}
-        self._rejected: dict[tuple[str, str], FileSignature | None] = dict(loaded.refused)
+        self._rejected: dict[tuple[str, str], Attempt | None] = dict(loaded.refused)
+        # every model object's slot, those no longer served but still answering included
+        self._slots: weakref.WeakKeyDictionary[OnnxModel, Slot] = weakref.WeakKeyDictionary(
+            {model: slot for slot, model in loaded.models.items()})
         self._problems: set[str] = set()
         self._config_default: str | None = None
         self._unloaded: set[str] = set()  # models unloaded through the repository API
@@ -168,9 +178,18 @@ class ModelSet:
         table = self._table
         return table.models[table.default][0]
 
-    def infos(self) -> list[ModelInfo]:
+    def served(self) -> list[OnnxModel]:
         """Every model version served: by name, newest version first."""
-        return [model.info for versions in self._table.models.values() for model in versions]
+        return [model for versions in self._table.models.values() for model in versions]
+
+    def infos(self) -> list[ModelInfo]:
+        """``served()``'s infos."""
+        return [model.info for model in self.served()]
+
+    def batching_of(self, model: OnnxModel) -> BatchingConfig:
+        """The batching its model's config.json gave ``model`` when it was loaded."""
+        slot = self._slots.get(model)
+        return BatchingConfig() if slot is None else slot.batching
 
     def matching(self, name: str = "", version: str = "") -> list[ModelInfo]:
         """The versions a query names: every version served (no name), every version of a
@@ -275,20 +294,20 @@ class ModelSet:
                 return False
             if slot.key in self._loaded:
                 return True  # a refused replacement leaves the loaded file served
-            signature = _signature(slot.path)
-            return signature is not None and self._rejected.get(slot.key, False) != signature
+            attempt = _attempt(slot)
+            return attempt is not None and self._rejected.get(slot.key, False) != attempt
 
         return {slot.key: slot for slot in listing.chosen(usable)}
 
     def _needs_load(self, slot: Slot, retry: bool, tried: set[tuple[str, str]]) -> bool:
         if slot.key in tried:
             return False
-        signature = _signature(slot.path)
-        if signature is None:
+        attempt = _attempt(slot)
+        if attempt is None:
             return False  # gone for now (being replaced?): keep what is served
         current = self._loaded.get(slot.key)
-        if current is None or current[1].signature != signature:
-            return self._rejected.get(slot.key, False) != signature
+        if current is None or (current[1].signature, current[0].batching) != attempt:
+            return self._rejected.get(slot.key, False) != attempt
         return retry and slot.name is None  # SIGHUP reloads a lone file as it is
 
     def _removals(self, listing: Listing, plan: Mapping[tuple[str, str], Slot]
@@ -304,12 +323,12 @@ class ModelSet:
 
     def _refresh(self, slot: Slot) -> bool:
         """Load the slot's file beside what is served; True if it is served now."""
-        signature = _signature(slot.path)
+        attempt = _attempt(slot)
         current = self._loaded.get(slot.key)
         try:
             model = self._load_model(slot)
         except ModelLoadError as exc:
-            self._rejected[slot.key] = signature
+            self._rejected[slot.key] = attempt
             if current is None:
                 log.error("model file refused, not served: %s", exc)
             else:
@@ -318,6 +337,7 @@ class ModelSet:
             self._on_reload(False)
             return False
         self._rejected.pop(slot.key, None)
+        self._slots[model] = slot
         self._loaded[slot.key] = (slot, model)  # requests that selected the old model keep it
         self._publish()
         if current is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from cifar10_serving.dataplane.batching import Batcher, RunTiming
 from cifar10_serving.dataplane.decoding import Decoder, WorkCheck
 from cifar10_serving.dataplane.models import ModelSet
 from cifar10_serving.dataplane.observation import OBSERVED, Observation
+from cifar10_serving.dataplane.repository import BatchingConfig
 from cifar10_serving.dataplane.request import Conversion, ImageInput, InferenceRequest, InferenceResult
 from cifar10_serving.onnx_model import ModelInfo, OnnxModel
 
@@ -57,12 +59,20 @@ class Limits:
 
 @dataclass(frozen=True)
 class Batching:
-    """The dynamic batcher's settings (Triton's names where it has them)."""
+    """The dynamic batcher's settings (Triton's names where it has them): the server's, or
+    one model version's (``overridden``)."""
 
     max_batch_size: int = 32  # largest merged model run
     max_queue_delay_s: float = 0.0
-    max_queue_size: int = 2048  # images waiting, at most
+    max_queue_size: int = 2048  # images waiting, at most (per model version)
     instances: int = 1  # model runs at a time
+
+    def overridden(self, config: BatchingConfig) -> Batching:
+        """A model's: these settings with its config.json's where it gives them; its
+        instances at most the server's (the runs of every model together)."""
+        return dataclasses.replace(
+            self, max_batch_size=config.max_batch_size or self.max_batch_size,
+            instances=min(config.instances or self.instances, self.instances))
 
 
 def _ignore(*_args: object) -> None:
@@ -80,7 +90,14 @@ class Hooks:
 
 
 class DataPlane:
-    """Admission, decoding and dynamic batching in front of the models of a ``ModelSet``."""
+    """Admission, decoding and dynamic batching in front of the models of a ``ModelSet``.
+
+    Each model version has a batcher queue of its own, its batch size and instances the
+    server's ``batching`` or its config.json's (``batching_of``); admission, the decode
+    threads and the batcher workers are shared: at most ``batching.instances`` runs at once,
+    whatever the number of models, so the CPUs are never oversubscribed (a lone run takes
+    every intra-op thread, runs beside others a share: ``onnx_model``'s elastic threads).
+    """
 
     def __init__(self, models: ModelSet, *, limits: Limits = Limits(),
                  batching: Batching = Batching(), decode_threads: int = 1,
@@ -91,10 +108,19 @@ class DataPlane:
         self.admission = Admission(limits.max_inflight_requests, limits.max_inflight_bytes)
         self._decoder = Decoder(decode_threads, limits.max_image_pixels, limits.max_request_pixels)
         self._hooks = hooks
+        # the model versions share the workers: at most batching.instances runs at once
         self._batcher = Batcher(self._run, max_batch_size=batching.max_batch_size,
                                 max_queue_delay=batching.max_queue_delay_s,
                                 max_queue_size=batching.max_queue_size,
-                                workers=batching.instances)
+                                workers=batching.instances, limits_of=self._limits_of)
+
+    def batching_of(self, model: OnnxModel) -> Batching:
+        """The dynamic batching of ``model``'s runs: the server's, with its config.json's."""
+        return self.batching.overridden(self.models.batching_of(model))
+
+    def _limits_of(self, model: OnnxModel) -> tuple[int, int]:
+        batching = self.batching_of(model)
+        return batching.max_batch_size, batching.instances
 
     # -- a request ----------------------------------------------------------------------
 

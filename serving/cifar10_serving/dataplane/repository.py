@@ -6,9 +6,11 @@ A repository has TensorFlow Serving's and Triton's layout::
     <repository>/<model name>/config.json              optional
 
 ``config.json`` (JSON: read by the standard library, and a file a script can write) holds
-the model's version policy and whether it is the default model, every key optional::
+the model's version policy, whether it is the default model, and its own largest batch and
+model runs at a time (else the server's ``--max-batch-size`` and ``--instances``), every key
+optional::
 
-    {"version_policy": {"latest": 2}, "default": true}
+    {"version_policy": {"latest": 2}, "default": true, "max_batch_size": 16, "instances": 1}
 
 The version policy is Triton's: ``{"latest": N}`` the newest N versions (the default,
 N = 1), ``{"all": {}}`` every version, ``{"specific": [1, 3]}`` those listed. Folders
@@ -34,7 +36,8 @@ from pathlib import Path
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
-_CONFIG_KEYS = {"version_policy", "default"}
+_BATCHING_KEYS = ("max_batch_size", "instances")
+_CONFIG_KEYS = {"version_policy", "default", *_BATCHING_KEYS}
 
 
 class RepositoryError(ValueError):
@@ -88,11 +91,29 @@ def _positive(value: object) -> bool:
 
 
 @dataclass(frozen=True)
+class BatchingConfig:
+    """A model's own largest merged batch and model runs at a time (Triton's
+    ``max_batch_size`` and ``instance_group`` count); None: the server's setting."""
+
+    max_batch_size: int | None = None
+    instances: int | None = None
+
+    @classmethod
+    def parse(cls, data: Mapping[str, object]) -> BatchingConfig:
+        """From config.json's keys; RepositoryError for a value that is not a positive integer."""
+        for key in _BATCHING_KEYS:
+            if key in data and not _positive(data[key]):
+                raise RepositoryError(f"{key} must be a positive integer, got {json.dumps(data[key])}")
+        return cls(**{key: data[key] for key in _BATCHING_KEYS if key in data})
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One model's config.json."""
 
     policy: VersionPolicy = VersionPolicy()
     default: bool = False
+    batching: BatchingConfig = BatchingConfig()
 
     @classmethod
     def read(cls, folder: Path) -> ModelConfig:
@@ -119,18 +140,21 @@ class ModelConfig:
         try:
             policy = VersionPolicy.parse(data["version_policy"]) if "version_policy" in data \
                 else VersionPolicy()
+            batching = BatchingConfig.parse(data)
         except RepositoryError as exc:
             raise RepositoryError(f"{path}: {exc}") from None
-        return cls(policy, default)
+        return cls(policy, default, batching)
 
 
 @dataclass(frozen=True)
 class Slot:
-    """One model file to serve. ``name`` and ``version`` None: the file's metadata says."""
+    """One model file to serve. ``name`` and ``version`` None: the file's metadata says.
+    ``batching``: its model's config.json's (a change reloads the version)."""
 
     path: str
     name: str | None = None
     version: str | None = None
+    batching: BatchingConfig = BatchingConfig()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -226,7 +250,8 @@ class Repository:
                 defaults.append(folder.name)
             policies[folder.name] = config.policy
             for version in sorted(_versions(folder), reverse=True):
-                slots.append(Slot(str(folder / str(version) / MODEL_FILE), folder.name, str(version)))
+                slots.append(Slot(str(folder / str(version) / MODEL_FILE), folder.name, str(version),
+                                  config.batching))
         if len(defaults) > 1:
             problems.append(f"several models say they are the default: {defaults}; "
                             f"{defaults[0]!r} is")

@@ -28,7 +28,7 @@ from cifar10_serving.grpc_api.methods import Method
 from cifar10_serving.grpc_api.status import RequestObserver
 from cifar10_serving.grpc_api.streams import pipelined
 from cifar10_serving.lifecycle import Lifecycle
-from cifar10_serving.onnx_model import ModelInfo
+from cifar10_serving.onnx_model import OnnxModel
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Classifier"].full_name
 _RAW_SIZE = contract.IMAGE_SIZE * contract.IMAGE_SIZE * contract.CHANNELS
@@ -150,20 +150,21 @@ class ClassifierServicer:
     async def get_model_info(self, request: pb.GetModelInfoRequest, wire_bytes: int,
                              context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         return self._model_info(self.plane.models.select(request.model_name,
-                                                         request.model_version).info)
+                                                         request.model_version))
 
     async def list_models(self, request: pb.ListModelsRequest, wire_bytes: int,
                           context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         models = self.plane.models
-        return pb.ListModelsResponse(models=[self._model_info(info) for info in models.infos()],
+        return pb.ListModelsResponse(models=[self._model_info(model) for model in models.served()],
                                      default_model=models.default.name)
 
-    def _model_info(self, info: ModelInfo) -> pb.ModelInfo:
+    def _model_info(self, model: OnnxModel) -> pb.ModelInfo:
         def spec(s) -> pb.TensorSpec:
             return pb.TensorSpec(name=s.name, dtype=s.dtype, shape=list(s.shape), description=s.description)
 
+        info = model.info
         return pb.ModelInfo(
             name=info.name, version=info.version, labels=list(info.labels),
             input=spec(info.input), output=spec(info.output),
-            max_batch_size=self.plane.batching.max_batch_size, metadata=dict(info.metadata),
+            max_batch_size=self.plane.batching_of(model).max_batch_size, metadata=dict(info.metadata),
         )

@@ -114,8 +114,9 @@ class InferenceServicer:
                                      pb.ModelMetadataResponse())
 
     async def model_config(self, request, wire_bytes, context):
-        info = self.plane.models.select(request.name, request.version).info
-        config = descriptions.model_config(info, self.plane.limits, self.plane.batching)
+        model = self.plane.models.select(request.name, request.version)
+        config = descriptions.model_config(model.info, self.plane.limits,
+                                           self.plane.batching_of(model))
         return json_format.ParseDict({"config": config}, pb.ModelConfigResponse())
 
     async def model_statistics(self, request, wire_bytes, context):

@@ -137,8 +137,9 @@ def router(context: Context) -> APIRouter:
                             status_code=200 if plane.ready else 503)
 
     async def model_config(_call: Call, name: str, version: str) -> Response:
-        info = plane.models.select(name, version).info
-        return JSONResponse(descriptions.model_config(info, plane.limits, plane.batching))
+        model = plane.models.select(name, version)
+        return JSONResponse(descriptions.model_config(model.info, plane.limits,
+                                                      plane.batching_of(model)))
 
     async def model_statistics(_call: Call, name: str, version: str) -> Response:
         return JSONResponse({"model_stats": [statistics.model_stats(i.name, i.version)

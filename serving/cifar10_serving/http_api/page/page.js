@@ -1,7 +1,8 @@
 // The web page's behaviour. Images picked, dropped or pasted are sent one per request to
-// POST v1/classify (multipart), so each gets its own answer or error; the model served
-// (v1/model) and the server's readiness (v2/health/ready) are shown and polled. Every URL is
-// relative: the page works behind a proxy that serves it under a path prefix.
+// POST v1/classify (multipart), so each gets its own answer or error, from the model chosen
+// among those served (v1/models; the default model's newest version at first); the server's
+// readiness (v2/health/ready) is shown and polled. Every URL is relative: the page works
+// behind a proxy that serves it under a path prefix.
 "use strict";
 
 const HEALTH_EVERY_MS = 5000;
@@ -10,7 +11,9 @@ const MULTIPART_OVERHEAD = 4096; // bytes a form adds around a file, at most
 
 const $ = (id) => document.getElementById(id);
 const maxBodyBytes = Number(document.querySelector('meta[name="max-body-bytes"]').content) || Infinity;
-const state = { labels: [], model: null, modelAsked: false, health: "", items: [], queue: [], running: 0 };
+const state = {
+  labels: [], models: [], model: null, modelsAsked: false, health: "", items: [], queue: [], running: 0,
+};
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -27,28 +30,61 @@ function size(bytes) {
   return bytes >= 1048576 ? (bytes / 1048576).toFixed(1) + " MiB" : Math.ceil(bytes / 1024) + " KiB";
 }
 
-// -- the model and the server's health ------------------------------------------------------
+// -- the models and the server's health -----------------------------------------------------
 
-async function showModel() {
-  if (state.modelAsked) return;
-  state.modelAsked = true;
-  let model;
+function accuracyOf(model) {
+  const accuracy = model.accuracy.test || model.accuracy.validation;
+  return accuracy ? { ...accuracy, part: model.accuracy.test ? "test" : "validation" } : null;
+}
+
+// The models served, in the picker; the one chosen stays chosen while it is served (a new
+// version of it replaces it), else the default model's newest version is.
+async function showModels() {
+  if (state.modelsAsked) return;
+  state.modelsAsked = true;
+  let list;
   try {
-    const response = await fetch("v1/model", { cache: "no-store" });
+    const response = await fetch("v1/models", { cache: "no-store" });
     if (!response.ok) return;
-    model = await response.json();
+    list = await response.json();
   } catch (error) {
     return; // the health line says the server is not reachable
   } finally {
-    state.modelAsked = false;
+    state.modelsAsked = false;
   }
+  const was = state.model;
+  const chosen = (was && list.models.find((m) => m.name === was.name && m.version === was.version)) ||
+    (was && list.models.find((m) => m.name === was.name)) ||
+    list.models.find((m) => m.name === list.default_model) || list.models[0];
+  state.models = list.models;
+  $("model-choice").replaceChildren(...list.models.map((model, index) => {
+    const accuracy = accuracyOf(model);
+    const option = element("option", "", `${model.name} ${model.version}` +
+      (accuracy ? ` (${(100 * accuracy.accuracy).toFixed(1)} %)` : ""));
+    option.value = String(index);
+    option.selected = model === chosen;
+    return option;
+  }));
+  choose(chosen);
+}
+
+function choose(model) {
   state.model = model;
-  const accuracy = model.accuracy.test || model.accuracy.validation;
-  const part = model.accuracy.test ? "test" : "validation";
+  const accuracy = accuracyOf(model);
   const figure = accuracy
-    ? `${(100 * accuracy.accuracy).toFixed(2)} % accurate on its ${accuracy.images.toLocaleString("en")} ${part} images`
+    ? `${(100 * accuracy.accuracy).toFixed(2)} % accurate on its ${accuracy.images.toLocaleString("en")} ${accuracy.part} images`
     : "no accuracy in its metadata";
   $("model").textContent = `Model ${model.name}, version ${model.version}: ${figure}`;
+}
+
+// The chosen model by name, and by version only where several of its versions are served:
+// a model rolled out to a new version keeps answering the page.
+function classifyUrl() {
+  const model = state.model;
+  if (!model) return "v1/classify";
+  const query = new URLSearchParams({ model: model.name });
+  if (state.models.filter((m) => m.name === model.name).length > 1) query.set("version", model.version);
+  return `v1/classify?${query}`;
 }
 
 function setHealth(health) {
@@ -67,7 +103,7 @@ async function checkHealth() {
   try {
     const response = await fetch("v2/health/ready", { cache: "no-store" });
     setHealth(response.ok ? "ready" : "not-ready");
-    if (response.ok && !state.model) showModel();
+    if (response.ok && !state.model) showModels();
   } catch (error) {
     setHealth("unreachable");
   }
@@ -102,7 +138,7 @@ function card(item) {
   img.addEventListener("error", () => img.classList.add("broken")); // not an image the browser shows
   const summary = element("div", "summary");
   summary.append(element("h3", "name", item.file.name || "pasted image"),
-                 element("p", "verdict"), element("p", "status", "Classifying…"));
+                 element("p", "verdict"), element("p", "by"), element("p", "status", "Classifying…"));
   li.append(img, summary, element("ol", "bars"));
   return li;
 }
@@ -128,7 +164,7 @@ async function classify(item) {
   form.append("images", item.file, item.file.name || "pasted image");
   let response;
   try {
-    response = await fetch("v1/classify", { method: "POST", body: form });
+    response = await fetch(classifyUrl(), { method: "POST", body: form });
   } catch (error) {
     setHealth("unreachable");
     fail(item, "The server could not be reached: is it running? Try again once it is.");
@@ -141,10 +177,13 @@ async function classify(item) {
     answer = null; // a proxy's HTML error page, say: the status still says what happened
   }
   if (!response.ok) {
+    if (response.status === 404) showModels(); // the model chosen is no longer served
     fail(item, describeRefusal(response, answer));
     return;
   }
-  if (!state.model || state.model.version !== answer.model.version) showModel();
+  const by = answer.model;
+  if (!state.model || state.model.name !== by.name || state.model.version !== by.version) showModels();
+  item.card.querySelector(".by").textContent = `by ${by.name} ${by.version}`;
   state.labels = answer.labels;
   const result = answer.results[0];
   if (result.error) {
@@ -223,6 +262,9 @@ $("files").addEventListener("change", (event) => {
   event.target.value = ""; // picking the same file again classifies it again
 });
 $("clear").addEventListener("click", clear);
+$("model-choice").addEventListener("change", (event) => {
+  choose(state.models[Number(event.target.value)]);
+});
 $("top-k").addEventListener("change", () => {
   for (const item of state.items) if (item.result) render(item);
 });
