@@ -1,12 +1,16 @@
 """The machine a measurement ran on: its CPU (model and vector-instruction flags, from
-/proc/cpuinfo as ``lscpu`` shows them), and its load around the measurement (load average and
-the other busy processes)."""
+/proc/cpuinfo as ``lscpu`` shows them: ``cifar10_core.cpus.cpu``), and its load around the
+measurement (load average and the other busy processes)."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+
+from cifar10_core.cpus import VECTOR_FLAGS, cpu
+
+__all__ = ["VECTOR_FLAGS", "background_load", "cpu"]
 
 
 def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
@@ -21,30 +25,6 @@ def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
         except (OSError, ValueError, IndexError):
             continue
     return out
-
-
-VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
-"""The flags that change onnxruntime's speed most (its kernels use the widest of them):
-figures from hosts that differ here do not compare."""
-
-
-def cpu(cpuinfo: str | None = None) -> dict:
-    """``{"model": ..., "vector_flags": [...]}`` of the first CPU in /proc/cpuinfo (or the
-    given text); unknown fields stay empty."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    model, flags = "", set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return {"model": model, "vector_flags": [f for f in VECTOR_FLAGS if f in flags]}
 
 
 def background_load(seconds: float = 1.0) -> dict:

@@ -1,10 +1,12 @@
-"""The CPUs this process may use: what the server sizes its threads by, and the client's
-``--local`` mode its onnxruntime session."""
+"""The CPUs this process may use (what the server sizes its threads by, and the client's
+``--local`` mode its onnxruntime session), and what they are (what training records and the
+benchmarks quote beside their figures)."""
 
 from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 
 def available_cpus() -> int:
@@ -39,3 +41,27 @@ def _cgroup_cpu_quota() -> float | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+"""The flags that change onnxruntime's speed most (its kernels use the widest of them):
+figures from hosts that differ here do not compare."""
+
+
+def cpu(cpuinfo: str | None = None) -> dict:
+    """``{"model": ..., "vector_flags": [...]}`` of the first CPU in /proc/cpuinfo (or the
+    given text); unknown fields stay empty."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return {"model": model, "vector_flags": [f for f in VECTOR_FLAGS if f in flags]}

@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/images/make_web_page_png.py
 
-Serves the bundled model on free ports in this process and drives Debian's chromium through
+Serves the bundled model repository on free ports in this process and drives Debian's chromium through
 chromium-driver with Selenium (the dev extra), as tests/http/test_web_page.py does.
 """
 
@@ -33,7 +33,7 @@ def main() -> None:
                      f"--window-size={WIDTH},900", "--force-device-scale-factor=1",
                      "--blink-settings=preferredColorScheme=1"):  # the light scheme
         options.add_argument(argument)
-    settings = Settings(model_path=str(ROOT / "models" / "cifar10-cnn.onnx"), host="127.0.0.1",
+    settings = Settings(model_repository=str(ROOT / "models"), host="127.0.0.1",
                         port=0, http_port=0, metrics_port=-1, reload_interval_s=0.0)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:

@@ -4,6 +4,7 @@ over gRPC and REST, on a real server with a repository of tiny models; off by de
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 
@@ -72,6 +73,9 @@ def test_explicit_mode_over_grpc(server_factory, repository):
             stub.RepositoryModelLoad(with_config, timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "parameters are not accepted here: ['config']" in refused.value.details()
+
+        shutil.rmtree(repository / "beta")  # no polling: still served, so still in the index
+        assert index(stub) == [("alpha", "2", "READY", ""), ("beta", "1", "READY", "")]
 
         stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="alpha"), timeout=10)
         with pytest.raises(grpc.RpcError) as last:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar10_core import contract
+from cifar10_core import contract, cpus
 from tests.training import cifar_files
 
 pytestmark = [pytest.mark.training, pytest.mark.slow]
@@ -53,6 +53,9 @@ def test_a_run_leaves_every_artifact(finished_run):
     assert "| true \\ predicted |" in card  # the test part's confusion matrix
     hosts = json.loads((finished_run / "hosts.json").read_text())
     assert hosts[0]["from_epoch"] == 1 and hosts[0]["cpu"]
+    assert set(hosts[0]["cpu_flags"]) <= set(cpus.VECTOR_FLAGS)
+    assert "| epoch | seconds | training images/s | validation accuracy |" in card  # every epoch
+    assert sum(line.startswith(("| 1 | ", "| 2 | ")) for line in card.splitlines()) == 2
 
 
 def test_the_three_way_split_is_recorded_in_the_run_and_the_model(finished_run, image_folder):

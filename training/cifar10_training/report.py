@@ -98,13 +98,30 @@ def _training_time(history: list[dict], split: dict, hosts: list[dict]) -> str:
     """Wall time, per-epoch speed and the hosts' CPUs of a run."""
     summary = best_and_final(history)
     median = summary["median_epoch_seconds"]
-    cpus = sorted({f"{h['cpu']}, {h['cores']} cores" for h in hosts}) or ["not recorded"]
-    return (
+    cpus = sorted({f"{h['cpu']}, {h['cores']} cores" + _flags_text(h) for h in hosts}) or ["not recorded"]
+    text = (
         f"Training time: {summary['train_seconds'] / 60:.0f} minutes, the epochs' wall times summed "
         f"(median epoch {median:.0f} s = {median / 60:.1f} minutes, "
         f"{split['train_size'] / median:.0f} training images/s; epochs far above it ran on a busy "
         f"machine or while the job was paused). Host CPU: {'; '.join(cpus)}."
     )
+    if len(history) > EPOCH_TABLE_MAX:
+        return text + " Every epoch's time: the run's history.csv."
+    rows = "\n".join(f"| {row['epoch']} | {row['seconds']:.0f} | {split['train_size'] / row['seconds']:.0f} | "
+                     f"{row['val_accuracy']:.2%} |" for row in history)
+    return (text + "\n\n| epoch | seconds | training images/s | validation accuracy |\n"
+            "| ---: | ---: | ---: | ---: |\n" + rows)
+
+
+EPOCH_TABLE_MAX = 30
+"""Runs of at most this many epochs list every epoch's time in their card."""
+
+
+def _flags_text(host: dict) -> str:
+    # hosts.json of runs before the flags were recorded has none
+    if "cpu_flags" not in host:
+        return ""
+    return f", vector flags {' '.join(host['cpu_flags'])}" if host["cpu_flags"] else ", no AVX2"
 
 
 def model_card(config: dict, history: list[dict], figures: dict, parity: dict, split: dict, model_file: str,

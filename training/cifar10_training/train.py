@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cifar10_core import cpus
 from cifar10_training import data as data_module
 from cifar10_training import distributed
 from cifar10_training.config import NESTEROV, TrainConfig
@@ -154,23 +155,18 @@ def write_split(run_dir: Path, config: TrainConfig, dataset: data_module.Labelle
 
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo, else platform), e.g. 'AMD EPYC'."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpus.cpu()["model"] or platform.processor() or platform.machine()
 
 
 def record_host(run_dir: Path, first_epoch: int) -> None:
-    """Append this sitting's host (CPU, cores, TensorFlow) to hosts.json."""
+    """Append this sitting's host (CPU, its vector flags, cores, TensorFlow) to hosts.json."""
     import tensorflow as tf
 
     path = run_dir / "hosts.json"
     hosts = json.loads(path.read_text()) if path.exists() else []
     hosts.append({"from_epoch": first_epoch, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "cpu": cpu_model(), "cores": os.cpu_count(), "tensorflow": tf.__version__})
+                  "cpu": cpu_model(), "cpu_flags": cpus.cpu()["vector_flags"], "cores": os.cpu_count(),
+                  "tensorflow": tf.__version__})
     _write_atomically(path, json.dumps(hosts, indent=1) + "\n")
 
 

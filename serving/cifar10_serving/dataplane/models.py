@@ -407,11 +407,12 @@ class ModelSet:
 
     def index(self) -> list[tuple[str, str, str, str]]:
         """The repository's models as (name, version, state, reason), Triton's index: each
-        version served READY; a model unloaded, or whose versions all failed, UNAVAILABLE."""
+        version served READY (a model gone from the disk but still served too); a model
+        unloaded, or whose versions all failed, UNAVAILABLE."""
         with self._lock:
             listing = self._listing_or_error()
             entries = []
-            for name in sorted({*listing.policies, *listing.held}):
+            for name in sorted({*listing.policies, *listing.held, *self._table.models}):
                 versions = self._table.models.get(name, ())
                 entries.extend((name, model.version, "READY", "") for model in versions)
                 if not versions:
