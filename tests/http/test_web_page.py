@@ -222,31 +222,32 @@ def test_too_large_and_unreachable_are_said_in_words(browser, server_factory):
 
 
 def test_the_model_picked_among_those_served_answers(browser, server_factory):
-    """Served from the bundled repository: the picker lists both models with their accuracy,
-    the default model first chosen; an image sent after picking the INT8 copy is answered by
-    it, and its card says so."""
+    """Served from the bundled repository: the picker lists every model with its accuracy, the
+    default model (cifar10-cnn) first chosen; an image sent after picking airbench94's INT8
+    copy is answered by it, and its card says so."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
+    names = ["cifar10-airbench94", "cifar10-airbench94-int8", "cifar10-cnn", "cifar10-cnn-int8"]
     srv = server_factory(model_repository=str(REPOSITORY))
     browser.set_window_size(1200, 900)
     open_page(browser, srv.http_address)
-    picker = Select(wait(browser, lambda d: len(Select(d.find_element(By.ID, "model-choice")).options) == 2
-                         and d.find_element(By.ID, "model-choice")))
-    options = [option.text for option in picker.options]
-    assert [text.split()[:2] for text in options] == [["cifar10-cnn", "1"], ["cifar10-cnn-int8", "1"]]
-    assert all(text.endswith(" %)") for text in options)
-    assert picker.first_selected_option.text == options[0]
+    picker = Select(wait(browser, lambda d: len(Select(d.find_element(By.ID, "model-choice")).options)
+                         == len(names) and d.find_element(By.ID, "model-choice")))
+    options = {option.text.split()[0]: option.text for option in picker.options}
+    assert list(options) == names and all(text.split()[1] == "1" for text in options.values())
+    assert all(text.endswith(" %)") for text in options.values())
+    assert picker.first_selected_option.text == options["cifar10-cnn"]
     assert browser.find_element(By.ID, "model").text.startswith("Model cifar10-cnn, version 1: ")
 
     upload(browser, EXAMPLES / "cat.jpg")
     cards(browser, 1)
-    picker.select_by_visible_text(options[1])
-    assert browser.find_element(By.ID, "model").text.startswith("Model cifar10-cnn-int8, version 1: ")
+    picker.select_by_visible_text(options["cifar10-airbench94-int8"])
+    assert browser.find_element(By.ID, "model").text.startswith("Model cifar10-airbench94-int8, version 1: ")
     upload(browser, EXAMPLES / "cat.jpg")
     first, second = cards(browser, 2)
     assert first["verdict"].split()[0].lower() == second["verdict"].split()[0].lower() == "cat"
     by = [card.find_element(By.CSS_SELECTOR, ".by").text
           for card in browser.find_elements(By.CSS_SELECTOR, "#results > .result")]
-    assert by == ["by cifar10-cnn 1", "by cifar10-cnn-int8 1"]
-    assert srv.metrics.images.labels("cifar10-cnn-int8", "1")._value.get() == 1
+    assert by == ["by cifar10-cnn 1", "by cifar10-airbench94-int8 1"]
+    assert srv.metrics.images.labels("cifar10-airbench94-int8", "1")._value.get() == 1

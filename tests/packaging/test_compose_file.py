@@ -104,7 +104,7 @@ def test_train_exports_a_new_version_into_the_repository_serve_polls(doc, tmp_pa
 
 def test_serve_seeds_the_volume_with_the_bundled_models(doc, tmp_path):
     serve = compose.local_service(doc, "serve", tmp_path)
-    for name in ("cifar10-cnn", "cifar10-cnn-int8"):
+    for name in ("cifar10-cnn", "cifar10-cnn-int8", "cifar10-airbench94", "cifar10-airbench94-int8"):
         bundled = serve.local_path(f"/app/models/{name}")
         assert bundled == ROOT / "models" / name and (bundled / "1" / "model.onnx").is_file()
         assert str(bundled) in " ".join(serve.argv), "the command copies the bundled models in"

@@ -82,7 +82,7 @@ def test_a_config_saved_before_recipes_means_the_two_way_split_and_the_lab(tmp_p
 
 
 AIRBENCH94 = {
-    "arch": "airbench94", "epochs": 10, "batch_size": 1024, "optimizer": "sgd-nesterov", "learning_rate": 11.5,
+    "arch": "airbench94", "epochs": 10, "batch_size": 512, "optimizer": "sgd-nesterov", "learning_rate": 11.5,
     "momentum": 0.85, "weight_decay": 0.0153, "bias_lr_scale": 64.0, "lr_schedule": "linear",
     "warmup_fraction": 0.23, "label_smoothing": 0.2, "lookahead": True, "conv_dropout": 0.0, "dense_dropout": 0.0,
     "rotation_degrees": 0.0, "width_shift": 0.0, "height_shift": 0.0, "zoom": 0.0, "crop_padding": 2,

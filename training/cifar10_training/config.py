@@ -57,7 +57,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "arch": AIRBENCH94,
         "model_name": "cifar10-airbench94",
         "epochs": 10,                  # airbench94 trains 9.9 epochs of 50,000 images
-        "batch_size": 1024,
+        "batch_size": 512,             # airbench94: 1,024; 512 is faster per image on a CPU
         "optimizer": NESTEROV,
         "learning_rate": 11.5,         # per 1,024 images
         "momentum": 0.85,

@@ -214,16 +214,15 @@ def model_card(file_name: str, meta: dict[str, str], record: dict,
     made = ""
     if "seconds" in record:
         made = f"Quantized and evaluated in {record['seconds']:.0f} s on {record['host']}.\n"
-    fp32_card = Path(file_name.replace("-int8", "")).with_suffix(".md").name
-    trained = f"\n## Training\nFrom the FP32 model's card ({fp32_card}): {training}\n" if training else ""
+    trained = f"\n## Training\nFrom the FP32 model's card: {training}\n" if training else ""
     return f"""# Model card: {meta[contract.META_MODEL_NAME]} {version}
 
 File: `{file_name}`: the INT8 copy of {meta[contract.META_MODEL_NAME]} \
 {record["source_model_version"]} (sha256 `{record["source_model_sha256"][:16]}...`), made by
 `cifar10-train quantize`. Same contract as the FP32 model: input `images` uint8
 [N, 32, 32, 3] RGB NHWC, output `probabilities` float32 [N, 10] summing to 1, same labels
-and metadata, plus `{META_QUANTIZATION}`. Serve it with
-`CIFAR10_MODEL_PATH=models/{file_name}` (or `--model-path`).
+and metadata, plus `{META_QUANTIZATION}`. Serve it as a version of a model of its own in a
+model repository (`<repository>/<name>/<version>/model.onnx`), or alone with `--model-path`.
 
 ## How it was made
 {record["method"]}; onnxruntime {record["onnxruntime"]}.
