@@ -125,10 +125,13 @@ def test_airbench_learning_rate_and_weight_decay_scaling_and_schedule():
     assert step_size(11.5, 0.85, 1024) == pytest.approx(1.5)  # 11.5 / (1 + 1/0.15)
     assert step_size(11.5, 0.85, 512) == pytest.approx(0.75)
     assert l2_coefficient(11.5, 0.0153) == pytest.approx(0.0153 / 11.5)
-    schedule = learning_rate(for_recipe("airbench94", epochs=10), steps_per_epoch=10)  # 100 steps, 23 warm-up
+    # the recipe's batch of 512: a peak step size of 0.75; 100 steps, 23 of warm-up
+    schedule = learning_rate(for_recipe("airbench94", epochs=10), steps_per_epoch=10)
     rate = {step: float(schedule(step)) for step in (0, 23, 100, 150)}
-    assert rate[0] == pytest.approx(0.2 * 1.5) and rate[23] == pytest.approx(1.5)
-    assert rate[100] == pytest.approx(0.07 * 1.5) and rate[150] == pytest.approx(0.07 * 1.5)
+    assert rate[0] == pytest.approx(0.2 * 0.75) and rate[23] == pytest.approx(0.75)
+    assert rate[100] == pytest.approx(0.07 * 0.75) and rate[150] == pytest.approx(0.07 * 0.75)
+    at_1024 = learning_rate(for_recipe("airbench94", epochs=10, batch_size=1024), steps_per_epoch=10)
+    assert float(at_1024(23)) == pytest.approx(1.5)  # airbench94's own batch and step size
 
 
 def test_a_few_steps_train_everything_but_the_whitening_kernel():
