@@ -40,7 +40,7 @@ def newest_file(repository: Path, name: str) -> Path:
     return max(versions, key=lambda p: int(p.name)) / "model.onnx"
 
 
-def server_run(address: str, model: str, args) -> dict:
+def server_run(address: str, model: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-m", "bench.loadgen", "--address", address, "--api", "oip",
            "--model", model, "--batch", str(SERVER_BATCH), "--concurrency", str(SERVER_CONCURRENCY)]
     cmd += (["--requests", "8"] if args.smoke
