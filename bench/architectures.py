@@ -20,36 +20,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from bench import ceiling
+from bench.model_repository import load, result, summary
 from bench.paths import ROOT
 from bench.server_process import Server
 from bench.stats import median
 
 MODELS = ("cifar10-cnn", "cifar10-cnn-int8", "cifar10-airbench94", "cifar10-airbench94-int8")
 RAW_BATCHES = (1, 32)
-SERVER_BATCH = 32
-SERVER_CONCURRENCY = 4
+SERVER_CONCURRENCY = 4  # 32-image calls (bench.model_repository's)
 
 
 def newest_file(repository: Path, name: str) -> Path:
     versions = [p for p in (repository / name).iterdir() if p.name.isdigit()]
     return max(versions, key=lambda p: int(p.name)) / "model.onnx"
-
-
-def server_run(address: str, model: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, "-m", "bench.loadgen", "--address", address, "--api", "oip",
-           "--model", model, "--batch", str(SERVER_BATCH), "--concurrency", str(SERVER_CONCURRENCY)]
-    cmd += (["--requests", "8"] if args.smoke
-            else ["--duration", str(args.duration), "--warmup", str(args.warmup)])
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.loadgen failed: {done.stderr[-2000:]}")
-    run = json.loads(done.stdout)
-    return {key: run.get(key) for key in ("images_per_s", "p50_ms", "p99_ms", "errors")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in order:
                 raw[name].append(ceiling.measure(str(files[name]), RAW_BATCHES, args.seconds, 0,
                                                  runs=3 if args.smoke else 0)["batches"])
-                served[name].append(server_run(server.address, name, args))
+                served[name].append(summary(result(load(server.address, name, SERVER_CONCURRENCY, args))))
     finally:
         server.stop()
 
