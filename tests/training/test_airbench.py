@@ -62,6 +62,18 @@ def test_airbench94_has_its_layers_and_widths(model):
     assert kernel[:, :, :, :64].sum() == 64 and kernel[:, :, :, 64:].std() > 0
 
 
+def test_whitening_sample_draws_from_every_class_of_a_folder_loaded_class_by_class():
+    from cifar10_training.airbench import WHITENING_IMAGES, whitening_sample
+
+    labels = np.repeat(np.arange(10), 4500)  # an image folder's order: class by class
+    picked = whitening_sample(len(labels), seed=42)
+    assert len(picked) == len(np.unique(picked)) == WHITENING_IMAGES
+    assert np.bincount(labels[picked], minlength=10).min() > 400  # about 500 of each class
+    np.testing.assert_array_equal(picked, whitening_sample(len(labels), seed=42))  # seeded
+    assert not np.array_equal(picked, whitening_sample(len(labels), seed=43))
+    np.testing.assert_array_equal(whitening_sample(32, seed=42), np.arange(32))  # fewer: all of them
+
+
 def test_whitening_filters_decorrelate_the_patches():
     from cifar10_training.whitening import EPS, whitening_kernel
 

@@ -30,7 +30,7 @@ from cifar10_training.whitening import PatchWhitening, whitening_kernel
 
 WIDTHS = (64, 256, 256)
 WHITENING_FILTERS = 24
-WHITENING_IMAGES = 5000  # airbench94 whitens on the first 5,000 training images
+WHITENING_IMAGES = 5000  # airbench94 whitens on 5,000 training images
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 BATCHNORM_MOMENTUM = 0.6
@@ -67,11 +67,20 @@ def _identity_start(conv: layers.Conv2D) -> None:
     conv.kernel.assign(kernel)
 
 
-def build_airbench94(whitening_images: np.ndarray, seed: int = 0) -> keras.Model:
-    """The network, its whitening layer set from ``whitening_images`` (uint8 or [0, 1]
-    float NHWC; airbench94 uses the first 5,000 training images)."""
-    images = np.asarray(whitening_images[:WHITENING_IMAGES], dtype=np.float32)
-    if whitening_images.dtype == np.uint8:
+def whitening_sample(count: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``WHITENING_IMAGES`` of ``count`` training images (all when fewer),
+    drawn at random: airbench94 takes the first 5,000 of CIFAR-10's shuffled training set,
+    while an image folder loads class by class, so its first 5,000 would be mostly airplanes."""
+    if count <= WHITENING_IMAGES:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, WHITENING_IMAGES, replace=False))
+
+
+def build_airbench94(train_images: np.ndarray, seed: int = 0) -> keras.Model:
+    """The network, its whitening layer set from a seeded sample (``whitening_sample``) of
+    ``train_images`` (uint8 or [0, 1] float NHWC)."""
+    images = np.asarray(train_images[whitening_sample(len(train_images), seed)], dtype=np.float32)
+    if train_images.dtype == np.uint8:
         images /= 255.0
     normalised = (images - np.asarray(CIFAR_MEAN, np.float32)) / np.asarray(CIFAR_STD, np.float32)
 
