@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar10_training import tensorflow_env
+
 log = logging.getLogger("bench.training_pipeline")
 
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tensorflow_env.apply_defaults()  # as cifar10-train runs
 
     if args.data == "synthetic":
         rng = np.random.default_rng(0)

@@ -9,6 +9,9 @@
 
 Bad flag values, problems with the data or the run folder, and an export whose ONNX answers
 differ from Keras' print one ``cifar10-train: error:`` line and exit 2.
+
+TensorFlow runs with its oneDNN kernels on and its C++ log at WARNING unless the environment
+says otherwise (``TF_ENABLE_ONEDNN_OPTS``, ``TF_CPP_MIN_LOG_LEVEL``; ``tensorflow_env``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 from pathlib import Path
 
 from cifar10_training import config as config_module
+from cifar10_training import tensorflow_env
 
 log = logging.getLogger("training")
 
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tensorflow_env.apply_defaults()
     from cifar10_core.errors import ModelLoadError
     from cifar10_training.data import DataError
     from cifar10_training.export import ExportParityError
