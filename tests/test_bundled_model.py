@@ -58,8 +58,8 @@ class Bundled:
 
 
 SEED_CNN = Bundled("cifar10-cnn", "improved", 0.85)  # issue 15's target: 85 %
-# Issue 30 asks 94 %; the bundled run reached 90.24 % (docs/training.md, "Trials"): the floor
-# guards that file until a run reaches the target.
+# Issue 30 asks 94 %; the bundled run reached 90.24 %, and airbench's own code reaches no more on
+# this data (docs/training.md, "Why 94 % is out of reach"): the floor guards the file shipped.
 AIRBENCH94 = Bundled("cifar10-airbench94", "airbench94", 0.90)
 
 
