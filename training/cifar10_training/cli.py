@@ -10,7 +10,7 @@
 Bad flag values, problems with the data or the run folder, and an export whose ONNX answers
 differ from Keras' print one ``cifar10-train: error:`` line and exit 2.
 
-TensorFlow runs with its oneDNN kernels on and its C++ log at WARNING unless the environment
+TensorFlow runs with its oneDNN kernels on and its C++ log at ERROR unless the environment
 says otherwise (``TF_ENABLE_ONEDNN_OPTS``, ``TF_CPP_MIN_LOG_LEVEL``; ``tensorflow_env``).
 """
 

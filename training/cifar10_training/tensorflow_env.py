@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 DEFAULTS = {
-    # C++ log lines from WARNING up: TensorFlow's INFO lines are start-up noise.
+    # C++ log lines of errors only: TensorFlow's INFO and WARNING lines are start-up noise.
     "TF_CPP_MIN_LOG_LEVEL": "2",
     # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI or newer;
     # on AVX2 CPUs they train these networks 1.3 to 1.6 times faster (docs/training.md, "oneDNN").
