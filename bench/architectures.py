@@ -34,9 +34,15 @@ RAW_BATCHES = (1, 32)
 SERVER_CONCURRENCY = 4  # 32-image calls (bench.model_repository's)
 
 
-def newest_file(repository: Path, name: str) -> Path:
-    versions = [p for p in (repository / name).iterdir() if p.name.isdigit()]
-    return max(versions, key=lambda p: int(p.name)) / "model.onnx"
+def newest_files(repository: Path, names: list[str]) -> dict[str, Path]:
+    """Each model's newest version file, as the server's own scan of the repository lists
+    them (newest first)."""
+    from cifar10_serving.dataplane.repository import Repository
+
+    newest: dict[str, Path] = {}
+    for slot in Repository(repository).scan().slots:
+        newest.setdefault(slot.name, Path(slot.path))
+    return {name: newest[name] for name in names}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a few runs and calls (a test)")
     args = parser.parse_args(argv)
     names = args.models.split(",")
-    files = {name: newest_file(args.repository, name) for name in names}
+    files = newest_files(args.repository, names)
 
     raw: dict[str, list[dict]] = {name: [] for name in names}
     served: dict[str, list[dict]] = {name: [] for name in names}
