@@ -9,6 +9,7 @@ import csv
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,14 +19,43 @@ from tests.client.helpers import random_image
 from tests.client.test_batch import ROOT, batch, comparable, folder, jsonl  # noqa: F401 (fixture)
 
 
+RAY_STARTS = 3
+
+
 @pytest.fixture(scope="module")
 def ray_here():
-    """One local Ray instance for the module: each run reuses it instead of starting its own."""
+    """One local Ray instance for the module: each run reuses it instead of starting its own.
+
+    Ray gives its raylet a fixed 30 s to register and raises if it has not; that happened once
+    on a CI machine where it usually takes 5 s. A new start is the cure Ray's issue threads give
+    (ray-project/ray#47087), so the fixture tries a few before it fails, with Ray's own logs."""
     ray = pytest.importorskip("ray", reason="--engine ray needs the 'ray' extra (in dev)")
     pytest.importorskip("ray.data", reason="--engine ray needs the 'ray' extra (in dev)")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    failures = []
+    for _ in range(RAY_STARTS):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as error:  # Ray raises a bare Exception for this
+            failures.append(f"{error}\n{ray_logs()}")
+            ray.shutdown()
+    else:
+        pytest.fail(f"no local Ray instance in {RAY_STARTS} starts:\n" + "\n".join(failures))
     yield
     ray.shutdown()
+
+
+def ray_logs(lines: int = 20) -> str:
+    """The end of the newest Ray session's raylet and GCS logs: why a start failed."""
+    from ray._common.utils import get_default_ray_temp_dir  # where ray.init puts its sessions
+
+    logs = Path(get_default_ray_temp_dir()) / "session_latest" / "logs"
+    tails = []
+    for name in ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err"):
+        path = logs / name
+        if path.exists():
+            tails.append(f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(tails) or f"(no logs under {logs})"
 
 
 def probabilities(records: list[dict]) -> dict[str, np.ndarray]:
