@@ -18,6 +18,7 @@ Ray is imported only here and only when asked for (the ``ray`` extra).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from cifar10_core.contract import CLASS_NAMES
 
+from .errors import UnreachableError
 from .local_model import LocalModel
 from .outputs import KEY
 from .results import Classification
@@ -98,6 +100,21 @@ class Classifier:
         return columns_of(items, classify_locally(self.model, items))
 
 
+def start_ray() -> None:
+    """Connect to the cluster RAY_ADDRESS names, or start a local instance where it is unset;
+    raise UnreachableError, one line, where neither works."""
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as error:  # ConnectionError (no cluster there), or Ray's bare Exception for
+        # a local raylet that missed its fixed 30 s to register
+        ray.shutdown()  # what a half-made local start left running
+        where = f"reach the Ray cluster at RAY_ADDRESS={address}" if address else "start a local Ray instance"
+        raise UnreachableError(f"cannot {where}: {error}") from None
+
+
 def run_on_ray(
     todo: Iterable[Item],
     write: Callable[[list[dict]], None],
@@ -116,8 +133,7 @@ def run_on_ray(
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        # RAY_ADDRESS (if set) names a cluster; otherwise a local instance on this machine.
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        start_ray()
     try:
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # not its per-run INFO lines
         context = ray.data.DataContext.get_current()

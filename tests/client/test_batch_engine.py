@@ -26,9 +26,9 @@ RAY_STARTS = 3
 def ray_here():
     """One local Ray instance for the module: each run reuses it instead of starting its own.
 
-    Ray gives its raylet a fixed 30 s to register and raises if it has not; that happened once
-    on a CI machine where it usually takes 5 s. A new start is the cure Ray's issue threads give
-    (ray-project/ray#47087), so the fixture tries a few before it fails, with Ray's own logs."""
+    Ray gives its raylet a fixed 30 s to register and raises if it has not (ray-project/ray#47087);
+    that happened once on a CI machine where it takes 5 s here. So the fixture starts it again
+    before it fails, and then fails with Ray's own logs."""
     ray = pytest.importorskip("ray", reason="--engine ray needs the 'ray' extra (in dev)")
     pytest.importorskip("ray.data", reason="--engine ray needs the 'ray' extra (in dev)")
     failures = []
@@ -121,6 +121,21 @@ def test_engine_without_ray_says_what_to_install(tmp_path, tiny_model_path):
     assert "'ray' extra" in done.stderr and "pip install 'cifar10-serving[ray]'" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.csv").exists()  # nothing opened before the check
+
+
+@pytest.mark.slow
+def test_engine_that_cannot_reach_ray_says_so_in_one_line(tmp_path, tiny_model_path):
+    pytest.importorskip("ray.data", reason="--engine ray needs the 'ray' extra (in dev)")
+    np.save(tmp_path / "a.npy", np.stack([random_image(0)]))
+    done = subprocess.run(
+        [sys.executable, "-m", "cifar10_client.batch", tmp_path / "a.npy", "-o", tmp_path / "o.csv",
+         "--local", tiny_model_path, "--engine", "ray", "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "head-node"},  # no port: a typo
+    )
+    assert done.returncode == 3, done.stderr  # unavailable
+    assert "cifar10-batch: error: cannot reach the Ray cluster at RAY_ADDRESS=head-node: " in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_engine_needs_a_local_model(tmp_path, capsys):
