@@ -327,14 +327,15 @@ def writer(files: list[ResultFile], skip_sets: list[set[str]]) -> Callable[[list
 
 
 def _run_on_engine(args, todo, total, files, skip_sets) -> tuple[int, int, float, str]:
-    from .engine import run_on_ray
+    from .engine import ray_running, run_on_ray
 
-    progress = Progress(total, enabled=not args.no_progress)
-    try:
-        return run_on_ray(todo, writer(files, skip_sets), progress.update, args.local, args.batch_size,
-                          args.concurrency, args.threads)
-    finally:
-        progress.close()
+    with ray_running():  # before the bar: a Ray that cannot start is one line
+        progress = Progress(total, enabled=not args.no_progress)
+        try:
+            return run_on_ray(todo, writer(files, skip_sets), progress.update, args.local,
+                              args.batch_size, args.concurrency, args.threads)
+        finally:
+            progress.close()
 
 
 async def _run_async(args, backend, todo, total, files, skip_sets, heading: str) -> tuple[int, int, float, str]:

@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -100,11 +101,16 @@ class Classifier:
         return columns_of(items, classify_locally(self.model, items))
 
 
-def start_ray() -> None:
-    """Connect to the cluster RAY_ADDRESS names, or start a local instance where it is unset;
-    raise UnreachableError, one line, where neither works."""
+@contextmanager
+def ray_running() -> Iterator[None]:
+    """Ray for the block: the instance this process already has, else the cluster RAY_ADDRESS
+    names, else a local one started here (and shut down after). Raises UnreachableError, one
+    line, where Ray can be neither reached nor started."""
     import ray
 
+    if ray.is_initialized():
+        yield
+        return
     address = os.environ.get("RAY_ADDRESS")
     try:
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
@@ -113,6 +119,10 @@ def start_ray() -> None:
         ray.shutdown()  # what a half-made local start left running
         where = f"reach the Ray cluster at RAY_ADDRESS={address}" if address else "start a local Ray instance"
         raise UnreachableError(f"cannot {where}: {error}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def run_on_ray(
@@ -127,41 +137,34 @@ def run_on_ray(
     """Classify ``todo`` on Ray Data with up to ``actors`` model actors of ``threads``
     onnxruntime threads each (0: one); write each result batch as it arrives and call
     ``progress(rows written, items failed so far)``. Returns (items done, items failed,
-    seconds, a description)."""
+    seconds, a description). Runs inside ``ray_running()``."""
     import ray
     import ray.data
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        start_ray()
-    try:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # not its per-run INFO lines
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # cifar10-batch's own bar (--no-progress) instead
-        threads = max(1, threads)
-        dataset = ray.data.from_items([input_row(item) for item in todo])
-        results = dataset.map_batches(
-            Classifier,
-            fn_constructor_kwargs={"model_path": model_path, "threads": threads},
-            batch_size=batch_size,
-            batch_format="numpy",
-            # An autoscaling actor pool: from one actor up to `actors`, as many as the CPUs fit.
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, actors)),
-            num_cpus=threads,
-        )
-        done = failed = 0
-        started, cpu_started = time.perf_counter(), time.process_time()
-        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-            rows = rows_of(batch)
-            write(rows)
-            n_failed = sum(1 for r in rows if r.get("error"))
-            done, failed = done + len(rows), failed + n_failed
-            progress(len(rows), failed)
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        cpus = ray.cluster_resources().get("CPU", 0)
-        return done, failed, seconds, (
-            f"Ray Data {ray.__version__} ({cpus:.0f} CPUs), up to {actors} actors x {threads} "
-            f"threads, model {model_path}; driver CPU {cpu / max(done, 1) * 1e6:.0f} us per image")
-    finally:
-        if started_ray:
-            ray.shutdown()
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not its per-run INFO lines
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # cifar10-batch's own bar (--no-progress) instead
+    threads = max(1, threads)
+    dataset = ray.data.from_items([input_row(item) for item in todo])
+    results = dataset.map_batches(
+        Classifier,
+        fn_constructor_kwargs={"model_path": model_path, "threads": threads},
+        batch_size=batch_size,
+        batch_format="numpy",
+        # An autoscaling actor pool: from one actor up to `actors`, as many as the CPUs fit.
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, actors)),
+        num_cpus=threads,
+    )
+    done = failed = 0
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+        rows = rows_of(batch)
+        write(rows)
+        n_failed = sum(1 for r in rows if r.get("error"))
+        done, failed = done + len(rows), failed + n_failed
+        progress(len(rows), failed)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    cpus = ray.cluster_resources().get("CPU", 0)
+    return done, failed, seconds, (
+        f"Ray Data {ray.__version__} ({cpus:.0f} CPUs), up to {actors} actors x {threads} "
+        f"threads, model {model_path}; driver CPU {cpu / max(done, 1) * 1e6:.0f} us per image")
