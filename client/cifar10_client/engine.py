@@ -101,24 +101,35 @@ class Classifier:
         return columns_of(items, classify_locally(self.model, items))
 
 
+# Ray gives a local raylet a fixed 30 s to register and raises if it has not
+# (ray-project/ray#47087); a start that is only slow passes on the next try.
+LOCAL_STARTS = 3
+
+
 @contextmanager
 def ray_running() -> Iterator[None]:
     """Ray for the block: the instance this process already has, else the cluster RAY_ADDRESS
-    names, else a local one started here (and shut down after). Raises UnreachableError, one
-    line, where Ray can be neither reached nor started."""
+    names, else a local one started here (up to ``LOCAL_STARTS`` tries; shut down after).
+    Raises UnreachableError, one line, where Ray can be neither reached nor started."""
     import ray
 
     if ray.is_initialized():
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
-    try:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    except Exception as error:  # ConnectionError (no cluster there), or Ray's bare Exception for
-        # a local raylet that missed its fixed 30 s to register
-        ray.shutdown()  # what a half-made local start left running
-        where = f"reach the Ray cluster at RAY_ADDRESS={address}" if address else "start a local Ray instance"
-        raise UnreachableError(f"cannot {where}: {error}") from None
+    for attempt in range(1, 1 + (1 if address else LOCAL_STARTS)):
+        try:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            break
+        except Exception as error:  # ConnectionError (no cluster there), or Ray's bare Exception
+            # for a local raylet that missed its 30 s
+            ray.shutdown()  # what a half-made local start left running
+            if address:
+                raise UnreachableError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {error}") from None
+            if attempt == LOCAL_STARTS:
+                raise UnreachableError(
+                    f"cannot start a local Ray instance ({LOCAL_STARTS} tries): {error}") from None
+            log.warning("a local Ray instance did not start (%s); trying again", error)
     try:
         yield
     finally:

@@ -9,6 +9,7 @@ import csv
 import os
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -19,30 +20,22 @@ from tests.client.helpers import random_image
 from tests.client.test_batch import ROOT, batch, comparable, folder, jsonl  # noqa: F401 (fixture)
 
 
-RAY_STARTS = 3
-
-
 @pytest.fixture(scope="module")
 def ray_here():
-    """One local Ray instance for the module: each run reuses it instead of starting its own.
-
-    Ray gives its raylet a fixed 30 s to register and raises if it has not (ray-project/ray#47087);
-    that happened once on a CI machine where it takes 5 s here. So the fixture starts it again
-    before it fails, and then fails with Ray's own logs."""
-    ray = pytest.importorskip("ray", reason="--engine ray needs the 'ray' extra (in dev)")
+    """One local Ray instance for the module (``ray_running``, as cifar10-batch starts it):
+    each run reuses it instead of starting its own. Where Ray cannot start, the failure comes
+    with the end of Ray's own logs."""
+    pytest.importorskip("ray", reason="--engine ray needs the 'ray' extra (in dev)")
     pytest.importorskip("ray.data", reason="--engine ray needs the 'ray' extra (in dev)")
-    failures = []
-    for _ in range(RAY_STARTS):
+    from cifar10_client.engine import ray_running
+    from cifar10_client.errors import UnreachableError
+
+    with ExitStack() as stack:
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception as error:  # Ray raises a bare Exception for this
-            failures.append(f"{error}\n{ray_logs()}")
-            ray.shutdown()
-    else:
-        pytest.fail(f"no local Ray instance in {RAY_STARTS} starts:\n" + "\n".join(failures))
-    yield
-    ray.shutdown()
+            stack.enter_context(ray_running())
+        except UnreachableError as error:
+            pytest.fail(f"{error}\n{ray_logs()}")
+        yield
 
 
 def ray_logs(lines: int = 20) -> str:
